@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: prepares the Python venv with pymilvus 1.1.2, then runs the Rust
+# tests (SQLite always; MySQL too when MISHARDS_TEST_MYSQL_URL is set) and the Python end-to-end tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=.venv
+stamp="$venv/.requirements"
+wanted="pymilvus==1.1.2 $(sha256sum tests/e2e/requirements.txt | cut -d' ' -f1)"
+if [[ ! -x "$venv/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]]; then
+    echo "== preparing $venv (pymilvus 1.1.2 and test requirements)"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps pymilvus==1.1.2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
+    echo "$wanted" > "$stamp"
+fi
+export MISHARDS_TEST_PYTHON="$PWD/$venv/bin/python"
+
+echo "== Rust tests (MySQL: ${MISHARDS_TEST_MYSQL_URL:+on}${MISHARDS_TEST_MYSQL_URL:-off, set MISHARDS_TEST_MYSQL_URL})"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --no-fail-fast
+else
+    cargo test --no-fail-fast
+fi
+
+shopt -s nullglob
+e2e=(tests/e2e/test_*.py)
+if (( ${#e2e[@]} )); then
+    echo "== Python end-to-end tests"
+    cargo build --quiet
+    MISHARDS_BIN="$PWD/target/debug/mishards" "$venv/bin/python" -m pytest -q "${e2e[@]}"
+fi

@@ -1,0 +1,1437 @@
+//! Settings for every subcommand, from four layers: command-line flag > environment variable (with the
+//! Mishards names: WOSERVER, SERVER_PORT, SQLALCHEMY_DATABASE_URI, …) > TOML file > default.
+//!
+//! One table (`SPECS`) describes every setting once: its file key, environment names, flag, type, default
+//! and help. The CLI builds its flags from it, `config check` prints from it, and resolution reads the
+//! environment through an injected [`Source`], so tests never touch the process environment.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::meta::mask_password;
+
+/// Which subcommand a setting belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    Gateway,
+    Node,
+    Demo,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 3] = [Scope::Gateway, Scope::Node, Scope::Demo];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Gateway => "gateway",
+            Scope::Node => "node",
+            Scope::Demo => "demo",
+        }
+    }
+}
+
+const ALL: &[Scope] = &Scope::ALL;
+const GATEWAY: &[Scope] = &[Scope::Gateway];
+const NODE: &[Scope] = &[Scope::Node];
+const DEMO: &[Scope] = &[Scope::Demo];
+const GATEWAY_NODE: &[Scope] = &[Scope::Gateway, Scope::Node];
+
+/// The type of a setting's value, which decides how text from any layer is parsed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Kind {
+    Text,
+    Path,
+    Bool,
+    Port,
+    Count,
+    Number,
+    /// Comma-separated in flags and the environment; a string or an array in TOML.
+    List,
+    /// One of these words, matched without regard to case.
+    OneOf(&'static [&'static str]),
+}
+
+/// One setting.
+#[derive(Debug)]
+pub struct Spec {
+    /// The TOML key, and the name `config check` prints.
+    pub key: &'static str,
+    /// Environment variable names, first one preferred.
+    pub env: &'static [&'static str],
+    /// The long flag, without `--`.
+    pub flag: &'static str,
+    pub kind: Kind,
+    pub default: Option<&'static str>,
+    pub secret: bool,
+    pub scopes: &'static [Scope],
+    pub help: &'static str,
+}
+
+macro_rules! spec {
+    ($key:literal, [$($env:literal),*], $flag:literal, $kind:expr, $default:expr, $scopes:expr, $help:literal) => {
+        Spec { key: $key, env: &[$($env),*], flag: $flag, kind: $kind, default: $default, secret: false,
+               scopes: $scopes, help: $help }
+    };
+}
+
+pub const DEFAULT_PORT: u16 = 19530;
+
+/// Every setting of every subcommand.
+pub static SPECS: &[Spec] = &[
+    spec!(
+        "server_port",
+        ["SERVER_PORT"],
+        "port",
+        Kind::Port,
+        Some("19530"),
+        ALL,
+        "gRPC port the Milvus 1.1 API listens on"
+    ),
+    spec!(
+        "host",
+        ["MISHARDS_HOST"],
+        "host",
+        Kind::Text,
+        Some("0.0.0.0"),
+        ALL,
+        "address the gRPC server binds"
+    ),
+    spec!(
+        "woserver",
+        ["WOSERVER"],
+        "woserver",
+        Kind::Text,
+        None,
+        GATEWAY,
+        "the write node, tcp://host:port or host:port"
+    ),
+    Spec {
+        secret: true,
+        ..spec!(
+            "sqlalchemy_database_uri",
+            ["SQLALCHEMY_DATABASE_URI"],
+            "meta-uri",
+            Kind::Text,
+            None,
+            GATEWAY_NODE,
+            "metadata database: mysql://…, mysql+pymysql://…, sqlite:////abs/path (node default: meta.sqlite in --storage)"
+        )
+    },
+    spec!(
+        "sql_echo",
+        ["SQL_ECHO"],
+        "sql-echo",
+        Kind::Bool,
+        Some("false"),
+        ALL,
+        "log every SQL statement"
+    ),
+    spec!(
+        "discovery_class_name",
+        ["DISCOVERY_CLASS_NAME"],
+        "discovery",
+        Kind::OneOf(&["static", "file", "kubernetes"]),
+        Some("static"),
+        GATEWAY,
+        "how read nodes are found: static (DISCOVERY_STATIC_HOSTS) or file (a hosts file re-read on change)"
+    ),
+    spec!(
+        "discovery_static_hosts",
+        ["DISCOVERY_STATIC_HOSTS"],
+        "static-hosts",
+        Kind::List,
+        Some(""),
+        GATEWAY,
+        "read nodes for static discovery, host[:port] separated by commas; DNS names allowed"
+    ),
+    spec!(
+        "discovery_static_port",
+        ["DISCOVERY_STATIC_PORT"],
+        "static-port",
+        Kind::Port,
+        Some("19530"),
+        GATEWAY,
+        "port of static hosts that name none"
+    ),
+    spec!(
+        "discovery_file",
+        ["DISCOVERY_FILE"],
+        "discovery-file",
+        Kind::Path,
+        None,
+        GATEWAY,
+        "hosts file for file discovery: one host[:port] per line, # comments"
+    ),
+    spec!(
+        "discovery_plugin_path",
+        ["DISCOVERY_PLUGIN_PATH"],
+        "discovery-plugin-path",
+        Kind::Path,
+        None,
+        GATEWAY,
+        "accepted for Mishards compatibility; Python plugins are not loaded"
+    ),
+    spec!(
+        "discovery_kubernetes_namespace",
+        ["DISCOVERY_KUBERNETES_NAMESPACE"],
+        "kubernetes-namespace",
+        Kind::Text,
+        None,
+        GATEWAY,
+        "accepted for Mishards compatibility (kubernetes discovery is not available)"
+    ),
+    spec!(
+        "discovery_kubernetes_in_cluster",
+        ["DISCOVERY_KUBERNETES_IN_CLUSTER"],
+        "kubernetes-in-cluster",
+        Kind::Bool,
+        Some("false"),
+        GATEWAY,
+        "accepted for Mishards compatibility (kubernetes discovery is not available)"
+    ),
+    spec!(
+        "discovery_kubernetes_poll_interval",
+        ["DISCOVERY_KUBERNETES_POLL_INTERVAL"],
+        "kubernetes-poll-interval",
+        Kind::Count,
+        Some("5"),
+        GATEWAY,
+        "accepted for Mishards compatibility (kubernetes discovery is not available)"
+    ),
+    spec!(
+        "discovery_kubernetes_pod_patt",
+        ["DISCOVERY_KUBERNETES_POD_PATT"],
+        "kubernetes-pod-patt",
+        Kind::Text,
+        None,
+        GATEWAY,
+        "accepted for Mishards compatibility (kubernetes discovery is not available)"
+    ),
+    spec!(
+        "discovery_kubernetes_label_selector",
+        ["DISCOVERY_KUBERNETES_LABEL_SELECTOR"],
+        "kubernetes-label-selector",
+        Kind::Text,
+        None,
+        GATEWAY,
+        "accepted for Mishards compatibility (kubernetes discovery is not available)"
+    ),
+    spec!(
+        "router_class_name",
+        ["ROUTER_CLASS_NAME"],
+        "router",
+        Kind::OneOf(&["rendezvous", "FileBasedHashRingRouter"]),
+        Some("rendezvous"),
+        GATEWAY,
+        "segment placement: rendezvous (load-bounded highest-random-weight) or FileBasedHashRingRouter"
+    ),
+    spec!(
+        "router_plugin_path",
+        ["ROUTER_PLUGIN_PATH"],
+        "router-plugin-path",
+        Kind::Path,
+        None,
+        GATEWAY,
+        "accepted for Mishards compatibility; Python plugins are not loaded"
+    ),
+    spec!(
+        "max_retry",
+        ["MAX_RETRY"],
+        "max-retry",
+        Kind::Count,
+        Some("3"),
+        GATEWAY,
+        "how many times a failed read-node attempt is re-sent to the next fallback node"
+    ),
+    spec!(
+        "role",
+        ["MISHARDS_ROLE"],
+        "role",
+        Kind::OneOf(&["rw", "ro"]),
+        None,
+        NODE,
+        "rw: the one write node; ro: a read node on the same storage and metadata"
+    ),
+    spec!(
+        "storage",
+        ["MISHARDS_STORAGE"],
+        "storage",
+        Kind::Path,
+        Some("./mishards-data"),
+        NODE,
+        "shared storage folder for segment files and the write-ahead log"
+    ),
+    spec!(
+        "node_version",
+        ["MISHARDS_NODE_VERSION"],
+        "node-version",
+        Kind::Text,
+        Some("1.1.1"),
+        NODE,
+        "version the node reports to Cmd(\"version\"); pymilvus 1.1.2 needs 1.1.x"
+    ),
+    spec!(
+        "data_dir",
+        ["MISHARDS_DATA_DIR"],
+        "data-dir",
+        Kind::Path,
+        Some("./mishards-data"),
+        DEMO,
+        "folder for the demo's metadata and segments, kept across restarts"
+    ),
+    spec!(
+        "readers",
+        ["MISHARDS_READERS"],
+        "readers",
+        Kind::Count,
+        Some("2"),
+        DEMO,
+        "number of read nodes the demo starts"
+    ),
+    spec!(
+        "debug",
+        ["DEBUG"],
+        "debug",
+        Kind::Bool,
+        Some("false"),
+        ALL,
+        "debug logging (raises the default log level to debug)"
+    ),
+    spec!(
+        "log_filter",
+        ["MISHARDS_LOG", "RUST_LOG"],
+        "log-filter",
+        Kind::Text,
+        None,
+        ALL,
+        "tracing filter directives, e.g. info,mishards::gateway=debug (overrides DEBUG)"
+    ),
+    spec!(
+        "log_path",
+        ["LOG_PATH"],
+        "log-path",
+        Kind::Path,
+        None,
+        ALL,
+        "also write logs to daily files in this folder"
+    ),
+    spec!(
+        "log_name",
+        ["LOG_NAME"],
+        "log-name",
+        Kind::Text,
+        Some("logfile"),
+        ALL,
+        "log file name prefix inside LOG_PATH"
+    ),
+    spec!(
+        "timezone",
+        ["TIMEZONE"],
+        "timezone",
+        Kind::Text,
+        Some("UTC"),
+        ALL,
+        "time zone of log timestamps: UTC, local, or an offset like +08:00"
+    ),
+    spec!(
+        "tracer_class_name",
+        ["TRACER_CLASS_NAME"],
+        "tracer",
+        Kind::OneOf(&["", "jaeger"]),
+        Some(""),
+        ALL,
+        "jaeger: export traces over OTLP; empty: no tracing"
+    ),
+    spec!(
+        "tracer_plugin_path",
+        ["TRACER_PLUGIN_PATH"],
+        "tracer-plugin-path",
+        Kind::Path,
+        None,
+        ALL,
+        "accepted for Mishards compatibility; Python plugins are not loaded"
+    ),
+    spec!(
+        "otlp_endpoint",
+        ["MISHARDS_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"],
+        "otlp-endpoint",
+        Kind::Text,
+        None,
+        ALL,
+        "OTLP/gRPC collector (Jaeger: http://127.0.0.1:4317); setting it turns tracing on"
+    ),
+    spec!(
+        "tracing_service_name",
+        ["TRACING_SERVICE_NAME"],
+        "tracing-service-name",
+        Kind::Text,
+        None,
+        ALL,
+        "service name in traces (default: mishards for the gateway, mishards-node for nodes)"
+    ),
+    spec!(
+        "tracing_sampler_type",
+        ["TRACING_SAMPLER_TYPE"],
+        "tracing-sampler-type",
+        Kind::OneOf(&["const", "probabilistic", "ratelimiting"]),
+        Some("const"),
+        ALL,
+        "const (param 0 or 1), probabilistic (param = ratio) or ratelimiting (param = traces per second)"
+    ),
+    spec!(
+        "tracing_sampler_param",
+        ["TRACING_SAMPLER_PARAM"],
+        "tracing-sampler-param",
+        Kind::Number,
+        Some("1"),
+        ALL,
+        "parameter of the sampler"
+    ),
+    spec!(
+        "tracing_log_payload",
+        ["TRACING_LOG_PAYLOAD"],
+        "tracing-log-payload",
+        Kind::Bool,
+        Some("false"),
+        ALL,
+        "add request sizes and parameters (never vectors) to spans"
+    ),
+];
+
+/// The settings of one scope, in table order.
+pub fn specs_for(scope: Scope) -> impl Iterator<Item = &'static Spec> {
+    SPECS.iter().filter(move |s| s.scopes.contains(&scope))
+}
+
+fn spec_by_key(key: &str) -> Option<&'static Spec> {
+    SPECS.iter().find(|s| {
+        s.key.eq_ignore_ascii_case(key) || s.env.iter().any(|e| e.eq_ignore_ascii_case(key))
+    })
+}
+
+/// A read-only key/value source, such as the process environment or a map in a test.
+pub trait Source {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+impl Source for HashMap<String, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        HashMap::get(self, name).cloned()
+    }
+}
+
+/// The real process environment; only `main` uses it.
+pub struct ProcessEnv;
+
+impl Source for ProcessEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+/// Where an effective value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Flag(&'static str),
+    Env(&'static str),
+    File(PathBuf),
+    Default,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Flag(flag) => write!(f, "flag --{flag}"),
+            Origin::Env(name) => write!(f, "env {name}"),
+            Origin::File(path) => write!(f, "file {}", path.display()),
+            Origin::Default => f.write_str("default"),
+        }
+    }
+}
+
+/// A parsed value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Text(String),
+    Bool(bool),
+    Int(u64),
+    Number(f64),
+    List(Vec<String>),
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Text(s) => write!(f, "{s:?}"),
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Int(n) => write!(f, "{n}"),
+            Value::Number(n) => write!(f, "{n}"),
+            Value::List(items) => write!(f, "{items:?}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("unknown setting `{key}` in {path}")]
+    UnknownKey { key: String, path: PathBuf },
+    #[error("`{key}` in {path} is a setting of `mishards {owners}`, not of `mishards {scope}`")]
+    WrongScope {
+        key: String,
+        path: PathBuf,
+        owners: String,
+        scope: &'static str,
+    },
+    #[error("invalid value for `{key}` (from {origin}): {reason}")]
+    Invalid {
+        key: &'static str,
+        origin: String,
+        reason: String,
+    },
+    #[error("`{key}` is required: set --{flag}, {env}, or `{key}` in the config file")]
+    Missing {
+        key: &'static str,
+        flag: &'static str,
+        env: &'static str,
+    },
+}
+
+/// The effective configuration of one scope: every setting with a value and its origin.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    scope: Scope,
+    values: BTreeMap<&'static str, (Value, Origin)>,
+}
+
+/// Reads and parses a TOML config file into raw text per key, checking every key belongs to `scope`.
+pub fn load_file(path: &Path, scope: Scope) -> Result<Vec<(&'static Spec, String)>, ConfigError> {
+    let file_error = |reason: String| ConfigError::File {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| file_error(e.to_string()))?;
+    let mut entries = Vec::new();
+    for (key, value) in table {
+        let spec = spec_by_key(&key).ok_or_else(|| ConfigError::UnknownKey {
+            key: key.clone(),
+            path: path.into(),
+        })?;
+        if !spec.scopes.contains(&scope) {
+            let owners = spec
+                .scopes
+                .iter()
+                .map(|s| s.name())
+                .collect::<Vec<_>>()
+                .join("|");
+            return Err(ConfigError::WrongScope {
+                key,
+                path: path.into(),
+                owners,
+                scope: scope.name(),
+            });
+        }
+        let raw = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Array(items) => items
+                .into_iter()
+                .map(|item| match item {
+                    toml::Value::String(s) => s,
+                    other => other.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            other => other.to_string(),
+        };
+        entries.push((spec, raw));
+    }
+    Ok(entries)
+}
+
+impl Settings {
+    /// Resolves every setting of `scope`: `flags` (flag name → text, only those given on the command
+    /// line) over `env` over the optional `file` over defaults.
+    pub fn resolve(
+        scope: Scope,
+        flags: &HashMap<&'static str, String>,
+        env: &dyn Source,
+        file: Option<&Path>,
+    ) -> Result<Settings, ConfigError> {
+        let file_entries = match file {
+            Some(path) => load_file(path, scope)?,
+            None => Vec::new(),
+        };
+        let mut values = BTreeMap::new();
+        for spec in specs_for(scope) {
+            let from_env = spec.env.iter().find_map(|name| {
+                env.get(name)
+                    .filter(|v| !v.trim().is_empty())
+                    .map(|v| (v, Origin::Env(name)))
+            });
+            let from_file = file_entries
+                .iter()
+                .find(|(s, _)| s.key == spec.key)
+                .map(|(_, raw)| {
+                    (
+                        raw.clone(),
+                        Origin::File(file.unwrap_or(Path::new("")).to_path_buf()),
+                    )
+                });
+            let chosen = flags
+                .get(spec.flag)
+                .map(|v| (v.clone(), Origin::Flag(spec.flag)))
+                .or(from_env)
+                .or(from_file)
+                .or_else(|| spec.default.map(|d| (d.to_string(), Origin::Default)));
+            if let Some((raw, origin)) = chosen {
+                let value = parse_value(spec, &raw).map_err(|reason| ConfigError::Invalid {
+                    key: spec.key,
+                    origin: origin.to_string(),
+                    reason,
+                })?;
+                values.insert(spec.key, (value, origin));
+            }
+        }
+        Ok(Settings { scope, values })
+    }
+
+    pub fn scope(&self) -> Scope {
+        self.scope
+    }
+
+    fn spec(key: &str) -> &'static Spec {
+        spec_by_key(key).unwrap_or_else(|| panic!("no setting named {key}"))
+    }
+
+    pub fn origin(&self, key: &str) -> Option<&Origin> {
+        self.values.get(key).map(|(_, origin)| origin)
+    }
+
+    fn value(&self, key: &str) -> Option<&Value> {
+        self.values.get(key).map(|(value, _)| value)
+    }
+
+    pub fn text(&self, key: &str) -> Option<&str> {
+        match self.value(key) {
+            Some(Value::Text(s)) => Some(s.as_str()),
+            _ => None,
+        }
+    }
+
+    pub fn required_text(&self, key: &str) -> Result<&str, ConfigError> {
+        self.text(key).filter(|s| !s.is_empty()).ok_or_else(|| {
+            let spec = Self::spec(key);
+            ConfigError::Missing {
+                key: spec.key,
+                flag: spec.flag,
+                env: spec.env.first().copied().unwrap_or("-"),
+            }
+        })
+    }
+
+    pub fn path(&self, key: &str) -> Option<PathBuf> {
+        self.text(key).filter(|s| !s.is_empty()).map(PathBuf::from)
+    }
+
+    pub fn flag(&self, key: &str) -> bool {
+        matches!(self.value(key), Some(Value::Bool(true)))
+    }
+
+    pub fn int(&self, key: &str) -> Option<u64> {
+        match self.value(key) {
+            Some(Value::Int(n)) => Some(*n),
+            _ => None,
+        }
+    }
+
+    pub fn port(&self, key: &str) -> u16 {
+        self.int(key)
+            .and_then(|n| u16::try_from(n).ok())
+            .unwrap_or(DEFAULT_PORT)
+    }
+
+    pub fn number(&self, key: &str) -> Option<f64> {
+        match self.value(key) {
+            Some(Value::Number(n)) => Some(*n),
+            _ => None,
+        }
+    }
+
+    pub fn list(&self, key: &str) -> &[String] {
+        match self.value(key) {
+            Some(Value::List(items)) => items,
+            _ => &[],
+        }
+    }
+
+    /// An error about `key`'s current value, for checks that need more than one setting.
+    pub fn invalid(&self, key: &'static str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            key,
+            origin: self
+                .origin(key)
+                .map(|o| o.to_string())
+                .unwrap_or_else(|| "default".into()),
+            reason: reason.into(),
+        }
+    }
+
+    /// The effective configuration as TOML, secrets masked, each line commented with its origin. Settings
+    /// without a value are listed commented out.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "# effective configuration of `mishards {}`\n",
+            self.scope.name()
+        );
+        for spec in specs_for(self.scope) {
+            match self.values.get(spec.key) {
+                Some((value, origin)) => {
+                    let shown = match value {
+                        Value::Text(s) if spec.secret => format!("{:?}", mask_password(s)),
+                        other => toml_literal(other),
+                    };
+                    out.push_str(&format!("{} = {shown}  # {origin}\n", spec.key));
+                }
+                None => out.push_str(&format!("# {} =   (not set)\n", spec.key)),
+            }
+        }
+        out
+    }
+}
+
+fn toml_literal(value: &Value) -> String {
+    match value {
+        Value::List(items) => {
+            format!(
+                "[{}]",
+                items
+                    .iter()
+                    .map(|i| format!("{i:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Parses one setting's text per its kind.
+fn parse_value(spec: &Spec, raw: &str) -> Result<Value, String> {
+    let text = raw.trim();
+    match spec.kind {
+        Kind::Text | Kind::Path => Ok(Value::Text(text.to_string())),
+        Kind::Bool => parse_bool(text).map(Value::Bool),
+        Kind::Port => match text.parse::<u16>() {
+            Ok(0) | Err(_) => Err(format!("`{text}` is not a port (1-65535)")),
+            Ok(port) => Ok(Value::Int(port.into())),
+        },
+        Kind::Count => text
+            .parse::<u64>()
+            .map(Value::Int)
+            .map_err(|_| format!("`{text}` is not a whole number ≥ 0")),
+        Kind::Number => match text.parse::<f64>() {
+            Ok(n) if n.is_finite() => Ok(Value::Number(n)),
+            _ => Err(format!("`{text}` is not a number")),
+        },
+        Kind::List => Ok(Value::List(
+            text.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+        )),
+        Kind::OneOf(choices) => choices
+            .iter()
+            .find(|c| c.eq_ignore_ascii_case(text))
+            .map(|c| Value::Text(c.to_string()))
+            .ok_or_else(|| {
+                let listed = choices
+                    .iter()
+                    .map(|c| format!("`{c}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!("`{text}` is not one of {listed}")
+            }),
+    }
+}
+
+fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" | "" => Ok(false),
+        _ => Err(format!("`{text}` is not a boolean (true/false)")),
+    }
+}
+
+/// A `host:port` address, from `tcp://host:port`, `host:port` or `host` (default port).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+impl NodeAddr {
+    pub fn parse(text: &str, default_port: u16) -> Result<NodeAddr, String> {
+        let trimmed = text.trim();
+        let rest = trimmed
+            .strip_prefix("tcp://")
+            .or_else(|| trimmed.strip_prefix("http://"))
+            .unwrap_or(trimmed);
+        let rest = rest.trim_end_matches('/');
+        if rest.is_empty() {
+            return Err("empty address".into());
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(':') => {
+                let port = port.parse::<u16>().ok().filter(|p| *p != 0);
+                (
+                    host,
+                    port.ok_or_else(|| format!("`{text}` has no valid port"))?,
+                )
+            }
+            _ => (rest, default_port),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || host.contains(['/', ' ', '@']) {
+            return Err(format!("`{text}` is not host[:port]"));
+        }
+        Ok(NodeAddr {
+            host: host.to_string(),
+            port,
+        })
+    }
+
+    /// The `http://` URI tonic connects to.
+    pub fn endpoint(&self) -> String {
+        if self.host.contains(':') {
+            format!("http://[{}]:{}", self.host, self.port)
+        } else {
+            format!("http://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl fmt::Display for NodeAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Log settings shared by all subcommands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    pub debug: bool,
+    pub filter: Option<String>,
+    pub path: Option<PathBuf>,
+    pub name: String,
+    /// Offset of log timestamps from UTC, in seconds; `None` = the machine's local offset.
+    pub utc_offset_seconds: Option<i32>,
+}
+
+/// Tracing settings shared by all subcommands (exported by the tracing issue's telemetry).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingConfig {
+    /// Where to send spans; `None` = tracing off.
+    pub otlp_endpoint: Option<String>,
+    pub service_name: String,
+    pub sampler_type: String,
+    pub sampler_param: f64,
+    pub log_payload: bool,
+}
+
+/// Jaeger's own OTLP/gRPC port on this machine.
+pub const DEFAULT_OTLP_ENDPOINT: &str = "http://127.0.0.1:4317";
+
+impl LogConfig {
+    pub fn from_settings(s: &Settings) -> Result<LogConfig, ConfigError> {
+        Ok(LogConfig {
+            debug: s.flag("debug"),
+            filter: s.text("log_filter").map(str::to_string),
+            path: s.path("log_path"),
+            name: s.text("log_name").unwrap_or("logfile").to_string(),
+            utc_offset_seconds: parse_timezone(s.text("timezone").unwrap_or("UTC"))
+                .map_err(|reason| s.invalid("timezone", reason))?,
+        })
+    }
+}
+
+/// `UTC`, `local`, `+08:00`, `-0530`, `UTC+8`: seconds east of UTC, `None` for local.
+fn parse_timezone(text: &str) -> Result<Option<i32>, String> {
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("local") {
+        return Ok(None);
+    }
+    let offset = t
+        .strip_prefix("UTC")
+        .or_else(|| t.strip_prefix("utc"))
+        .or_else(|| t.strip_prefix("GMT"))
+        .unwrap_or(t);
+    if offset.is_empty() || offset == "Z" {
+        return Ok(Some(0));
+    }
+    let bad = || {
+        format!(
+            "`{text}` is not UTC, local or an offset like +08:00 (zone names are not supported)"
+        )
+    };
+    let (sign, digits) = match offset.as_bytes().first() {
+        Some(b'+') => (1, &offset[1..]),
+        Some(b'-') => (-1, &offset[1..]),
+        _ => return Err(bad()),
+    };
+    let (hours, minutes) = match digits.split_once(':') {
+        Some((h, m)) => (h, m),
+        None if digits.len() == 4 => digits.split_at(2),
+        None => (digits, "0"),
+    };
+    let hours: i32 = hours.parse().map_err(|_| bad())?;
+    let minutes: i32 = minutes.parse().map_err(|_| bad())?;
+    if hours > 14 || minutes > 59 {
+        return Err(bad());
+    }
+    Ok(Some(sign * (hours * 3600 + minutes * 60)))
+}
+
+impl TracingConfig {
+    pub fn from_settings(
+        s: &Settings,
+        default_service: &str,
+    ) -> Result<TracingConfig, ConfigError> {
+        let jaeger = s.text("tracer_class_name") == Some("jaeger");
+        let otlp_endpoint = s
+            .text("otlp_endpoint")
+            .map(str::to_string)
+            .or_else(|| jaeger.then(|| DEFAULT_OTLP_ENDPOINT.to_string()));
+        let sampler_type = s
+            .text("tracing_sampler_type")
+            .unwrap_or("const")
+            .to_string();
+        let sampler_param = s.number("tracing_sampler_param").unwrap_or(1.0);
+        let param_ok = match sampler_type.as_str() {
+            "const" => sampler_param == 0.0 || sampler_param == 1.0,
+            "probabilistic" => (0.0..=1.0).contains(&sampler_param),
+            _ => sampler_param > 0.0,
+        };
+        if !param_ok {
+            return Err(s.invalid(
+                "tracing_sampler_param",
+                format!("{sampler_param} does not suit the {sampler_type} sampler (const: 0 or 1, probabilistic: 0..1, ratelimiting: > 0)"),
+            ));
+        }
+        Ok(TracingConfig {
+            otlp_endpoint,
+            service_name: s
+                .text("tracing_service_name")
+                .unwrap_or(default_service)
+                .to_string(),
+            sampler_type,
+            sampler_param,
+            log_payload: s.flag("tracing_log_payload"),
+        })
+    }
+}
+
+/// Warns about Mishards settings that are accepted but have no effect here.
+fn warn_inert(s: &Settings) {
+    for key in [
+        "discovery_plugin_path",
+        "router_plugin_path",
+        "tracer_plugin_path",
+    ] {
+        if s.path(key).is_some() {
+            tracing::warn!(
+                setting = key,
+                "Python plugins are not loaded by mishards; this setting has no effect"
+            );
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiscoveryKind {
+    Static,
+    File,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouterKind {
+    Rendezvous,
+    HashRing,
+}
+
+/// Everything `mishards gateway` needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayConfig {
+    pub host: String,
+    pub port: u16,
+    pub write_node: NodeAddr,
+    pub meta_uri: String,
+    pub sql_echo: bool,
+    pub discovery: DiscoveryKind,
+    pub static_hosts: Vec<NodeAddr>,
+    pub discovery_file: Option<PathBuf>,
+    pub router: RouterKind,
+    pub max_retry: u32,
+    pub log: LogConfig,
+    pub tracing: TracingConfig,
+}
+
+impl GatewayConfig {
+    pub fn from_settings(s: &Settings) -> Result<GatewayConfig, ConfigError> {
+        warn_inert(s);
+        let write_node = NodeAddr::parse(s.required_text("woserver")?, DEFAULT_PORT)
+            .map_err(|r| s.invalid("woserver", r))?;
+        let static_port = s.port("discovery_static_port");
+        let static_hosts = s
+            .list("discovery_static_hosts")
+            .iter()
+            .map(|h| NodeAddr::parse(h, static_port))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|r| s.invalid("discovery_static_hosts", r))?;
+        let discovery = match s.text("discovery_class_name") {
+            Some("file") => DiscoveryKind::File,
+            Some("kubernetes") => {
+                return Err(s.invalid(
+                    "discovery_class_name",
+                    "kubernetes discovery is not available; use static (DNS names allowed) or file",
+                ));
+            }
+            _ => DiscoveryKind::Static,
+        };
+        let discovery_file = s.path("discovery_file");
+        if discovery == DiscoveryKind::File && discovery_file.is_none() {
+            return Err(s.invalid(
+                "discovery_file",
+                "file discovery needs DISCOVERY_FILE (--discovery-file)",
+            ));
+        }
+        let router = match s.text("router_class_name") {
+            Some("FileBasedHashRingRouter") => RouterKind::HashRing,
+            _ => RouterKind::Rendezvous,
+        };
+        let max_retry = u32::try_from(s.int("max_retry").unwrap_or(3))
+            .map_err(|_| s.invalid("max_retry", "too large"))?;
+        Ok(GatewayConfig {
+            host: s.text("host").unwrap_or("0.0.0.0").to_string(),
+            port: s.port("server_port"),
+            write_node,
+            meta_uri: s.required_text("sqlalchemy_database_uri")?.to_string(),
+            sql_echo: s.flag("sql_echo"),
+            discovery,
+            static_hosts,
+            discovery_file,
+            router,
+            max_retry,
+            log: LogConfig::from_settings(s)?,
+            tracing: TracingConfig::from_settings(s, "mishards")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The one node that writes data files and metadata.
+    Writer,
+    /// A node that serves reads and searches from the shared storage.
+    Reader,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Writer => "rw",
+            Role::Reader => "ro",
+        }
+    }
+}
+
+/// Everything `mishards node` needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeConfig {
+    pub role: Role,
+    pub host: String,
+    pub port: u16,
+    pub storage: PathBuf,
+    /// `None`: `meta.sqlite` inside `storage`.
+    pub meta_uri: Option<String>,
+    pub sql_echo: bool,
+    pub version: String,
+    pub log: LogConfig,
+    pub tracing: TracingConfig,
+}
+
+impl NodeConfig {
+    pub fn from_settings(s: &Settings) -> Result<NodeConfig, ConfigError> {
+        warn_inert(s);
+        let role = match s.required_text("role")? {
+            "rw" => Role::Writer,
+            _ => Role::Reader,
+        };
+        let version = s.text("node_version").unwrap_or("1.1.1").to_string();
+        if !version.starts_with("1.1.") {
+            tracing::warn!(%version, "pymilvus 1.1.2 refuses servers whose version is not 1.1.x");
+        }
+        Ok(NodeConfig {
+            role,
+            host: s.text("host").unwrap_or("0.0.0.0").to_string(),
+            port: s.port("server_port"),
+            storage: s
+                .path("storage")
+                .unwrap_or_else(|| PathBuf::from("./mishards-data")),
+            meta_uri: s
+                .text("sqlalchemy_database_uri")
+                .filter(|u| !u.is_empty())
+                .map(str::to_string),
+            sql_echo: s.flag("sql_echo"),
+            version,
+            log: LogConfig::from_settings(s)?,
+            tracing: TracingConfig::from_settings(s, "mishards-node")?,
+        })
+    }
+}
+
+/// Everything `mishards demo` needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DemoConfig {
+    pub host: String,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub readers: u32,
+    pub sql_echo: bool,
+    pub log: LogConfig,
+    pub tracing: TracingConfig,
+}
+
+impl DemoConfig {
+    pub fn from_settings(s: &Settings) -> Result<DemoConfig, ConfigError> {
+        let readers = s.int("readers").unwrap_or(2);
+        if !(1..=64).contains(&readers) {
+            return Err(s.invalid("readers", format!("{readers} read nodes: choose 1 to 64")));
+        }
+        Ok(DemoConfig {
+            host: s.text("host").unwrap_or("0.0.0.0").to_string(),
+            port: s.port("server_port"),
+            data_dir: s
+                .path("data_dir")
+                .unwrap_or_else(|| PathBuf::from("./mishards-data")),
+            readers: readers as u32,
+            sql_echo: s.flag("sql_echo"),
+            log: LogConfig::from_settings(s)?,
+            tracing: TracingConfig::from_settings(s, "mishards")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn flags(pairs: &[(&'static str, &str)]) -> HashMap<&'static str, String> {
+        pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        f
+    }
+
+    #[test]
+    fn every_spec_is_well_formed() {
+        let mut keys = std::collections::HashSet::new();
+        let mut flags_by_scope = std::collections::HashSet::new();
+        for spec in SPECS {
+            assert!(keys.insert(spec.key), "duplicate key {}", spec.key);
+            for scope in spec.scopes {
+                assert!(
+                    flags_by_scope.insert((scope.name(), spec.flag)),
+                    "duplicate flag {}",
+                    spec.flag
+                );
+            }
+            assert!(
+                !spec.env.is_empty() && !spec.help.is_empty(),
+                "{}",
+                spec.key
+            );
+            if let Some(default) = spec.default {
+                parse_value(spec, default)
+                    .unwrap_or_else(|e| panic!("default of {}: {e}", spec.key));
+            }
+        }
+    }
+
+    #[test]
+    fn every_setting_the_seeds_name_is_accepted() {
+        for name in [
+            "WOSERVER",
+            "SERVER_PORT",
+            "SQLALCHEMY_DATABASE_URI",
+            "SQL_ECHO",
+            "DISCOVERY_CLASS_NAME",
+            "DISCOVERY_STATIC_HOSTS",
+            "DISCOVERY_STATIC_PORT",
+            "DISCOVERY_PLUGIN_PATH",
+            "DISCOVERY_KUBERNETES_NAMESPACE",
+            "DISCOVERY_KUBERNETES_IN_CLUSTER",
+            "DISCOVERY_KUBERNETES_POLL_INTERVAL",
+            "DISCOVERY_KUBERNETES_POD_PATT",
+            "DISCOVERY_KUBERNETES_LABEL_SELECTOR",
+            "ROUTER_CLASS_NAME",
+            "ROUTER_PLUGIN_PATH",
+            "TRACER_CLASS_NAME",
+            "TRACER_PLUGIN_PATH",
+            "TRACING_SERVICE_NAME",
+            "TRACING_SAMPLER_TYPE",
+            "TRACING_SAMPLER_PARAM",
+            "TRACING_LOG_PAYLOAD",
+            "LOG_PATH",
+            "LOG_NAME",
+            "DEBUG",
+            "TIMEZONE",
+            "MAX_RETRY",
+        ] {
+            let spec = spec_by_key(name).unwrap_or_else(|| panic!("{name} is not accepted"));
+            assert!(spec.env.contains(&name));
+            assert!(
+                spec.scopes.contains(&Scope::Gateway),
+                "{name} must reach the gateway"
+            );
+        }
+    }
+
+    #[test]
+    fn precedence_is_flag_then_env_then_file_then_default() {
+        let f = file("server_port = 1111\nwoserver = \"tcp://10.0.0.1:19530\"\nmax_retry = 7\n");
+        let e = env(&[("SERVER_PORT", "2222"), ("WOSERVER", "w:1")]);
+        let s = Settings::resolve(
+            Scope::Gateway,
+            &flags(&[("port", "3333")]),
+            &e,
+            Some(f.path()),
+        )
+        .unwrap();
+        assert_eq!(s.port("server_port"), 3333);
+        assert_eq!(s.origin("server_port"), Some(&Origin::Flag("port")));
+        assert_eq!(s.text("woserver"), Some("w:1"));
+        assert_eq!(s.origin("woserver"), Some(&Origin::Env("WOSERVER")));
+        assert_eq!(s.int("max_retry"), Some(7));
+        assert_eq!(
+            s.origin("max_retry"),
+            Some(&Origin::File(f.path().to_path_buf()))
+        );
+        assert_eq!(s.int("discovery_static_port"), Some(19530));
+        assert_eq!(s.origin("discovery_static_port"), Some(&Origin::Default));
+    }
+
+    #[test]
+    fn empty_environment_values_count_as_unset() {
+        let s = Settings::resolve(
+            Scope::Gateway,
+            &flags(&[]),
+            &env(&[("TRACER_CLASS_NAME", "")]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.origin("tracer_class_name"), Some(&Origin::Default));
+    }
+
+    #[test]
+    fn unknown_and_misplaced_file_keys_are_rejected_by_name() {
+        let f = file("server_port = 1\nwoserverr = \"x\"\n");
+        let err =
+            Settings::resolve(Scope::Gateway, &flags(&[]), &env(&[]), Some(f.path())).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::UnknownKey { key, .. } if key == "woserverr"),
+            "{err}"
+        );
+        let f = file("woserver = \"x\"\n");
+        let err =
+            Settings::resolve(Scope::Node, &flags(&[]), &env(&[]), Some(f.path())).unwrap_err();
+        assert!(err.to_string().contains("`woserver`"), "{err}");
+        assert!(err.to_string().contains("mishards gateway"), "{err}");
+    }
+
+    #[test]
+    fn file_keys_may_use_the_mishards_names() {
+        let f = file("WOSERVER = \"tcp://a:1\"\nDISCOVERY_STATIC_HOSTS = [\"b\", \"c:2\"]\n");
+        let s = Settings::resolve(Scope::Gateway, &flags(&[]), &env(&[]), Some(f.path())).unwrap();
+        assert_eq!(s.text("woserver"), Some("tcp://a:1"));
+        assert_eq!(s.list("discovery_static_hosts"), ["b", "c:2"]);
+    }
+
+    #[test]
+    fn malformed_values_name_the_key_and_origin() {
+        let cases: [(&str, &str, &str); 5] = [
+            ("SERVER_PORT", "70000", "server_port"),
+            ("DEBUG", "maybe", "debug"),
+            ("MAX_RETRY", "-1", "max_retry"),
+            ("ROUTER_CLASS_NAME", "roundrobin", "router_class_name"),
+            ("TRACING_SAMPLER_PARAM", "abc", "tracing_sampler_param"),
+        ];
+        for (name, value, key) in cases {
+            let err = Settings::resolve(Scope::Gateway, &flags(&[]), &env(&[(name, value)]), None)
+                .unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!("`{key}`")) && text.contains(name),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn gateway_config_from_mishards_environment() {
+        let e = env(&[
+            ("WOSERVER", "tcp://127.0.0.1:19530"),
+            (
+                "SQLALCHEMY_DATABASE_URI",
+                "mysql+pymysql://root:root@127.0.0.1:3306/milvus?charset=utf8mb4",
+            ),
+            ("DISCOVERY_STATIC_HOSTS", "ro-1, ro-2:19540"),
+            ("DISCOVERY_STATIC_PORT", "19531"),
+            ("ROUTER_CLASS_NAME", "filebasedhashringrouter"),
+            ("TRACER_CLASS_NAME", "Jaeger"),
+            ("DEBUG", "True"),
+            ("TIMEZONE", "+08:00"),
+        ]);
+        let s = Settings::resolve(Scope::Gateway, &flags(&[]), &e, None).unwrap();
+        let g = GatewayConfig::from_settings(&s).unwrap();
+        assert_eq!(
+            g.write_node,
+            NodeAddr {
+                host: "127.0.0.1".into(),
+                port: 19530
+            }
+        );
+        assert_eq!(
+            g.static_hosts,
+            [
+                NodeAddr {
+                    host: "ro-1".into(),
+                    port: 19531
+                },
+                NodeAddr {
+                    host: "ro-2".into(),
+                    port: 19540
+                }
+            ]
+        );
+        assert_eq!(g.router, RouterKind::HashRing);
+        assert_eq!(
+            g.tracing.otlp_endpoint.as_deref(),
+            Some(DEFAULT_OTLP_ENDPOINT)
+        );
+        assert_eq!(g.tracing.service_name, "mishards");
+        assert!(g.log.debug);
+        assert_eq!(g.log.utc_offset_seconds, Some(8 * 3600));
+        assert!(s.render().contains("mysql+pymysql://root:***@127.0.0.1"));
+        assert!(!s.render().contains("root:root"));
+    }
+
+    #[test]
+    fn gateway_requires_write_node_and_metadata() {
+        let s = Settings::resolve(Scope::Gateway, &flags(&[]), &env(&[]), None).unwrap();
+        let err = GatewayConfig::from_settings(&s).unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::Missing {
+                key: "woserver",
+                flag: "woserver",
+                env: "WOSERVER"
+            }
+        );
+        let s = Settings::resolve(
+            Scope::Gateway,
+            &flags(&[("woserver", "w")]),
+            &env(&[]),
+            None,
+        )
+        .unwrap();
+        let err = GatewayConfig::from_settings(&s).unwrap_err().to_string();
+        assert!(err.contains("SQLALCHEMY_DATABASE_URI"), "{err}");
+    }
+
+    #[test]
+    fn node_and_demo_configs() {
+        let s = Settings::resolve(
+            Scope::Node,
+            &flags(&[("role", "RO"), ("port", "19541")]),
+            &env(&[]),
+            None,
+        )
+        .unwrap();
+        let n = NodeConfig::from_settings(&s).unwrap();
+        assert_eq!(
+            (n.role, n.port, n.meta_uri.clone()),
+            (Role::Reader, 19541, None)
+        );
+        assert_eq!(n.tracing.service_name, "mishards-node");
+        let s =
+            Settings::resolve(Scope::Demo, &flags(&[("readers", "0")]), &env(&[]), None).unwrap();
+        assert!(
+            DemoConfig::from_settings(&s)
+                .unwrap_err()
+                .to_string()
+                .contains("readers")
+        );
+    }
+
+    #[test]
+    fn node_addresses() {
+        assert_eq!(
+            NodeAddr::parse("tcp://h:1", 2).unwrap(),
+            NodeAddr {
+                host: "h".into(),
+                port: 1
+            }
+        );
+        assert_eq!(NodeAddr::parse("h", 2).unwrap().port, 2);
+        assert_eq!(
+            NodeAddr::parse("[::1]:5", 2).unwrap().endpoint(),
+            "http://[::1]:5"
+        );
+        assert!(NodeAddr::parse("h:x", 2).is_err());
+        assert!(NodeAddr::parse("", 2).is_err());
+    }
+
+    #[test]
+    fn timezones() {
+        assert_eq!(parse_timezone("UTC"), Ok(Some(0)));
+        assert_eq!(parse_timezone("local"), Ok(None));
+        assert_eq!(parse_timezone("-05:30"), Ok(Some(-(5 * 3600 + 1800))));
+        assert_eq!(parse_timezone("UTC+8"), Ok(Some(8 * 3600)));
+        assert!(parse_timezone("Asia/Shanghai").is_err());
+    }
+
+    #[test]
+    fn tracing_sampler_params_are_checked() {
+        let e = env(&[
+            ("TRACING_SAMPLER_TYPE", "const"),
+            ("TRACING_SAMPLER_PARAM", "0.5"),
+        ]);
+        let s = Settings::resolve(Scope::Node, &flags(&[("role", "rw")]), &e, None).unwrap();
+        assert!(
+            NodeConfig::from_settings(&s)
+                .unwrap_err()
+                .to_string()
+                .contains("tracing_sampler_param")
+        );
+    }
+}

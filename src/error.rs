@@ -1,0 +1,70 @@
+//! The one place where errors become Milvus `Status` codes. Each module keeps its own `thiserror` enum;
+//! this file decides, for all of them, which `ErrorCode` a client sees. The reason is the error's own
+//! message, written to be acted on.
+
+use crate::meta::{MetaError, PartitionSelectError};
+use crate::proto::{ErrorCode, Status};
+
+/// An error that a Milvus client can be told about.
+pub trait MilvusError: std::error::Error {
+    fn code(&self) -> ErrorCode;
+
+    fn to_status(&self) -> Status {
+        status(self.code(), self.to_string())
+    }
+}
+
+/// A `Status` with `code` and `reason`.
+pub fn status(code: ErrorCode, reason: impl Into<String>) -> Status {
+    Status {
+        error_code: code as i32,
+        reason: reason.into(),
+    }
+}
+
+/// The `Status` of a call that went well.
+pub fn success() -> Status {
+    status(ErrorCode::Success, "")
+}
+
+impl MilvusError for MetaError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            MetaError::NotFound(_) => ErrorCode::CollectionNotExists,
+            MetaError::AlreadyExists(_) => ErrorCode::IllegalArgument,
+            MetaError::InvalidUri { .. }
+            | MetaError::Connect { .. }
+            | MetaError::SchemaMismatch { .. }
+            | MetaError::Query { .. } => ErrorCode::MetaFailed,
+        }
+    }
+}
+
+impl MilvusError for PartitionSelectError {
+    fn code(&self) -> ErrorCode {
+        ErrorCode::IllegalArgument
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_errors_map_to_milvus_codes_with_their_message() {
+        let st = MetaError::NotFound("c1".into()).to_status();
+        assert_eq!(st.error_code, ErrorCode::CollectionNotExists as i32);
+        assert_eq!(st.reason, "`c1` not found");
+        let st = MetaError::InvalidUri {
+            uri: "x".into(),
+            reason: "y".into(),
+        }
+        .to_status();
+        assert_eq!(st.error_code, ErrorCode::MetaFailed as i32);
+    }
+
+    #[test]
+    fn success_is_code_zero() {
+        assert_eq!(success().error_code, 0);
+    }
+}

@@ -1,0 +1,17 @@
+use std::process::ExitCode;
+
+use mishards::cli::{self, CliError};
+use mishards::config::ProcessEnv;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let mut stdout = std::io::stdout();
+    match cli::run(std::env::args_os().collect(), &ProcessEnv, &mut stdout).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Usage(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! The metadata store: Milvus 1.1's `Tables` / `TableFiles` / `Environment` schema on MySQL or SQLite.
+//! Only the write node writes it; the gateway and the read nodes read it.
+
+mod partitions;
+mod schema;
+mod store;
+mod uri;
+
+pub use partitions::{PartitionSelectError, select_tables};
+pub use schema::*;
+pub use store::{MetaOptions, MetaStore};
+pub use uri::{MetaUri, MySqlTarget, SQLITE_FILE_NAME, SqliteTarget, mask_password};
+
+/// Everything that can go wrong talking to the metadata database.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("invalid metadata URI `{uri}`: {reason}")]
+    InvalidUri { uri: String, reason: String },
+    #[error("cannot connect to metadata database `{uri}`: {source}")]
+    Connect { uri: String, source: sqlx::Error },
+    #[error("metadata table `{table}` does not have Milvus 1.1's columns: {source}")]
+    SchemaMismatch {
+        table: &'static str,
+        source: sqlx::Error,
+    },
+    #[error("metadata query failed ({op}): {source}")]
+    Query {
+        op: &'static str,
+        source: sqlx::Error,
+    },
+    #[error("`{0}` already exists")]
+    AlreadyExists(String),
+    #[error("`{0}` not found")]
+    NotFound(String),
+}

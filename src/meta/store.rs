@@ -1,0 +1,698 @@
+//! `MetaStore`: the Milvus 1.1 metadata schema on MySQL or SQLite behind one type, with the typed queries
+//! the node and the gateway need. Runtime queries only (`?` placeholders work on both backends).
+
+use std::time::Duration;
+
+use sqlx::ConnectOptions;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::MetaError;
+use super::schema::{CollectionTables, FileRow, FileType, NewFile, NewTable, TableRow, TableState};
+use super::uri::{MetaUri, SqliteTarget};
+
+const TABLE_COLUMNS: &str = "id, table_id, state, dimension, created_on, flag, index_file_size, engine_type, \
+     index_params, metric_type, owner_table, partition_tag, version, flush_lsn";
+const FILE_COLUMNS: &str = "id, table_id, segment_id, engine_type, file_id, file_type, file_size, row_count, \
+     updated_time, created_on, date, flush_lsn";
+
+/// Milvus 1.1's DDL. Only `id` differs between the backends: SQLite auto-increments INTEGER keys only.
+fn schema_ddl(mysql: bool) -> [String; 3] {
+    let id = if mysql {
+        "id BIGINT PRIMARY KEY AUTO_INCREMENT"
+    } else {
+        "id INTEGER PRIMARY KEY AUTOINCREMENT"
+    };
+    let version = super::schema::SCHEMA_VERSION;
+    [
+        format!(
+            "CREATE TABLE IF NOT EXISTS Tables ({id}, table_id VARCHAR(255) UNIQUE NOT NULL, state INT NOT NULL, \
+             dimension SMALLINT NOT NULL, created_on BIGINT NOT NULL, flag BIGINT DEFAULT 0 NOT NULL, \
+             index_file_size BIGINT DEFAULT 1024 NOT NULL, engine_type INT DEFAULT 1 NOT NULL, \
+             index_params VARCHAR(512) NOT NULL, metric_type INT DEFAULT 1 NOT NULL, \
+             owner_table VARCHAR(255) NOT NULL, partition_tag VARCHAR(255) NOT NULL, \
+             version VARCHAR(64) DEFAULT '{version}', flush_lsn BIGINT DEFAULT 0 NOT NULL)"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS TableFiles ({id}, table_id VARCHAR(255) NOT NULL, \
+             segment_id VARCHAR(255) NOT NULL, engine_type INT DEFAULT 1 NOT NULL, file_id VARCHAR(255) NOT NULL, \
+             file_type INT DEFAULT 0 NOT NULL, file_size BIGINT DEFAULT 0 NOT NULL, \
+             row_count BIGINT DEFAULT 0 NOT NULL, updated_time BIGINT NOT NULL, created_on BIGINT NOT NULL, \
+             date INT DEFAULT -1 NOT NULL, flush_lsn BIGINT DEFAULT 0 NOT NULL)"
+        ),
+        "CREATE TABLE IF NOT EXISTS Environment (global_lsn BIGINT NOT NULL)".to_string(),
+    ]
+}
+
+/// How to connect; the defaults suit a node or gateway.
+#[derive(Debug, Clone)]
+pub struct MetaOptions {
+    pub max_connections: u32,
+    /// How long a connect or a query may wait for a connection before it fails.
+    pub acquire_timeout: Duration,
+    /// Log every SQL statement at INFO (`SQL_ECHO`).
+    pub echo: bool,
+}
+
+impl Default for MetaOptions {
+    fn default() -> Self {
+        MetaOptions {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(5),
+            echo: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Pool {
+    MySql(MySqlPool),
+    Sqlite(SqlitePool),
+}
+
+/// Runs `$body` with `$p` bound to whichever backend pool the store has; the body is type-checked once
+/// per backend, which is what lets one query text serve both.
+macro_rules! on_pool {
+    ($pool:expr, |$p:ident| $body:expr) => {
+        match $pool {
+            Pool::MySql($p) => $body,
+            Pool::Sqlite($p) => $body,
+        }
+    };
+}
+
+/// A handle to the metadata database. Cheap to clone; clones share one connection pool.
+#[derive(Clone, Debug)]
+pub struct MetaStore {
+    pool: Pool,
+    uri: MetaUri,
+}
+
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+fn query_error(op: &'static str) -> impl FnOnce(sqlx::Error) -> MetaError {
+    move |source| MetaError::Query { op, source }
+}
+
+impl MetaStore {
+    /// Connects to `uri` and creates the Milvus schema where it is missing. An existing Milvus database is
+    /// left as it is, but checked: a table missing a Milvus column is reported, not half-used.
+    pub async fn open(uri: &MetaUri, options: &MetaOptions) -> Result<MetaStore, MetaError> {
+        let store = Self::connect(uri, options).await?;
+        store.ensure_schema().await?;
+        Ok(store)
+    }
+
+    /// Connects without touching the schema (a reader of a database another process owns).
+    pub async fn connect(uri: &MetaUri, options: &MetaOptions) -> Result<MetaStore, MetaError> {
+        let statement_level = if options.echo {
+            tracing::log::LevelFilter::Info
+        } else {
+            tracing::log::LevelFilter::Trace
+        };
+        let connect_error = |source: sqlx::Error| MetaError::Connect {
+            uri: uri.to_string(),
+            source,
+        };
+        let pool = match uri {
+            MetaUri::MySql(target) => {
+                let mut connect = MySqlConnectOptions::new()
+                    .host(&target.host)
+                    .port(target.port)
+                    .username(&target.user)
+                    .database(&target.database)
+                    .charset(target.charset.as_deref().unwrap_or("utf8mb4"));
+                if let Some(password) = &target.password {
+                    connect = connect.password(password);
+                }
+                if let Some(socket) = &target.socket {
+                    connect = connect.socket(socket);
+                }
+                let connect = connect.log_statements(statement_level);
+                let pool = MySqlPoolOptions::new()
+                    .max_connections(options.max_connections)
+                    .acquire_timeout(options.acquire_timeout)
+                    .connect_with(connect)
+                    .await
+                    .map_err(connect_error)?;
+                Pool::MySql(pool)
+            }
+            MetaUri::Sqlite(target) => {
+                let connect = match target {
+                    SqliteTarget::Memory => SqliteConnectOptions::new().in_memory(true),
+                    SqliteTarget::File(path) => {
+                        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                            std::fs::create_dir_all(dir)
+                                .map_err(|e| connect_error(sqlx::Error::Io(e)))?;
+                        }
+                        // WAL lets the write node and the readers of the same file work side by side.
+                        SqliteConnectOptions::new()
+                            .filename(path)
+                            .create_if_missing(true)
+                            .journal_mode(SqliteJournalMode::Wal)
+                            .synchronous(SqliteSynchronous::Normal)
+                    }
+                }
+                .busy_timeout(options.acquire_timeout)
+                .log_statements(statement_level);
+                // An in-memory database lives as long as its one connection: never let the pool drop it.
+                let in_memory = matches!(target, SqliteTarget::Memory);
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(if in_memory {
+                        1
+                    } else {
+                        options.max_connections
+                    })
+                    .min_connections(if in_memory { 1 } else { 0 })
+                    .idle_timeout(if in_memory {
+                        None
+                    } else {
+                        Some(Duration::from_secs(600))
+                    })
+                    .max_lifetime(if in_memory {
+                        None
+                    } else {
+                        Some(Duration::from_secs(1800))
+                    })
+                    .acquire_timeout(options.acquire_timeout)
+                    .connect_with(connect)
+                    .await
+                    .map_err(connect_error)?;
+                Pool::Sqlite(pool)
+            }
+        };
+        Ok(MetaStore {
+            pool,
+            uri: uri.clone(),
+        })
+    }
+
+    /// The URI this store was opened with (password masked when displayed).
+    pub fn uri(&self) -> &MetaUri {
+        &self.uri
+    }
+
+    /// Creates `Tables`, `TableFiles` and `Environment` where missing, then checks every Milvus column is
+    /// there.
+    pub async fn ensure_schema(&self) -> Result<(), MetaError> {
+        for ddl in schema_ddl(matches!(self.pool, Pool::MySql(_))) {
+            on_pool!(&self.pool, |p| sqlx::query(&ddl).execute(p).await.map(drop))
+                .map_err(query_error("create schema"))?;
+        }
+        self.check_schema().await
+    }
+
+    /// Reads zero rows of every Milvus column of each table: fails, naming the table, if one is missing.
+    pub async fn check_schema(&self) -> Result<(), MetaError> {
+        for (table, columns) in [
+            ("Tables", TABLE_COLUMNS),
+            ("TableFiles", FILE_COLUMNS),
+            ("Environment", "global_lsn"),
+        ] {
+            let sql = format!("SELECT {columns} FROM {table} WHERE 1 = 0");
+            on_pool!(&self.pool, |p| sqlx::query(&sql).execute(p).await.map(drop))
+                .map_err(|source| MetaError::SchemaMismatch { table, source })?;
+        }
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        on_pool!(&self.pool, |p| p.close().await)
+    }
+
+    // ---- Tables --------------------------------------------------------------------------------------------
+
+    /// Inserts a collection or partition row. A name that exists already (in any state) is `AlreadyExists`.
+    pub async fn create_table(&self, table: &NewTable) -> Result<TableRow, MetaError> {
+        let sql = "INSERT INTO Tables (table_id, state, dimension, created_on, flag, index_file_size, engine_type, \
+                   index_params, metric_type, owner_table, partition_tag, version, flush_lsn) \
+                   VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, 0)";
+        let result = on_pool!(&self.pool, |p| {
+            sqlx::query(sql)
+                .bind(&table.table_id)
+                .bind(TableState::Normal.code())
+                .bind(table.dimension)
+                .bind(table.created_on)
+                .bind(table.index_file_size)
+                .bind(table.engine_type.code())
+                .bind(&table.index_params)
+                .bind(table.metric_type.code())
+                .bind(&table.owner_table)
+                .bind(&table.partition_tag)
+                .bind(super::schema::SCHEMA_VERSION)
+                .execute(p)
+                .await
+                .map(|_| ())
+        });
+        match result {
+            Ok(()) => {}
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                return Err(MetaError::AlreadyExists(table.table_id.clone()));
+            }
+            Err(source) => {
+                return Err(MetaError::Query {
+                    op: "create table",
+                    source,
+                });
+            }
+        }
+        self.table(&table.table_id)
+            .await?
+            .ok_or_else(|| MetaError::NotFound(table.table_id.clone()))
+    }
+
+    /// The row named `table_id`, in any state.
+    pub async fn table(&self, table_id: &str) -> Result<Option<TableRow>, MetaError> {
+        let sql = format!("SELECT {TABLE_COLUMNS} FROM Tables WHERE table_id = ?");
+        on_pool!(&self.pool, |p| sqlx::query_as::<_, TableRow>(&sql)
+            .bind(table_id)
+            .fetch_optional(p)
+            .await)
+        .map_err(query_error("read table"))
+    }
+
+    /// Every row of `Tables`, collections and partitions, in any state, ordered by id.
+    pub async fn all_tables(&self) -> Result<Vec<TableRow>, MetaError> {
+        let sql = format!("SELECT {TABLE_COLUMNS} FROM Tables ORDER BY id");
+        on_pool!(&self.pool, |p| sqlx::query_as::<_, TableRow>(&sql)
+            .fetch_all(p)
+            .await)
+        .map_err(query_error("list tables"))
+    }
+
+    /// Live collections (not partitions), ordered by name.
+    pub async fn collections(&self) -> Result<Vec<TableRow>, MetaError> {
+        let sql = format!(
+            "SELECT {TABLE_COLUMNS} FROM Tables WHERE owner_table = '' AND state = ? ORDER BY table_id"
+        );
+        on_pool!(&self.pool, |p| {
+            sqlx::query_as::<_, TableRow>(&sql)
+                .bind(TableState::Normal.code())
+                .fetch_all(p)
+                .await
+        })
+        .map_err(query_error("list collections"))
+    }
+
+    /// A live collection and its live partitions (ordered by id, i.e. creation), or `None`.
+    pub async fn collection_with_partitions(
+        &self,
+        name: &str,
+    ) -> Result<Option<CollectionTables>, MetaError> {
+        let sql = format!(
+            "SELECT {TABLE_COLUMNS} FROM Tables WHERE state = ? AND \
+             ((table_id = ? AND owner_table = '') OR owner_table = ?) ORDER BY id"
+        );
+        let rows = on_pool!(&self.pool, |p| {
+            sqlx::query_as::<_, TableRow>(&sql)
+                .bind(TableState::Normal.code())
+                .bind(name)
+                .bind(name)
+                .fetch_all(p)
+                .await
+        })
+        .map_err(query_error("read collection"))?;
+        let (collections, partitions): (Vec<_>, Vec<_>) =
+            rows.into_iter().partition(|r| !r.is_partition());
+        Ok(collections
+            .into_iter()
+            .next()
+            .map(|collection| CollectionTables {
+                collection,
+                partitions,
+            }))
+    }
+
+    /// Marks a collection and all its partitions TO_DELETE, and their files too. Returns whether the
+    /// collection existed.
+    pub async fn mark_collection_deleted(
+        &self,
+        name: &str,
+        now_us: i64,
+    ) -> Result<bool, MetaError> {
+        let files = "UPDATE TableFiles SET file_type = ?, updated_time = ? WHERE table_id IN \
+                     (SELECT table_id FROM Tables WHERE table_id = ? OR owner_table = ?)";
+        on_pool!(&self.pool, |p| {
+            sqlx::query(files)
+                .bind(FileType::ToDelete.code())
+                .bind(now_us)
+                .bind(name)
+                .bind(name)
+                .execute(p)
+                .await
+                .map(drop)
+        })
+        .map_err(query_error("mark collection files deleted"))?;
+        let tables = "UPDATE Tables SET state = ? WHERE table_id = ? OR owner_table = ?";
+        let affected = on_pool!(&self.pool, |p| {
+            sqlx::query(tables)
+                .bind(TableState::ToDelete.code())
+                .bind(name)
+                .bind(name)
+                .execute(p)
+                .await
+                .map(|r| r.rows_affected())
+        })
+        .map_err(query_error("mark collection deleted"))?;
+        Ok(affected > 0)
+    }
+
+    /// Marks one table row (typically a partition) and its files TO_DELETE. Returns whether it existed.
+    pub async fn mark_table_deleted(&self, table_id: &str, now_us: i64) -> Result<bool, MetaError> {
+        self.set_files_type_of_table(table_id, FileType::ToDelete, now_us)
+            .await?;
+        let affected = on_pool!(&self.pool, |p| {
+            sqlx::query("UPDATE Tables SET state = ? WHERE table_id = ?")
+                .bind(TableState::ToDelete.code())
+                .bind(table_id)
+                .execute(p)
+                .await
+                .map(|r| r.rows_affected())
+        })
+        .map_err(query_error("mark table deleted"))?;
+        Ok(affected > 0)
+    }
+
+    /// Removes `Tables` rows for good (after their files are gone from disk).
+    pub async fn delete_tables(&self, table_ids: &[String]) -> Result<(), MetaError> {
+        if table_ids.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "DELETE FROM Tables WHERE table_id IN ({})",
+            placeholders(table_ids.len())
+        );
+        on_pool!(&self.pool, |p| {
+            let mut q = sqlx::query(&sql);
+            for id in table_ids {
+                q = q.bind(id);
+            }
+            q.execute(p).await.map(|_| ())
+        })
+        .map_err(query_error("delete tables"))
+    }
+
+    /// Sets the index of a collection and its partitions (`engine_type`, `index_params` JSON).
+    pub async fn update_collection_index(
+        &self,
+        name: &str,
+        engine_type: super::schema::EngineType,
+        index_params: &str,
+    ) -> Result<(), MetaError> {
+        on_pool!(&self.pool, |p| {
+            sqlx::query("UPDATE Tables SET engine_type = ?, index_params = ? WHERE table_id = ? OR owner_table = ?")
+                .bind(engine_type.code())
+                .bind(index_params)
+                .bind(name)
+                .bind(name)
+                .execute(p)
+                .await
+                .map(|_| ())
+        })
+        .map_err(query_error("update index"))
+    }
+
+    /// Records the last log sequence number flushed for a table.
+    pub async fn update_table_flush_lsn(
+        &self,
+        table_id: &str,
+        flush_lsn: i64,
+    ) -> Result<(), MetaError> {
+        on_pool!(&self.pool, |p| {
+            sqlx::query("UPDATE Tables SET flush_lsn = ? WHERE table_id = ?")
+                .bind(flush_lsn)
+                .bind(table_id)
+                .execute(p)
+                .await
+                .map(|_| ())
+        })
+        .map_err(query_error("update flush lsn"))
+    }
+
+    // ---- TableFiles ----------------------------------------------------------------------------------------
+
+    /// Inserts a file row and returns it with its database-assigned id.
+    pub async fn create_file(&self, file: &NewFile) -> Result<FileRow, MetaError> {
+        let sql = "INSERT INTO TableFiles (table_id, segment_id, engine_type, file_id, file_type, file_size, \
+                   row_count, updated_time, created_on, date, flush_lsn) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, -1, ?)";
+        macro_rules! insert {
+            ($p:expr) => {
+                sqlx::query(sql)
+                    .bind(&file.table_id)
+                    .bind(&file.segment_id)
+                    .bind(file.engine_type.code())
+                    .bind(&file.file_id)
+                    .bind(file.file_type.code())
+                    .bind(file.file_size)
+                    .bind(file.row_count)
+                    .bind(file.now_us)
+                    .bind(file.now_us)
+                    .bind(file.flush_lsn)
+                    .execute($p)
+                    .await
+            };
+        }
+        let id = match &self.pool {
+            Pool::MySql(p) => insert!(p).map(|r| r.last_insert_id() as i64),
+            Pool::Sqlite(p) => insert!(p).map(|r| r.last_insert_rowid()),
+        }
+        .map_err(query_error("create file"))?;
+        Ok(FileRow {
+            id,
+            table_id: file.table_id.clone(),
+            segment_id: file.segment_id.clone(),
+            engine_type: file.engine_type,
+            file_id: file.file_id.clone(),
+            file_type: file.file_type,
+            file_size: file.file_size,
+            row_count: file.row_count,
+            updated_time: file.now_us,
+            created_on: file.now_us,
+            date: -1,
+            flush_lsn: file.flush_lsn,
+        })
+    }
+
+    /// Writes back the mutable columns of a file row.
+    pub async fn update_file(&self, file: &FileRow) -> Result<(), MetaError> {
+        on_pool!(&self.pool, |p| {
+            sqlx::query(
+                "UPDATE TableFiles SET segment_id = ?, engine_type = ?, file_id = ?, file_type = ?, file_size = ?, \
+                 row_count = ?, updated_time = ?, flush_lsn = ? WHERE id = ?",
+            )
+            .bind(&file.segment_id)
+            .bind(file.engine_type.code())
+            .bind(&file.file_id)
+            .bind(file.file_type.code())
+            .bind(file.file_size)
+            .bind(file.row_count)
+            .bind(file.updated_time)
+            .bind(file.flush_lsn)
+            .bind(file.id)
+            .execute(p)
+            .await
+            .map(|_| ())
+        })
+        .map_err(query_error("update file"))
+    }
+
+    /// Sets the type of the given files and stamps their `updated_time`.
+    pub async fn set_files_type(
+        &self,
+        ids: &[i64],
+        file_type: FileType,
+        now_us: i64,
+    ) -> Result<(), MetaError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "UPDATE TableFiles SET file_type = ?, updated_time = ? WHERE id IN ({})",
+            placeholders(ids.len())
+        );
+        on_pool!(&self.pool, |p| {
+            let mut q = sqlx::query(&sql).bind(file_type.code()).bind(now_us);
+            for id in ids {
+                q = q.bind(*id);
+            }
+            q.execute(p).await.map(|_| ())
+        })
+        .map_err(query_error("set file type"))
+    }
+
+    /// Stamps `updated_time` on files whose content changed in place (new delete marks), so readers reload.
+    pub async fn touch_files(&self, ids: &[i64], now_us: i64) -> Result<(), MetaError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "UPDATE TableFiles SET updated_time = ? WHERE id IN ({})",
+            placeholders(ids.len())
+        );
+        on_pool!(&self.pool, |p| {
+            let mut q = sqlx::query(&sql).bind(now_us);
+            for id in ids {
+                q = q.bind(*id);
+            }
+            q.execute(p).await.map(|_| ())
+        })
+        .map_err(query_error("touch files"))
+    }
+
+    async fn set_files_type_of_table(
+        &self,
+        table_id: &str,
+        file_type: FileType,
+        now_us: i64,
+    ) -> Result<(), MetaError> {
+        on_pool!(&self.pool, |p| {
+            sqlx::query("UPDATE TableFiles SET file_type = ?, updated_time = ? WHERE table_id = ?")
+                .bind(file_type.code())
+                .bind(now_us)
+                .bind(table_id)
+                .execute(p)
+                .await
+                .map(|_| ())
+        })
+        .map_err(query_error("set file type of table"))
+    }
+
+    /// Removes file rows for good (after the files are gone from disk).
+    pub async fn delete_files(&self, ids: &[i64]) -> Result<(), MetaError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "DELETE FROM TableFiles WHERE id IN ({})",
+            placeholders(ids.len())
+        );
+        on_pool!(&self.pool, |p| {
+            let mut q = sqlx::query(&sql);
+            for id in ids {
+                q = q.bind(*id);
+            }
+            q.execute(p).await.map(|_| ())
+        })
+        .map_err(query_error("delete files"))
+    }
+
+    /// File rows by id, ordered by id; ids that do not exist are simply absent.
+    pub async fn files_by_ids(&self, ids: &[i64]) -> Result<Vec<FileRow>, MetaError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {FILE_COLUMNS} FROM TableFiles WHERE id IN ({}) ORDER BY id",
+            placeholders(ids.len())
+        );
+        on_pool!(&self.pool, |p| {
+            let mut q = sqlx::query_as::<_, FileRow>(&sql);
+            for id in ids {
+                q = q.bind(*id);
+            }
+            q.fetch_all(p).await
+        })
+        .map_err(query_error("read files"))
+    }
+
+    /// Files of the given tables whose type is one of `types`, ordered by id.
+    pub async fn files_of_tables(
+        &self,
+        table_ids: &[String],
+        types: &[FileType],
+    ) -> Result<Vec<FileRow>, MetaError> {
+        if table_ids.is_empty() || types.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {FILE_COLUMNS} FROM TableFiles WHERE table_id IN ({}) AND file_type IN ({}) ORDER BY id",
+            placeholders(table_ids.len()),
+            placeholders(types.len())
+        );
+        on_pool!(&self.pool, |p| {
+            let mut q = sqlx::query_as::<_, FileRow>(&sql);
+            for id in table_ids {
+                q = q.bind(id);
+            }
+            for t in types {
+                q = q.bind(t.code());
+            }
+            q.fetch_all(p).await
+        })
+        .map_err(query_error("list files"))
+    }
+
+    /// The searchable files (RAW, TO_INDEX, INDEX) of the given tables, skipping tables marked TO_DELETE.
+    pub async fn searchable_files(&self, table_ids: &[String]) -> Result<Vec<FileRow>, MetaError> {
+        if table_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.searchable_files_where(Some(table_ids)).await
+    }
+
+    /// Every searchable file of every live table: what the gateway's metadata snapshot holds.
+    pub async fn all_searchable_files(&self) -> Result<Vec<FileRow>, MetaError> {
+        self.searchable_files_where(None).await
+    }
+
+    async fn searchable_files_where(
+        &self,
+        table_ids: Option<&[String]>,
+    ) -> Result<Vec<FileRow>, MetaError> {
+        let columns = FILE_COLUMNS
+            .split(", ")
+            .map(|c| format!("f.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let table_filter = match table_ids {
+            Some(ids) => format!(" AND f.table_id IN ({})", placeholders(ids.len())),
+            None => String::new(),
+        };
+        let sql = format!(
+            "SELECT {columns} FROM TableFiles f JOIN Tables t ON t.table_id = f.table_id \
+             WHERE t.state = ? AND f.file_type IN (?, ?, ?){table_filter} ORDER BY f.id"
+        );
+        on_pool!(&self.pool, |p| {
+            let mut q = sqlx::query_as::<_, FileRow>(&sql).bind(TableState::Normal.code());
+            for t in FileType::SEARCHABLE {
+                q = q.bind(t.code());
+            }
+            for id in table_ids.unwrap_or_default() {
+                q = q.bind(id);
+            }
+            q.fetch_all(p).await
+        })
+        .map_err(query_error("list searchable files"))
+    }
+
+    // ---- Environment ---------------------------------------------------------------------------------------
+
+    /// The global log sequence number, or `None` before the first write.
+    pub async fn global_lsn(&self) -> Result<Option<i64>, MetaError> {
+        on_pool!(&self.pool, |p| {
+            sqlx::query_scalar::<_, i64>("SELECT global_lsn FROM Environment")
+                .fetch_optional(p)
+                .await
+        })
+        .map_err(query_error("read global lsn"))
+    }
+
+    pub async fn set_global_lsn(&self, lsn: i64) -> Result<(), MetaError> {
+        let sql = if self.global_lsn().await?.is_some() {
+            "UPDATE Environment SET global_lsn = ?"
+        } else {
+            "INSERT INTO Environment (global_lsn) VALUES (?)"
+        };
+        on_pool!(&self.pool, |p| sqlx::query(sql)
+            .bind(lsn)
+            .execute(p)
+            .await
+            .map(|_| ()))
+        .map_err(query_error("write global lsn"))
+    }
+}

@@ -1,0 +1,101 @@
+//! Shared helpers for integration tests: a fresh metadata database per test, on SQLite always and on
+//! MySQL/MariaDB too when `MISHARDS_TEST_MYSQL_URL` is set (its database name is used as a prefix).
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use mishards::meta::{MetaUri, MySqlTarget, SqliteTarget};
+use sqlx::ConnectOptions;
+use sqlx::mysql::MySqlConnectOptions;
+
+pub const MYSQL_ENV: &str = "MISHARDS_TEST_MYSQL_URL";
+
+/// A fresh, empty metadata database that no other test uses.
+pub struct TestDb {
+    pub uri: MetaUri,
+    pub label: &'static str,
+    /// Keeps a SQLite database's folder alive for the test's duration.
+    _dir: Option<tempfile::TempDir>,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn unique_suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        nanos
+    )
+}
+
+pub fn sqlite_db() -> TestDb {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path: PathBuf = dir.path().join("meta.sqlite");
+    TestDb {
+        uri: MetaUri::Sqlite(SqliteTarget::File(path)),
+        label: "sqlite",
+        _dir: Some(dir),
+    }
+}
+
+/// The MySQL server named by `MISHARDS_TEST_MYSQL_URL`, with a new database created for this test.
+pub async fn mysql_db() -> Option<TestDb> {
+    let url = std::env::var(MYSQL_ENV).ok().filter(|u| !u.is_empty())?;
+    let MetaUri::MySql(server) =
+        MetaUri::parse(&url, None).expect("MISHARDS_TEST_MYSQL_URL must be a mysql:// URI")
+    else {
+        panic!("{MYSQL_ENV} must name a MySQL server");
+    };
+    let database = format!("{}_{}", server.database, unique_suffix());
+    let mut admin = admin_options(&server)
+        .connect()
+        .await
+        .expect("connect to the MySQL test server");
+    sqlx::query(&format!("CREATE DATABASE `{database}`"))
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
+    Some(TestDb {
+        uri: MetaUri::MySql(MySqlTarget { database, ..server }),
+        label: "mysql",
+        _dir: None,
+    })
+}
+
+fn admin_options(server: &MySqlTarget) -> MySqlConnectOptions {
+    let options = MySqlConnectOptions::new()
+        .host(&server.host)
+        .port(server.port)
+        .username(&server.user);
+    match &server.password {
+        Some(p) => options.password(p),
+        None => options,
+    }
+}
+
+/// SQLite, then MySQL when configured: every metadata test runs on each.
+pub async fn databases() -> Vec<TestDb> {
+    let mut dbs = vec![sqlite_db()];
+    dbs.extend(mysql_db().await);
+    dbs
+}
+
+/// The Python with pymilvus 1.1.2 that `scripts/test.sh` prepares (`MISHARDS_TEST_PYTHON`, else `.venv`).
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("MISHARDS_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "no Python with pymilvus 1.1.2: run `scripts/test.sh` (it creates .venv) or set MISHARDS_TEST_PYTHON"
+    );
+    venv
+}

@@ -1,0 +1,546 @@
+//! The metadata store on a real database: SQLite always, MariaDB/MySQL when MISHARDS_TEST_MYSQL_URL is set.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use mishards::meta::{
+    EngineType, FileRow, FileType, MetaError, MetaOptions, MetaStore, MetaUri, MetricType, NewFile,
+    NewTable, TableState, select_tables,
+};
+
+async fn open(db: &common::TestDb) -> MetaStore {
+    MetaStore::open(&db.uri, &MetaOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", db.label))
+}
+
+fn new_file(table: &str, segment: &str, file_type: FileType, rows: i64) -> NewFile {
+    NewFile {
+        table_id: table.into(),
+        segment_id: segment.into(),
+        engine_type: EngineType::Flat,
+        file_id: format!("{segment}-f"),
+        file_type,
+        file_size: rows * 512,
+        row_count: rows,
+        now_us: 1_000,
+        flush_lsn: 7,
+    }
+}
+
+fn ids(files: &[FileRow]) -> Vec<i64> {
+    files.iter().map(|f| f.id).collect()
+}
+
+#[tokio::test]
+async fn collections_and_partitions() {
+    for db in common::databases().await {
+        let store = open(&db).await;
+        let created = store
+            .create_table(&NewTable::collection(
+                "vectors",
+                128,
+                1 << 30,
+                MetricType::Ip,
+                42,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(created.table_id, "vectors");
+        assert_eq!(
+            (created.state, created.dimension, created.metric_type),
+            (TableState::Normal, 128, MetricType::Ip)
+        );
+        assert_eq!(
+            (created.engine_type, created.created_on, created.flush_lsn),
+            (EngineType::Flat, 42, 0)
+        );
+        assert_eq!(
+            created.version.as_deref(),
+            Some(mishards::meta::SCHEMA_VERSION)
+        );
+
+        let dup = store
+            .create_table(&NewTable::collection("vectors", 8, 1, MetricType::L2, 0))
+            .await;
+        assert!(
+            matches!(dup, Err(MetaError::AlreadyExists(name)) if name == "vectors"),
+            "{}",
+            db.label
+        );
+
+        for tag in ["2024-01", "2024-02"] {
+            let p = store
+                .create_table(&NewTable::partition(&created, tag, 43))
+                .await
+                .unwrap();
+            assert_eq!(
+                (p.owner_table.as_str(), p.partition_tag.as_str()),
+                ("vectors", tag)
+            );
+            assert_eq!(p.table_id, format!("vectors_{tag}"));
+        }
+        store
+            .create_table(&NewTable::collection(
+                "another",
+                4,
+                1 << 30,
+                MetricType::L2,
+                44,
+            ))
+            .await
+            .unwrap();
+
+        let names: Vec<_> = store
+            .collections()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.table_id)
+            .collect();
+        assert_eq!(names, ["another", "vectors"], "{}", db.label);
+        let view = store
+            .collection_with_partitions("vectors")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(view.collection.table_id, "vectors");
+        assert_eq!(
+            view.partitions
+                .iter()
+                .map(|p| p.partition_tag.as_str())
+                .collect::<Vec<_>>(),
+            ["2024-01", "2024-02"]
+        );
+        assert_eq!(
+            select_tables(&view, &["2024-0[2]".into()]).unwrap(),
+            ["vectors_2024-02"]
+        );
+        assert!(
+            store
+                .collection_with_partitions("vectors_2024-01")
+                .await
+                .unwrap()
+                .is_none(),
+            "a partition is no collection"
+        );
+        assert!(
+            store
+                .collection_with_partitions("missing")
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        store
+            .update_collection_index("vectors", EngineType::IvfFlat, r#"{"nlist": 1024}"#)
+            .await
+            .unwrap();
+        store
+            .update_table_flush_lsn("vectors_2024-01", 99)
+            .await
+            .unwrap();
+        let view = store
+            .collection_with_partitions("vectors")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            std::iter::once(&view.collection)
+                .chain(&view.partitions)
+                .all(|t| t.engine_type == EngineType::IvfFlat)
+        );
+        assert_eq!(view.partitions[0].flush_lsn, 99);
+        assert_eq!(view.collection.index_params, r#"{"nlist": 1024}"#);
+
+        assert!(
+            store
+                .mark_table_deleted("vectors_2024-02", 50)
+                .await
+                .unwrap()
+        );
+        let view = store
+            .collection_with_partitions("vectors")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(view.partitions.len(), 1);
+        assert!(store.mark_collection_deleted("vectors", 51).await.unwrap());
+        assert!(
+            store
+                .collection_with_partitions("vectors")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            store.table("vectors_2024-01").await.unwrap().unwrap().state,
+            TableState::ToDelete
+        );
+        assert!(
+            !store
+                .mark_collection_deleted("never-was", 52)
+                .await
+                .unwrap()
+        );
+
+        store
+            .delete_tables(&[
+                "vectors".into(),
+                "vectors_2024-01".into(),
+                "vectors_2024-02".into(),
+            ])
+            .await
+            .unwrap();
+        assert!(store.table("vectors").await.unwrap().is_none());
+        assert_eq!(store.all_tables().await.unwrap().len(), 1);
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn files_lifecycle_and_searchable_set() {
+    for db in common::databases().await {
+        let store = open(&db).await;
+        let c = store
+            .create_table(&NewTable::collection("c", 4, 1 << 30, MetricType::L2, 1))
+            .await
+            .unwrap();
+        store
+            .create_table(&NewTable::partition(&c, "p", 1))
+            .await
+            .unwrap();
+        store
+            .create_table(&NewTable::collection("d", 4, 1 << 30, MetricType::L2, 1))
+            .await
+            .unwrap();
+
+        let raw = store
+            .create_file(&new_file("c", "s1", FileType::Raw, 10))
+            .await
+            .unwrap();
+        let to_index = store
+            .create_file(&new_file("c_p", "s2", FileType::ToIndex, 20))
+            .await
+            .unwrap();
+        let index = store
+            .create_file(&new_file("c", "s3", FileType::Index, 30))
+            .await
+            .unwrap();
+        let new = store
+            .create_file(&new_file("c", "s4", FileType::New, 0))
+            .await
+            .unwrap();
+        let other = store
+            .create_file(&new_file("d", "s5", FileType::Raw, 5))
+            .await
+            .unwrap();
+        assert!(
+            raw.id < to_index.id
+                && to_index.id < index.id
+                && index.id < new.id
+                && new.id < other.id
+        );
+        assert_eq!(
+            (raw.date, raw.updated_time, raw.created_on, raw.flush_lsn),
+            (-1, 1_000, 1_000, 7)
+        );
+
+        let read = store
+            .files_by_ids(&[index.id, raw.id, 999_999])
+            .await
+            .unwrap();
+        assert_eq!(read, [raw.clone(), index.clone()], "{}", db.label);
+
+        let tables = ["c".to_string(), "c_p".to_string()];
+        assert_eq!(
+            ids(&store.searchable_files(&tables).await.unwrap()),
+            [raw.id, to_index.id, index.id]
+        );
+        assert_eq!(
+            ids(&store.all_searchable_files().await.unwrap()),
+            [raw.id, to_index.id, index.id, other.id]
+        );
+        assert_eq!(
+            ids(&store
+                .files_of_tables(&tables, &[FileType::New])
+                .await
+                .unwrap()),
+            [new.id]
+        );
+        assert!(store.searchable_files(&[]).await.unwrap().is_empty());
+
+        // A merge: the new file becomes RAW, the one it replaces TO_DELETE.
+        let mut merged = new.clone();
+        merged.file_type = FileType::Raw;
+        merged.row_count = 10;
+        merged.file_size = 5120;
+        merged.updated_time = 2_000;
+        store.update_file(&merged).await.unwrap();
+        store
+            .set_files_type(&[raw.id], FileType::ToDelete, 2_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(&store.searchable_files(&tables).await.unwrap()),
+            [to_index.id, index.id, new.id]
+        );
+        assert_eq!(store.files_by_ids(&[new.id]).await.unwrap(), [merged]);
+        assert_eq!(
+            store.files_by_ids(&[raw.id]).await.unwrap()[0].updated_time,
+            2_000
+        );
+
+        store.touch_files(&[index.id], 3_000).await.unwrap();
+        assert_eq!(
+            store.files_by_ids(&[index.id]).await.unwrap()[0].updated_time,
+            3_000
+        );
+
+        // Dropping a partition hides its files from search even before they are removed.
+        store.mark_table_deleted("c_p", 4_000).await.unwrap();
+        assert_eq!(
+            ids(&store.searchable_files(&tables).await.unwrap()),
+            [index.id, new.id]
+        );
+        assert_eq!(
+            store.files_by_ids(&[to_index.id]).await.unwrap()[0].file_type,
+            FileType::ToDelete
+        );
+
+        store.delete_files(&[raw.id, to_index.id]).await.unwrap();
+        assert!(
+            store
+                .files_by_ids(&[raw.id, to_index.id])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn global_lsn_round_trips() {
+    for db in common::databases().await {
+        let store = open(&db).await;
+        assert_eq!(store.global_lsn().await.unwrap(), None);
+        store.set_global_lsn(5).await.unwrap();
+        store.set_global_lsn(5).await.unwrap();
+        store.set_global_lsn(12).await.unwrap();
+        assert_eq!(store.global_lsn().await.unwrap(), Some(12), "{}", db.label);
+        store.close().await;
+    }
+}
+
+/// A database Milvus made (its own DDL, its own rows) is used as it is, never re-created.
+#[tokio::test]
+async fn an_existing_milvus_database_is_left_as_it_is() {
+    for db in common::databases().await {
+        let first = open(&db).await;
+        let c = first
+            .create_table(&NewTable::collection(
+                "kept",
+                16,
+                1 << 30,
+                MetricType::L2,
+                1,
+            ))
+            .await
+            .unwrap();
+        let f = first
+            .create_file(&new_file("kept", "seg", FileType::Index, 3))
+            .await
+            .unwrap();
+        first.set_global_lsn(77).await.unwrap();
+        first.close().await;
+
+        let second = open(&db).await;
+        assert_eq!(second.table("kept").await.unwrap(), Some(c));
+        assert_eq!(second.files_by_ids(&[f.id]).await.unwrap(), [f]);
+        assert_eq!(second.global_lsn().await.unwrap(), Some(77));
+        second.close().await;
+    }
+}
+
+#[tokio::test]
+async fn a_table_without_milvus_columns_is_reported() {
+    for db in common::databases().await {
+        // A `Tables` that lacks most Milvus columns, as an older or foreign schema would.
+        run_raw(
+            &db.uri,
+            "CREATE TABLE Tables (id BIGINT PRIMARY KEY, table_id VARCHAR(255))",
+        )
+        .await
+        .unwrap();
+        let err = MetaStore::open(&db.uri, &MetaOptions::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                MetaError::SchemaMismatch {
+                    table: "Tables",
+                    ..
+                }
+            ),
+            "{}: {err}",
+            db.label
+        );
+        assert!(err.to_string().contains("`Tables`"), "{err}");
+    }
+}
+
+async fn run_raw(uri: &MetaUri, sql: &str) -> Result<(), sqlx::Error> {
+    use sqlx::Connection;
+    match uri {
+        MetaUri::Sqlite(mishards::meta::SqliteTarget::File(path)) => {
+            let mut c =
+                sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+                    .await?;
+            sqlx::query(sql).execute(&mut c).await.map(drop)
+        }
+        MetaUri::MySql(t) => {
+            let url = format!("mysql://{}@{}:{}/{}", t.user, t.host, t.port, t.database);
+            let mut c = sqlx::MySqlConnection::connect(&url).await?;
+            sqlx::query(sql).execute(&mut c).await.map(drop)
+        }
+        other => panic!("unexpected {other}"),
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_database_fails_fast_naming_the_uri_without_password() {
+    let uri = MetaUri::parse("mysql+pymysql://root:s3cret@127.0.0.1:1/milvus", None).unwrap();
+    let options = MetaOptions {
+        acquire_timeout: Duration::from_secs(3),
+        ..MetaOptions::default()
+    };
+    let started = Instant::now();
+    let err = MetaStore::open(&uri, &options).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let text = err.to_string();
+    assert!(
+        text.contains("mysql://root:***@127.0.0.1:1/milvus"),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret"), "{text}");
+    assert!(!text.contains('\n'), "one line: {text}");
+}
+
+#[tokio::test]
+async fn in_memory_sqlite_keeps_its_data_across_queries() {
+    let store = MetaStore::open(
+        &MetaUri::parse("sqlite::memory:", None).unwrap(),
+        &MetaOptions::default(),
+    )
+    .await
+    .unwrap();
+    store
+        .create_table(&NewTable::collection("m", 2, 1, MetricType::L2, 0))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(store.collections().await.unwrap().len(), 1);
+}
+
+/// Milvus 1.1's columns, in order, with their declared types (SQLite declares `id` INTEGER to autoincrement).
+#[tokio::test]
+async fn the_schema_has_milvus_columns_and_types() {
+    let expected_tables = [
+        ("id", "BIGINT"),
+        ("table_id", "VARCHAR(255)"),
+        ("state", "INT"),
+        ("dimension", "SMALLINT"),
+        ("created_on", "BIGINT"),
+        ("flag", "BIGINT"),
+        ("index_file_size", "BIGINT"),
+        ("engine_type", "INT"),
+        ("index_params", "VARCHAR(512)"),
+        ("metric_type", "INT"),
+        ("owner_table", "VARCHAR(255)"),
+        ("partition_tag", "VARCHAR(255)"),
+        ("version", "VARCHAR(64)"),
+        ("flush_lsn", "BIGINT"),
+    ];
+    let expected_files = [
+        ("id", "BIGINT"),
+        ("table_id", "VARCHAR(255)"),
+        ("segment_id", "VARCHAR(255)"),
+        ("engine_type", "INT"),
+        ("file_id", "VARCHAR(255)"),
+        ("file_type", "INT"),
+        ("file_size", "BIGINT"),
+        ("row_count", "BIGINT"),
+        ("updated_time", "BIGINT"),
+        ("created_on", "BIGINT"),
+        ("date", "INT"),
+        ("flush_lsn", "BIGINT"),
+    ];
+    for db in common::databases().await {
+        open(&db).await.close().await;
+        for (table, expected) in [
+            ("Tables", &expected_tables[..]),
+            ("TableFiles", &expected_files[..]),
+            ("Environment", &[("global_lsn", "BIGINT")][..]),
+        ] {
+            let columns = columns_of(&db.uri, table).await;
+            let expected: Vec<(String, String)> = expected
+                .iter()
+                .map(|(n, t)| {
+                    let t = if db.label == "sqlite" && *n == "id" {
+                        "INTEGER"
+                    } else {
+                        t
+                    };
+                    (n.to_string(), t.to_string())
+                })
+                .collect();
+            assert_eq!(columns, expected, "{} {table}", db.label);
+        }
+    }
+}
+
+/// (name, declared type) of each column, normalised to upper case without MySQL's display widths.
+async fn columns_of(uri: &MetaUri, table: &str) -> Vec<(String, String)> {
+    use sqlx::{Connection, Row};
+    let rows: Vec<(String, String)> = match uri {
+        MetaUri::Sqlite(mishards::meta::SqliteTarget::File(path)) => {
+            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .unwrap();
+            sqlx::query(&format!("PRAGMA table_info({table})"))
+                .fetch_all(&mut c)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get::<String, _>("name"), r.get::<String, _>("type")))
+                .collect()
+        }
+        MetaUri::MySql(t) => {
+            let url = format!("mysql://{}@{}:{}/{}", t.user, t.host, t.port, t.database);
+            let mut c = sqlx::MySqlConnection::connect(&url).await.unwrap();
+            sqlx::query(
+                "SELECT CAST(COLUMN_NAME AS CHAR) AS name, CAST(COLUMN_TYPE AS CHAR) AS type \
+                 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+            )
+            .bind(&t.database)
+            .bind(table)
+            .fetch_all(&mut c)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get::<String, _>("name"), r.get::<String, _>("type")))
+            .collect()
+        }
+        other => panic!("unexpected {other}"),
+    };
+    let width = regex::Regex::new(r"^(BIGINT|INT|SMALLINT)\(\d+\)$").unwrap();
+    rows.into_iter()
+        .map(|(n, t)| {
+            let t = t.to_uppercase();
+            (n, width.replace(&t, "$1").into_owned())
+        })
+        .collect()
+}
