@@ -10,13 +10,13 @@ wanted="pymilvus==1.1.2 $(sha256sum tests/e2e/requirements.txt | cut -d' ' -f1)"
 if [[ ! -x "$venv/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]]; then
     echo "== preparing $venv (pymilvus 1.1.2 and test requirements)"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps pymilvus==1.1.2
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
+    "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps pymilvus==1.1.2
     echo "$wanted" > "$stamp"
 fi
 export MISHARDS_TEST_PYTHON="$PWD/$venv/bin/python"
 
-echo "== Rust tests (MySQL: ${MISHARDS_TEST_MYSQL_URL:+on}${MISHARDS_TEST_MYSQL_URL:-off, set MISHARDS_TEST_MYSQL_URL})"
+echo "== Rust tests (metadata on SQLite${MISHARDS_TEST_MYSQL_URL:+ and MySQL at ${MISHARDS_TEST_MYSQL_URL}})"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --no-fail-fast
 else

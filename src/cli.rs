@@ -258,6 +258,7 @@ async fn run_node(config: NodeConfig) -> Result<(), CliError> {
             config.storage.join(crate::meta::SQLITE_FILE_NAME),
         )),
     };
+    tracing::debug!(role = config.role.name(), port = config.port, storage = %config.storage.display(), meta = %uri, "node settings");
     let options = meta_options(config.sql_echo);
     let store = match config.role {
         Role::Writer => MetaStore::open(&uri, &options).await?,

@@ -219,3 +219,43 @@ fn settings_table_names_each_key_once() {
     let mut seen = std::collections::HashSet::new();
     assert!(SPECS.iter().all(|s| seen.insert(s.key)));
 }
+
+#[test]
+fn log_path_also_writes_log_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let storage = dir.path().join("data");
+    let out = mishards(
+        &[
+            "node",
+            "--role",
+            "rw",
+            "--storage",
+            storage.to_str().unwrap(),
+        ],
+        &[
+            ("LOG_PATH", logs.to_str().unwrap()),
+            ("LOG_NAME", "node"),
+            ("DEBUG", "True"),
+        ],
+    );
+    assert!(stderr(&out).contains("metadata ready"), "{}", stderr(&out));
+    let files: Vec<_> = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(
+        files[0]
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("node."),
+        "{files:?}"
+    );
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(
+        text.contains("metadata ready") && text.contains("DEBUG"),
+        "{text}"
+    );
+}
