@@ -10,7 +10,14 @@ use sqlx::sqlite::{
 };
 
 use super::MetaError;
-use super::schema::{CollectionTables, FileRow, FileType, NewFile, NewTable, TableRow, TableState};
+use sqlx::FromRow;
+use sqlx::mysql::MySqlRow;
+use sqlx::sqlite::SqliteRow;
+
+use super::schema::{
+    CollectionTables, EngineType, FileRow, FileType, NewFile, NewTable, SCHEMA_VERSION, TableRow,
+    TableState,
+};
 use super::uri::{MetaUri, SqliteTarget};
 
 const TABLE_COLUMNS: &str = "id, table_id, state, dimension, created_on, flag, index_file_size, engine_type, \
@@ -25,7 +32,7 @@ fn schema_ddl(mysql: bool) -> [String; 3] {
     } else {
         "id INTEGER PRIMARY KEY AUTOINCREMENT"
     };
-    let version = super::schema::SCHEMA_VERSION;
+    let version = SCHEMA_VERSION;
     [
         format!(
             "CREATE TABLE IF NOT EXISTS Tables ({id}, table_id VARCHAR(255) UNIQUE NOT NULL, state INT NOT NULL, \
@@ -81,6 +88,20 @@ macro_rules! on_pool {
             Pool::Sqlite($p) => $body,
         }
     };
+}
+
+/// Binds each `Arg` of `$args` to the query `$query`, in order.
+macro_rules! bind_all {
+    ($query:expr, $args:expr) => {{
+        let mut query = $query;
+        for arg in $args {
+            query = match *arg {
+                Arg::Int(v) => query.bind(v),
+                Arg::Text(s) => query.bind(s),
+            };
+        }
+        query
+    }};
 }
 
 /// A handle to the metadata database. Cheap to clone; clones share one connection pool.
@@ -200,8 +221,7 @@ impl MetaStore {
     /// there.
     pub async fn ensure_schema(&self) -> Result<(), MetaError> {
         for ddl in schema_ddl(matches!(self.pool, Pool::MySql(_))) {
-            on_pool!(&self.pool, |p| sqlx::query(&ddl).execute(p).await.map(drop))
-                .map_err(query_error("create schema"))?;
+            self.execute("create schema", &ddl, &[]).await?;
         }
         self.check_schema().await
     }
@@ -214,8 +234,12 @@ impl MetaStore {
             ("Environment", "global_lsn"),
         ] {
             let sql = format!("SELECT {columns} FROM {table} WHERE 1 = 0");
-            on_pool!(&self.pool, |p| sqlx::query(&sql).execute(p).await.map(drop))
-                .map_err(|source| MetaError::SchemaMismatch { table, source })?;
+            match self.execute("check schema", &sql, &[]).await {
+                Err(MetaError::Query { source, .. }) => {
+                    return Err(MetaError::SchemaMismatch { table, source });
+                }
+                other => other?,
+            };
         }
         Ok(())
     }
@@ -225,6 +249,38 @@ impl MetaStore {
         on_pool!(&self.pool, |p| p.close().await)
     }
 
+    // ---- Query plumbing ------------------------------------------------------------------------------------
+
+    /// Runs a statement and returns the number of rows it touched.
+    async fn execute(
+        &self,
+        op: &'static str,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> Result<u64, MetaError> {
+        on_pool!(&self.pool, |p| bind_all!(sqlx::query(sql), args)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))
+        .map_err(query_error(op))
+    }
+
+    /// Runs a query and decodes every row as `R`.
+    async fn fetch<R>(
+        &self,
+        op: &'static str,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> Result<Vec<R>, MetaError>
+    where
+        R: for<'r> FromRow<'r, MySqlRow> + for<'r> FromRow<'r, SqliteRow> + Send + Unpin,
+    {
+        on_pool!(&self.pool, |p| bind_all!(sqlx::query_as::<_, R>(sql), args)
+            .fetch_all(p)
+            .await)
+        .map_err(query_error(op))
+    }
+
     // ---- Tables --------------------------------------------------------------------------------------------
 
     /// Inserts a collection or partition row. A name that exists already (in any state) is `AlreadyExists`.
@@ -232,34 +288,28 @@ impl MetaStore {
         let sql = "INSERT INTO Tables (table_id, state, dimension, created_on, flag, index_file_size, engine_type, \
                    index_params, metric_type, owner_table, partition_tag, version, flush_lsn) \
                    VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, 0)";
-        let result = on_pool!(&self.pool, |p| {
-            sqlx::query(sql)
-                .bind(&table.table_id)
-                .bind(TableState::Normal.code())
-                .bind(table.dimension)
-                .bind(table.created_on)
-                .bind(table.index_file_size)
-                .bind(table.engine_type.code())
-                .bind(&table.index_params)
-                .bind(table.metric_type.code())
-                .bind(&table.owner_table)
-                .bind(&table.partition_tag)
-                .bind(super::schema::SCHEMA_VERSION)
-                .execute(p)
-                .await
-                .map(|_| ())
-        });
-        match result {
-            Ok(()) => {}
-            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+        let args = [
+            Arg::Text(&table.table_id),
+            Arg::Int(TableState::Normal.code().into()),
+            Arg::Int(table.dimension),
+            Arg::Int(table.created_on),
+            Arg::Int(table.index_file_size),
+            Arg::Int(table.engine_type.code().into()),
+            Arg::Text(&table.index_params),
+            Arg::Int(table.metric_type.code().into()),
+            Arg::Text(&table.owner_table),
+            Arg::Text(&table.partition_tag),
+            Arg::Text(SCHEMA_VERSION),
+        ];
+        match self.execute("create table", sql, &args).await {
+            Ok(_) => {}
+            Err(MetaError::Query {
+                source: sqlx::Error::Database(db),
+                ..
+            }) if db.is_unique_violation() => {
                 return Err(MetaError::AlreadyExists(table.table_id.clone()));
             }
-            Err(source) => {
-                return Err(MetaError::Query {
-                    op: "create table",
-                    source,
-                });
-            }
+            Err(other) => return Err(other),
         }
         self.table(&table.table_id)
             .await?
@@ -269,20 +319,21 @@ impl MetaStore {
     /// The row named `table_id`, in any state.
     pub async fn table(&self, table_id: &str) -> Result<Option<TableRow>, MetaError> {
         let sql = format!("SELECT {TABLE_COLUMNS} FROM Tables WHERE table_id = ?");
-        on_pool!(&self.pool, |p| sqlx::query_as::<_, TableRow>(&sql)
-            .bind(table_id)
-            .fetch_optional(p)
-            .await)
-        .map_err(query_error("read table"))
+        Ok(self
+            .fetch("read table", &sql, &[Arg::Text(table_id)])
+            .await?
+            .into_iter()
+            .next())
     }
 
     /// Every row of `Tables`, collections and partitions, in any state, ordered by id.
     pub async fn all_tables(&self) -> Result<Vec<TableRow>, MetaError> {
-        let sql = format!("SELECT {TABLE_COLUMNS} FROM Tables ORDER BY id");
-        on_pool!(&self.pool, |p| sqlx::query_as::<_, TableRow>(&sql)
-            .fetch_all(p)
-            .await)
-        .map_err(query_error("list tables"))
+        self.fetch(
+            "list tables",
+            &format!("SELECT {TABLE_COLUMNS} FROM Tables ORDER BY id"),
+            &[],
+        )
+        .await
     }
 
     /// Live collections (not partitions), ordered by name.
@@ -290,13 +341,12 @@ impl MetaStore {
         let sql = format!(
             "SELECT {TABLE_COLUMNS} FROM Tables WHERE owner_table = '' AND state = ? ORDER BY table_id"
         );
-        on_pool!(&self.pool, |p| {
-            sqlx::query_as::<_, TableRow>(&sql)
-                .bind(TableState::Normal.code())
-                .fetch_all(p)
-                .await
-        })
-        .map_err(query_error("list collections"))
+        self.fetch(
+            "list collections",
+            &sql,
+            &[Arg::Int(TableState::Normal.code().into())],
+        )
+        .await
     }
 
     /// A live collection and its live partitions (ordered by id, i.e. creation), or `None`.
@@ -308,15 +358,12 @@ impl MetaStore {
             "SELECT {TABLE_COLUMNS} FROM Tables WHERE state = ? AND \
              ((table_id = ? AND owner_table = '') OR owner_table = ?) ORDER BY id"
         );
-        let rows = on_pool!(&self.pool, |p| {
-            sqlx::query_as::<_, TableRow>(&sql)
-                .bind(TableState::Normal.code())
-                .bind(name)
-                .bind(name)
-                .fetch_all(p)
-                .await
-        })
-        .map_err(query_error("read collection"))?;
+        let args = [
+            Arg::Int(TableState::Normal.code().into()),
+            Arg::Text(name),
+            Arg::Text(name),
+        ];
+        let rows: Vec<TableRow> = self.fetch("read collection", &sql, &args).await?;
         let (collections, partitions): (Vec<_>, Vec<_>) =
             rows.into_iter().partition(|r| !r.is_partition());
         Ok(collections
@@ -337,45 +384,48 @@ impl MetaStore {
     ) -> Result<bool, MetaError> {
         let files = "UPDATE TableFiles SET file_type = ?, updated_time = ? WHERE table_id IN \
                      (SELECT table_id FROM Tables WHERE table_id = ? OR owner_table = ?)";
-        on_pool!(&self.pool, |p| {
-            sqlx::query(files)
-                .bind(FileType::ToDelete.code())
-                .bind(now_us)
-                .bind(name)
-                .bind(name)
-                .execute(p)
-                .await
-                .map(drop)
-        })
-        .map_err(query_error("mark collection files deleted"))?;
+        let args = [
+            Arg::Int(FileType::ToDelete.code().into()),
+            Arg::Int(now_us),
+            Arg::Text(name),
+            Arg::Text(name),
+        ];
+        self.execute("mark collection files deleted", files, &args)
+            .await?;
         let tables = "UPDATE Tables SET state = ? WHERE table_id = ? OR owner_table = ?";
-        let affected = on_pool!(&self.pool, |p| {
-            sqlx::query(tables)
-                .bind(TableState::ToDelete.code())
-                .bind(name)
-                .bind(name)
-                .execute(p)
-                .await
-                .map(|r| r.rows_affected())
-        })
-        .map_err(query_error("mark collection deleted"))?;
-        Ok(affected > 0)
+        let args = [
+            Arg::Int(TableState::ToDelete.code().into()),
+            Arg::Text(name),
+            Arg::Text(name),
+        ];
+        Ok(self
+            .execute("mark collection deleted", tables, &args)
+            .await?
+            > 0)
     }
 
     /// Marks one table row (typically a partition) and its files TO_DELETE. Returns whether it existed.
     pub async fn mark_table_deleted(&self, table_id: &str, now_us: i64) -> Result<bool, MetaError> {
-        self.set_files_type_of_table(table_id, FileType::ToDelete, now_us)
+        let files = "UPDATE TableFiles SET file_type = ?, updated_time = ? WHERE table_id = ?";
+        let args = [
+            Arg::Int(FileType::ToDelete.code().into()),
+            Arg::Int(now_us),
+            Arg::Text(table_id),
+        ];
+        self.execute("mark table files deleted", files, &args)
             .await?;
-        let affected = on_pool!(&self.pool, |p| {
-            sqlx::query("UPDATE Tables SET state = ? WHERE table_id = ?")
-                .bind(TableState::ToDelete.code())
-                .bind(table_id)
-                .execute(p)
-                .await
-                .map(|r| r.rows_affected())
-        })
-        .map_err(query_error("mark table deleted"))?;
-        Ok(affected > 0)
+        let args = [
+            Arg::Int(TableState::ToDelete.code().into()),
+            Arg::Text(table_id),
+        ];
+        Ok(self
+            .execute(
+                "mark table deleted",
+                "UPDATE Tables SET state = ? WHERE table_id = ?",
+                &args,
+            )
+            .await?
+            > 0)
     }
 
     /// Removes `Tables` rows for good (after their files are gone from disk).
@@ -387,34 +437,26 @@ impl MetaStore {
             "DELETE FROM Tables WHERE table_id IN ({})",
             placeholders(table_ids.len())
         );
-        on_pool!(&self.pool, |p| {
-            let mut q = sqlx::query(&sql);
-            for id in table_ids {
-                q = q.bind(id);
-            }
-            q.execute(p).await.map(|_| ())
-        })
-        .map_err(query_error("delete tables"))
+        self.execute("delete tables", &sql, &texts(table_ids))
+            .await
+            .map(drop)
     }
 
     /// Sets the index of a collection and its partitions (`engine_type`, `index_params` JSON).
     pub async fn update_collection_index(
         &self,
         name: &str,
-        engine_type: super::schema::EngineType,
+        engine_type: EngineType,
         index_params: &str,
     ) -> Result<(), MetaError> {
-        on_pool!(&self.pool, |p| {
-            sqlx::query("UPDATE Tables SET engine_type = ?, index_params = ? WHERE table_id = ? OR owner_table = ?")
-                .bind(engine_type.code())
-                .bind(index_params)
-                .bind(name)
-                .bind(name)
-                .execute(p)
-                .await
-                .map(|_| ())
-        })
-        .map_err(query_error("update index"))
+        let sql = "UPDATE Tables SET engine_type = ?, index_params = ? WHERE table_id = ? OR owner_table = ?";
+        let args = [
+            Arg::Int(engine_type.code().into()),
+            Arg::Text(index_params),
+            Arg::Text(name),
+            Arg::Text(name),
+        ];
+        self.execute("update index", sql, &args).await.map(drop)
     }
 
     /// Records the last log sequence number flushed for a table.
@@ -423,15 +465,14 @@ impl MetaStore {
         table_id: &str,
         flush_lsn: i64,
     ) -> Result<(), MetaError> {
-        on_pool!(&self.pool, |p| {
-            sqlx::query("UPDATE Tables SET flush_lsn = ? WHERE table_id = ?")
-                .bind(flush_lsn)
-                .bind(table_id)
-                .execute(p)
-                .await
-                .map(|_| ())
-        })
-        .map_err(query_error("update flush lsn"))
+        let args = [Arg::Int(flush_lsn), Arg::Text(table_id)];
+        self.execute(
+            "update flush lsn",
+            "UPDATE Tables SET flush_lsn = ? WHERE table_id = ?",
+            &args,
+        )
+        .await
+        .map(drop)
     }
 
     // ---- TableFiles ----------------------------------------------------------------------------------------
@@ -440,26 +481,28 @@ impl MetaStore {
     pub async fn create_file(&self, file: &NewFile) -> Result<FileRow, MetaError> {
         let sql = "INSERT INTO TableFiles (table_id, segment_id, engine_type, file_id, file_type, file_size, \
                    row_count, updated_time, created_on, date, flush_lsn) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, -1, ?)";
-        macro_rules! insert {
-            ($p:expr) => {
-                sqlx::query(sql)
-                    .bind(&file.table_id)
-                    .bind(&file.segment_id)
-                    .bind(file.engine_type.code())
-                    .bind(&file.file_id)
-                    .bind(file.file_type.code())
-                    .bind(file.file_size)
-                    .bind(file.row_count)
-                    .bind(file.now_us)
-                    .bind(file.now_us)
-                    .bind(file.flush_lsn)
-                    .execute($p)
-                    .await
-            };
-        }
+        let args = [
+            Arg::Text(&file.table_id),
+            Arg::Text(&file.segment_id),
+            Arg::Int(file.engine_type.code().into()),
+            Arg::Text(&file.file_id),
+            Arg::Int(file.file_type.code().into()),
+            Arg::Int(file.file_size),
+            Arg::Int(file.row_count),
+            Arg::Int(file.now_us),
+            Arg::Int(file.now_us),
+            Arg::Int(file.flush_lsn),
+        ];
+        // The two backends name the generated key differently, so this one insert is not `execute`.
         let id = match &self.pool {
-            Pool::MySql(p) => insert!(p).map(|r| r.last_insert_id() as i64),
-            Pool::Sqlite(p) => insert!(p).map(|r| r.last_insert_rowid()),
+            Pool::MySql(p) => bind_all!(sqlx::query(sql), &args)
+                .execute(p)
+                .await
+                .map(|r| r.last_insert_id() as i64),
+            Pool::Sqlite(p) => bind_all!(sqlx::query(sql), &args)
+                .execute(p)
+                .await
+                .map(|r| r.last_insert_rowid()),
         }
         .map_err(query_error("create file"))?;
         Ok(FileRow {
@@ -480,25 +523,20 @@ impl MetaStore {
 
     /// Writes back the mutable columns of a file row.
     pub async fn update_file(&self, file: &FileRow) -> Result<(), MetaError> {
-        on_pool!(&self.pool, |p| {
-            sqlx::query(
-                "UPDATE TableFiles SET segment_id = ?, engine_type = ?, file_id = ?, file_type = ?, file_size = ?, \
-                 row_count = ?, updated_time = ?, flush_lsn = ? WHERE id = ?",
-            )
-            .bind(&file.segment_id)
-            .bind(file.engine_type.code())
-            .bind(&file.file_id)
-            .bind(file.file_type.code())
-            .bind(file.file_size)
-            .bind(file.row_count)
-            .bind(file.updated_time)
-            .bind(file.flush_lsn)
-            .bind(file.id)
-            .execute(p)
-            .await
-            .map(|_| ())
-        })
-        .map_err(query_error("update file"))
+        let sql = "UPDATE TableFiles SET segment_id = ?, engine_type = ?, file_id = ?, file_type = ?, file_size = ?, \
+                   row_count = ?, updated_time = ?, flush_lsn = ? WHERE id = ?";
+        let args = [
+            Arg::Text(&file.segment_id),
+            Arg::Int(file.engine_type.code().into()),
+            Arg::Text(&file.file_id),
+            Arg::Int(file.file_type.code().into()),
+            Arg::Int(file.file_size),
+            Arg::Int(file.row_count),
+            Arg::Int(file.updated_time),
+            Arg::Int(file.flush_lsn),
+            Arg::Int(file.id),
+        ];
+        self.execute("update file", sql, &args).await.map(drop)
     }
 
     /// Sets the type of the given files and stamps their `updated_time`.
@@ -515,14 +553,11 @@ impl MetaStore {
             "UPDATE TableFiles SET file_type = ?, updated_time = ? WHERE id IN ({})",
             placeholders(ids.len())
         );
-        on_pool!(&self.pool, |p| {
-            let mut q = sqlx::query(&sql).bind(file_type.code()).bind(now_us);
-            for id in ids {
-                q = q.bind(*id);
-            }
-            q.execute(p).await.map(|_| ())
-        })
-        .map_err(query_error("set file type"))
+        let args: Vec<Arg> = [Arg::Int(file_type.code().into()), Arg::Int(now_us)]
+            .into_iter()
+            .chain(ints(ids))
+            .collect();
+        self.execute("set file type", &sql, &args).await.map(drop)
     }
 
     /// Stamps `updated_time` on files whose content changed in place (new delete marks), so readers reload.
@@ -534,32 +569,8 @@ impl MetaStore {
             "UPDATE TableFiles SET updated_time = ? WHERE id IN ({})",
             placeholders(ids.len())
         );
-        on_pool!(&self.pool, |p| {
-            let mut q = sqlx::query(&sql).bind(now_us);
-            for id in ids {
-                q = q.bind(*id);
-            }
-            q.execute(p).await.map(|_| ())
-        })
-        .map_err(query_error("touch files"))
-    }
-
-    async fn set_files_type_of_table(
-        &self,
-        table_id: &str,
-        file_type: FileType,
-        now_us: i64,
-    ) -> Result<(), MetaError> {
-        on_pool!(&self.pool, |p| {
-            sqlx::query("UPDATE TableFiles SET file_type = ?, updated_time = ? WHERE table_id = ?")
-                .bind(file_type.code())
-                .bind(now_us)
-                .bind(table_id)
-                .execute(p)
-                .await
-                .map(|_| ())
-        })
-        .map_err(query_error("set file type of table"))
+        let args: Vec<Arg> = std::iter::once(Arg::Int(now_us)).chain(ints(ids)).collect();
+        self.execute("touch files", &sql, &args).await.map(drop)
     }
 
     /// Removes file rows for good (after the files are gone from disk).
@@ -571,14 +582,9 @@ impl MetaStore {
             "DELETE FROM TableFiles WHERE id IN ({})",
             placeholders(ids.len())
         );
-        on_pool!(&self.pool, |p| {
-            let mut q = sqlx::query(&sql);
-            for id in ids {
-                q = q.bind(*id);
-            }
-            q.execute(p).await.map(|_| ())
-        })
-        .map_err(query_error("delete files"))
+        self.execute("delete files", &sql, &ints(ids).collect::<Vec<_>>())
+            .await
+            .map(drop)
     }
 
     /// File rows by id, ordered by id; ids that do not exist are simply absent.
@@ -590,14 +596,8 @@ impl MetaStore {
             "SELECT {FILE_COLUMNS} FROM TableFiles WHERE id IN ({}) ORDER BY id",
             placeholders(ids.len())
         );
-        on_pool!(&self.pool, |p| {
-            let mut q = sqlx::query_as::<_, FileRow>(&sql);
-            for id in ids {
-                q = q.bind(*id);
-            }
-            q.fetch_all(p).await
-        })
-        .map_err(query_error("read files"))
+        self.fetch("read files", &sql, &ints(ids).collect::<Vec<_>>())
+            .await
     }
 
     /// Files of the given tables whose type is one of `types`, ordered by id.
@@ -614,17 +614,9 @@ impl MetaStore {
             placeholders(table_ids.len()),
             placeholders(types.len())
         );
-        on_pool!(&self.pool, |p| {
-            let mut q = sqlx::query_as::<_, FileRow>(&sql);
-            for id in table_ids {
-                q = q.bind(id);
-            }
-            for t in types {
-                q = q.bind(t.code());
-            }
-            q.fetch_all(p).await
-        })
-        .map_err(query_error("list files"))
+        let mut args = texts(table_ids);
+        args.extend(types.iter().map(|t| Arg::Int(t.code().into())));
+        self.fetch("list files", &sql, &args).await
     }
 
     /// The searchable files (RAW, TO_INDEX, INDEX) of the given tables, skipping tables marked TO_DELETE.
@@ -657,29 +649,24 @@ impl MetaStore {
             "SELECT {columns} FROM TableFiles f JOIN Tables t ON t.table_id = f.table_id \
              WHERE t.state = ? AND f.file_type IN (?, ?, ?){table_filter} ORDER BY f.id"
         );
-        on_pool!(&self.pool, |p| {
-            let mut q = sqlx::query_as::<_, FileRow>(&sql).bind(TableState::Normal.code());
-            for t in FileType::SEARCHABLE {
-                q = q.bind(t.code());
-            }
-            for id in table_ids.unwrap_or_default() {
-                q = q.bind(id);
-            }
-            q.fetch_all(p).await
-        })
-        .map_err(query_error("list searchable files"))
+        let mut args = vec![Arg::Int(TableState::Normal.code().into())];
+        args.extend(
+            FileType::SEARCHABLE
+                .iter()
+                .map(|t| Arg::Int(t.code().into())),
+        );
+        args.extend(texts(table_ids.unwrap_or_default()));
+        self.fetch("list searchable files", &sql, &args).await
     }
 
     // ---- Environment ---------------------------------------------------------------------------------------
 
     /// The global log sequence number, or `None` before the first write.
     pub async fn global_lsn(&self) -> Result<Option<i64>, MetaError> {
-        on_pool!(&self.pool, |p| {
-            sqlx::query_scalar::<_, i64>("SELECT global_lsn FROM Environment")
-                .fetch_optional(p)
-                .await
-        })
-        .map_err(query_error("read global lsn"))
+        let rows: Vec<(i64,)> = self
+            .fetch("read global lsn", "SELECT global_lsn FROM Environment", &[])
+            .await?;
+        Ok(rows.first().map(|(lsn,)| *lsn))
     }
 
     pub async fn set_global_lsn(&self, lsn: i64) -> Result<(), MetaError> {
@@ -688,11 +675,23 @@ impl MetaStore {
         } else {
             "INSERT INTO Environment (global_lsn) VALUES (?)"
         };
-        on_pool!(&self.pool, |p| sqlx::query(sql)
-            .bind(lsn)
-            .execute(p)
+        self.execute("write global lsn", sql, &[Arg::Int(lsn)])
             .await
-            .map(|_| ()))
-        .map_err(query_error("write global lsn"))
+            .map(drop)
     }
+}
+
+/// A value bound to a `?` placeholder: every Milvus column is an integer or text.
+#[derive(Debug, Clone, Copy)]
+enum Arg<'a> {
+    Int(i64),
+    Text(&'a str),
+}
+
+fn ints(values: &[i64]) -> impl Iterator<Item = Arg<'static>> + '_ {
+    values.iter().map(|v| Arg::Int(*v))
+}
+
+fn texts(values: &[String]) -> Vec<Arg<'_>> {
+    values.iter().map(|v| Arg::Text(v)).collect()
 }
