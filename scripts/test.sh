@@ -28,5 +28,5 @@ e2e=(tests/e2e/test_*.py)
 if (( ${#e2e[@]} )); then
     echo "== Python end-to-end tests"
     cargo build --quiet
-    MISHARDS_BIN="$PWD/target/debug/mishards" "$venv/bin/python" -m pytest -q "${e2e[@]}"
+    MISHARDS_BIN="$PWD/target/debug/mishards" "$venv/bin/python" -m pytest -q -p no:cacheprovider "${e2e[@]}"
 fi

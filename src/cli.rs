@@ -10,7 +10,7 @@ use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use crate::config::{
-    self, ConfigError, DemoConfig, GatewayConfig, Kind, NodeConfig, Role, Scope, Settings, Source,
+    self, ConfigError, DemoConfig, GatewayConfig, Kind, NodeConfig, Scope, Settings, Source,
 };
 use crate::meta::{MetaError, MetaOptions, MetaStore, MetaUri};
 use crate::telemetry::{self, TelemetryError};
@@ -30,6 +30,8 @@ pub enum CliError {
     Output(#[from] std::io::Error),
     #[error("{0}")]
     NotBuilt(String),
+    #[error(transparent)]
+    Node(#[from] crate::node::NodeError),
 }
 
 const ABOUT: &str = "A Milvus 1.1-compatible vector-search cluster: a gateway that routes, scatters and gathers \
@@ -167,7 +169,7 @@ pub async fn run(
             )?;
             let config = NodeConfig::from_settings(&settings)?;
             let _log = telemetry::init_logging(&config.log)?;
-            run_node(config).await
+            run_node(config, out).await
         }
         Some(("demo", m)) => {
             let settings = Settings::resolve(
@@ -251,26 +253,35 @@ async fn run_gateway(config: GatewayConfig) -> Result<(), CliError> {
     ))
 }
 
-async fn run_node(config: NodeConfig) -> Result<(), CliError> {
-    let uri = match &config.meta_uri {
-        Some(text) => MetaUri::parse(text, Some(&config.storage))?,
-        None => MetaUri::Sqlite(crate::meta::SqliteTarget::File(
-            config.storage.join(crate::meta::SQLITE_FILE_NAME),
-        )),
-    };
-    tracing::debug!(role = config.role.name(), port = config.port, storage = %config.storage.display(), meta = %uri, "node settings");
-    let options = meta_options(config.sql_echo);
-    let store = match config.role {
-        Role::Writer => MetaStore::open(&uri, &options).await?,
-        Role::Reader => {
-            let store = MetaStore::connect(&uri, &options).await?;
-            store.check_schema().await?;
-            store
+async fn run_node(config: NodeConfig, out: &mut dyn Write) -> Result<(), CliError> {
+    let node = crate::node::start(&config).await?;
+    // The one line a supervisor or a test waits for: where the node listens.
+    writeln!(out, "listening on {}", node.addr)?;
+    out.flush()?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
         }
-    };
-    let collections = store.collections().await?.len();
-    tracing::info!(role = config.role.name(), meta = %uri, collections, "metadata ready");
-    Err(CliError::NotBuilt(
-        "the data node's RPCs are not built yet: settings and metadata were checked, nothing is served".into(),
-    ))
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }

@@ -86,7 +86,7 @@ pub static SPECS: &[Spec] = &[
         Kind::Port,
         Some("19530"),
         ALL,
-        "gRPC port the Milvus 1.1 API listens on"
+        "gRPC port the Milvus 1.1 API listens on (0 picks a free port)"
     ),
     spec!(
         "host",
@@ -261,6 +261,42 @@ pub static SPECS: &[Spec] = &[
         Some("./mishards-data"),
         NODE,
         "shared storage folder for segment files and the write-ahead log"
+    ),
+    spec!(
+        "auto_flush_interval",
+        ["MISHARDS_AUTO_FLUSH_INTERVAL"],
+        "auto-flush-interval",
+        Kind::Number,
+        Some("1"),
+        NODE,
+        "seconds between automatic flushes of buffered inserts into segment files"
+    ),
+    spec!(
+        "gc_grace",
+        ["MISHARDS_GC_GRACE"],
+        "gc-grace",
+        Kind::Number,
+        Some("60"),
+        NODE,
+        "seconds a replaced segment file stays on disk for read nodes still searching it"
+    ),
+    spec!(
+        "cache_size",
+        ["MISHARDS_CACHE_SIZE"],
+        "cache-size",
+        Kind::Count,
+        Some("4096"),
+        NODE,
+        "segment cache size in MB"
+    ),
+    spec!(
+        "index_build_threshold",
+        ["MISHARDS_INDEX_BUILD_THRESHOLD"],
+        "index-build-threshold",
+        Kind::Count,
+        Some("4096"),
+        NODE,
+        "files with fewer rows stay exact (FLAT) when an index is created"
     ),
     spec!(
         "node_version",
@@ -566,6 +602,16 @@ impl Settings {
             Some(path) => load_file(path, scope)?,
             None => Vec::new(),
         };
+        if let Some(unknown) = flags
+            .keys()
+            .find(|f| !specs_for(scope).any(|s| s.flag == **f))
+        {
+            return Err(ConfigError::Invalid {
+                key: "flag",
+                origin: format!("flag --{unknown}"),
+                reason: format!("`mishards {}` has no such flag", scope.name()),
+            });
+        }
         let mut values = BTreeMap::new();
         for spec in specs_for(scope) {
             let from_env = spec.env.iter().find_map(|name| {
@@ -727,7 +773,9 @@ fn parse_value(spec: &Spec, raw: &str) -> Result<Value, String> {
         Kind::Text | Kind::Path => Ok(Value::Text(text.to_string())),
         Kind::Bool => parse_bool(text).map(Value::Bool),
         Kind::Port => match text.parse::<u16>() {
-            Ok(0) | Err(_) => Err(format!("`{text}` is not a port (1-65535)")),
+            Err(_) => Err(format!(
+                "`{text}` is not a port (0-65535; 0 picks a free one)"
+            )),
             Ok(port) => Ok(Value::Int(port.into())),
         },
         Kind::Count => text
@@ -1065,6 +1113,10 @@ pub struct NodeConfig {
     pub meta_uri: Option<String>,
     pub sql_echo: bool,
     pub version: String,
+    pub auto_flush_interval: std::time::Duration,
+    pub gc_grace: std::time::Duration,
+    pub cache_bytes: usize,
+    pub index_build_rows: i64,
     pub log: LogConfig,
     pub tracing: TracingConfig,
 }
@@ -1093,10 +1145,33 @@ impl NodeConfig {
                 .map(str::to_string),
             sql_echo: s.flag("sql_echo"),
             version,
+            auto_flush_interval: seconds(s, "auto_flush_interval", 1.0)?,
+            gc_grace: seconds(s, "gc_grace", 60.0)?,
+            cache_bytes: (s.int("cache_size").unwrap_or(4096) as usize).saturating_mul(1 << 20),
+            index_build_rows: s
+                .int("index_build_threshold")
+                .unwrap_or(4096)
+                .min(i64::MAX as u64) as i64,
             log: LogConfig::from_settings(s)?,
             tracing: TracingConfig::from_settings(s, "mishards-node")?,
         })
     }
+}
+
+/// A positive number of seconds, at most a day.
+fn seconds(
+    s: &Settings,
+    key: &'static str,
+    default: f64,
+) -> Result<std::time::Duration, ConfigError> {
+    let value = s.number(key).unwrap_or(default);
+    if !(value > 0.0 && value <= 86_400.0) {
+        return Err(s.invalid(
+            key,
+            format!("{value} seconds: choose more than 0 and at most 86400"),
+        ));
+    }
+    Ok(std::time::Duration::from_secs_f64(value))
 }
 
 /// Everything `mishards demo` needs.

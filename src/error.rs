@@ -3,6 +3,7 @@
 //! message, written to be acted on.
 
 use crate::meta::{MetaError, PartitionSelectError};
+use crate::node::NodeError;
 use crate::proto::{ErrorCode, Status};
 
 /// An error that a Milvus client can be told about.
@@ -43,6 +44,31 @@ impl MilvusError for MetaError {
 impl MilvusError for PartitionSelectError {
     fn code(&self) -> ErrorCode {
         ErrorCode::IllegalArgument
+    }
+}
+
+impl MilvusError for NodeError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            NodeError::CollectionNotFound(_) => ErrorCode::CollectionNotExists,
+            NodeError::InvalidName(_) => ErrorCode::IllegalCollectionName,
+            NodeError::InvalidDimension(_) => ErrorCode::IllegalDimension,
+            NodeError::InvalidArgument(_) => ErrorCode::IllegalArgument,
+            NodeError::InvalidTopk(_) => ErrorCode::IllegalTopk,
+            NodeError::InvalidRowRecord(_) => ErrorCode::IllegalRowrecord,
+            NodeError::InvalidVectorId(_) => ErrorCode::IllegalVectorId,
+            NodeError::InvalidIndexType(_) => ErrorCode::IllegalIndexType,
+            NodeError::InvalidNlist(_) => ErrorCode::IllegalNlist,
+            NodeError::InvalidMetric(_) => ErrorCode::IllegalMetricType,
+            NodeError::FileNotFound(_) => ErrorCode::FileNotFound,
+            NodeError::ReadOnly(_) => ErrorCode::PermissionDenied,
+            NodeError::Partition(e) => e.code(),
+            NodeError::Meta(e) => e.code(),
+            NodeError::Segment(e) if e.is_not_found() => ErrorCode::FileNotFound,
+            NodeError::Wal(_) | NodeError::Segment(_) | NodeError::Internal(_) => {
+                ErrorCode::UnexpectedError
+            }
+        }
     }
 }
 

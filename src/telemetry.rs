@@ -53,6 +53,7 @@ pub fn init_logging(config: &LogConfig) -> Result<LogGuard, TelemetryError> {
     let timer = OffsetTime::new(offset, time::format_description::well_known::Rfc3339);
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_timer(timer.clone())
         .with_filter(filter(&directives)?);
 

@@ -140,6 +140,11 @@ impl MetricType {
     }
 }
 
+/// `Tables.flag` bit: the collection's rows get automatic ids (Milvus's FLAG_MASK_NO_USERID).
+pub const FLAG_AUTO_IDS: i64 = 1;
+/// `Tables.flag` bit: the collection's rows carry ids the client gave (Milvus's FLAG_MASK_HAS_USERID).
+pub const FLAG_USER_IDS: i64 = 1 << 1;
+
 /// One `Tables` row: a collection (`owner_table` empty) or a partition (`owner_table` = its collection).
 #[derive(Debug, Clone, PartialEq, FromRow)]
 pub struct TableRow {

@@ -459,6 +459,18 @@ impl MetaStore {
         self.execute("update index", sql, &args).await.map(drop)
     }
 
+    /// Sets `Tables.flag` (Milvus keeps a collection's id mode there: auto or user-given ids).
+    pub async fn update_table_flag(&self, table_id: &str, flag: i64) -> Result<(), MetaError> {
+        let args = [Arg::Int(flag), Arg::Text(table_id)];
+        self.execute(
+            "update flag",
+            "UPDATE Tables SET flag = ? WHERE table_id = ?",
+            &args,
+        )
+        .await
+        .map(drop)
+    }
+
     /// Records the last log sequence number flushed for a table.
     pub async fn update_table_flush_lsn(
         &self,
@@ -617,6 +629,19 @@ impl MetaStore {
         let mut args = texts(table_ids);
         args.extend(types.iter().map(|t| Arg::Int(t.code().into())));
         self.fetch("list files", &sql, &args).await
+    }
+
+    /// Files of any table whose type is one of `types`, ordered by id.
+    pub async fn files_by_type(&self, types: &[FileType]) -> Result<Vec<FileRow>, MetaError> {
+        if types.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {FILE_COLUMNS} FROM TableFiles WHERE file_type IN ({}) ORDER BY id",
+            placeholders(types.len())
+        );
+        let args: Vec<Arg> = types.iter().map(|t| Arg::Int(t.code().into())).collect();
+        self.fetch("list files by type", &sql, &args).await
     }
 
     /// The searchable files (RAW, TO_INDEX, INDEX) of the given tables, skipping tables marked TO_DELETE.

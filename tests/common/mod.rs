@@ -99,3 +99,87 @@ pub fn python() -> PathBuf {
     );
     venv
 }
+
+/// Settings of a node on 127.0.0.1, port 0, with `storage` and extra flags (flag name → value).
+pub fn node_config(
+    role: &str,
+    storage: &std::path::Path,
+    extra: &[(&'static str, String)],
+) -> mishards::config::NodeConfig {
+    use mishards::config::{NodeConfig, Scope, Settings};
+    let mut flags: std::collections::HashMap<&'static str, String> = [
+        ("role", role.to_string()),
+        ("host", "127.0.0.1".to_string()),
+        ("port", "0".to_string()),
+        ("storage", storage.display().to_string()),
+    ]
+    .into_iter()
+    .collect();
+    flags.extend(extra.iter().cloned());
+    let env: std::collections::HashMap<String, String> = Default::default();
+    let settings = Settings::resolve(Scope::Node, &flags, &env, None).expect("node settings");
+    NodeConfig::from_settings(&settings).expect("node config")
+}
+
+pub type Client =
+    mishards::proto::milvus_service_client::MilvusServiceClient<tonic::transport::Channel>;
+
+pub async fn client(addr: std::net::SocketAddr) -> Client {
+    Client::connect(format!("http://{addr}"))
+        .await
+        .expect("connect to node")
+        .max_decoding_message_size(300 << 20)
+        .max_encoding_message_size(300 << 20)
+}
+
+/// A seeded generator of test vectors (xorshift; no dependency needed).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_f32(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    pub fn vectors(&mut self, n: usize, dim: usize) -> Vec<Vec<f32>> {
+        (0..n)
+            .map(|_| (0..dim).map(|_| self.next_f32()).collect())
+            .collect()
+    }
+}
+
+/// Exact top-k by brute force: (id, distance), L2 squared ascending or IP descending, ties by id.
+pub fn brute_force(data: &[(i64, Vec<f32>)], query: &[f32], k: usize, ip: bool) -> Vec<(i64, f32)> {
+    let mut scored: Vec<(i64, f64)> = data
+        .iter()
+        .map(|(id, v)| {
+            let d = if ip {
+                v.iter()
+                    .zip(query)
+                    .map(|(a, b)| (*a as f64) * (*b as f64))
+                    .sum::<f64>()
+            } else {
+                v.iter()
+                    .zip(query)
+                    .map(|(a, b)| ((*a - *b) as f64).powi(2))
+                    .sum::<f64>()
+            };
+            (*id, d)
+        })
+        .collect();
+    scored.sort_by(|a, b| {
+        let ord = if ip {
+            b.1.total_cmp(&a.1)
+        } else {
+            a.1.total_cmp(&b.1)
+        };
+        ord.then(a.0.cmp(&b.0))
+    });
+    scored
+        .into_iter()
+        .take(k)
+        .map(|(id, d)| (id, d as f32))
+        .collect()
+}

@@ -1,0 +1,493 @@
+//! FLAT and IVF_FLAT kernels against faiss-cpu on the same data, side by side.
+//!
+//! ```sh
+//! benches/run-index-bench.sh            # installs faiss-cpu into .venv if needed, then:
+//! cargo bench --bench index -- [options]
+//! ```
+//!
+//! Generates seeded data (random normal for FLAT; clustered Gaussian for IVF), writes it as raw
+//! little-endian f32 files into a temporary folder, times this crate's kernels, runs
+//! `benches/faiss_baseline.py` (with `$MISHARDS_BENCH_PYTHON`, default `.venv/bin/python`) on the
+//! same files and prints both with their ratios. Options (defaults in brackets):
+//! `--rows N` [200000] `--dim D` [128] `--nq N` FLAT batch [100] `--ivf-nq N` [1000] `--k K` [10]
+//! `--nlist N` [1024] `--nprobe N` [16] `--centers N` [1000] `--noise S` [1.0] `--reps N` [5]
+//! `--single N` single-query FLAT timings [20] `--seed N` [42] `--skip-flat` `--skip-ivf`
+//! `--no-faiss` `--keep DIR` (write the files to DIR and keep them).
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use mishards::node::index::{IvfFlat, Metric, TopK, search_flat};
+
+struct Args {
+    rows: usize,
+    dim: usize,
+    nq: usize,
+    ivf_nq: usize,
+    k: usize,
+    nlist: usize,
+    nprobe: usize,
+    centers: usize,
+    noise: f32,
+    reps: usize,
+    single: usize,
+    seed: u64,
+    skip_flat: bool,
+    skip_ivf: bool,
+    no_faiss: bool,
+    keep: Option<PathBuf>,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        rows: 200_000,
+        dim: 128,
+        nq: 100,
+        ivf_nq: 1000,
+        k: 10,
+        nlist: 1024,
+        nprobe: 16,
+        centers: 1000,
+        noise: 1.0,
+        reps: 5,
+        single: 20,
+        seed: 42,
+        skip_flat: false,
+        skip_ivf: false,
+        no_faiss: false,
+        keep: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = |name: &str| -> String {
+            it.next().unwrap_or_else(|| {
+                eprintln!("{name} needs a value");
+                std::process::exit(2)
+            })
+        };
+        fn num<T: std::str::FromStr>(name: &str, v: String) -> T {
+            v.parse().unwrap_or_else(|_| {
+                eprintln!("{name}: not a number: {v}");
+                std::process::exit(2)
+            })
+        }
+        match flag.as_str() {
+            "--rows" => a.rows = num("--rows", value("--rows")),
+            "--dim" => a.dim = num("--dim", value("--dim")),
+            "--nq" => a.nq = num("--nq", value("--nq")),
+            "--ivf-nq" => a.ivf_nq = num("--ivf-nq", value("--ivf-nq")),
+            "--k" => a.k = num("--k", value("--k")),
+            "--nlist" => a.nlist = num("--nlist", value("--nlist")),
+            "--nprobe" => a.nprobe = num("--nprobe", value("--nprobe")),
+            "--centers" => a.centers = num("--centers", value("--centers")),
+            "--noise" => a.noise = num("--noise", value("--noise")),
+            "--reps" => a.reps = num("--reps", value("--reps")),
+            "--single" => a.single = num("--single", value("--single")),
+            "--seed" => a.seed = num("--seed", value("--seed")),
+            "--skip-flat" => a.skip_flat = true,
+            "--skip-ivf" => a.skip_ivf = true,
+            "--no-faiss" => a.no_faiss = true,
+            "--keep" => a.keep = Some(PathBuf::from(value("--keep"))),
+            // `cargo bench` passes --bench to every bench binary.
+            "--bench" => {}
+            other => {
+                eprintln!("unknown option {other} (see the doc comment in benches/index.rs)");
+                std::process::exit(2)
+            }
+        }
+    }
+    a
+}
+
+/// SplitMix64 + Box–Muller: seeded normal data.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn normal(&mut self) -> f32 {
+        let u1 = 1.0 - self.unit();
+        let u2 = self.unit();
+        ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+    }
+    fn normals(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.normal()).collect()
+    }
+    fn below(&mut self, n: usize) -> usize {
+        ((self.next_u64() as u128 * n as u128) >> 64) as usize
+    }
+}
+
+/// Points around `centers` centres ~ N(0, 1)^dim: centre + noise · N(0, 1)^dim.
+fn clustered(rng: &mut Rng, centers: &[f32], n: usize, dim: usize, noise: f32) -> Vec<f32> {
+    let nc = centers.len() / dim;
+    let mut out = Vec::with_capacity(n * dim);
+    for _ in 0..n {
+        let c = rng.below(nc);
+        for d in 0..dim {
+            out.push(centers[c * dim + d] + noise * rng.normal());
+        }
+    }
+    out
+}
+
+fn write_raw<T: Copy, const N: usize>(path: &Path, xs: &[T], le: impl Fn(T) -> [u8; N]) {
+    let mut bytes = Vec::with_capacity(xs.len() * N);
+    for &x in xs {
+        bytes.extend_from_slice(&le(x));
+    }
+    fs::write(path, bytes).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Median seconds over `reps` runs after one warm-up.
+fn time_median<R>(reps: usize, mut f: impl FnMut() -> R) -> f64 {
+    std::hint::black_box(f());
+    median(
+        (0..reps.max(1))
+            .map(|_| {
+                let t = Instant::now();
+                std::hint::black_box(f());
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+/// Fraction of the exact top-k ids found, per query, averaged.
+fn recall(got: &[i64], exact: &[i64], k: usize) -> f64 {
+    let mut hit = 0usize;
+    for (g, e) in got.chunks(k).zip(exact.chunks(k)) {
+        hit += g.iter().filter(|id| **id != -1 && e.contains(id)).count();
+    }
+    hit as f64 / exact.len().max(1) as f64
+}
+
+fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn run_faiss(a: &Args, dir: &Path) -> HashMap<String, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = std::env::var("MISHARDS_BENCH_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join(".venv/bin/python"));
+    let mut cmd = Command::new(&python);
+    cmd.arg(root.join("benches/faiss_baseline.py"))
+        .args(["--dir", &dir.display().to_string()])
+        .args(["--dim", &a.dim.to_string(), "--k", &a.k.to_string()])
+        .args([
+            "--nlist",
+            &a.nlist.to_string(),
+            "--nprobe",
+            &a.nprobe.to_string(),
+        ])
+        .args([
+            "--reps",
+            &a.reps.to_string(),
+            "--single",
+            &a.single.to_string(),
+        ]);
+    if a.skip_flat {
+        cmd.arg("--skip-flat");
+    }
+    if a.skip_ivf {
+        cmd.arg("--skip-ivf");
+    }
+    eprintln!("running faiss baseline with {}", python.display());
+    let out = match cmd.output() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!(
+                "could not run {}: {e} (set MISHARDS_BENCH_PYTHON or use benches/run-index-bench.sh)",
+                python.display()
+            );
+            return HashMap::new();
+        }
+    };
+    if !out.status.success() {
+        eprintln!(
+            "faiss baseline failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return HashMap::new();
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.split_once(' ')
+                .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        })
+        .collect()
+}
+
+struct Row {
+    what: String,
+    ours: f64,
+    faiss: Option<f64>,
+    unit: &'static str,
+    /// true: lower is better (seconds); false: higher is better (QPS, recall).
+    lower_better: bool,
+    target: &'static str,
+    /// Minimum required advantage ratio (faiss/ours for times, ours/faiss for rates).
+    need: Option<f64>,
+}
+
+fn main() {
+    let a = parse_args();
+    let (dim, k) = (a.dim, a.k);
+    let tmp;
+    let dir: PathBuf = match &a.keep {
+        Some(d) => {
+            fs::create_dir_all(d).expect("create --keep dir");
+            d.clone()
+        }
+        None => {
+            tmp = tempfile::tempdir().expect("temp dir");
+            tmp.path().to_path_buf()
+        }
+    };
+    #[cfg(target_arch = "x86_64")]
+    let simd = if std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+    {
+        "AVX2+FMA"
+    } else {
+        "portable"
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let simd = "portable";
+    println!(
+        "index bench: rows {} dim {dim} k {k}; {} rayon threads; kernel {simd}; loadavg {}; data in {}",
+        a.rows,
+        rayon::current_num_threads(),
+        loadavg(),
+        dir.display()
+    );
+    let mut rows: Vec<Row> = Vec::new();
+    let mut ours_flat_ids: Option<TopK> = None;
+    let mut ivf_recall_ours = None;
+
+    if !a.skip_flat {
+        let mut rng = Rng(a.seed);
+        let data = rng.normals(a.rows * dim);
+        let queries = rng.normals(a.nq * dim);
+        let ids: Vec<i64> = (0..a.rows as i64).collect();
+        write_raw(&dir.join("flat_base.f32"), &data, f32::to_le_bytes);
+        write_raw(&dir.join("flat_query.f32"), &queries, f32::to_le_bytes);
+        let batch = time_median(a.reps, || {
+            search_flat(&queries, &data, &ids, dim, k, Metric::L2, None)
+        });
+        let singles: Vec<f64> = (0..a.single.min(a.nq))
+            .map(|i| {
+                let q = &queries[i * dim..(i + 1) * dim];
+                time_median(1, || search_flat(q, &data, &ids, dim, k, Metric::L2, None))
+            })
+            .collect();
+        let single = median(singles);
+        eprintln!(
+            "ours FLAT: nq={} {:.4} s, nq=1 {:.5} s",
+            a.nq, batch, single
+        );
+        ours_flat_ids = Some(search_flat(&queries, &data, &ids, dim, k, Metric::L2, None));
+        rows.push(Row {
+            what: format!("FLAT L2 search, nq={}", a.nq),
+            ours: batch,
+            faiss: None,
+            unit: "s",
+            lower_better: true,
+            target: "≥ 4× faster",
+            need: Some(4.0),
+        });
+        rows.push(Row {
+            what: "FLAT L2 search, nq=1 (median)".into(),
+            ours: single,
+            faiss: None,
+            unit: "s",
+            lower_better: true,
+            target: "no slower",
+            need: Some(1.0),
+        });
+    }
+
+    if !a.skip_ivf {
+        let mut rng = Rng(a.seed ^ 0x1F1F);
+        let centers = rng.normals(a.centers * dim);
+        let data = clustered(&mut rng, &centers, a.rows, dim, a.noise);
+        let queries = clustered(&mut rng, &centers, a.ivf_nq, dim, a.noise);
+        let ids: Vec<i64> = (0..a.rows as i64).collect();
+        write_raw(&dir.join("ivf_base.f32"), &data, f32::to_le_bytes);
+        write_raw(&dir.join("ivf_query.f32"), &queries, f32::to_le_bytes);
+        let exact = search_flat(&queries, &data, &ids, dim, k, Metric::L2, None);
+        write_raw(&dir.join("ivf_gt.i64"), &exact.ids, i64::to_le_bytes);
+        let t = Instant::now();
+        let index = IvfFlat::build(&data, &ids, dim, a.nlist, Metric::L2, a.seed);
+        let build = t.elapsed().as_secs_f64();
+        let batch = time_median(a.reps, || index.search(&queries, k, a.nprobe, None));
+        let one_by_one = time_median((a.reps / 2).max(1), || {
+            for q in queries.chunks_exact(dim) {
+                std::hint::black_box(index.search(q, k, a.nprobe, None));
+            }
+        });
+        let got = index.search(&queries, k, a.nprobe, None);
+        let r = recall(&got.ids, &exact.ids, k);
+        ivf_recall_ours = Some(r);
+        eprintln!(
+            "ours IVF: build {build:.2} s, batch {batch:.4} s, one-by-one {one_by_one:.4} s, recall {r:.4}"
+        );
+        rows.push(Row {
+            what: format!("IVF_FLAT build (train+add), nlist {}", a.nlist),
+            ours: build,
+            faiss: None,
+            unit: "s",
+            lower_better: true,
+            target: "≤ 2× faiss",
+            need: Some(0.5),
+        });
+        rows.push(Row {
+            what: format!("IVF_FLAT QPS, nprobe {}, batch of {}", a.nprobe, a.ivf_nq),
+            ours: a.ivf_nq as f64 / batch,
+            faiss: None,
+            unit: "q/s",
+            lower_better: false,
+            target: "≥ faiss",
+            need: Some(1.0),
+        });
+        rows.push(Row {
+            what: format!("IVF_FLAT QPS, nprobe {}, one query at a time", a.nprobe),
+            ours: a.ivf_nq as f64 / one_by_one,
+            faiss: None,
+            unit: "q/s",
+            lower_better: false,
+            target: "≥ faiss",
+            need: Some(1.0),
+        });
+        rows.push(Row {
+            what: format!("IVF_FLAT recall@{k}, nprobe {}", a.nprobe),
+            ours: r,
+            faiss: None,
+            unit: "",
+            lower_better: false,
+            target: "≥ 0.95",
+            need: None,
+        });
+    }
+
+    let f = if a.no_faiss {
+        HashMap::new()
+    } else {
+        run_faiss(&a, &dir)
+    };
+    let get = |key: &str| f.get(key).and_then(|v| v.parse::<f64>().ok());
+    for row in &mut rows {
+        row.faiss = if row.what.starts_with("FLAT L2 search, nq=1 ") {
+            get("flat_single_s")
+        } else if row.what.starts_with("FLAT L2 search") {
+            get("flat_batch_s")
+        } else if row.what.contains("build") {
+            get("ivf_build_s")
+        } else if row.what.contains("batch") {
+            get("ivf_batch_s").map(|s| a.ivf_nq as f64 / s)
+        } else if row.what.contains("one query") {
+            get("ivf_single_total_s").map(|s| a.ivf_nq as f64 / s)
+        } else if row.what.contains("recall") {
+            get("ivf_recall")
+        } else {
+            None
+        };
+    }
+
+    println!();
+    if let Some(v) = f.get("faiss_version") {
+        println!(
+            "faiss-cpu {v}, {} OpenMP threads",
+            f.get("faiss_threads").map(String::as_str).unwrap_or("?")
+        );
+    }
+    if let (Some(ours), Ok(bytes)) = (&ours_flat_ids, fs::read(dir.join("flat_faiss_ids.i64"))) {
+        let theirs: Vec<i64> = bytes
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect();
+        println!(
+            "FLAT exact top-{k}: {:.4} of faiss's ids found by ours",
+            recall(&ours.ids, &theirs, k)
+        );
+    }
+    let mut out = String::new();
+    out.push_str("| measurement | mishards | faiss-cpu | mishards advantage | target | met |\n|---|---:|---:|---:|---|---|\n");
+    for row in &rows {
+        let fmt = |v: f64| match row.unit {
+            "s" if v < 0.01 => format!("{:.2} ms", v * 1e3),
+            "s" if v < 1.0 => format!("{:.1} ms", v * 1e3),
+            "s" => format!("{v:.2} s"),
+            "q/s" => format!("{v:.0} q/s"),
+            _ => format!("{v:.4}"),
+        };
+        let (ratio, met) = match row.faiss {
+            Some(fv) => {
+                let adv = if row.lower_better {
+                    fv / row.ours
+                } else {
+                    row.ours / fv
+                };
+                let ratio = if row.unit.is_empty() {
+                    format!("{:+.4}", row.ours - fv)
+                } else {
+                    format!("{adv:.2}×")
+                };
+                let met = match row.need {
+                    Some(n) => adv >= n,
+                    None => row.ours >= 0.95,
+                };
+                (ratio, if met { "yes" } else { "**no**" })
+            }
+            None => {
+                let met = row.need.is_none() && row.ours >= 0.95;
+                ("—".to_string(), if met { "yes" } else { "?" })
+            }
+        };
+        let faiss = row.faiss.map(fmt).unwrap_or_else(|| "—".into());
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            row.what,
+            fmt(row.ours),
+            faiss,
+            ratio,
+            row.target,
+            met
+        ));
+    }
+    print!("{out}");
+    println!("loadavg at end: {}", loadavg());
+    if ivf_recall_ours.is_some_and(|r| r < 0.95) {
+        println!("IVF recall below 0.95");
+    }
+    let _ = std::io::stdout().flush();
+}

@@ -1,0 +1,1491 @@
+//! The node's engine: collections and partitions, the write path (WAL → memory buffer → flush into
+//! segment files), merging small files, index builds, deletes, compaction, garbage collection, and the
+//! read path (segment cache → kernels → merged top-k).
+//!
+//! Only a write node (`Role::Writer`) changes metadata or files. Every state change that rewrites files or
+//! metadata runs under `maintenance`, so flush, merge, index commit, compaction and GC never interleave.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rayon::prelude::*;
+use tokio::sync::watch;
+
+use super::cache::{LoadedSegment, SegmentCache};
+use super::index::{IvfFlat, Metric, TopK};
+use super::segment::{self, SegmentError};
+use super::wal::{Durable, Wal, WalRecord};
+use super::{NodeError, validate};
+use crate::config::Role;
+use crate::meta::{
+    CollectionTables, EngineType, FLAG_AUTO_IDS, FLAG_USER_IDS, FileRow, FileType, MetaStore,
+    MetricType, NewFile, NewTable, TableRow, TableState, now_micros, select_tables,
+};
+
+/// The partition tag naming a collection's own table.
+pub const DEFAULT_TAG: &str = "_default";
+
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub role: Role,
+    pub storage: PathBuf,
+    /// How often buffered inserts become a segment file.
+    pub auto_flush_interval: Duration,
+    /// How long a replaced file stays on disk for readers still searching it.
+    pub gc_grace: Duration,
+    pub cache_bytes: usize,
+    /// Files with fewer rows than this stay exact (FLAT) even when the collection has an index.
+    pub index_build_rows: i64,
+}
+
+/// Inserts and deletes not yet flushed, per table.
+#[derive(Default)]
+struct MemTable {
+    dim: usize,
+    ids: Vec<i64>,
+    vectors: Vec<f32>,
+    /// Ids deleted since the last flush, to mark in the table's flushed segments.
+    deletes: Vec<i64>,
+}
+
+impl MemTable {
+    fn is_empty(&self) -> bool {
+        self.ids.is_empty() && self.deletes.is_empty()
+    }
+
+    /// Drops buffered rows with these ids (a delete removes rows inserted before it).
+    fn remove_rows(&mut self, ids: &HashSet<i64>) {
+        if self.ids.iter().all(|id| !ids.contains(id)) {
+            return;
+        }
+        let dim = self.dim;
+        let (mut kept_ids, mut kept_vectors) = (Vec::new(), Vec::new());
+        for (row, id) in self.ids.iter().enumerate() {
+            if !ids.contains(id) {
+                kept_ids.push(*id);
+                kept_vectors.extend_from_slice(&self.vectors[row * dim..(row + 1) * dim]);
+            }
+        }
+        self.ids = kept_ids;
+        self.vectors = kept_vectors;
+    }
+
+    /// Puts back what a failed flush took, ahead of anything buffered since.
+    fn restore(&mut self, mut older: MemTable) {
+        older.ids.append(&mut self.ids);
+        older.vectors.append(&mut self.vectors);
+        older.deletes.append(&mut self.deletes);
+        older.dim = older.dim.max(self.dim);
+        *self = older;
+    }
+}
+
+#[derive(Default)]
+struct Buffers {
+    tables: HashMap<String, MemTable>,
+    last_id: i64,
+}
+
+/// A query against one collection.
+pub struct Query<'a> {
+    pub vectors: &'a [f32],
+    pub nq: usize,
+    pub k: usize,
+    pub nprobe: Option<usize>,
+}
+
+pub struct Engine {
+    meta: MetaStore,
+    opts: EngineOptions,
+    /// `storage.auto_flush_interval` in milliseconds; `set_config` changes it at run time.
+    auto_flush_ms: AtomicU64,
+    wal: Option<Wal>,
+    buffers: Mutex<Buffers>,
+    maintenance: tokio::sync::Mutex<()>,
+    index_builder: tokio::sync::Mutex<()>,
+    cache: Arc<SegmentCache>,
+}
+
+fn lock_error<T>(_: T) -> NodeError {
+    NodeError::Internal("an engine lock was poisoned by a panic".into())
+}
+
+fn metric_of(m: MetricType) -> Metric {
+    if m == MetricType::Ip {
+        Metric::Ip
+    } else {
+        Metric::L2
+    }
+}
+
+impl Engine {
+    /// Opens the engine. A write node opens its write-ahead log and replays every record newer than its
+    /// table's `flush_lsn` into memory, so acknowledged writes survive a crash.
+    pub async fn open(meta: MetaStore, opts: EngineOptions) -> Result<Arc<Engine>, NodeError> {
+        std::fs::create_dir_all(&opts.storage).map_err(|e| {
+            NodeError::Internal(format!(
+                "cannot create storage folder {}: {e}",
+                opts.storage.display()
+            ))
+        })?;
+        let mut buffers = Buffers::default();
+        let wal = match opts.role {
+            Role::Reader => None,
+            Role::Writer => {
+                let tables: HashMap<String, TableRow> = meta
+                    .all_tables()
+                    .await?
+                    .into_iter()
+                    .map(|t| (t.table_id.clone(), t))
+                    .collect();
+                let flushed = tables
+                    .values()
+                    .map(|t| t.flush_lsn)
+                    .chain(meta.global_lsn().await?)
+                    .max()
+                    .unwrap_or(0);
+                let (wal, records) =
+                    Wal::open(&opts.storage.join("wal"), flushed.max(0) as u64 + 1)?;
+                let replayed = records.len();
+                for (lsn, record) in records {
+                    let Some(table) = tables.get(record.table_id()) else {
+                        continue;
+                    };
+                    if table.state != TableState::Normal || lsn as i64 <= table.flush_lsn {
+                        continue;
+                    }
+                    apply_record(&mut buffers, record, table.dimension as usize);
+                }
+                if replayed > 0 {
+                    tracing::info!(records = replayed, "replayed the write-ahead log");
+                }
+                Some(wal)
+            }
+        };
+        Ok(Arc::new(Engine {
+            cache: Arc::new(SegmentCache::new(opts.cache_bytes)),
+            auto_flush_ms: AtomicU64::new(opts.auto_flush_interval.as_millis().max(1) as u64),
+            meta,
+            opts,
+            wal,
+            buffers: Mutex::new(buffers),
+            maintenance: tokio::sync::Mutex::new(()),
+            index_builder: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    pub fn role(&self) -> Role {
+        self.opts.role
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.opts
+    }
+
+    pub fn cache(&self) -> &SegmentCache {
+        &self.cache
+    }
+
+    fn writer(&self, rpc: &'static str) -> Result<&Wal, NodeError> {
+        self.wal.as_ref().ok_or(NodeError::ReadOnly(rpc))
+    }
+
+    /// Runs auto-flush, index builds and garbage collection until `shutdown` turns true, then flushes once
+    /// more. Readers run nothing.
+    pub fn spawn_background(
+        self: &Arc<Self>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            if engine.wal.is_none() {
+                return;
+            }
+            let gc_every = (engine.opts.gc_grace / 2)
+                .clamp(Duration::from_millis(200), Duration::from_secs(30));
+            let mut gc_tick = tokio::time::interval(gc_every);
+            loop {
+                let flush_in = Duration::from_millis(engine.auto_flush_ms.load(Ordering::Relaxed));
+                tokio::select! {
+                    _ = tokio::time::sleep(flush_in) => {
+                        if let Err(e) = engine.flush(&[]).await {
+                            tracing::error!(error = %e, "auto-flush failed; data stays in the write-ahead log");
+                        }
+                    }
+                    _ = gc_tick.tick() => {
+                        if let Err(e) = engine.collect_garbage().await {
+                            tracing::warn!(error = %e, "garbage collection failed");
+                        }
+                    }
+                    _ = shutdown.changed() => break,
+                }
+            }
+            if let Err(e) = engine.flush(&[]).await {
+                tracing::error!(error = %e, "final flush failed; data stays in the write-ahead log");
+            }
+        })
+    }
+
+    /// The settings `Cmd("get_config …")` answers and `Cmd("set_config …")` changes.
+    pub const CONFIG_KEYS: [&'static str; 5] = [
+        "storage.path",
+        "storage.auto_flush_interval",
+        "storage.gc_grace_seconds",
+        "cache.cache_size",
+        "engine.build_index_threshold",
+    ];
+
+    pub fn config_value(&self, key: &str) -> Option<String> {
+        Some(match key {
+            "storage.path" => self.opts.storage.display().to_string(),
+            "storage.auto_flush_interval" => {
+                (self.auto_flush_ms.load(Ordering::Relaxed) as f64 / 1000.0).to_string()
+            }
+            "storage.gc_grace_seconds" => self.opts.gc_grace.as_secs_f64().to_string(),
+            "cache.cache_size" => format!("{}MB", self.cache.capacity() >> 20),
+            "engine.build_index_threshold" => self.opts.index_build_rows.to_string(),
+            _ => return None,
+        })
+    }
+
+    /// Changes a setting at run time; only the flush interval and the cache size can change.
+    pub fn set_config(&self, key: &str, value: &str) -> Result<(), NodeError> {
+        let bad =
+            |what: &str| NodeError::InvalidArgument(format!("`{value}` is not {what} for `{key}`"));
+        match key {
+            "storage.auto_flush_interval" => {
+                let seconds: f64 = value
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| *s > 0.0 && *s <= 86_400.0)
+                    .ok_or_else(|| bad("a number of seconds (0 < s ≤ 86400)"))?;
+                self.auto_flush_ms
+                    .store((seconds * 1000.0).max(1.0) as u64, Ordering::Relaxed);
+            }
+            "cache.cache_size" => {
+                let mb: usize = value
+                    .trim_end_matches("MB")
+                    .parse()
+                    .map_err(|_| bad("a size in MB"))?;
+                self.cache.set_capacity(mb << 20);
+            }
+            other if Self::CONFIG_KEYS.contains(&other) => {
+                return Err(NodeError::InvalidArgument(format!(
+                    "`{other}` cannot change while the node runs"
+                )));
+            }
+            other => {
+                return Err(NodeError::InvalidArgument(format!(
+                    "unknown config `{other}`; known: {}",
+                    Self::CONFIG_KEYS.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    // ---- Collections and partitions -----------------------------------------------------------------------
+
+    pub async fn collection(&self, name: &str) -> Result<CollectionTables, NodeError> {
+        validate::collection_name(name)?;
+        self.meta
+            .collection_with_partitions(name)
+            .await?
+            .ok_or_else(|| NodeError::CollectionNotFound(name.into()))
+    }
+
+    pub async fn create_collection(
+        &self,
+        name: &str,
+        dim: i64,
+        index_file_size_mb: i64,
+        metric: i32,
+    ) -> Result<(), NodeError> {
+        self.writer("CreateCollection")?;
+        validate::collection_name(name)?;
+        validate::dimension(dim)?;
+        let size = validate::index_file_size(index_file_size_mb)?;
+        let metric = validate::metric(metric)?;
+        match self
+            .meta
+            .create_table(&NewTable::collection(name, dim, size, metric, now_micros()))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(crate::meta::MetaError::AlreadyExists(_)) => match self.meta.table(name).await? {
+                Some(t) if t.state == TableState::ToDelete => {
+                    Err(NodeError::InvalidArgument(format!(
+                        "collection `{name}` is being deleted; try again once its files are removed"
+                    )))
+                }
+                _ => Err(NodeError::InvalidArgument(format!(
+                    "collection `{name}` already exists"
+                ))),
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn has_collection(&self, name: &str) -> Result<bool, NodeError> {
+        validate::collection_name(name)?;
+        Ok(self.meta.collection_with_partitions(name).await?.is_some())
+    }
+
+    pub async fn collections(&self) -> Result<Vec<String>, NodeError> {
+        Ok(self
+            .meta
+            .collections()
+            .await?
+            .into_iter()
+            .map(|t| t.table_id)
+            .collect())
+    }
+
+    pub async fn drop_collection(&self, name: &str) -> Result<(), NodeError> {
+        self.writer("DropCollection")?;
+        let tables = self.collection(name).await?;
+        let _m = self.maintenance.lock().await;
+        self.meta
+            .mark_collection_deleted(name, now_micros())
+            .await?;
+        self.forget_tables(&tables);
+        Ok(())
+    }
+
+    /// Drops buffered data and cached files of tables that are gone.
+    fn forget_tables(&self, tables: &CollectionTables) {
+        if let Ok(mut b) = self.buffers.lock() {
+            for t in std::iter::once(&tables.collection).chain(&tables.partitions) {
+                b.tables.remove(&t.table_id);
+            }
+        }
+    }
+
+    pub async fn create_partition(&self, name: &str, tag: &str) -> Result<(), NodeError> {
+        self.writer("CreatePartition")?;
+        let tag = validate::partition_tag(tag)?;
+        let tables = self.collection(name).await?;
+        if tag == DEFAULT_TAG || tables.partitions.iter().any(|p| p.partition_tag == tag) {
+            return Err(NodeError::InvalidArgument(format!(
+                "partition `{tag}` already exists in `{name}`"
+            )));
+        }
+        let partition = NewTable::partition(&tables.collection, &tag, now_micros());
+        match self.meta.create_table(&partition).await {
+            Ok(_) => Ok(()),
+            Err(crate::meta::MetaError::AlreadyExists(t)) => {
+                Err(NodeError::InvalidArgument(format!(
+                    "partition table `{t}` exists already (being deleted, or a collection of that name)"
+                )))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn has_partition(&self, name: &str, tag: &str) -> Result<bool, NodeError> {
+        let tables = self.collection(name).await?;
+        let tag = tag.trim();
+        Ok(tag == DEFAULT_TAG || tables.partitions.iter().any(|p| p.partition_tag == tag))
+    }
+
+    pub async fn partitions(&self, name: &str) -> Result<Vec<String>, NodeError> {
+        let tables = self.collection(name).await?;
+        Ok(std::iter::once(DEFAULT_TAG.to_string())
+            .chain(tables.partitions.into_iter().map(|p| p.partition_tag))
+            .collect())
+    }
+
+    pub async fn drop_partition(&self, name: &str, tag: &str) -> Result<(), NodeError> {
+        self.writer("DropPartition")?;
+        let tag = validate::partition_tag(tag)?;
+        if tag == DEFAULT_TAG {
+            return Err(NodeError::InvalidArgument(
+                "the `_default` partition cannot be dropped".into(),
+            ));
+        }
+        let tables = self.collection(name).await?;
+        let partition = partition_table(&tables, &tag)?.clone();
+        let _m = self.maintenance.lock().await;
+        self.meta
+            .mark_table_deleted(&partition.table_id, now_micros())
+            .await?;
+        if let Ok(mut b) = self.buffers.lock() {
+            b.tables.remove(&partition.table_id);
+        }
+        Ok(())
+    }
+
+    /// The table rows an insert, delete or by-id read addresses: one partition (`_default` = the
+    /// collection itself) or, without a tag, every table of the collection.
+    fn tables_for_tag<'t>(
+        tables: &'t CollectionTables,
+        tag: &str,
+    ) -> Result<Vec<&'t TableRow>, NodeError> {
+        let tag = tag.trim();
+        if tag.is_empty() {
+            return Ok(std::iter::once(&tables.collection)
+                .chain(&tables.partitions)
+                .collect());
+        }
+        Ok(vec![partition_table(tables, tag)?])
+    }
+
+    // ---- Write path ---------------------------------------------------------------------------------------
+
+    /// Inserts rows into a collection (or one partition) and returns their ids once the write-ahead log
+    /// holds them. `ids` must be empty (ids are assigned) or one per row.
+    pub async fn insert(
+        &self,
+        name: &str,
+        tag: &str,
+        ids: Vec<i64>,
+        vectors: Vec<f32>,
+        rows: usize,
+    ) -> Result<Vec<i64>, NodeError> {
+        let wal = self.writer("Insert")?;
+        let tables = self.collection(name).await?;
+        let target = if tag.trim().is_empty() {
+            &tables.collection
+        } else {
+            partition_table(&tables, tag.trim())?
+        };
+        let dim = target.dimension as usize;
+        if rows == 0 {
+            return Err(NodeError::InvalidRowRecord("no vectors to insert".into()));
+        }
+        if vectors.len() != rows * dim {
+            return Err(NodeError::InvalidDimension(format!(
+                "every vector must have the collection's dimension {dim}"
+            )));
+        }
+        if vectors.len() * 4 > validate::MAX_INSERT_BYTES {
+            return Err(NodeError::InvalidRowRecord(format!(
+                "an insert may carry at most 256 MB of vectors; this one has {} MB: split it",
+                (vectors.len() * 4) >> 20
+            )));
+        }
+        if !ids.is_empty() && ids.len() != rows {
+            return Err(NodeError::InvalidRowRecord(format!(
+                "{} ids for {rows} vectors: give an id for every vector or for none",
+                ids.len()
+            )));
+        }
+        if let Some(id) = ids.iter().find(|id| **id < 0) {
+            return Err(NodeError::InvalidVectorId(format!(
+                "id {id} is negative: ids must be ≥ 0 (-1 marks a missing hit)"
+            )));
+        }
+        if vectors.iter().any(|v| !v.is_finite()) {
+            return Err(NodeError::InvalidRowRecord(
+                "vectors must not contain NaN or infinite values".into(),
+            ));
+        }
+        self.check_id_mode(&tables.collection, !ids.is_empty())
+            .await?;
+        let (durable, ids) = {
+            let mut b = self.buffers.lock().map_err(lock_error)?;
+            let ids = if ids.is_empty() {
+                next_ids(&mut b, rows)?
+            } else {
+                ids
+            };
+            let record = WalRecord::Insert {
+                table_id: target.table_id.clone(),
+                dim: dim as u32,
+                ids: ids.clone(),
+                vectors,
+            };
+            let (_, durable) = wal.submit(&record)?;
+            apply_record(&mut b, record, dim);
+            (durable, ids)
+        };
+        durable.wait().await?;
+        Ok(ids)
+    }
+
+    /// Milvus 1.1 fixes a collection's id mode at its first insert (in `Tables.flag`): afterwards every
+    /// insert must give ids, or none must.
+    async fn check_id_mode(&self, collection: &TableRow, user_ids: bool) -> Result<(), NodeError> {
+        let wanted = if user_ids {
+            FLAG_USER_IDS
+        } else {
+            FLAG_AUTO_IDS
+        };
+        let mode = |flag: i64| flag & (FLAG_USER_IDS | FLAG_AUTO_IDS);
+        let refuse = |flag: i64| {
+            Err(NodeError::InvalidVectorId(if flag & FLAG_USER_IDS != 0 {
+                format!(
+                    "collection `{}` uses ids given by the client: give an id for every vector",
+                    collection.table_id
+                )
+            } else {
+                format!(
+                    "collection `{}` uses automatic ids: insert without ids",
+                    collection.table_id
+                )
+            }))
+        };
+        match mode(collection.flag) {
+            0 => {}
+            m if m & wanted != 0 => return Ok(()),
+            _ => return refuse(collection.flag),
+        }
+        // The first insert decides; serialise it so two first inserts cannot decide differently.
+        let _first = self.maintenance.lock().await;
+        let current = self
+            .meta
+            .table(&collection.table_id)
+            .await?
+            .map_or(0, |t| t.flag);
+        match mode(current) {
+            0 => Ok(self
+                .meta
+                .update_table_flag(&collection.table_id, current | wanted)
+                .await?),
+            m if m & wanted != 0 => Ok(()),
+            _ => refuse(current),
+        }
+    }
+
+    /// Deletes ids from a collection (or one partition). Takes effect for searches at the next flush,
+    /// as in Milvus 1.1.
+    pub async fn delete(&self, name: &str, tag: &str, ids: Vec<i64>) -> Result<(), NodeError> {
+        let wal = self.writer("DeleteByID")?;
+        if ids.is_empty() {
+            return Err(NodeError::InvalidVectorId("no ids to delete".into()));
+        }
+        let tables = self.collection(name).await?;
+        let targets = Self::tables_for_tag(&tables, tag)?;
+        let waits: Vec<Durable> = {
+            let mut b = self.buffers.lock().map_err(lock_error)?;
+            let mut waits = Vec::new();
+            for table in targets {
+                let record = WalRecord::Delete {
+                    table_id: table.table_id.clone(),
+                    ids: ids.clone(),
+                };
+                waits.push(wal.submit(&record)?.1);
+                apply_record(&mut b, record, table.dimension as usize);
+            }
+            waits
+        };
+        for w in waits {
+            w.wait().await?;
+        }
+        Ok(())
+    }
+
+    /// Turns buffered inserts into segment files and applies buffered deletes, for the named collections
+    /// (all when empty); then merges small files and builds indexes that became due.
+    pub async fn flush(self: &Arc<Self>, names: &[String]) -> Result<(), NodeError> {
+        let wal = self.writer("Flush")?;
+        let mut wanted: Option<HashSet<String>> = None;
+        if !names.is_empty() {
+            let mut set = HashSet::new();
+            for name in names {
+                let tables = self.collection(name).await?;
+                set.extend(
+                    std::iter::once(tables.collection)
+                        .chain(tables.partitions)
+                        .map(|t| t.table_id),
+                );
+            }
+            wanted = Some(set);
+        }
+        let _m = self.maintenance.lock().await;
+        let (taken, upto, everything) = {
+            let mut b = self.buffers.lock().map_err(lock_error)?;
+            let upto = wal.next_lsn().saturating_sub(1);
+            let keys: Vec<String> = b
+                .tables
+                .iter()
+                .filter(|(t, m)| !m.is_empty() && wanted.as_ref().is_none_or(|w| w.contains(*t)))
+                .map(|(t, _)| t.clone())
+                .collect();
+            let taken: Vec<(String, MemTable)> = keys
+                .into_iter()
+                .filter_map(|t| b.tables.remove(&t).map(|m| (t, m)))
+                .collect();
+            let everything = b.tables.values().all(MemTable::is_empty);
+            (taken, upto, everything)
+        };
+        if taken.is_empty() {
+            return Ok(());
+        }
+        let mut first_error = None;
+        let mut touched = Vec::new();
+        for (table_id, mem) in taken {
+            match self.flush_table(&table_id, &mem, upto as i64).await {
+                Ok(()) => touched.push(table_id),
+                Err(e) => {
+                    tracing::error!(table = %table_id, error = %e, "flush failed; keeping the data buffered");
+                    if let Ok(mut b) = self.buffers.lock() {
+                        b.tables.entry(table_id).or_default().restore(mem);
+                    }
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        if everything {
+            self.meta.set_global_lsn(upto as i64).await?;
+            wal.checkpoint(upto);
+        }
+        for table_id in &touched {
+            self.merge_small_files(table_id).await?;
+        }
+        drop(_m);
+        self.schedule_index_builds();
+        Ok(())
+    }
+
+    async fn flush_table(
+        &self,
+        table_id: &str,
+        mem: &MemTable,
+        upto: i64,
+    ) -> Result<(), NodeError> {
+        let Some(table) = self
+            .meta
+            .table(table_id)
+            .await?
+            .filter(|t| t.state == TableState::Normal)
+        else {
+            return Ok(()); // dropped meanwhile: nothing to keep
+        };
+        if !mem.deletes.is_empty() {
+            self.apply_deletes(table_id, &mem.deletes).await?;
+        }
+        if !mem.ids.is_empty() {
+            let file = self
+                .write_segment(&table, &mem.ids, &mem.vectors, upto)
+                .await?;
+            tracing::debug!(
+                table = table_id,
+                file = file.id,
+                rows = file.row_count,
+                "flushed a segment"
+            );
+        }
+        self.meta.update_table_flush_lsn(table_id, upto).await?;
+        Ok(())
+    }
+
+    /// Writes rows as a new RAW segment file and registers it.
+    async fn write_segment(
+        &self,
+        table: &TableRow,
+        ids: &[i64],
+        vectors: &[f32],
+        flush_lsn: i64,
+    ) -> Result<FileRow, NodeError> {
+        let new = NewFile {
+            table_id: table.table_id.clone(),
+            segment_id: segment::new_id(),
+            engine_type: EngineType::Flat,
+            file_id: segment::new_id(),
+            file_type: FileType::Raw,
+            file_size: 0,
+            row_count: ids.len() as i64,
+            now_us: now_micros(),
+            flush_lsn,
+        };
+        let path = segment::segment_dir(&self.opts.storage, &new.table_id, &new.segment_id)
+            .join(&new.file_id);
+        let (dim, ids_owned, vectors_owned) =
+            (table.dimension as usize, ids.to_vec(), vectors.to_vec());
+        let size = tokio::task::spawn_blocking(move || {
+            segment::write_raw(&path, dim, &ids_owned, &vectors_owned)
+        })
+        .await
+        .map_err(|e| NodeError::Internal(e.to_string()))??;
+        Ok(self
+            .meta
+            .create_file(&NewFile {
+                file_size: size as i64,
+                ..new
+            })
+            .await?)
+    }
+
+    /// Marks `ids` deleted in every flushed segment of a table that holds them, and lowers those files'
+    /// row counts and stamps their `updated_time` so readers reload the marks.
+    async fn apply_deletes(&self, table_id: &str, ids: &[i64]) -> Result<(), NodeError> {
+        let wanted: HashSet<i64> = ids.iter().copied().collect();
+        let live = [
+            FileType::Raw,
+            FileType::ToIndex,
+            FileType::Index,
+            FileType::Backup,
+        ];
+        let files = self
+            .meta
+            .files_of_tables(&[table_id.to_string()], &live)
+            .await?;
+        for segment_files in group_by_segment(&files).values() {
+            let Some(raw) = segment_files
+                .iter()
+                .find(|f| f.file_type != FileType::Index)
+            else {
+                continue;
+            };
+            let storage = self.opts.storage.clone();
+            let raw = (*raw).clone();
+            let wanted = wanted.clone();
+            let outcome = tokio::task::spawn_blocking(
+                move || -> Result<Option<(usize, usize)>, SegmentError> {
+                    let seg_ids = segment::read_raw_ids(&segment::file_path(&storage, &raw))?;
+                    let hits: Vec<i64> = seg_ids
+                        .iter()
+                        .copied()
+                        .filter(|id| wanted.contains(id))
+                        .collect();
+                    if hits.is_empty() {
+                        return Ok(None);
+                    }
+                    let path = segment::deleted_path(&storage, &raw);
+                    segment::add_deleted(&path, &hits)?;
+                    Ok(Some((seg_ids.len(), segment::read_deleted(&path)?.len())))
+                },
+            )
+            .await
+            .map_err(|e| NodeError::Internal(e.to_string()))??;
+            if let Some((rows, deleted)) = outcome {
+                let now = now_micros();
+                for f in segment_files {
+                    let mut f = (*f).clone();
+                    f.row_count = (rows - deleted.min(rows)) as i64;
+                    f.updated_time = now;
+                    self.meta.update_file(&f).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Merges a table's RAW files smaller than `index_file_size` into as few files as fit, as Milvus does.
+    async fn merge_small_files(&self, table_id: &str) -> Result<(), NodeError> {
+        let Some(table) = self.meta.table(table_id).await? else {
+            return Ok(());
+        };
+        let raws = self
+            .meta
+            .files_of_tables(&[table_id.to_string()], &[FileType::Raw])
+            .await?;
+        let small: Vec<&FileRow> = raws
+            .iter()
+            .filter(|f| f.file_size < table.index_file_size)
+            .collect();
+        let mut groups: Vec<Vec<FileRow>> = Vec::new();
+        let mut size = 0;
+        for f in small {
+            match groups.last_mut() {
+                Some(g) if size + f.file_size <= table.index_file_size => {
+                    g.push(f.clone());
+                    size += f.file_size;
+                }
+                _ => {
+                    groups.push(vec![f.clone()]);
+                    size = f.file_size;
+                }
+            }
+        }
+        for group in groups.into_iter().filter(|g| g.len() > 1) {
+            self.rewrite_files(&table, &group, false).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the live rows of `files` (raw data) as one new file, then retires them. The new file becomes
+    /// TO_INDEX when the collection has an index and the file reached `index_file_size` (or, with
+    /// `index_by_rows`, the build threshold: compaction keeps indexed segments indexed).
+    async fn rewrite_files(
+        &self,
+        table: &TableRow,
+        files: &[FileRow],
+        index_by_rows: bool,
+    ) -> Result<(), NodeError> {
+        let storage = self.opts.storage.clone();
+        let inputs = files.to_vec();
+        let (ids, vectors) =
+            tokio::task::spawn_blocking(move || -> Result<(Vec<i64>, Vec<f32>), SegmentError> {
+                let (mut ids, mut vectors) = (Vec::new(), Vec::new());
+                for f in &inputs {
+                    let raw = segment::read_raw(&segment::file_path(&storage, f))?;
+                    let deleted = segment::read_deleted(&segment::deleted_path(&storage, f))?;
+                    for (row, id) in raw.ids.iter().enumerate() {
+                        if deleted.binary_search(id).is_err() {
+                            ids.push(*id);
+                            vectors.extend_from_slice(raw.vector(row));
+                        }
+                    }
+                }
+                Ok((ids, vectors))
+            })
+            .await
+            .map_err(|e| NodeError::Internal(e.to_string()))??;
+        let flush_lsn = files.iter().map(|f| f.flush_lsn).max().unwrap_or(0);
+        if !ids.is_empty() {
+            let mut file = self.write_segment(table, &ids, &vectors, flush_lsn).await?;
+            if self.due_for_index(table, &file, index_by_rows) {
+                file.file_type = FileType::ToIndex;
+                self.meta.update_file(&file).await?;
+            }
+        }
+        let old: Vec<i64> = files.iter().map(|f| f.id).collect();
+        self.meta
+            .set_files_type(&old, FileType::ToDelete, now_micros())
+            .await?;
+        self.cache.evict(&old);
+        Ok(())
+    }
+
+    /// Whether a RAW file should get the collection's index: when it reached `index_file_size`, or on
+    /// CreateIndex when it has at least `index_build_rows` rows.
+    fn due_for_index(&self, table: &TableRow, file: &FileRow, on_create_index: bool) -> bool {
+        table.engine_type == EngineType::IvfFlat
+            && (file.file_size >= table.index_file_size
+                || (on_create_index && file.row_count >= self.opts.index_build_rows))
+    }
+
+    // ---- Indexes ------------------------------------------------------------------------------------------
+
+    pub async fn create_index(
+        self: &Arc<Self>,
+        name: &str,
+        index_type: i32,
+        params: &str,
+    ) -> Result<(), NodeError> {
+        self.writer("CreateIndex")?;
+        let tables = self.collection(name).await?;
+        let engine = validate::index_type(index_type)?;
+        let params = validate::index_params(engine, &validate::params_json(Some(params))?)?;
+        {
+            let _m = self.maintenance.lock().await;
+            let changed =
+                tables.collection.engine_type != engine || tables.collection.index_params != params;
+            self.meta
+                .update_collection_index(name, engine, &params)
+                .await?;
+            let table_ids = table_ids(&tables);
+            let all = [
+                FileType::Raw,
+                FileType::ToIndex,
+                FileType::Index,
+                FileType::Backup,
+            ];
+            let files = self.meta.files_of_tables(&table_ids, &all).await?;
+            let now = now_micros();
+            if changed {
+                // A different index: retire built ones and bring their raw files back.
+                let index: Vec<i64> = files
+                    .iter()
+                    .filter(|f| f.file_type == FileType::Index)
+                    .map(|f| f.id)
+                    .collect();
+                let backups: Vec<i64> = files
+                    .iter()
+                    .filter(|f| f.file_type == FileType::Backup)
+                    .map(|f| f.id)
+                    .collect();
+                self.meta
+                    .set_files_type(&index, FileType::ToDelete, now)
+                    .await?;
+                self.meta
+                    .set_files_type(&backups, FileType::Raw, now)
+                    .await?;
+                self.cache.evict(&index);
+            }
+            let files = self
+                .meta
+                .files_of_tables(&table_ids, &[FileType::Raw])
+                .await?;
+            let mut table = tables.collection.clone();
+            table.engine_type = engine;
+            let due: Vec<i64> = files
+                .iter()
+                .filter(|f| self.due_for_index(&table, f, true))
+                .map(|f| f.id)
+                .collect();
+            self.meta
+                .set_files_type(&due, FileType::ToIndex, now)
+                .await?;
+        }
+        // Milvus answers CreateIndex once the existing data is indexed.
+        self.build_pending_indexes().await
+    }
+
+    pub async fn drop_index(&self, name: &str) -> Result<(), NodeError> {
+        self.writer("DropIndex")?;
+        let tables = self.collection(name).await?;
+        let _m = self.maintenance.lock().await;
+        self.meta
+            .update_collection_index(name, EngineType::Flat, "{}")
+            .await?;
+        let all = [FileType::ToIndex, FileType::Index, FileType::Backup];
+        let files = self.meta.files_of_tables(&table_ids(&tables), &all).await?;
+        let ids_of = |t: FileType| {
+            files
+                .iter()
+                .filter(|f| f.file_type == t)
+                .map(|f| f.id)
+                .collect::<Vec<_>>()
+        };
+        let now = now_micros();
+        self.meta
+            .set_files_type(&ids_of(FileType::Index), FileType::ToDelete, now)
+            .await?;
+        let mut back = ids_of(FileType::Backup);
+        back.extend(ids_of(FileType::ToIndex));
+        self.meta.set_files_type(&back, FileType::Raw, now).await?;
+        self.cache.evict(&ids_of(FileType::Index));
+        Ok(())
+    }
+
+    fn schedule_index_builds(self: &Arc<Self>) {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = engine.build_pending_indexes().await {
+                tracing::error!(error = %e, "index build failed");
+            }
+        });
+    }
+
+    /// Builds an index for every TO_INDEX file, one at a time, until none is left.
+    async fn build_pending_indexes(&self) -> Result<(), NodeError> {
+        let _builder = self.index_builder.lock().await;
+        loop {
+            let pending = self.meta.files_by_type(&[FileType::ToIndex]).await?;
+            let Some(file) = pending.into_iter().next() else {
+                return Ok(());
+            };
+            self.build_index(file).await?;
+        }
+    }
+
+    async fn build_index(&self, file: FileRow) -> Result<(), NodeError> {
+        let Some(table) = self.meta.table(&file.table_id).await? else {
+            self.meta
+                .set_files_type(&[file.id], FileType::ToDelete, now_micros())
+                .await?;
+            return Ok(());
+        };
+        let nlist = validate::params_json(Some(&table.index_params))?
+            .get("nlist")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(1024) as usize;
+        let index_file_id = segment::new_id();
+        let storage = self.opts.storage.clone();
+        let (raw_file, metric) = (file.clone(), metric_of(table.metric_type));
+        let index_path =
+            segment::segment_dir(&storage, &file.table_id, &file.segment_id).join(&index_file_id);
+        let path = index_path.clone();
+        let started = std::time::Instant::now();
+        let size = tokio::task::spawn_blocking(move || -> Result<u64, SegmentError> {
+            let raw = segment::read_raw(&segment::file_path(&storage, &raw_file))?;
+            let index = IvfFlat::build(
+                &raw.vectors,
+                &raw.ids,
+                raw.dim,
+                nlist,
+                metric,
+                raw_file.id as u64,
+            );
+            segment::write_index(&path, &index, &raw.ids)
+        })
+        .await
+        .map_err(|e| NodeError::Internal(e.to_string()))??;
+        let _m = self.maintenance.lock().await;
+        let current = self.meta.files_by_ids(&[file.id]).await?;
+        if current.first().map(|f| f.file_type) != Some(FileType::ToIndex) {
+            let _ = std::fs::remove_file(&index_path); // the file was dropped or rebuilt meanwhile
+            return Ok(());
+        }
+        let now = now_micros();
+        let index_row = self
+            .meta
+            .create_file(&NewFile {
+                table_id: file.table_id.clone(),
+                segment_id: file.segment_id.clone(),
+                engine_type: EngineType::IvfFlat,
+                file_id: index_file_id,
+                file_type: FileType::Index,
+                file_size: size as i64,
+                row_count: current[0].row_count,
+                now_us: now,
+                flush_lsn: file.flush_lsn,
+            })
+            .await?;
+        self.meta
+            .set_files_type(&[file.id], FileType::Backup, now)
+            .await?;
+        self.cache.evict(&[file.id]);
+        tracing::info!(
+            file = file.id,
+            index_file = index_row.id,
+            nlist,
+            seconds = started.elapsed().as_secs_f64(),
+            "built IVF_FLAT index"
+        );
+        Ok(())
+    }
+
+    // ---- Compaction and garbage collection ----------------------------------------------------------------
+
+    /// Rewrites every segment of the collection that has deleted rows, without them.
+    pub async fn compact(self: &Arc<Self>, name: &str) -> Result<(), NodeError> {
+        self.writer("Compact")?;
+        let tables = self.collection(name).await?;
+        {
+            let _m = self.maintenance.lock().await;
+            for table in std::iter::once(&tables.collection).chain(&tables.partitions) {
+                let live = [
+                    FileType::Raw,
+                    FileType::ToIndex,
+                    FileType::Index,
+                    FileType::Backup,
+                ];
+                let files = self
+                    .meta
+                    .files_of_tables(std::slice::from_ref(&table.table_id), &live)
+                    .await?;
+                for segment_files in group_by_segment(&files).values() {
+                    let Some(raw) = segment_files
+                        .iter()
+                        .find(|f| f.file_type != FileType::Index)
+                    else {
+                        continue;
+                    };
+                    let deleted =
+                        segment::read_deleted(&segment::deleted_path(&self.opts.storage, raw))?;
+                    if deleted.is_empty() {
+                        continue;
+                    }
+                    self.rewrite_files(table, &[(*raw).clone()], true).await?;
+                    let rest: Vec<i64> = segment_files
+                        .iter()
+                        .filter(|f| f.id != raw.id)
+                        .map(|f| f.id)
+                        .collect();
+                    self.meta
+                        .set_files_type(&rest, FileType::ToDelete, now_micros())
+                        .await?;
+                    self.cache.evict(&rest);
+                }
+            }
+        }
+        self.build_pending_indexes().await
+    }
+
+    /// Removes files retired longer than the grace period ago, and tables whose files are all gone.
+    pub async fn collect_garbage(&self) -> Result<(), NodeError> {
+        let _m = self.maintenance.lock().await;
+        let grace = self.opts.gc_grace.as_micros() as i64;
+        let now = now_micros();
+        let retired = self.meta.files_by_type(&[FileType::ToDelete]).await?;
+        let expired: Vec<FileRow> = retired
+            .into_iter()
+            .filter(|f| f.updated_time + grace <= now)
+            .collect();
+        if !expired.is_empty() {
+            let live = [
+                FileType::Raw,
+                FileType::ToIndex,
+                FileType::Index,
+                FileType::Backup,
+                FileType::New,
+                FileType::NewMerge,
+                FileType::NewIndex,
+            ];
+            let tables: Vec<String> = expired
+                .iter()
+                .map(|f| f.table_id.clone())
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            let remaining = self.meta.files_of_tables(&tables, &live).await?;
+            let busy: HashSet<(&str, &str)> = remaining
+                .iter()
+                .map(|f| (f.table_id.as_str(), f.segment_id.as_str()))
+                .collect();
+            for f in &expired {
+                let path = segment::file_path(&self.opts.storage, f);
+                if let Err(e) = std::fs::remove_file(&path)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove a retired file");
+                    continue;
+                }
+                if !busy.contains(&(f.table_id.as_str(), f.segment_id.as_str())) {
+                    let dir = segment::segment_dir(&self.opts.storage, &f.table_id, &f.segment_id);
+                    let _ = std::fs::remove_file(dir.join(segment::DELETED_FILE));
+                    let _ = std::fs::remove_dir(&dir);
+                }
+            }
+            let ids: Vec<i64> = expired.iter().map(|f| f.id).collect();
+            self.meta.delete_files(&ids).await?;
+            self.cache.evict(&ids);
+        }
+        // Tables dropped whose files are all gone.
+        let dropped: Vec<String> = self
+            .meta
+            .all_tables()
+            .await?
+            .into_iter()
+            .filter(|t| t.state == TableState::ToDelete)
+            .map(|t| t.table_id)
+            .collect();
+        if !dropped.is_empty() {
+            let any = FileType::ALL;
+            let left: HashSet<String> = self
+                .meta
+                .files_of_tables(&dropped, any)
+                .await?
+                .into_iter()
+                .map(|f| f.table_id)
+                .collect();
+            let done: Vec<String> = dropped.into_iter().filter(|t| !left.contains(t)).collect();
+            for t in &done {
+                let _ = std::fs::remove_dir_all(segment::table_dir(&self.opts.storage, t));
+            }
+            self.meta.delete_tables(&done).await?;
+        }
+        Ok(())
+    }
+
+    // ---- Read path ----------------------------------------------------------------------------------------
+
+    /// Searches the collection's searchable files (of the tables the tags select). `None` when the
+    /// collection has no data yet (Milvus answers such a search with an empty result).
+    pub async fn search(
+        &self,
+        name: &str,
+        tags: &[String],
+        query: &Query<'_>,
+    ) -> Result<Option<TopK>, NodeError> {
+        let tables = self.collection(name).await?;
+        let selected = select_tables(&tables, tags)?;
+        let files = self.meta.searchable_files(&selected).await?;
+        self.search_files(&tables.collection, files, query).await
+    }
+
+    /// Searches the given files (`TableFiles.id`s, as decimal strings) of a collection. A file replaced
+    /// since the caller looked (TO_DELETE but still on disk) is searched as asked.
+    pub async fn search_in_files(
+        &self,
+        name: &str,
+        file_ids: &[String],
+        query: &Query<'_>,
+    ) -> Result<Option<TopK>, NodeError> {
+        let tables = self.collection(name).await?;
+        if file_ids.is_empty() {
+            return Err(NodeError::InvalidArgument("no file ids given".into()));
+        }
+        let ids = file_ids
+            .iter()
+            .map(|s| {
+                s.trim().parse::<i64>().map_err(|_| {
+                    NodeError::InvalidArgument(format!("file id `{s}` is not a number"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let files = self.meta.files_by_ids(&ids).await?;
+        let names: HashSet<&str> = std::iter::once(&tables.collection)
+            .chain(&tables.partitions)
+            .map(|t| t.table_id.as_str())
+            .collect();
+        let readable = [
+            FileType::Raw,
+            FileType::ToIndex,
+            FileType::Index,
+            FileType::Backup,
+            FileType::ToDelete,
+        ];
+        let found: HashSet<i64> = files.iter().map(|f| f.id).collect();
+        let missing: Vec<String> = ids
+            .iter()
+            .filter(|id| !found.contains(id))
+            .map(i64::to_string)
+            .collect();
+        if !missing.is_empty() {
+            return Err(NodeError::FileNotFound(format!(
+                "files {} do not exist",
+                missing.join(", ")
+            )));
+        }
+        if let Some(f) = files
+            .iter()
+            .find(|f| !names.contains(f.table_id.as_str()) || !readable.contains(&f.file_type))
+        {
+            return Err(NodeError::FileNotFound(format!(
+                "file {} ({}, {}) is not a searchable file of collection `{name}`",
+                f.id, f.table_id, f.file_type
+            )));
+        }
+        self.search_files(&tables.collection, files, query).await
+    }
+
+    async fn search_files(
+        &self,
+        collection: &TableRow,
+        files: Vec<FileRow>,
+        query: &Query<'_>,
+    ) -> Result<Option<TopK>, NodeError> {
+        if files.is_empty() {
+            return Ok(None);
+        }
+        let dim = collection.dimension as usize;
+        if query.nq == 0 || query.vectors.len() != query.nq * dim {
+            return Err(NodeError::InvalidDimension(format!(
+                "every query vector must have the collection's dimension {dim}"
+            )));
+        }
+        let metric = metric_of(collection.metric_type);
+        let segments = self.load_files(files).await?;
+        let (vectors, nq, k, nprobe) = (query.vectors.to_vec(), query.nq, query.k, query.nprobe);
+        let merged = tokio::task::spawn_blocking(move || {
+            segments
+                .par_iter()
+                .map(|s| s.search(&vectors, k, metric, nprobe))
+                .reduce(
+                    || TopK::empty(nq, k, metric),
+                    |mut a, b| {
+                        a.merge(&b);
+                        a
+                    },
+                )
+        })
+        .await
+        .map_err(|e| NodeError::Internal(e.to_string()))?;
+        Ok(Some(merged))
+    }
+
+    /// Loads files through the cache, in parallel.
+    async fn load_files(&self, files: Vec<FileRow>) -> Result<Vec<Arc<LoadedSegment>>, NodeError> {
+        let storage = self.opts.storage.clone();
+        let cache = self.cache.clone();
+        tokio::task::spawn_blocking(move || {
+            files
+                .par_iter()
+                .map(|f| cache.get(&storage, f).map_err(NodeError::from))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| NodeError::Internal(e.to_string()))?
+    }
+
+    /// The stored vector of each id (`None` where absent or deleted), from the raw files of the tags' tables.
+    pub async fn vectors_by_id(
+        &self,
+        name: &str,
+        tag: &str,
+        ids: &[i64],
+    ) -> Result<Vec<Option<Vec<f32>>>, NodeError> {
+        if ids.is_empty() {
+            return Err(NodeError::InvalidArgument("no vector ids given".into()));
+        }
+        let tables = self.collection(name).await?;
+        let targets: Vec<String> = Self::tables_for_tag(&tables, tag)?
+            .into_iter()
+            .map(|t| t.table_id.clone())
+            .collect();
+        let raw_types = [FileType::Raw, FileType::ToIndex, FileType::Backup];
+        let files = self.meta.files_of_tables(&targets, &raw_types).await?;
+        let segments = self.load_files(files).await?;
+        Ok(ids
+            .iter()
+            .map(|id| segments.iter().find_map(|s| s.vector_of(*id)))
+            .collect())
+    }
+
+    /// Live ids of one segment of the collection, in row order.
+    pub async fn segment_ids(&self, name: &str, segment_name: &str) -> Result<Vec<i64>, NodeError> {
+        let tables = self.collection(name).await?;
+        let raw_types = [FileType::Raw, FileType::ToIndex, FileType::Backup];
+        let files = self
+            .meta
+            .files_of_tables(&table_ids(&tables), &raw_types)
+            .await?;
+        let file = files
+            .into_iter()
+            .find(|f| f.segment_id == segment_name)
+            .ok_or_else(|| {
+                NodeError::FileNotFound(format!(
+                    "segment `{segment_name}` does not exist in `{name}`"
+                ))
+            })?;
+        let segments = self.load_files(vec![file]).await?;
+        Ok(segments.first().map(|s| s.live_ids()).unwrap_or_default())
+    }
+
+    /// Rows in searchable files (deleted rows excluded once flushed).
+    pub async fn count(&self, name: &str) -> Result<i64, NodeError> {
+        let tables = self.collection(name).await?;
+        Ok(self
+            .meta
+            .searchable_files(&table_ids(&tables))
+            .await?
+            .iter()
+            .map(|f| f.row_count)
+            .sum())
+    }
+
+    /// Milvus's `get_collection_stats` JSON: the default partition first, only RAW, TO_INDEX and INDEX files.
+    pub async fn stats(&self, name: &str) -> Result<String, NodeError> {
+        let tables = self.collection(name).await?;
+        let files = self.meta.searchable_files(&table_ids(&tables)).await?;
+        let mut total = 0;
+        let partitions: Vec<serde_json::Value> = std::iter::once(&tables.collection)
+            .chain(&tables.partitions)
+            .map(|t| {
+                let mine: Vec<&FileRow> =
+                    files.iter().filter(|f| f.table_id == t.table_id).collect();
+                let rows: i64 = mine.iter().map(|f| f.row_count).sum();
+                total += rows;
+                let tag = if t.is_partition() {
+                    t.partition_tag.as_str()
+                } else {
+                    DEFAULT_TAG
+                };
+                serde_json::json!({
+                    "tag": tag,
+                    "row_count": rows,
+                    "segments": mine.iter().map(|f| serde_json::json!({
+                        "name": f.segment_id,
+                        "row_count": f.row_count,
+                        "index_name": f.engine_type.stats_name(),
+                        "data_size": f.file_size,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        Ok(serde_json::json!({ "row_count": total, "partitions": partitions }).to_string())
+    }
+
+    /// Loads the collection's (or the tags' partitions') searchable files into the cache.
+    pub async fn preload(&self, name: &str, tags: &[String]) -> Result<(), NodeError> {
+        let tables = self.collection(name).await?;
+        let files = self
+            .meta
+            .searchable_files(&select_tables(&tables, tags)?)
+            .await?;
+        let bytes: i64 = files.iter().map(|f| f.file_size).sum();
+        if bytes as usize > self.opts.cache_bytes {
+            return Err(NodeError::Internal(format!(
+                "collection `{name}` needs {} MB but the segment cache holds {} MB: raise the cache size",
+                bytes >> 20,
+                self.opts.cache_bytes >> 20
+            )));
+        }
+        self.load_files(files).await.map(drop)
+    }
+
+    pub async fn release(&self, name: &str, tags: &[String]) -> Result<(), NodeError> {
+        let tables = self.collection(name).await?;
+        let files = self
+            .meta
+            .searchable_files(&select_tables(&tables, tags)?)
+            .await?;
+        self.cache
+            .evict(&files.iter().map(|f| f.id).collect::<Vec<_>>());
+        Ok(())
+    }
+
+    /// Makes the next search re-read the delete marks of these files (`TableFiles.id`s).
+    pub async fn reload_segments(&self, name: &str, file_ids: &[String]) -> Result<(), NodeError> {
+        self.collection(name).await?;
+        let ids = file_ids
+            .iter()
+            .map(|s| {
+                s.trim().parse::<i64>().map_err(|_| {
+                    NodeError::InvalidArgument(format!("file id `{s}` is not a number"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.cache.forget_marks(&ids);
+        Ok(())
+    }
+}
+
+fn partition_table<'t>(tables: &'t CollectionTables, tag: &str) -> Result<&'t TableRow, NodeError> {
+    if tag == DEFAULT_TAG {
+        return Ok(&tables.collection);
+    }
+    tables
+        .partitions
+        .iter()
+        .find(|p| p.partition_tag == tag)
+        .ok_or_else(|| {
+            NodeError::InvalidArgument(format!(
+                "partition `{tag}` does not exist in collection `{}`",
+                tables.collection.table_id
+            ))
+        })
+}
+
+fn table_ids(tables: &CollectionTables) -> Vec<String> {
+    std::iter::once(&tables.collection)
+        .chain(&tables.partitions)
+        .map(|t| t.table_id.clone())
+        .collect()
+}
+
+fn group_by_segment(files: &[FileRow]) -> BTreeMap<(&str, &str), Vec<&FileRow>> {
+    let mut groups: BTreeMap<(&str, &str), Vec<&FileRow>> = BTreeMap::new();
+    for f in files {
+        groups
+            .entry((f.table_id.as_str(), f.segment_id.as_str()))
+            .or_default()
+            .push(f);
+    }
+    groups
+}
+
+/// Ids for `n` new rows: increasing, and past the clock (microseconds × 1000) so they stay unique
+/// across restarts without being stored.
+fn next_ids(b: &mut Buffers, n: usize) -> Result<Vec<i64>, NodeError> {
+    let first = b
+        .last_id
+        .saturating_add(1)
+        .max(now_micros().saturating_mul(1000));
+    let last = first
+        .checked_add(n as i64 - 1)
+        .filter(|l| *l < i64::MAX)
+        .ok_or_else(|| {
+            NodeError::InvalidVectorId(
+                "automatic ids are exhausted: ids given earlier reach the largest id; give ids"
+                    .into(),
+            )
+        })?;
+    b.last_id = last;
+    Ok((first..=last).collect())
+}
+
+/// Applies a logged change to the in-memory buffers (on the write path and on replay alike).
+fn apply_record(b: &mut Buffers, record: WalRecord, dim: usize) {
+    match record {
+        WalRecord::Insert {
+            table_id,
+            ids,
+            mut vectors,
+            ..
+        } => {
+            b.last_id = b.last_id.max(ids.iter().copied().max().unwrap_or(0));
+            let mem = b.tables.entry(table_id).or_default();
+            mem.dim = dim;
+            mem.ids.extend(ids);
+            mem.vectors.append(&mut vectors);
+        }
+        WalRecord::Delete { table_id, ids } => {
+            let mem = b.tables.entry(table_id).or_default();
+            mem.dim = dim;
+            mem.remove_rows(&ids.iter().copied().collect());
+            mem.deletes.extend(ids);
+        }
+    }
+}

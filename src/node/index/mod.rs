@@ -1,0 +1,21 @@
+//! Vector search kernels: exact FLAT search and IVF_FLAT, over one segment's vectors.
+//!
+//! Pure Rust, no BLAS: distances come from one dot-product tile kernel (`kernel`, AVX2 + FMA
+//! picked at run time, portable fallback) driven by a blocked scan with bounded per-query heaps
+//! (`scan`), parallel with rayon. L2 is the squared distance ‖q‖² + ‖x‖² − 2⟨q,x⟩, as Milvus and
+//! faiss report it; IP is the inner product. Results are deterministic: equal distances rank by
+//! smaller id, whatever the thread count.
+
+pub mod flat;
+pub mod ivf;
+pub mod topk;
+
+mod kernel;
+mod scan;
+
+#[cfg(test)]
+mod testutil;
+
+pub use flat::search_flat;
+pub use ivf::IvfFlat;
+pub use topk::{MergeError, Metric, RowBitmap, TopK};

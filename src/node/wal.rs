@@ -1,0 +1,619 @@
+//! The write node's write-ahead log. An insert or delete is acknowledged only after its record is on disk
+//! (`fsync`); concurrent writers share one `fsync` (group commit) through a dedicated writer thread.
+//!
+//! Layout: `<dir>/<first lsn, 20 digits>.wal`, each a sequence of records
+//! `[len u32][crc32 u32][lsn u64][kind u8][payload]` (little-endian; crc over lsn..payload).
+//! A torn record at the end of the newest file (a crash mid-write) is cut off on open; damage anywhere
+//! else is an error, because records after it would be lost silently.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+/// Start a new log file once the current one is this large.
+const ROTATE_BYTES: u64 = 64 << 20;
+const HEADER_BYTES: usize = 8;
+const KIND_INSERT: u8 = 1;
+const KIND_DELETE: u8 = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    #[error("write-ahead log {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("write-ahead log {path} is damaged at byte {offset}: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    #[error("the write-ahead log writer has stopped")]
+    Stopped,
+}
+
+/// One logged change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WalRecord {
+    Insert {
+        table_id: String,
+        dim: u32,
+        ids: Vec<i64>,
+        vectors: Vec<f32>,
+    },
+    Delete {
+        table_id: String,
+        ids: Vec<i64>,
+    },
+}
+
+impl WalRecord {
+    pub fn table_id(&self) -> &str {
+        match self {
+            WalRecord::Insert { table_id, .. } | WalRecord::Delete { table_id, .. } => table_id,
+        }
+    }
+
+    fn encode(&self, lsn: u64) -> Vec<u8> {
+        let mut body = Vec::with_capacity(self.encoded_len_hint());
+        body.extend_from_slice(&lsn.to_le_bytes());
+        let put_table = |body: &mut Vec<u8>, table: &str| {
+            body.extend_from_slice(&(table.len() as u32).to_le_bytes());
+            body.extend_from_slice(table.as_bytes());
+        };
+        match self {
+            WalRecord::Insert {
+                table_id,
+                dim,
+                ids,
+                vectors,
+            } => {
+                body.push(KIND_INSERT);
+                put_table(&mut body, table_id);
+                body.extend_from_slice(&dim.to_le_bytes());
+                body.extend_from_slice(&(ids.len() as u64).to_le_bytes());
+                ids.iter()
+                    .for_each(|id| body.extend_from_slice(&id.to_le_bytes()));
+                vectors
+                    .iter()
+                    .for_each(|v| body.extend_from_slice(&v.to_le_bytes()));
+            }
+            WalRecord::Delete { table_id, ids } => {
+                body.push(KIND_DELETE);
+                put_table(&mut body, table_id);
+                body.extend_from_slice(&(ids.len() as u64).to_le_bytes());
+                ids.iter()
+                    .for_each(|id| body.extend_from_slice(&id.to_le_bytes()));
+            }
+        }
+        let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    fn encoded_len_hint(&self) -> usize {
+        match self {
+            WalRecord::Insert {
+                table_id,
+                ids,
+                vectors,
+                ..
+            } => 32 + table_id.len() + ids.len() * 8 + vectors.len() * 4,
+            WalRecord::Delete { table_id, ids } => 32 + table_id.len() + ids.len() * 8,
+        }
+    }
+
+    /// Decodes a record body (after len and crc). `None` when it does not parse.
+    fn decode(body: &[u8]) -> Option<(u64, WalRecord)> {
+        let mut r = Cursor { buf: body, pos: 0 };
+        let lsn = r.u64()?;
+        let kind = r.take(1)?[0];
+        let table_len = r.u32()? as usize;
+        let table_id = String::from_utf8(r.take(table_len)?.to_vec()).ok()?;
+        let record = match kind {
+            KIND_INSERT => {
+                let dim = r.u32()?;
+                let n = usize::try_from(r.u64()?).ok()?;
+                let ids = r.i64s(n)?;
+                let vectors = r.f32s(n.checked_mul(dim as usize)?)?;
+                WalRecord::Insert {
+                    table_id,
+                    dim,
+                    ids,
+                    vectors,
+                }
+            }
+            KIND_DELETE => {
+                let n = usize::try_from(r.u64()?).ok()?;
+                WalRecord::Delete {
+                    table_id,
+                    ids: r.i64s(n)?,
+                }
+            }
+            _ => return None,
+        };
+        (r.pos == body.len()).then_some((lsn, record))
+    }
+}
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(n)?;
+        let out = self.buf.get(self.pos..end)?;
+        self.pos = end;
+        Some(out)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    }
+    fn i64s(&mut self, n: usize) -> Option<Vec<i64>> {
+        let bytes = self.take(n.checked_mul(8)?)?;
+        Some(
+            bytes
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                .collect(),
+        )
+    }
+    fn f32s(&mut self, n: usize) -> Option<Vec<f32>> {
+        let bytes = self.take(n.checked_mul(4)?)?;
+        Some(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        )
+    }
+}
+
+enum Command {
+    Append {
+        bytes: Vec<u8>,
+        lsn: u64,
+        done: oneshot::Sender<Result<(), WalError>>,
+    },
+    /// Every record with an lsn ≤ this is durable elsewhere: whole files of them may go.
+    Checkpoint(u64),
+}
+
+struct Submitter {
+    next_lsn: u64,
+    tx: mpsc::Sender<Command>,
+}
+
+/// A handle to the log. Cheap to clone; all clones feed one writer thread.
+#[derive(Clone)]
+pub struct Wal {
+    submitter: Arc<Mutex<Submitter>>,
+}
+
+/// Waits until a submitted record is on disk.
+pub struct Durable(oneshot::Receiver<Result<(), WalError>>);
+
+impl Durable {
+    pub async fn wait(self) -> Result<(), WalError> {
+        self.0.await.unwrap_or(Err(WalError::Stopped))
+    }
+}
+
+impl Wal {
+    /// Opens (creating) the log in `dir` and returns it with every intact record, in lsn order, for
+    /// replay. New records get lsns after the highest one found (or after `min_next_lsn - 1`).
+    pub fn open(dir: &Path, min_next_lsn: u64) -> Result<(Wal, Vec<(u64, WalRecord)>), WalError> {
+        let io_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| WalError::Io { path, source }
+        };
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let files = list_files(dir).map_err(io_err(dir))?;
+        let mut records = Vec::new();
+        for (i, (_, path)) in files.iter().enumerate() {
+            let last = i + 1 == files.len();
+            read_file(path, last, &mut records)?;
+        }
+        let next_lsn = records
+            .last()
+            .map(|(lsn, _)| lsn + 1)
+            .unwrap_or(1)
+            .max(min_next_lsn);
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer {
+            dir: dir.to_path_buf(),
+            files,
+            current: None,
+        };
+        std::thread::Builder::new()
+            .name("mishards-wal".into())
+            .spawn(move || writer.run(rx))
+            .map_err(io_err(dir))?;
+        Ok((
+            Wal {
+                submitter: Arc::new(Mutex::new(Submitter { next_lsn, tx })),
+            },
+            records,
+        ))
+    }
+
+    /// Queues `record` and returns its lsn and a handle that resolves once it is on disk. Records are
+    /// written in the order they are submitted, which is also lsn order.
+    pub fn submit(&self, record: &WalRecord) -> Result<(u64, Durable), WalError> {
+        let mut s = self.submitter.lock().map_err(|_| WalError::Stopped)?;
+        let lsn = s.next_lsn;
+        let (done, wait) = oneshot::channel();
+        s.tx.send(Command::Append {
+            bytes: record.encode(lsn),
+            lsn,
+            done,
+        })
+        .map_err(|_| WalError::Stopped)?;
+        s.next_lsn += 1;
+        Ok((lsn, Durable(wait)))
+    }
+
+    /// The lsn the next record will get; every record before it has been submitted.
+    pub fn next_lsn(&self) -> u64 {
+        self.submitter.lock().map(|s| s.next_lsn).unwrap_or(0)
+    }
+
+    /// Lets the log drop files whose records all have lsn ≤ `lsn`.
+    pub fn checkpoint(&self, lsn: u64) {
+        if let Ok(s) = self.submitter.lock() {
+            let _ = s.tx.send(Command::Checkpoint(lsn));
+        }
+    }
+}
+
+fn list_files(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut files = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let first = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".wal"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(first) = first {
+            files.push((first, path));
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn read_file(path: &Path, last: bool, out: &mut Vec<(u64, WalRecord)>) -> Result<(), WalError> {
+    let io_err = |source| WalError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut reader = BufReader::new(File::open(path).map_err(io_err)?);
+    let mut offset = 0u64;
+    loop {
+        let mut header = [0u8; HEADER_BYTES];
+        match read_full(&mut reader, &mut header).map_err(io_err)? {
+            0 => return Ok(()),
+            n if n < HEADER_BYTES => return torn(path, offset, last, "truncated record header"),
+            _ => {}
+        }
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        let mut body = vec![0u8; len];
+        if read_full(&mut reader, &mut body).map_err(io_err)? < len {
+            return torn(path, offset, last, "truncated record");
+        }
+        if crc32fast::hash(&body) != crc {
+            return torn(path, offset, last, "checksum mismatch");
+        }
+        let Some((lsn, record)) = WalRecord::decode(&body) else {
+            return torn(path, offset, last, "record does not parse");
+        };
+        out.push((lsn, record));
+        offset += (HEADER_BYTES + len) as u64;
+    }
+}
+
+/// A damaged tail of the newest file is a write the crash interrupted: cut it off and go on.
+fn torn(path: &Path, offset: u64, last: bool, reason: &str) -> Result<(), WalError> {
+    if !last {
+        return Err(WalError::Corrupt {
+            path: path.to_path_buf(),
+            offset,
+            reason: reason.into(),
+        });
+    }
+    tracing::warn!(path = %path.display(), offset, reason, "cutting off a torn write at the end of the log");
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|source| WalError::Io {
+            path: path.into(),
+            source,
+        })?;
+    file.set_len(offset)
+        .and_then(|_| file.sync_all())
+        .map_err(|source| WalError::Io {
+            path: path.into(),
+            source,
+        })
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
+struct Writer {
+    dir: PathBuf,
+    /// (first lsn, path) of every file, oldest first; the last one is `current` once writing started.
+    files: Vec<(u64, PathBuf)>,
+    current: Option<(File, u64)>,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Command>) {
+        // Each turn takes everything queued, writes it, and pays for one fsync: group commit.
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            batch.extend(rx.try_iter());
+            let mut waiting = Vec::new();
+            let mut result = Ok(());
+            for command in batch {
+                match command {
+                    Command::Append { bytes, lsn, done } => {
+                        if result.is_ok() {
+                            result = self.write(&bytes, lsn);
+                        }
+                        waiting.push(done);
+                    }
+                    Command::Checkpoint(lsn) => self.drop_files_through(lsn),
+                }
+            }
+            if result.is_ok() && !waiting.is_empty() {
+                result = self.sync();
+            }
+            for done in waiting {
+                let _ = done.send(match &result {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(WalError::Io {
+                        path: self.dir.clone(),
+                        source: io::Error::other(e.to_string()),
+                    }),
+                });
+            }
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8], lsn: u64) -> Result<(), WalError> {
+        let needs_new = match &self.current {
+            None => true,
+            Some((_, size)) => *size >= ROTATE_BYTES,
+        };
+        if needs_new {
+            self.sync()?;
+            let path = self.dir.join(format!("{lsn:020}.wal"));
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|source| WalError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+            sync_dir(&self.dir);
+            let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+            self.files.push((lsn, path));
+            self.current = Some((file, size));
+        }
+        let Some((file, size)) = self.current.as_mut() else {
+            return Err(WalError::Stopped);
+        };
+        file.write_all(bytes).map_err(|source| WalError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
+        *size += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), WalError> {
+        match &self.current {
+            Some((file, _)) => file.sync_data().map_err(|source| WalError::Io {
+                path: self.dir.clone(),
+                source,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Removes every file whose records all have lsn ≤ `lsn` (the next file starts at or below lsn + 1),
+    /// never the file being written.
+    fn drop_files_through(&mut self, lsn: u64) {
+        while self.files.len() > 1 && self.files[1].0 <= lsn + 1 {
+            let (_, path) = self.files.remove(0);
+            if let Err(e) = fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove a checkpointed log file");
+            }
+        }
+    }
+}
+
+/// Makes a created or renamed entry in `dir` durable.
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn insert(table: &str, ids: &[i64]) -> WalRecord {
+        WalRecord::Insert {
+            table_id: table.into(),
+            dim: 2,
+            ids: ids.to_vec(),
+            vectors: ids.iter().flat_map(|&i| [i as f32, -(i as f32)]).collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn records_survive_a_reopen_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, replay) = Wal::open(dir.path(), 1).unwrap();
+        assert!(replay.is_empty());
+        let (l1, d1) = wal.submit(&insert("a", &[1, 2])).unwrap();
+        let (l2, d2) = wal
+            .submit(&WalRecord::Delete {
+                table_id: "a".into(),
+                ids: vec![2],
+            })
+            .unwrap();
+        d1.wait().await.unwrap();
+        d2.wait().await.unwrap();
+        assert_eq!((l1, l2), (1, 2));
+        drop(wal);
+        let (wal, replay) = Wal::open(dir.path(), 1).unwrap();
+        assert_eq!(
+            replay,
+            vec![
+                (1, insert("a", &[1, 2])),
+                (
+                    2,
+                    WalRecord::Delete {
+                        table_id: "a".into(),
+                        ids: vec![2]
+                    }
+                )
+            ]
+        );
+        assert_eq!(wal.next_lsn(), 3);
+    }
+
+    #[tokio::test]
+    async fn concurrent_writers_share_fsyncs_and_keep_lsn_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(dir.path(), 10).unwrap();
+        let mut tasks = Vec::new();
+        for t in 0..8i64 {
+            let wal = wal.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..50 {
+                    let (_, d) = wal.submit(&insert("t", &[t * 1000 + i])).unwrap();
+                    d.wait().await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let (_, replay) = Wal::open(dir.path(), 1).unwrap();
+        assert_eq!(replay.len(), 400);
+        assert!(replay.windows(2).all(|w| w[1].0 == w[0].0 + 1));
+        assert_eq!(replay[0].0, 10);
+    }
+
+    #[tokio::test]
+    async fn a_torn_tail_is_cut_off_and_damage_elsewhere_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(dir.path(), 1).unwrap();
+        for i in 0..3 {
+            wal.submit(&insert("t", &[i]))
+                .unwrap()
+                .1
+                .wait()
+                .await
+                .unwrap();
+        }
+        drop(wal);
+        let (_, path) = list_files(dir.path()).unwrap().pop().unwrap();
+        let len = fs::metadata(&path).unwrap().len();
+        // A crash halfway through the last record.
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 5)
+            .unwrap();
+        let (wal, replay) = Wal::open(dir.path(), 1).unwrap();
+        assert_eq!(replay.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2]);
+        wal.submit(&insert("t", &[9]))
+            .unwrap()
+            .1
+            .wait()
+            .await
+            .unwrap();
+        drop(wal);
+        let (_, replay) = Wal::open(dir.path(), 1).unwrap();
+        assert_eq!(replay.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3]);
+
+        // Flip a byte inside the first record of a file that is not the newest one.
+        fs::write(
+            dir.path().join(format!("{:020}.wal", 100)),
+            insert("x", &[1]).encode(100),
+        )
+        .unwrap();
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[HEADER_BYTES + 3] ^= 0xff;
+        fs::write(&path, bytes).unwrap();
+        assert!(matches!(
+            Wal::open(dir.path(), 1),
+            Err(WalError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn checkpoints_drop_only_fully_covered_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Writer {
+            dir: dir.path().into(),
+            files: Vec::new(),
+            current: None,
+        };
+        for first in [1u64, 50, 90] {
+            let path = dir.path().join(format!("{first:020}.wal"));
+            fs::write(&path, b"").unwrap();
+            w.files.push((first, path));
+        }
+        w.drop_files_through(48);
+        assert_eq!(w.files.len(), 3);
+        w.drop_files_through(49);
+        assert_eq!(w.files.iter().map(|f| f.0).collect::<Vec<_>>(), [50, 90]);
+        w.drop_files_through(1_000);
+        assert_eq!(
+            w.files.iter().map(|f| f.0).collect::<Vec<_>>(),
+            [90],
+            "the newest file stays"
+        );
+    }
+
+    #[test]
+    fn garbage_never_decodes() {
+        assert!(WalRecord::decode(&[]).is_none());
+        assert!(WalRecord::decode(&[0; 13]).is_none());
+        let good = insert("t", &[1, 2]).encode(5);
+        let body = &good[HEADER_BYTES..];
+        assert_eq!(WalRecord::decode(body).map(|r| r.0), Some(5));
+        assert!(WalRecord::decode(&body[..body.len() - 1]).is_none());
+    }
+}

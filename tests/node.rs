@@ -1,0 +1,970 @@
+//! The data node over gRPC, in process: every RPC's happy and error paths, exact results, roles sharing one
+//! storage folder, merge and garbage collection, and write-ahead-log replay.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::{Client, Rng, brute_force, client, node_config};
+use mishards::proto::{self, ErrorCode};
+
+fn code(status: &Option<proto::Status>) -> i32 {
+    status.as_ref().map_or(-1, |s| s.error_code)
+}
+
+fn ok(status: &Option<proto::Status>) {
+    assert_eq!(code(status), 0, "{status:?}");
+}
+
+fn records(vectors: &[Vec<f32>]) -> Vec<proto::RowRecord> {
+    vectors
+        .iter()
+        .map(|v| proto::RowRecord {
+            float_data: v.clone(),
+            binary_data: Vec::new(),
+        })
+        .collect()
+}
+
+fn params(json: &str) -> Vec<proto::KeyValuePair> {
+    vec![proto::KeyValuePair {
+        key: "params".into(),
+        value: json.into(),
+    }]
+}
+
+async fn create(c: &mut Client, name: &str, dim: i64, metric: i32) {
+    let st = c
+        .create_collection(proto::CollectionSchema {
+            collection_name: name.into(),
+            dimension: dim,
+            index_file_size: 1024,
+            metric_type: metric,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.error_code, 0, "{st:?}");
+}
+
+async fn insert(
+    c: &mut Client,
+    name: &str,
+    tag: &str,
+    vectors: &[Vec<f32>],
+    ids: Vec<i64>,
+) -> proto::VectorIds {
+    c.insert(proto::InsertParam {
+        collection_name: name.into(),
+        row_record_array: records(vectors),
+        row_id_array: ids,
+        partition_tag: tag.into(),
+        extra_params: Vec::new(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+async fn flush(c: &mut Client, names: &[&str]) {
+    let st = c
+        .flush(proto::FlushParam {
+            collection_name_array: names.iter().map(|s| s.to_string()).collect(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.error_code, 0, "{st:?}");
+}
+
+async fn search(
+    c: &mut Client,
+    name: &str,
+    tags: &[&str],
+    queries: &[Vec<f32>],
+    k: i64,
+    extra: &str,
+) -> proto::TopKQueryResult {
+    c.search(proto::SearchParam {
+        collection_name: name.into(),
+        partition_tag_array: tags.iter().map(|s| s.to_string()).collect(),
+        query_record_array: records(queries),
+        topk: k,
+        extra_params: params(extra),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+async fn count(c: &mut Client, name: &str) -> i64 {
+    let r = c
+        .count_collection(proto::CollectionName {
+            collection_name: name.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    ok(&r.status);
+    r.collection_row_count
+}
+
+/// Checks each result row against brute force: same ids in order, distances within a small tolerance.
+fn assert_exact(
+    result: &proto::TopKQueryResult,
+    data: &[(i64, Vec<f32>)],
+    queries: &[Vec<f32>],
+    k: usize,
+    ip: bool,
+) {
+    ok(&result.status);
+    assert_eq!(result.row_num as usize, queries.len());
+    for (q, query) in queries.iter().enumerate() {
+        let expected = brute_force(data, query, k, ip);
+        let ids = &result.ids[q * k..(q + 1) * k];
+        let distances = &result.distances[q * k..(q + 1) * k];
+        let expected_ids: Vec<i64> = expected
+            .iter()
+            .map(|e| e.0)
+            .chain(std::iter::repeat(-1))
+            .take(k)
+            .collect();
+        assert_eq!(ids, expected_ids.as_slice(), "query {q}");
+        for (got, want) in distances.iter().zip(&expected) {
+            assert!(
+                (got - want.1).abs() <= 1e-3 * want.1.abs().max(1.0),
+                "query {q}: {got} vs {}",
+                want.1
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collections_partitions_and_exact_search() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = mishards::node::start(&node_config(
+        "rw",
+        dir.path(),
+        &[("auto-flush-interval", "3600".into())],
+    ))
+    .await
+    .unwrap();
+    let mut c = client(node.addr).await;
+    let mut rng = Rng(7);
+
+    create(&mut c, "vectors", 16, 1).await;
+    let has = c
+        .has_collection(proto::CollectionName {
+            collection_name: "vectors".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(has.bool_reply);
+    let schema = c
+        .describe_collection(proto::CollectionName {
+            collection_name: "vectors".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    ok(&schema.status);
+    assert_eq!(
+        (schema.dimension, schema.index_file_size, schema.metric_type),
+        (16, 1024, 1)
+    );
+
+    let st = c
+        .create_partition(proto::PartitionParam {
+            collection_name: "vectors".into(),
+            tag: "2024-01".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.error_code, 0, "{st:?}");
+    let parts = c
+        .show_partitions(proto::CollectionName {
+            collection_name: "vectors".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(parts.partition_tag_array, ["_default", "2024-01"]);
+
+    let base = rng.vectors(600, 16);
+    let ids = insert(&mut c, "vectors", "", &base[..400], Vec::new()).await;
+    ok(&ids.status);
+    assert_eq!(ids.vector_id_array.len(), 400);
+    assert_eq!(
+        ids.vector_id_array.iter().collect::<HashSet<_>>().len(),
+        400,
+        "auto ids are unique"
+    );
+    // The first insert fixed automatic ids for this collection: ids given now are refused.
+    let given: Vec<i64> = (1..=200).map(|i| i * 10).collect();
+    let refused = insert(&mut c, "vectors", "2024-01", &base[400..], given).await;
+    assert_eq!(code(&refused.status), ErrorCode::IllegalVectorId as i32);
+    let r = insert(&mut c, "vectors", "2024-01", &base[400..], Vec::new()).await;
+    ok(&r.status);
+    let part_ids = r.vector_id_array;
+    assert!(part_ids.iter().all(|id| !ids.vector_id_array.contains(id)));
+
+    assert_eq!(
+        count(&mut c, "vectors").await,
+        0,
+        "nothing is searchable before a flush"
+    );
+    flush(&mut c, &["vectors"]).await;
+    assert_eq!(count(&mut c, "vectors").await, 600);
+
+    let data: Vec<(i64, Vec<f32>)> = ids
+        .vector_id_array
+        .iter()
+        .chain(&part_ids)
+        .copied()
+        .zip(base.iter().cloned())
+        .collect();
+    let queries = rng.vectors(5, 16);
+    let result = search(&mut c, "vectors", &[], &queries, 10, "{}").await;
+    assert_exact(&result, &data, &queries, 10, false);
+
+    // Tags are whole-string regular expressions; `_default` is the collection's own table.
+    let only_part = search(&mut c, "vectors", &["2024-.*"], &queries, 5, "{}").await;
+    assert_exact(&only_part, &data[400..], &queries, 5, false);
+    let only_default = search(&mut c, "vectors", &["_default"], &queries, 5, "{}").await;
+    assert_exact(&only_default, &data[..400], &queries, 5, false);
+    let none = search(&mut c, "vectors", &["2024"], &queries, 5, "{}").await;
+    assert_eq!(code(&none.status), ErrorCode::IllegalArgument as i32);
+
+    // More hits asked than rows: padded with -1.
+    create(&mut c, "tiny", 16, 2).await;
+    let tiny_ids = insert(&mut c, "tiny", "", &base[..3], vec![1, 2, 3]).await;
+    ok(&tiny_ids.status);
+    flush(&mut c, &[]).await;
+    let tiny_data: Vec<(i64, Vec<f32>)> = vec![
+        (1, base[0].clone()),
+        (2, base[1].clone()),
+        (3, base[2].clone()),
+    ];
+    let padded = search(&mut c, "tiny", &[], &queries[..2], 5, "{}").await;
+    assert_exact(&padded, &tiny_data, &queries[..2], 5, true);
+
+    // An empty collection answers with an empty result, as Milvus does.
+    create(&mut c, "empty", 16, 1).await;
+    let empty = search(&mut c, "empty", &[], &queries, 3, "{}").await;
+    ok(&empty.status);
+    assert_eq!((empty.row_num, empty.ids.len()), (0, 0));
+
+    // Vectors by id (with and without the partition), ids of a segment, the stats JSON.
+    let got = c
+        .get_vectors_by_id(proto::VectorsIdentity {
+            collection_name: "vectors".into(),
+            id_array: vec![part_ids[3], 123_456],
+            partition_tag: "2024-01".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    ok(&got.status);
+    assert_eq!(got.vectors_data[0].float_data, base[403]);
+    assert!(got.vectors_data[1].float_data.is_empty());
+    let stats = c
+        .show_collection_info(proto::CollectionName {
+            collection_name: "vectors".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    ok(&stats.status);
+    let json: serde_json::Value = serde_json::from_str(&stats.json_info).unwrap();
+    assert_eq!(json["row_count"], 600);
+    assert_eq!(json["partitions"][0]["tag"], "_default");
+    assert_eq!(json["partitions"][0]["row_count"], 400);
+    assert_eq!(json["partitions"][1]["tag"], "2024-01");
+    let segment = json["partitions"][1]["segments"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(json["partitions"][1]["segments"][0]["index_name"], "IDMAP");
+    let seg_ids = c
+        .get_vector_i_ds(proto::GetVectorIDsParam {
+            collection_name: "vectors".into(),
+            segment_name: segment,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    ok(&seg_ids.status);
+    assert_eq!(seg_ids.vector_id_array, part_ids);
+
+    // Deletes count at the next flush, in the partition named.
+    let st = c
+        .delete_by_id(proto::DeleteByIdParam {
+            collection_name: "vectors".into(),
+            partition_tag: "2024-01".into(),
+            id_array: vec![part_ids[0], part_ids[1]],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.error_code, 0, "{st:?}");
+    flush(&mut c, &["vectors"]).await;
+    assert_eq!(count(&mut c, "vectors").await, 598);
+    let remaining: Vec<(i64, Vec<f32>)> = data
+        .iter()
+        .filter(|(id, _)| !part_ids[..2].contains(id))
+        .cloned()
+        .collect();
+    let after = search(&mut c, "vectors", &[], &[base[400].clone()], 3, "{}").await;
+    assert_exact(&after, &remaining, &[base[400].clone()], 3, false);
+    let compact = c
+        .compact(proto::CollectionName {
+            collection_name: "vectors".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(compact.error_code, 0, "{compact:?}");
+    assert_eq!(count(&mut c, "vectors").await, 598);
+    let after_compact = search(&mut c, "vectors", &[], &queries, 10, "{}").await;
+    assert_exact(&after_compact, &remaining, &queries, 10, false);
+
+    // Dropping a partition, then the collection.
+    let st = c
+        .drop_partition(proto::PartitionParam {
+            collection_name: "vectors".into(),
+            tag: "2024-01".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.error_code, 0);
+    assert_eq!(count(&mut c, "vectors").await, 400);
+    let st = c
+        .drop_collection(proto::CollectionName {
+            collection_name: "vectors".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.error_code, 0);
+    let listed = c
+        .show_collections(proto::Command::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.collection_names, ["empty", "tiny"]);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ivf_index_lifecycle() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = node_config(
+        "rw",
+        dir.path(),
+        &[
+            ("auto-flush-interval", "3600".into()),
+            ("index-build-threshold", "100".into()),
+        ],
+    );
+    let node = mishards::node::start(&config).await.unwrap();
+    let mut c = client(node.addr).await;
+    let mut rng = Rng(11);
+    create(&mut c, "ivf", 8, 1).await;
+    let base = rng.vectors(2000, 8);
+    let ids = insert(&mut c, "ivf", "", &base, Vec::new())
+        .await
+        .vector_id_array;
+    flush(&mut c, &[]).await;
+
+    let bad = c
+        .create_index(proto::IndexParam {
+            collection_name: "ivf".into(),
+            index_type: 2,
+            extra_params: params(r#"{"nlist": 0}"#),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(bad.error_code, ErrorCode::IllegalNlist as i32);
+    let unsupported = c
+        .create_index(proto::IndexParam {
+            collection_name: "ivf".into(),
+            index_type: 11,
+            extra_params: params(r#"{"M": 16}"#),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(unsupported.error_code, ErrorCode::IllegalIndexType as i32);
+
+    let st = c
+        .create_index(proto::IndexParam {
+            collection_name: "ivf".into(),
+            index_type: 2,
+            extra_params: params(r#"{"nlist": 16}"#),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.error_code, 0, "{st:?}");
+    let described = c
+        .describe_index(proto::CollectionName {
+            collection_name: "ivf".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    ok(&described.status);
+    assert_eq!(described.index_type, 2);
+    assert_eq!(described.extra_params[0].value, r#"{"nlist":16}"#);
+    let stats = c
+        .show_collection_info(proto::CollectionName {
+            collection_name: "ivf".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stats.json_info.contains("IVFFLAT"), "{}", stats.json_info);
+
+    let data: Vec<(i64, Vec<f32>)> = ids.iter().copied().zip(base.iter().cloned()).collect();
+    let queries = rng.vectors(4, 8);
+    // nprobe = nlist searches every list: exact.
+    let exact = search(&mut c, "ivf", &[], &queries, 10, r#"{"nprobe": 16}"#).await;
+    assert_exact(&exact, &data, &queries, 10, false);
+    let bad_nprobe = search(&mut c, "ivf", &[], &queries, 10, r#"{"nprobe": 0}"#).await;
+    assert_eq!(code(&bad_nprobe.status), ErrorCode::IllegalArgument as i32);
+    // Vectors stay readable by id while the raw file is kept behind the index.
+    let got = c
+        .get_vectors_by_id(proto::VectorsIdentity {
+            collection_name: "ivf".into(),
+            id_array: vec![ids[5]],
+            partition_tag: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.vectors_data[0].float_data, base[5]);
+
+    // Deletes reach the index; compaction rewrites the segment and keeps it indexed.
+    let st = c
+        .delete_by_id(proto::DeleteByIdParam {
+            collection_name: "ivf".into(),
+            id_array: ids[..10].to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.error_code, 0);
+    flush(&mut c, &[]).await;
+    let data: Vec<(i64, Vec<f32>)> = data[10..].to_vec();
+    let after_delete = search(&mut c, "ivf", &[], &queries, 10, r#"{"nprobe": 16}"#).await;
+    assert_exact(&after_delete, &data, &queries, 10, false);
+    let st = c
+        .compact(proto::CollectionName {
+            collection_name: "ivf".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.error_code, 0, "{st:?}");
+    assert_eq!(count(&mut c, "ivf").await, 1990);
+    let stats = c
+        .show_collection_info(proto::CollectionName {
+            collection_name: "ivf".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stats.json_info.contains("IVFFLAT"), "{}", stats.json_info);
+    let after_compact = search(&mut c, "ivf", &[], &queries, 10, r#"{"nprobe": 16}"#).await;
+    assert_exact(&after_compact, &data, &queries, 10, false);
+
+    let st = c
+        .drop_index(proto::CollectionName {
+            collection_name: "ivf".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.error_code, 0);
+    let stats = c
+        .show_collection_info(proto::CollectionName {
+            collection_name: "ivf".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        stats.json_info.contains("IDMAP") && !stats.json_info.contains("IVFFLAT"),
+        "{}",
+        stats.json_info
+    );
+    let again = search(&mut c, "ivf", &[], &queries, 10, "{}").await;
+    assert_exact(&again, &data, &queries, 10, false);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_statuses_and_the_node_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = mishards::node::start(&node_config("rw", dir.path(), &[]))
+        .await
+        .unwrap();
+    let mut c = client(node.addr).await;
+    let schema = |name: &str, dim: i64, size: i64, metric: i32| proto::CollectionSchema {
+        collection_name: name.into(),
+        dimension: dim,
+        index_file_size: size,
+        metric_type: metric,
+        ..Default::default()
+    };
+    let cases = [
+        (schema("1bad", 4, 1024, 1), ErrorCode::IllegalCollectionName),
+        (schema("a-b", 4, 1024, 1), ErrorCode::IllegalCollectionName),
+        (schema("ok", 0, 1024, 1), ErrorCode::IllegalDimension),
+        (schema("ok", 32769, 1024, 1), ErrorCode::IllegalDimension),
+        (schema("ok", 4, 0, 1), ErrorCode::IllegalArgument),
+        (schema("ok", 4, 1024, 3), ErrorCode::IllegalMetricType),
+        (schema("ok", 4, 1024, 42), ErrorCode::IllegalMetricType),
+    ];
+    for (s, expected) in cases {
+        let st = c.create_collection(s.clone()).await.unwrap().into_inner();
+        assert_eq!(st.error_code, expected as i32, "{s:?}: {st:?}");
+        assert!(!st.reason.is_empty());
+    }
+    create(&mut c, "ok", 4, 1).await;
+    let dup = c
+        .create_collection(schema("ok", 4, 1024, 1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(dup.error_code, 0);
+
+    let v = vec![vec![0.1f32; 4]; 3];
+    let missing = insert(&mut c, "nope", "", &v, Vec::new()).await;
+    assert_eq!(code(&missing.status), ErrorCode::CollectionNotExists as i32);
+    let wrong_dim = insert(&mut c, "ok", "", &[vec![0.1f32; 5]], Vec::new()).await;
+    assert_eq!(code(&wrong_dim.status), ErrorCode::IllegalDimension as i32);
+    let mixed = insert(
+        &mut c,
+        "ok",
+        "",
+        &[vec![0.1f32; 4], vec![0.1f32; 3]],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(code(&mixed.status), ErrorCode::IllegalDimension as i32);
+    let empty = insert(&mut c, "ok", "", &[], Vec::new()).await;
+    assert_eq!(code(&empty.status), ErrorCode::IllegalRowrecord as i32);
+    let some_ids = insert(&mut c, "ok", "", &v, vec![1]).await;
+    assert_eq!(code(&some_ids.status), ErrorCode::IllegalRowrecord as i32);
+    let no_partition = insert(&mut c, "ok", "nope", &v, Vec::new()).await;
+    assert_eq!(
+        code(&no_partition.status),
+        ErrorCode::IllegalArgument as i32
+    );
+    let nan = insert(&mut c, "ok", "", &[vec![f32::NAN; 4]], Vec::new()).await;
+    assert_eq!(code(&nan.status), ErrorCode::IllegalRowrecord as i32);
+
+    let negative = insert(&mut c, "ok", "", &v, vec![1, -2, 3]).await;
+    assert_eq!(code(&negative.status), ErrorCode::IllegalVectorId as i32);
+    ok(&insert(&mut c, "ok", "", &v, vec![1, 2, 3]).await.status);
+    let auto = insert(&mut c, "ok", "", &v, Vec::new()).await;
+    assert_eq!(
+        code(&auto.status),
+        ErrorCode::IllegalVectorId as i32,
+        "ids were given before: auto ids refused"
+    );
+    flush(&mut c, &[]).await;
+    for (k, expected) in [(0, ErrorCode::IllegalTopk), (16385, ErrorCode::IllegalTopk)] {
+        let r = search(&mut c, "ok", &[], &v, k, "{}").await;
+        assert_eq!(code(&r.status), expected as i32);
+    }
+    let r = search(&mut c, "ok", &[], &[vec![0.1f32; 7]], 1, "{}").await;
+    assert_eq!(code(&r.status), ErrorCode::IllegalDimension as i32);
+    let r = search(&mut c, "ok", &[], &v, 1, "{nprobe").await;
+    assert_eq!(code(&r.status), ErrorCode::IllegalArgument as i32);
+    let r = search(&mut c, "ok", &["("], &v, 1, "{}").await;
+    assert_eq!(code(&r.status), ErrorCode::IllegalArgument as i32);
+    let in_files = |ids: Vec<&str>| proto::SearchInFilesParam {
+        file_id_array: ids.into_iter().map(String::from).collect(),
+        search_param: Some(proto::SearchParam {
+            collection_name: "ok".into(),
+            query_record_array: records(&v),
+            topk: 1,
+            ..Default::default()
+        }),
+    };
+    let r = c
+        .search_in_files(in_files(vec!["999999"]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), ErrorCode::FileNotFound as i32);
+    let r = c
+        .search_in_files(in_files(vec!["x"]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), ErrorCode::IllegalArgument as i32);
+    let st = c
+        .create_partition(proto::PartitionParam {
+            collection_name: "ok".into(),
+            tag: "_default".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(st.error_code, 0);
+    let st = c
+        .drop_partition(proto::PartitionParam {
+            collection_name: "ok".into(),
+            tag: "_default".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(st.error_code, 0);
+    let st = c
+        .delete_by_id(proto::DeleteByIdParam {
+            collection_name: "ok".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.error_code, ErrorCode::IllegalVectorId as i32);
+    let hybrid = c
+        .has_hybrid_collection(proto::CollectionName {
+            collection_name: "ok".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(hybrid.code(), tonic::Code::Unimplemented);
+
+    // Cmd.
+    let cmd = |s: &str| proto::Command { cmd: s.into() };
+    assert_eq!(
+        c.cmd(cmd("version"))
+            .await
+            .unwrap()
+            .into_inner()
+            .string_reply,
+        "1.1.1"
+    );
+    assert_eq!(
+        c.cmd(cmd("status"))
+            .await
+            .unwrap()
+            .into_inner()
+            .string_reply,
+        "OK"
+    );
+    assert_eq!(
+        c.cmd(cmd("mode")).await.unwrap().into_inner().string_reply,
+        "CPU"
+    );
+    assert_eq!(
+        c.cmd(cmd("whatever"))
+            .await
+            .unwrap()
+            .into_inner()
+            .string_reply,
+        "Unknown command"
+    );
+    let info = c
+        .cmd(cmd("get_system_info"))
+        .await
+        .unwrap()
+        .into_inner()
+        .string_reply;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&info).unwrap()["role"],
+        "rw"
+    );
+    let st = c
+        .cmd(cmd("set_config storage.auto_flush_interval 2"))
+        .await
+        .unwrap()
+        .into_inner();
+    ok(&st.status);
+    assert_eq!(
+        c.cmd(cmd("get_config storage.auto_flush_interval"))
+            .await
+            .unwrap()
+            .into_inner()
+            .string_reply,
+        "2"
+    );
+    let st = c
+        .cmd(cmd("set_config storage.auto_flush_interval -1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&st.status), ErrorCode::IllegalArgument as i32);
+
+    // Still serving.
+    assert_eq!(count(&mut c, "ok").await, 3);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_node_on_the_same_storage_answers_the_same_and_refuses_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let rw = mishards::node::start(&node_config(
+        "rw",
+        dir.path(),
+        &[("auto-flush-interval", "0.2".into())],
+    ))
+    .await
+    .unwrap();
+    let ro = mishards::node::start(&node_config("ro", dir.path(), &[]))
+        .await
+        .unwrap();
+    let (mut w, mut r) = (client(rw.addr).await, client(ro.addr).await);
+    let mut rng = Rng(3);
+    create(&mut w, "shared", 12, 2).await;
+    let base = rng.vectors(300, 12);
+    let ids = insert(&mut w, "shared", "", &base, Vec::new())
+        .await
+        .vector_id_array;
+    // Auto-flush makes the data visible without an explicit flush.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count(&mut r, "shared").await < 300 {
+        assert!(Instant::now() < deadline, "auto-flush did not happen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let queries = rng.vectors(4, 12);
+    let from_rw = search(&mut w, "shared", &[], &queries, 7, "{}").await;
+    let from_ro = search(&mut r, "shared", &[], &queries, 7, "{}").await;
+    assert_eq!(from_rw, from_ro);
+    let data: Vec<(i64, Vec<f32>)> = ids.iter().copied().zip(base.iter().cloned()).collect();
+    assert_exact(&from_ro, &data, &queries, 7, true);
+
+    // The reader picks up deletes the writer flushed.
+    let st = w
+        .delete_by_id(proto::DeleteByIdParam {
+            collection_name: "shared".into(),
+            id_array: vec![from_rw.ids[0]],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.error_code, 0);
+    flush(&mut w, &[]).await;
+    let again = search(&mut r, "shared", &[], &queries[..1], 7, "{}").await;
+    assert!(!again.ids.contains(&from_rw.ids[0]));
+
+    let refused = insert(&mut r, "shared", "", &base[..1], Vec::new()).await;
+    assert_eq!(code(&refused.status), ErrorCode::PermissionDenied as i32);
+    assert!(refused.status.unwrap().reason.contains("read node"));
+    let refused = r
+        .create_collection(proto::CollectionSchema {
+            collection_name: "x".into(),
+            dimension: 4,
+            index_file_size: 1,
+            metric_type: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(refused.error_code, ErrorCode::PermissionDenied as i32);
+    ro.shutdown().await;
+    rw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_files_merge_and_retired_files_leave_the_disk_after_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = [
+        ("auto-flush-interval", "3600".to_string()),
+        ("gc-grace", "0.3".to_string()),
+    ];
+    let node = mishards::node::start(&node_config("rw", dir.path(), &extra))
+        .await
+        .unwrap();
+    let mut c = client(node.addr).await;
+    let mut rng = Rng(5);
+    create(&mut c, "m", 4, 1).await;
+    let mut data = Vec::new();
+    for _ in 0..3 {
+        let v = rng.vectors(50, 4);
+        let ids = insert(&mut c, "m", "", &v, Vec::new())
+            .await
+            .vector_id_array;
+        data.extend(ids.into_iter().zip(v));
+        flush(&mut c, &[]).await;
+    }
+    let stats = c
+        .show_collection_info(proto::CollectionName {
+            collection_name: "m".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let json: serde_json::Value = serde_json::from_str(&stats.json_info).unwrap();
+    assert_eq!(
+        json["partitions"][0]["segments"].as_array().unwrap().len(),
+        1,
+        "{json}"
+    );
+    assert_eq!(json["row_count"], 150);
+    let files_on_disk = || {
+        walk(&dir.path().join("tables"))
+            .into_iter()
+            .filter(|p| !p.ends_with("deleted.ids"))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while files_on_disk() > 1 {
+        assert!(Instant::now() < deadline, "retired files are still on disk");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let queries = rng.vectors(3, 4);
+    let result = search(&mut c, "m", &[], &queries, 5, "{}").await;
+    assert_exact(&result, &data, &queries, 5, false);
+    node.shutdown().await;
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p))
+            } else {
+                out.push(p)
+            }
+        }
+    }
+    out
+}
+
+/// A write node that stops without flushing (as after `kill -9`) replays its log on the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unflushed_writes_survive_a_crash_through_the_log() {
+    use mishards::meta::{MetaOptions, MetaStore};
+    use mishards::node::engine::{Engine, EngineOptions, Query};
+    let dir = tempfile::tempdir().unwrap();
+    let config = node_config("rw", dir.path(), &[]);
+    let opts = EngineOptions {
+        role: config.role,
+        storage: config.storage.clone(),
+        auto_flush_interval: Duration::from_secs(3600),
+        gc_grace: Duration::from_secs(60),
+        cache_bytes: 1 << 30,
+        index_build_rows: 4096,
+    };
+    let uri = mishards::node::server::meta_uri(&config).unwrap();
+    let mut rng = Rng(9);
+    let vectors = rng.vectors(100, 4);
+    let flat: Vec<f32> = vectors.concat();
+    let ids = {
+        let engine = Engine::open(
+            MetaStore::open(&uri, &MetaOptions::default())
+                .await
+                .unwrap(),
+            opts.clone(),
+        )
+        .await
+        .unwrap();
+        engine
+            .create_collection("durable", 4, 1024, 1)
+            .await
+            .unwrap();
+        let ids = engine
+            .insert("durable", "", Vec::new(), flat.clone(), 100)
+            .await
+            .unwrap();
+        engine
+            .delete("durable", "", vec![ids[0], ids[1]])
+            .await
+            .unwrap();
+        ids
+        // dropped here without a flush: only the log has the data
+    };
+    let engine = Engine::open(
+        MetaStore::open(&uri, &MetaOptions::default())
+            .await
+            .unwrap(),
+        opts.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(engine.count("durable").await.unwrap(), 0);
+    engine.flush(&[]).await.unwrap();
+    assert_eq!(engine.count("durable").await.unwrap(), 98);
+    let query = Query {
+        vectors: &vectors[0],
+        nq: 1,
+        k: 1,
+        nprobe: None,
+    };
+    let top = engine
+        .search("durable", &[], &query)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(top.ids[0], ids[0], "a deleted row came back");
+    // Ids handed out after the restart never repeat earlier ones.
+    let more = engine
+        .insert("durable", "", Vec::new(), flat[..4].to_vec(), 1)
+        .await
+        .unwrap();
+    assert!(more[0] > *ids.iter().max().unwrap());
+    drop(engine);
+    // A second restart after the flush replays nothing twice.
+    let engine = Engine::open(
+        MetaStore::open(&uri, &MetaOptions::default())
+            .await
+            .unwrap(),
+        opts,
+    )
+    .await
+    .unwrap();
+    engine.flush(&[]).await.unwrap();
+    assert_eq!(engine.count("durable").await.unwrap(), 99);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_on_mysql_metadata() {
+    let Some(db) = common::mysql_db().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let uri = match &db.uri {
+        mishards::meta::MetaUri::MySql(t) => {
+            format!("mysql://{}@{}:{}/{}", t.user, t.host, t.port, t.database)
+        }
+        other => panic!("{other}"),
+    };
+    let node = mishards::node::start(&node_config("rw", dir.path(), &[("meta-uri", uri)]))
+        .await
+        .unwrap();
+    let mut c = client(node.addr).await;
+    let mut rng = Rng(13);
+    create(&mut c, "on_mysql", 6, 1).await;
+    let v = rng.vectors(120, 6);
+    let ids = insert(&mut c, "on_mysql", "", &v, Vec::new())
+        .await
+        .vector_id_array;
+    flush(&mut c, &[]).await;
+    let data: Vec<(i64, Vec<f32>)> = ids.into_iter().zip(v).collect();
+    let queries = rng.vectors(2, 6);
+    let result = search(&mut c, "on_mysql", &[], &queries, 4, "{}").await;
+    assert_exact(&result, &data, &queries, 4, false);
+    node.shutdown().await;
+}
