@@ -290,6 +290,11 @@ fn main() {
         loadavg(),
         dir.display()
     );
+    println!(
+        "FLAT data: {} × {dim} N(0,1), {} queries. IVF data: {} × {dim} around {} centres ~N(0,1), noise σ = {}, \
+         {} queries from the same clusters; nlist {}, nprobe {}; seed {}; {} reps (median)",
+        a.rows, a.nq, a.rows, a.centers, a.noise, a.ivf_nq, a.nlist, a.nprobe, a.seed, a.reps
+    );
     let mut rows: Vec<Row> = Vec::new();
     let mut ours_flat_ids: Option<TopK> = None;
     let mut ivf_recall_ours = None;

@@ -10,9 +10,10 @@ use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use crate::config::{
-    self, ConfigError, DemoConfig, GatewayConfig, Kind, NodeConfig, Scope, Settings, Source,
+    self, ConfigError, DemoConfig, DiscoveryKind, GatewayConfig, Kind, NodeAddr, NodeConfig, Role,
+    RouterKind, Scope, Settings, Source,
 };
-use crate::meta::{MetaError, MetaOptions, MetaStore, MetaUri};
+use crate::meta::MetaError;
 use crate::telemetry::{self, TelemetryError};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,9 +30,11 @@ pub enum CliError {
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
     #[error("{0}")]
-    NotBuilt(String),
+    Io(String),
     #[error(transparent)]
     Node(#[from] crate::node::NodeError),
+    #[error(transparent)]
+    Gateway(#[from] crate::gateway::GatewayError),
 }
 
 const ABOUT: &str = "A Milvus 1.1-compatible vector-search cluster: a gateway that routes, scatters and gathers \
@@ -158,7 +161,7 @@ pub async fn run(
             )?;
             let config = GatewayConfig::from_settings(&settings)?;
             let _log = telemetry::init_logging(&config.log)?;
-            run_gateway(config).await
+            run_gateway(config, out).await
         }
         Some(("node", m)) => {
             let settings = Settings::resolve(
@@ -180,12 +183,7 @@ pub async fn run(
             )?;
             let config = DemoConfig::from_settings(&settings)?;
             let _log = telemetry::init_logging(&config.log)?;
-            Err(CliError::NotBuilt(format!(
-                "`mishards demo` (gateway + 1 write node + {} read nodes in {}) is not built yet: it arrives with the \
-                 gateway. `mishards config check --for demo` shows its settings.",
-                config.readers,
-                config.data_dir.display()
-            )))
+            run_demo(config, out).await
         }
         Some(("config", m)) => match m.subcommand() {
             Some(("check", c)) => {
@@ -234,23 +232,81 @@ pub fn config_check(
     Ok(())
 }
 
-fn meta_options(sql_echo: bool) -> MetaOptions {
-    MetaOptions {
-        echo: sql_echo,
-        ..MetaOptions::default()
-    }
+async fn run_gateway(config: GatewayConfig, out: &mut dyn Write) -> Result<(), CliError> {
+    let gateway = crate::gateway::start(&config, crate::gateway::Tuning::default()).await?;
+    writeln!(out, "listening on {}", gateway.addr)?;
+    out.flush()?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    gateway.shutdown().await;
+    Ok(())
 }
 
-async fn run_gateway(config: GatewayConfig) -> Result<(), CliError> {
-    let uri = MetaUri::parse(&config.meta_uri, None)?;
-    // The gateway only reads metadata; the write node owns the schema.
-    let store = MetaStore::connect(&uri, &meta_options(config.sql_echo)).await?;
-    store.check_schema().await?;
-    let collections = store.collections().await?.len();
-    tracing::info!(meta = %uri, collections, write_node = %config.write_node, "metadata reachable");
-    Err(CliError::NotBuilt(
-        "the gateway's actor system is not built yet: settings and metadata were checked, nothing is served".into(),
-    ))
+/// The embedded cluster: one write node and `readers` read nodes on loopback ports, sharing the data
+/// folder and its SQLite metadata, behind a gateway on the configured port.
+async fn run_demo(config: DemoConfig, out: &mut dyn Write) -> Result<(), CliError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| CliError::Io(format!("cannot create {}: {e}", config.data_dir.display())))?;
+    let data_dir = config.data_dir.canonicalize().unwrap_or_else(|_| config.data_dir.clone());
+    let node_config = |role: Role| NodeConfig {
+        role,
+        host: "127.0.0.1".into(),
+        port: 0,
+        storage: data_dir.clone(),
+        meta_uri: None,
+        sql_echo: config.sql_echo,
+        version: "1.1.1".into(),
+        auto_flush_interval: std::time::Duration::from_secs(1),
+        gc_grace: std::time::Duration::from_secs(60),
+        cache_bytes: 1 << 30,
+        index_build_rows: 4096,
+        log: config.log.clone(),
+        tracing: config.tracing.clone(),
+    };
+    let writer = crate::node::start(&node_config(Role::Writer)).await?;
+    let mut readers = Vec::new();
+    for _ in 0..config.readers {
+        readers.push(crate::node::start(&node_config(Role::Reader)).await?);
+    }
+    let to_addr = |a: std::net::SocketAddr| NodeAddr { host: a.ip().to_string(), port: a.port() };
+    let gateway_config = GatewayConfig {
+        host: config.host.clone(),
+        port: config.port,
+        write_node: to_addr(writer.addr),
+        meta_uri: format!("sqlite://{}", data_dir.join(crate::meta::SQLITE_FILE_NAME).display()),
+        sql_echo: config.sql_echo,
+        discovery: DiscoveryKind::Static,
+        static_hosts: readers.iter().map(|r| to_addr(r.addr)).collect(),
+        discovery_file: None,
+        router: RouterKind::Rendezvous,
+        max_retry: 3,
+        node_timeout: std::time::Duration::from_secs(10),
+        version: "1.1.1".into(),
+        log: config.log.clone(),
+        tracing: config.tracing.clone(),
+    };
+    let gateway = crate::gateway::start(&gateway_config, crate::gateway::Tuning::default()).await?;
+    let port = gateway.addr.port();
+    writeln!(out, "listening on {}", gateway.addr)?;
+    writeln!(out, "mishards demo: data in {}", data_dir.display())?;
+    writeln!(out, "  gateway     {}  (Milvus 1.1 API)", gateway.addr)?;
+    writeln!(out, "  write node  {}", writer.addr)?;
+    for (i, r) in readers.iter().enumerate() {
+        writeln!(out, "  read node {} {}", i + 1, r.addr)?;
+    }
+    writeln!(
+        out,
+        "connect with pymilvus 1.1.2:\n  from milvus import Milvus\n  client = Milvus(host=\"127.0.0.1\", port=\"{port}\")\n  print(client.server_version())\nCtrl-C stops the cluster."
+    )?;
+    out.flush()?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    gateway.shutdown().await;
+    for r in readers {
+        r.shutdown().await;
+    }
+    writer.shutdown().await;
+    Ok(())
 }
 
 async fn run_node(config: NodeConfig, out: &mut dyn Write) -> Result<(), CliError> {

@@ -263,6 +263,15 @@ pub static SPECS: &[Spec] = &[
         "shared storage folder for segment files and the write-ahead log"
     ),
     spec!(
+        "node_timeout",
+        ["MISHARDS_NODE_TIMEOUT"],
+        "node-timeout",
+        Kind::Number,
+        Some("10"),
+        GATEWAY,
+        "seconds a read node may take to answer its part of a search before its files go to a fallback node"
+    ),
+    spec!(
         "auto_flush_interval",
         ["MISHARDS_AUTO_FLUSH_INTERVAL"],
         "auto-flush-interval",
@@ -304,8 +313,8 @@ pub static SPECS: &[Spec] = &[
         "node-version",
         Kind::Text,
         Some("1.1.1"),
-        NODE,
-        "version the node reports to Cmd(\"version\"); pymilvus 1.1.2 needs 1.1.x"
+        GATEWAY_NODE,
+        "Milvus version reported to Cmd(\"version\"); pymilvus 1.1.2 needs 1.1.x"
     ),
     spec!(
         "data_dir",
@@ -1029,6 +1038,8 @@ pub struct GatewayConfig {
     pub discovery_file: Option<PathBuf>,
     pub router: RouterKind,
     pub max_retry: u32,
+    pub node_timeout: std::time::Duration,
+    pub version: String,
     pub log: LogConfig,
     pub tracing: TracingConfig,
 }
@@ -1079,6 +1090,8 @@ impl GatewayConfig {
             discovery_file,
             router,
             max_retry,
+            node_timeout: seconds(s, "node_timeout", 10.0)?,
+            version: s.text("node_version").unwrap_or("1.1.1").to_string(),
             log: LogConfig::from_settings(s)?,
             tracing: TracingConfig::from_settings(s, "mishards")?,
         })

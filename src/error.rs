@@ -2,6 +2,7 @@
 //! this file decides, for all of them, which `ErrorCode` a client sees. The reason is the error's own
 //! message, written to be acted on.
 
+use crate::gateway::GatewayError;
 use crate::meta::{MetaError, PartitionSelectError};
 use crate::node::NodeError;
 use crate::proto::{ErrorCode, Status};
@@ -68,6 +69,32 @@ impl MilvusError for NodeError {
             NodeError::Wal(_) | NodeError::Segment(_) | NodeError::Internal(_) => {
                 ErrorCode::UnexpectedError
             }
+        }
+    }
+}
+
+impl MilvusError for GatewayError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            GatewayError::Unreachable { .. } | GatewayError::WriteNodeDown { .. } => ErrorCode::ConnectFailed,
+            GatewayError::Unanswered { .. } | GatewayError::Actor { .. } | GatewayError::Start(_) => {
+                ErrorCode::UnexpectedError
+            }
+            GatewayError::CollectionNotFound(_) => ErrorCode::CollectionNotExists,
+            GatewayError::Partition(e) => e.code(),
+            GatewayError::Merge(_) => ErrorCode::IllegalSearchResult,
+            GatewayError::Meta(e) => e.code(),
+            GatewayError::Node(status) => {
+                ErrorCode::try_from(status.error_code).unwrap_or(ErrorCode::UnexpectedError)
+            }
+        }
+    }
+
+    fn to_status(&self) -> Status {
+        match self {
+            // A node's own answer travels unchanged.
+            GatewayError::Node(status) => status.clone(),
+            other => status(other.code(), other.to_string()),
         }
     }
 }

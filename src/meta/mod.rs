@@ -6,7 +6,7 @@ mod schema;
 mod store;
 mod uri;
 
-pub use partitions::{PartitionSelectError, select_tables};
+pub use partitions::{DEFAULT_PARTITION_TAG, PartitionSelectError, select_tables};
 pub use schema::*;
 pub use store::{MetaOptions, MetaStore};
 pub use uri::{MetaUri, MySqlTarget, SQLITE_FILE_NAME, SqliteTarget, mask_password};

@@ -12,40 +12,7 @@ use super::engine::{Engine, Query};
 use super::index::TopK;
 use super::validate;
 use crate::error::{MilvusError, success};
-use crate::proto::{self, milvus_service_server::MilvusService};
-
-/// Reply messages that carry a Milvus status.
-trait WithStatus: Default {
-    fn set_status(&mut self, status: proto::Status);
-
-    fn failed(status: proto::Status) -> Self {
-        let mut reply = Self::default();
-        reply.set_status(status);
-        reply
-    }
-}
-
-macro_rules! with_status {
-    ($($t:ty),*) => {$(
-        impl WithStatus for $t {
-            fn set_status(&mut self, status: proto::Status) { self.status = Some(status); }
-        }
-    )*};
-}
-
-with_status!(
-    proto::BoolReply,
-    proto::CollectionSchema,
-    proto::CollectionRowCount,
-    proto::CollectionNameList,
-    proto::CollectionInfo,
-    proto::IndexParam,
-    proto::PartitionList,
-    proto::VectorIds,
-    proto::VectorsData,
-    proto::TopKQueryResult,
-    proto::StringReply
-);
+use crate::proto::{self, WithStatus, milvus_service_server::MilvusService};
 
 type Reply<T> = Result<Response<T>, Status>;
 

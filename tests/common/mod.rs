@@ -183,3 +183,142 @@ pub fn brute_force(data: &[(i64, Vec<f32>)], query: &[f32], k: usize, ip: bool) 
         .map(|(id, d)| (id, d as f32))
         .collect()
 }
+
+/// An in-process cluster: one write node, read nodes, and a gateway that finds the read nodes through a
+/// hosts file (so tests change membership live), all on 127.0.0.1 port 0.
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub meta_uri: String,
+    pub writer: Option<mishards::node::RunningNode>,
+    pub writer_port: u16,
+    pub readers: Vec<Option<mishards::node::RunningNode>>,
+    pub gateway: mishards::gateway::RunningGateway,
+    pub hosts_file: std::path::PathBuf,
+}
+
+impl TestCluster {
+    /// `meta`: a MySQL database for the metadata, else SQLite in the storage folder.
+    pub async fn start(readers: usize, meta: Option<&TestDb>) -> TestCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let storage = dir.path().join("data");
+        let meta_uri = match meta.map(|m| &m.uri) {
+            Some(mishards::meta::MetaUri::MySql(t)) => format!("mysql://{}@{}:{}/{}", t.user, t.host, t.port, t.database),
+            _ => format!("sqlite://{}", storage.join("meta.sqlite").display()),
+        };
+        let node = |role: &str| node_config(role, &storage, &[("meta-uri", meta_uri.clone()), ("auto-flush-interval", "3600".into())]);
+        let writer = mishards::node::start(&node("rw")).await.expect("write node");
+        let writer_port = writer.addr.port();
+        let mut started = Vec::new();
+        for _ in 0..readers {
+            started.push(Some(mishards::node::start(&node("ro")).await.expect("read node")));
+        }
+        let hosts_file = dir.path().join("hosts");
+        let hosts: Vec<String> = started.iter().flatten().map(|r| r.addr.to_string()).collect();
+        std::fs::write(&hosts_file, hosts.join("\n")).expect("hosts file");
+        let gateway = start_gateway(&writer.addr.to_string(), &meta_uri, &hosts_file).await;
+        let cluster = TestCluster { dir, meta_uri, writer: Some(writer), writer_port, readers: started, gateway, hosts_file };
+        cluster.wait_until_healthy(readers).await;
+        cluster
+    }
+
+    pub fn storage(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub async fn client(&self) -> Client {
+        client(self.gateway.addr).await
+    }
+
+    /// `conn_stats` as JSON.
+    pub async fn stats(&self) -> serde_json::Value {
+        let mut c = self.client().await;
+        let reply = c.cmd(mishards::proto::Command { cmd: "conn_stats".into() }).await.expect("cmd").into_inner();
+        serde_json::from_str(&reply.string_reply).expect("conn_stats is JSON")
+    }
+
+    /// Waits (bounded) until `n` read nodes and the write node are healthy.
+    pub async fn wait_until_healthy(&self, n: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let stats = self.stats().await;
+            let healthy = stats["read_nodes"].as_array().map_or(0, |a| a.iter().filter(|r| r["state"] == "healthy").count());
+            if healthy == n && stats["write_node"]["state"] == "healthy" {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "cluster not healthy: {stats}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Rewrites the hosts file with the running read nodes.
+    pub fn publish_readers(&self) {
+        let hosts: Vec<String> = self.readers.iter().flatten().map(|r| r.addr.to_string()).collect();
+        std::fs::write(&self.hosts_file, hosts.join("\n")).expect("hosts file");
+    }
+
+    pub async fn add_reader(&mut self) -> std::net::SocketAddr {
+        let config = node_config("ro", &self.storage(), &[("meta-uri", self.meta_uri.clone())]);
+        let reader = mishards::node::start(&config).await.expect("read node");
+        let addr = reader.addr;
+        self.readers.push(Some(reader));
+        addr
+    }
+
+    pub async fn stop_reader(&mut self, i: usize) {
+        if let Some(r) = self.readers[i].take() {
+            r.shutdown().await;
+        }
+    }
+
+    pub async fn stop_writer(&mut self) {
+        if let Some(w) = self.writer.take() {
+            w.shutdown().await;
+        }
+    }
+
+    /// Restarts the write node on its old port.
+    pub async fn restart_writer(&mut self) {
+        let config = node_config(
+            "rw",
+            &self.storage(),
+            &[("meta-uri", self.meta_uri.clone()), ("auto-flush-interval", "3600".into()), ("port", self.writer_port.to_string())],
+        );
+        self.writer = Some(mishards::node::start(&config).await.expect("write node restart"));
+    }
+
+    pub async fn shutdown(self) {
+        let TestCluster { gateway, readers, writer, .. } = self;
+        gateway.shutdown().await;
+        for r in readers.into_iter().flatten() {
+            r.shutdown().await;
+        }
+        if let Some(w) = writer {
+            w.shutdown().await;
+        }
+    }
+}
+
+pub async fn start_gateway(write_node: &str, meta_uri: &str, hosts_file: &std::path::Path) -> mishards::gateway::RunningGateway {
+    use mishards::config::{GatewayConfig, Scope, Settings};
+    let flags: std::collections::HashMap<&'static str, String> = [
+        ("host", "127.0.0.1".to_string()),
+        ("port", "0".to_string()),
+        ("woserver", write_node.to_string()),
+        ("meta-uri", meta_uri.to_string()),
+        ("discovery", "file".to_string()),
+        ("discovery-file", hosts_file.display().to_string()),
+        ("node-timeout", "5".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    let env: std::collections::HashMap<String, String> = Default::default();
+    let settings = Settings::resolve(Scope::Gateway, &flags, &env, None).expect("gateway settings");
+    let config = GatewayConfig::from_settings(&settings).expect("gateway config");
+    let tuning = mishards::gateway::Tuning {
+        metadata_poll: std::time::Duration::from_millis(100),
+        probe_interval: std::time::Duration::from_millis(100),
+        discovery_refresh: std::time::Duration::from_millis(100),
+        ..Default::default()
+    };
+    mishards::gateway::start(&config, tuning).await.expect("gateway")
+}

@@ -9,7 +9,8 @@ use super::topk::{Metric, RowBitmap, TopK};
 /// `data` is `rows × dim` f32, row-major; `ids[r]` is row `r`'s id. Rows set in `deleted` are
 /// skipped. Returns the top `k` per query (see [`TopK`] for order and padding). For L2 the
 /// distance is the squared Euclidean distance computed as ‖q‖² + ‖x‖² − 2⟨q,x⟩ (clamped at 0).
-/// A NaN distance never enters the result.
+/// A NaN distance never enters the result. Every row is its own hit: ids are expected to be
+/// unique within a segment (Milvus assigns them so), and are not deduplicated here.
 ///
 /// Lengths are not trusted: the segment has `min(data.len() / dim, ids.len())` rows, and a
 /// trailing partial query is ignored; `dim == 0` answers zero queries.

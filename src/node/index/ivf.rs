@@ -26,6 +26,15 @@ const NITER: usize = 10;
 /// Training sample cap per centroid (faiss `max_points_per_centroid`).
 const MAX_POINTS_PER_CENTROID: usize = 256;
 
+/// Per-task heap entries (query block × k) a batched IVF search may hold.
+const IVF_HEAP_BUDGET: usize = 1 << 18;
+/// Below this much work (≈ multiply-adds plus floats streamed) the lists are scanned on the
+/// caller's thread alone: waking a pool thread would cost more than it saves.
+const SERIAL_WORK: usize = 1 << 18;
+
+/// Most queries scored against one list in one pass.
+const LIST_QUERY_GROUP: usize = 256;
+
 /// Serialized form: magic, then a format version.
 const MAGIC: [u8; 8] = *b"MSIVFFL\0";
 const VERSION: u32 = 1;
@@ -93,11 +102,7 @@ impl IvfFlat {
         metric: Metric,
         seed: u64,
     ) -> IvfFlat {
-        let rows = if dim == 0 {
-            0
-        } else {
-            (data.len() / dim).min(ids.len())
-        };
+        let rows = data.len().checked_div(dim).unwrap_or(0).min(ids.len());
         assert!(
             rows <= u32::MAX as usize + 1,
             "IVF_FLAT: a segment is limited to 2^32 rows"
@@ -121,7 +126,7 @@ impl IvfFlat {
         data: &[f32],
         ids: &[i64],
     ) -> IvfFlat {
-        let nlist = if dim == 0 { 0 } else { centroids.len() / dim };
+        let nlist = centroids.len().checked_div(dim).unwrap_or(0);
         let centroid_norms = l2_norms(isa, metric, &centroids, nlist, dim);
         let assign = assign(isa, metric, dim, &centroids, &centroid_norms, data, None);
         let mut list_starts = vec![0usize; nlist + 1];
@@ -203,7 +208,9 @@ impl IvfFlat {
         let probes = scan::knn(isa, metric, dim, queries, qn, centroids, nprobe, None);
 
         let threads = rayon::current_num_threads().max(1);
-        let qb = scan::query_block(nq, k);
+        // Large query blocks: a list is read from memory once per block, for all the block's
+        // queries that probe it. The bound keeps per-task heaps (block × k entries) modest.
+        let qb = (IVF_HEAP_BUDGET / k).clamp(1, nq);
         let mut q0 = 0;
         while q0 < nq {
             let q1 = (q0 + qb).min(nq);
@@ -227,31 +234,46 @@ impl IvfFlat {
                 }
             }
             // Lists with work, split into contiguous runs of similar cost for the threads.
-            let cost = |l: usize| (qstart[l + 1] - qstart[l]) * (self.list_len(l) * dim + 64);
+            let cost = |l: usize| {
+                (qstart[l + 1] - qstart[l]) * self.list_len(l) * dim + self.list_len(l) * dim
+            };
             let work: Vec<usize> = (0..nlist)
                 .filter(|&l| qstart[l + 1] > qstart[l] && self.list_len(l) > 0)
                 .collect();
             let total: usize = work.iter().map(|&l| cost(l)).sum();
-            let tasks = work.len().min(4 * threads).max(1);
+            // Too little work to be worth waking the pool: one run on this thread.
+            let tasks = if total < SERIAL_WORK {
+                1
+            } else {
+                work.len().min(4 * threads).max(1)
+            };
             let mut runs: Vec<&[usize]> = Vec::with_capacity(tasks);
-            let (mut start, mut acc) = (0, 0usize);
+            let (mut start, mut acc) = (0, 0u128);
             for (i, &l) in work.iter().enumerate() {
-                acc += cost(l);
-                if acc as u128 * tasks as u128 >= total as u128 * (runs.len() as u128 + 1)
+                acc += cost(l) as u128;
+                if acc * tasks as u128 >= total as u128 * (runs.len() as u128 + 1)
                     || i + 1 == work.len()
                 {
                     runs.push(&work[start..=i]);
                     start = i + 1;
                 }
             }
-            let parts: Vec<TopK> = runs
-                .par_iter()
-                .map(|run| {
-                    let mut heaps = Heaps::new(m, k);
-                    let mut scratch = Scratch::default();
-                    let (mut qbuf, mut qnb) = (Vec::new(), Vec::new());
-                    for &l in run.iter() {
-                        let members = &qs[qstart[l]..qstart[l + 1]];
+            let scan_run = |run: &&[usize]| {
+                // No heap needs more slots than there are vectors.
+                let mut heaps = Heaps::new(m, k.min(self.len()));
+                let mut scratch = Scratch::default();
+                let (mut qbuf, mut qnb) = (Vec::new(), Vec::new());
+                for &l in run.iter() {
+                    let (s, e) = (self.list_starts[l], self.list_starts[l + 1]);
+                    let rows = Rows {
+                        vecs: &self.vectors[s * dim..e * dim],
+                        norms: (metric == Metric::L2).then(|| &self.norms[s..e]),
+                        ids: &self.ids[s..e],
+                        offsets: Offsets::List(&self.offsets[s..e]),
+                    };
+                    // A popular list is scored in groups of queries, so the dot buffer stays
+                    // small; the list itself stays in cache between groups.
+                    for members in qs[qstart[l]..qstart[l + 1]].chunks(LIST_QUERY_GROUP) {
                         qbuf.clear();
                         qnb.clear();
                         for &lq in members {
@@ -261,19 +283,13 @@ impl IvfFlat {
                                 qnb.push(qnorms[q]);
                             }
                         }
-                        let (s, e) = (self.list_starts[l], self.list_starts[l + 1]);
-                        let rows = Rows {
-                            vecs: &self.vectors[s * dim..e * dim],
-                            norms: (metric == Metric::L2).then(|| &self.norms[s..e]),
-                            ids: &self.ids[s..e],
-                            offsets: Offsets::List(&self.offsets[s..e]),
-                        };
+                        let (qv, qn) = (&qbuf[..], &qnb[..]);
                         scan::scan(
                             isa,
                             metric,
                             dim,
-                            &qbuf,
-                            &qnb,
+                            qv,
+                            qn,
                             members,
                             rows,
                             deleted,
@@ -281,17 +297,15 @@ impl IvfFlat {
                             &mut scratch,
                         );
                     }
-                    heaps.into_topk(metric)
-                })
-                .collect();
-            let mut parts = parts.into_iter();
-            if let Some(mut merged) = parts.next() {
-                for p in parts {
-                    merged.merge(&p);
                 }
-                out.ids[q0 * k..q1 * k].copy_from_slice(&merged.ids);
-                out.distances[q0 * k..q1 * k].copy_from_slice(&merged.distances);
-            }
+                heaps
+            };
+            let parts: Vec<Heaps> = scan::par_map(&runs, scan_run);
+            let (ids, dists) = (
+                &mut out.ids[q0 * k..q1 * k],
+                &mut out.distances[q0 * k..q1 * k],
+            );
+            Heaps::combine(&parts, m, k, metric, ids, dists);
             q0 = q1;
         }
         out

@@ -12,6 +12,10 @@
 //! (and then order by id), and makes IVF with `nprobe == nlist` return exactly the FLAT result.
 //! [`norms`] follows the same sequence, so `norms(x)[j] == dots(x_j, x_j)`.
 //!
+//! Two access orders: [`dots`] works a block of rows that is already in L1 (compute-bound, four
+//! or more queries), [`dots_streaming`] takes one row at a time in memory order for one to three
+//! queries over rows coming from DRAM (memory-bound; see [`touch`] for why the order matters).
+//!
 //! The crate is not built with `target-cpu=native`, so AVX2 + FMA is chosen at run time
 //! ([`Isa::detect`]); the portable path uses the same lane layout and reduction tree (without
 //! fused multiply-add, so its last bits differ from the AVX2 path's, but it is self-consistent).
@@ -127,6 +131,74 @@ pub(crate) fn norms_vec(isa: Isa, x: &[f32], n: usize, dim: usize) -> Vec<f32> {
     let mut out = vec![0.0; n];
     norms(isa, x, n, dim, &mut out);
     out
+}
+
+/// Fewest queries for which [`dots`] is compute-bound; below it, scans use [`dots_streaming`].
+pub(crate) const STREAMING_BELOW: usize = 4;
+
+/// [`dots`] for 1..[`STREAMING_BELOW`] queries over rows that are probably not in cache: one pass
+/// in memory order, one row at a time (all queries against it), optionally also writing the
+/// rows' squared norms to `norms_out`. With so few queries the scan is bound by memory, and a
+/// single sequential stream is what the prefetcher follows best. Results are bit-identical to
+/// [`dots`] and [`norms`].
+///
+/// # Panics
+/// On a shape mismatch, like [`dots`], or if `mq` is 0 or not below [`STREAMING_BELOW`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dots_streaming(
+    isa: Isa,
+    q: &[f32],
+    mq: usize,
+    x: &[f32],
+    nx: usize,
+    dim: usize,
+    out: &mut [f32],
+    out_stride: usize,
+    norms_out: Option<&mut [f32]>,
+) {
+    assert!(
+        (1..STREAMING_BELOW).contains(&mq),
+        "dots_streaming: {mq} queries"
+    );
+    if nx == 0 {
+        return;
+    }
+    assert!(dim > 0 && nx <= out_stride, "dots_streaming: bad shape");
+    assert!(
+        q.len() >= mq * dim && x.len() >= nx * dim,
+        "dots_streaming: short input"
+    );
+    assert!(
+        out.len() >= (mq - 1) * out_stride + nx,
+        "dots_streaming: short output"
+    );
+    if let Some(n) = &norms_out {
+        assert!(n.len() >= nx, "dots_streaming: short norms output");
+    }
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2Fma && avx2_fma_available() {
+        let nptr = norms_out.map_or(std::ptr::null_mut(), |n| n.as_mut_ptr());
+        // SAFETY: features checked just above; the asserts bound every pointer, and `nptr` is
+        // either null (not written) or covers `nx` floats.
+        unsafe {
+            avx2::dots_streaming(
+                q.as_ptr(),
+                mq,
+                x.as_ptr(),
+                nx,
+                dim,
+                out.as_mut_ptr(),
+                out_stride,
+                nptr,
+            )
+        };
+        return;
+    }
+    let _ = isa;
+    portable::dots(q, mq, x, nx, dim, out, out_stride);
+    if let Some(n) = norms_out {
+        portable::norms(x, nx, dim, n);
+    }
 }
 
 /// Reads one float per cache line of `x`, in order, so a block about to be scored is streamed
@@ -401,6 +473,87 @@ mod avx2 {
         }
     }
 
+    /// See [`super::dots_streaming`]. Safety: AVX2 + FMA present; `q` has `mq` (1..=3) rows,
+    /// `x` has `nx` rows, `out` covers `(mq - 1) * out_stride + nx` floats, and `norms_out` is
+    /// null or covers `nx` floats.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn dots_streaming(
+        q: *const f32,
+        mq: usize,
+        x: *const f32,
+        nx: usize,
+        dim: usize,
+        out: *mut f32,
+        out_stride: usize,
+        norms_out: *mut f32,
+    ) {
+        unsafe {
+            let with_norms = !norms_out.is_null();
+            match (mq, with_norms) {
+                (1, false) => seq::<1, false>(q, x, nx, dim, out, out_stride, norms_out),
+                (1, true) => seq::<1, true>(q, x, nx, dim, out, out_stride, norms_out),
+                (2, false) => seq::<2, false>(q, x, nx, dim, out, out_stride, norms_out),
+                (2, true) => seq::<2, true>(q, x, nx, dim, out, out_stride, norms_out),
+                (3, false) => seq::<3, false>(q, x, nx, dim, out, out_stride, norms_out),
+                _ => seq::<3, true>(q, x, nx, dim, out, out_stride, norms_out),
+            }
+        }
+    }
+
+    /// `M` queries against each row in turn (plus the row's norm when `NORM`), with the same
+    /// per-pair chain and reduction as [`tile`] and [`norms`].
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn seq<const M: usize, const NORM: bool>(
+        q: *const f32,
+        x: *const f32,
+        nx: usize,
+        dim: usize,
+        out: *mut f32,
+        out_stride: usize,
+        norms_out: *mut f32,
+    ) {
+        unsafe {
+            let full = dim - dim % LANES;
+            let mask =
+                _mm256_loadu_si256(MASKS.as_ptr().add(LANES - dim % LANES) as *const __m256i);
+            let zero = _mm256_setzero_ps();
+            for j in 0..nx {
+                let row = x.add(j * dim);
+                let mut acc = [zero; M];
+                let mut accn = zero;
+                let mut d = 0;
+                while d < full {
+                    let v = _mm256_loadu_ps(row.add(d));
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        *a = _mm256_fmadd_ps(_mm256_loadu_ps(q.add(i * dim + d)), v, *a);
+                    }
+                    if NORM {
+                        accn = _mm256_fmadd_ps(v, v, accn);
+                    }
+                    d += LANES;
+                }
+                if d < dim {
+                    let v = _mm256_maskload_ps(row.add(d), mask);
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        *a = _mm256_fmadd_ps(_mm256_maskload_ps(q.add(i * dim + d), mask), v, *a);
+                    }
+                    if NORM {
+                        accn = _mm256_fmadd_ps(v, v, accn);
+                    }
+                }
+                for (i, a) in acc.iter().enumerate() {
+                    *out.add(i * out_stride + j) = _mm_cvtss_f32(hsum4(*a, zero, zero, zero));
+                }
+                if NORM {
+                    *norms_out.add(j) = _mm_cvtss_f32(hsum4(accn, zero, zero, zero));
+                }
+            }
+        }
+    }
+
     /// See [`super::norms`]. Safety: AVX2 + FMA present; `x` has `n` rows, `out` `n` floats.
     ///
     /// One row at a time, in memory order: this pass is usually the first touch of a block, and
@@ -484,6 +637,21 @@ mod tests {
                         }
                         // Padding columns are left alone.
                         assert!(out[i * stride + nx].is_nan());
+                    }
+                    if mq < STREAMING_BELOW {
+                        // The streaming pass gives the same bits, and the same norms.
+                        let mut out2 = vec![f32::NAN; mq * stride];
+                        let mut n2 = vec![f32::NAN; nx];
+                        dots_streaming(isa, &q, mq, &x, nx, dim, &mut out2, stride, Some(&mut n2));
+                        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(bits(&out2), bits(&out), "{isa:?} streaming dim {dim}");
+                        assert_eq!(
+                            bits(&n2),
+                            bits(&norms_vec(isa, &x, nx, dim)),
+                            "{isa:?} dim {dim}"
+                        );
+                        dots_streaming(isa, &q, mq, &x, nx, dim, &mut out2, stride, None);
+                        assert_eq!(bits(&out2), bits(&out), "{isa:?} streaming dim {dim}");
                     }
                     let n = norms_vec(isa, &x, nx, dim);
                     for j in 0..nx {

@@ -6,7 +6,8 @@
 //! Most candidates are rejected by a single compare against the query's current k-th score, and a
 //! whole block of rows is skipped when its best score cannot enter.
 
-use rayon::prelude::*;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::kernel::{self, Isa};
 use super::topk::{Metric, RowBitmap, TopK, cmp_score};
@@ -136,14 +137,25 @@ impl Heaps {
     /// Heap `h`'s entries, unordered.
     fn entries(&self, h: usize) -> impl Iterator<Item = (f32, i64)> + '_ {
         let (base, len) = (h * self.k, self.lens[h]);
-        self.scores[base..base + len].iter().copied().zip(self.ids[base..base + len].iter().copied())
+        self.scores[base..base + len]
+            .iter()
+            .copied()
+            .zip(self.ids[base..base + len].iter().copied())
     }
 
     /// Combines heaps that scored disjoint parts of the data for the same `n` queries into
-    /// sorted, padded result rows: per query the best `k` entries, ties by smaller id, and an id
-    /// seen in several parts kept once (with its best score), exactly as [`TopK::merge`] would.
-    pub(crate) fn combine(parts: &[Heaps], n: usize, k: usize, metric: Metric) -> TopK {
-        let mut out = TopK::empty(n, k, metric);
+    /// sorted, padded result rows: per query the best `k` entries, ties by smaller id. Every
+    /// row is its own hit (ids within a segment are unique in Milvus; were they not, a search
+    /// would still not depend on how it was split into parts). Writes the hits of query `h` to
+    /// the front of `ids[h*k..]` / `dists[h*k..]`, which the caller has filled with padding.
+    pub(crate) fn combine(
+        parts: &[Heaps],
+        n: usize,
+        k: usize,
+        metric: Metric,
+        ids: &mut [i64],
+        dists: &mut [f32],
+    ) {
         let mut row: Vec<(f32, i64)> = Vec::new();
         for h in 0..n {
             row.clear();
@@ -153,17 +165,12 @@ impl Heaps {
             if row.is_empty() {
                 continue;
             }
-            if parts.len() > 1 {
-                row.sort_unstable_by(|a, b| a.1.cmp(&b.1).then(cmp_score(a.0, b.0)));
-                row.dedup_by_key(|e| e.1);
-            }
             row.sort_unstable_by(|a, b| cmp_score(a.0, b.0).then(a.1.cmp(&b.1)));
             for (slot, &(s, id)) in row.iter().take(k).enumerate() {
-                out.ids[h * k + slot] = id;
-                out.distances[h * k + slot] = metric.from_score(s);
+                ids[h * k + slot] = id;
+                dists[h * k + slot] = metric.unscore(s);
             }
         }
-        out
     }
 }
 
@@ -240,22 +247,44 @@ pub(crate) fn scan(
     while b0 < n {
         let nb = rb.min(n - b0);
         let xb = &rows.vecs[b0 * dim..(b0 + nb) * dim];
-        // The first pass over the block streams it in row order (see `kernel::touch`).
-        let xn: &[f32] = match (metric, rows.norms) {
-            (Metric::Ip, _) => {
-                kernel::touch(xb);
-                &[]
+        let xn: &[f32] = if mq < kernel::STREAMING_BELOW {
+            // Memory-bound: one pass in row order gives the dots and, if needed, the norms.
+            let out = &mut scratch.dots;
+            match (metric, rows.norms) {
+                (Metric::L2, None) => {
+                    let nout = Some(&mut scratch.xnorms[..nb]);
+                    kernel::dots_streaming(isa, queries, mq, xb, nb, dim, out, rb, nout);
+                    &scratch.xnorms[..nb]
+                }
+                (Metric::L2, Some(norms)) => {
+                    kernel::dots_streaming(isa, queries, mq, xb, nb, dim, out, rb, None);
+                    &norms[b0..b0 + nb]
+                }
+                (Metric::Ip, _) => {
+                    kernel::dots_streaming(isa, queries, mq, xb, nb, dim, out, rb, None);
+                    &[]
+                }
             }
-            (Metric::L2, Some(norms)) => {
-                kernel::touch(xb);
-                &norms[b0..b0 + nb]
-            }
-            (Metric::L2, None) => {
-                kernel::norms(isa, xb, nb, dim, &mut scratch.xnorms);
-                &scratch.xnorms[..nb]
-            }
+        } else {
+            // Compute-bound: stream the block in once in row order (the norms pass, or a plain
+            // touch), then let the tiles work on it from L1.
+            let xn: &[f32] = match (metric, rows.norms) {
+                (Metric::Ip, _) => {
+                    kernel::touch(xb);
+                    &[]
+                }
+                (Metric::L2, Some(norms)) => {
+                    kernel::touch(xb);
+                    &norms[b0..b0 + nb]
+                }
+                (Metric::L2, None) => {
+                    kernel::norms(isa, xb, nb, dim, &mut scratch.xnorms);
+                    &scratch.xnorms[..nb]
+                }
+            };
+            kernel::dots(isa, queries, mq, xb, nb, dim, &mut scratch.dots, rb);
+            xn
         };
-        kernel::dots(isa, queries, mq, xb, nb, dim, &mut scratch.dots, rb);
         for (i, &slot) in slots.iter().enumerate() {
             let mut thr = heaps.threshold(slot);
             let dots = &scratch.dots[i * rb..i * rb + nb];
@@ -331,7 +360,7 @@ pub(crate) fn knn(
     k: usize,
     deleted: Option<&RowBitmap>,
 ) -> TopK {
-    let nq = if dim == 0 { 0 } else { queries.len() / dim };
+    let nq = queries.len().checked_div(dim).unwrap_or(0);
     let n = rows.len();
     let mut out = TopK::empty(nq, k, metric);
     if nq == 0 || k == 0 || n == 0 {
@@ -346,7 +375,7 @@ pub(crate) fn knn(
             &owned_qnorms
         }
     };
-    let qb = query_block(nq, k);
+    let qb = query_block(nq, k.min(n));
     let n_qblocks = nq.div_ceil(qb);
     let threads = rayon::current_num_threads().max(1);
     let want_tasks = 4 * threads;
@@ -354,15 +383,17 @@ pub(crate) fn knn(
         .div_ceil(n_qblocks)
         .clamp(1, (n / MIN_CHUNK_ROWS).max(1));
     let chunk = n.div_ceil(n_chunks);
-    let tasks: Vec<(usize, usize)> =
-        (0..n_qblocks).flat_map(|b| (0..n_chunks).map(move |c| (b, c))).collect();
+    let tasks: Vec<(usize, usize)> = (0..n_qblocks)
+        .flat_map(|b| (0..n_chunks).map(move |c| (b, c)))
+        .collect();
     let run = |scratch: &mut Scratch, &(b, c): &(usize, usize)| {
         let q0 = b * qb;
         let q1 = (q0 + qb).min(nq);
         let r0 = (c * chunk).min(n);
         let r1 = (r0 + chunk).min(n);
         let slots: Vec<usize> = (0..q1 - q0).collect();
-        let mut heaps = Heaps::new(q1 - q0, k);
+        // No heap needs more slots than the chunk has rows.
+        let mut heaps = Heaps::new(q1 - q0, k.min(r1 - r0));
         let part = Rows {
             vecs: &rows.vecs[r0 * dim..r1 * dim],
             norms: rows.norms.map(|nr| &nr[r0..r1]),
@@ -372,23 +403,64 @@ pub(crate) fn knn(
                 Offsets::List(o) => Offsets::List(&o[r0..r1]),
             },
         };
-        let qn = if qnorms.is_empty() { &[][..] } else { &qnorms[q0..q1] };
+        let qn = if qnorms.is_empty() {
+            &[][..]
+        } else {
+            &qnorms[q0..q1]
+        };
         let qv = &queries[q0 * dim..q1 * dim];
-        scan(isa, metric, dim, qv, qn, &slots, part, deleted, &mut heaps, scratch);
+        scan(
+            isa, metric, dim, qv, qn, &slots, part, deleted, &mut heaps, scratch,
+        );
         heaps
     };
-    // A single task runs on the caller's thread: handing it to the pool only adds a wake-up.
-    let parts: Vec<Heaps> = if tasks.len() == 1 {
-        vec![run(&mut Scratch::default(), &tasks[0])]
-    } else {
-        tasks.par_iter().map_init(Scratch::default, run).collect()
-    };
+    let parts: Vec<Heaps> = par_map(&tasks, |t| run(&mut Scratch::default(), t));
     for (b, group) in parts.chunks(n_chunks).enumerate() {
         let q0 = b * qb;
         let q1 = (q0 + qb).min(nq);
-        let merged = Heaps::combine(group, q1 - q0, k, metric);
-        out.ids[q0 * k..q1 * k].copy_from_slice(&merged.ids);
-        out.distances[q0 * k..q1 * k].copy_from_slice(&merged.distances);
+        let (ids, dists) = (
+            &mut out.ids[q0 * k..q1 * k],
+            &mut out.distances[q0 * k..q1 * k],
+        );
+        Heaps::combine(group, q1 - q0, k, metric, ids, dists);
     }
     out
+}
+
+/// Maps `f` over `items` on the rayon pool, results in item order.
+///
+/// The calling thread works too: it and up to `threads − 1` pool helpers pull items from a shared
+/// counter until none are left. A search called from outside the pool (a one-query search is a
+/// few hundred microseconds) then does not sleep while pool threads wake up, and inside the pool
+/// (the engine searching segments in parallel) it is ordinary work stealing.
+pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = rayon::current_num_threads();
+    if items.len() <= 1 || threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let slots: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    let work = || {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(item) = items.get(i) else { break };
+            let r = f(item);
+            *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+        }
+    };
+    let helpers = (threads - 1).min(items.len() - 1);
+    rayon::in_place_scope(|s| {
+        for _ in 0..helpers {
+            s.spawn(|_| work());
+        }
+        work();
+    });
+    slots
+        .into_iter()
+        .map(|m| {
+            let r = m.into_inner().unwrap_or_else(|e| e.into_inner());
+            // The scope returns only after every item has been taken and finished.
+            r.expect("par_map: every item is processed before the scope ends")
+        })
+        .collect()
 }

@@ -22,7 +22,7 @@ impl Metric {
     }
 
     /// Maps a distance to a score where lower is better, so one ordering serves both metrics.
-    /// Negation is exact, so [`Metric::from_score`] restores the distance bit for bit.
+    /// Negation is exact, so [`Metric::unscore`] restores the distance bit for bit.
     #[inline]
     pub(crate) fn score(self, distance: f32) -> f32 {
         match self {
@@ -33,7 +33,7 @@ impl Metric {
 
     /// Inverse of [`Metric::score`].
     #[inline]
-    pub(crate) fn from_score(self, score: f32) -> f32 {
+    pub(crate) fn unscore(self, score: f32) -> f32 {
         self.score(score)
     }
 }
@@ -203,7 +203,7 @@ impl TopK {
                 match cand.get(slot) {
                     Some(&(s, cid)) => {
                         *id = cid;
-                        *d = metric.from_score(s);
+                        *d = metric.unscore(s);
                     }
                     None => {
                         *id = -1;

@@ -1,0 +1,348 @@
+//! One actor per node: its small pool of gRPC channels, the version gate, a health probe, the
+//! healthy / suspect / down state with exponential-backoff reconnects, in-flight count, latency EWMA and
+//! request/error counters. Callers lease a client, make the call themselves (so a slow call never blocks
+//! the link), and report the outcome back.
+
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tonic::transport::{Channel, Endpoint};
+
+use super::GatewayError;
+use crate::config::NodeAddr;
+use crate::proto::{self, milvus_service_client::MilvusServiceClient};
+
+pub type Client = MilvusServiceClient<Channel>;
+
+/// Largest message the gateway relays (an insert may carry 256 MB of vectors).
+pub const MAX_MESSAGE_BYTES: usize = 300 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkState {
+    /// Not probed yet.
+    Connecting,
+    Healthy,
+    /// Recent failures; still used, ranked after healthy nodes.
+    Suspect,
+    /// Unreachable or refused by the version gate; not used until a probe succeeds.
+    Down,
+}
+
+#[derive(Debug, Clone)]
+pub struct LinkOptions {
+    pub pool_size: usize,
+    pub probe_interval: Duration,
+    pub probe_timeout: Duration,
+    /// The prefix `Cmd("version")` must start with (pymilvus 1.1.2 needs `1.1.`).
+    pub version_prefix: String,
+    /// Consecutive failures that make a suspect node down.
+    pub down_after: u32,
+    pub max_backoff: Duration,
+    /// Where the channels' I/O runs (the gateway's multi-threaded runtime).
+    pub runtime: tokio::runtime::Handle,
+}
+
+/// A node's health as the router needs it.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct NodeHealth {
+    pub node: NodeAddr,
+    pub state: LinkState,
+}
+
+/// Borrow a client for one call; `Report` the outcome.
+#[derive(Message)]
+#[rtype(result = "Result<Lease, GatewayError>")]
+pub struct Acquire;
+
+pub struct Lease {
+    pub client: Client,
+    pub node: NodeAddr,
+    pub started: Instant,
+}
+
+/// The outcome of a leased call. `failed` = the node did not answer (transport error or deadline), not
+/// a Milvus error status, which is an answer.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Report {
+    pub latency: Duration,
+    pub failed: bool,
+}
+
+#[derive(Message)]
+#[rtype(result = "LinkStats")]
+pub struct GetLinkStats;
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SubscribeHealth(pub Recipient<NodeHealth>);
+
+/// Ends the actor (chaos tests; the supervisor restarts it with a fresh pool).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Crash;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LinkStats {
+    pub node: String,
+    pub state: LinkState,
+    pub reason: Option<String>,
+    pub version: Option<String>,
+    pub in_flight: u64,
+    pub latency_ewma_ms: f64,
+    pub requests: u64,
+    pub errors: u64,
+    pub restarts: u64,
+}
+
+pub struct NodeLink {
+    node: NodeAddr,
+    options: LinkOptions,
+    pool: Vec<Client>,
+    next: usize,
+    state: LinkState,
+    reason: Option<String>,
+    version: Option<String>,
+    failures: u32,
+    backoff: Duration,
+    next_probe: Instant,
+    probing: bool,
+    in_flight: u64,
+    ewma_ms: f64,
+    requests: u64,
+    errors: u64,
+    restarts: u64,
+    subscribers: Vec<Recipient<NodeHealth>>,
+    probe_timer: Option<SpawnHandle>,
+}
+
+/// The node left the cluster: stop probing and refuse leases; the actor ends once nobody holds it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire;
+
+impl NodeLink {
+    pub fn new(node: NodeAddr, options: LinkOptions) -> Self {
+        NodeLink {
+            node,
+            pool: Vec::new(),
+            next: 0,
+            state: LinkState::Connecting,
+            reason: None,
+            version: None,
+            failures: 0,
+            backoff: options.probe_interval,
+            next_probe: Instant::now(),
+            probing: false,
+            in_flight: 0,
+            ewma_ms: 0.0,
+            requests: 0,
+            errors: 0,
+            restarts: 0,
+            subscribers: Vec::new(),
+            probe_timer: None,
+            options,
+        }
+    }
+
+    fn connect(&mut self) -> Result<(), GatewayError> {
+        let endpoint = Endpoint::from_shared(self.node.endpoint())
+            .map_err(|e| GatewayError::Unreachable { node: self.node.to_string(), reason: e.to_string() })?
+            .connect_timeout(self.options.probe_timeout.max(Duration::from_millis(200)))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
+        let _runtime = self.options.runtime.enter();
+        self.pool = (0..self.options.pool_size.max(1))
+            .map(|_| {
+                MilvusServiceClient::new(endpoint.connect_lazy())
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            })
+            .collect();
+        Ok(())
+    }
+
+    fn set_state(&mut self, state: LinkState, reason: Option<String>) {
+        if state != self.state {
+            match state {
+                LinkState::Down => tracing::warn!(node = %self.node, reason = reason.as_deref().unwrap_or(""), "node down"),
+                LinkState::Healthy => tracing::info!(node = %self.node, version = self.version.as_deref().unwrap_or(""), "node healthy"),
+                _ => tracing::debug!(node = %self.node, ?state, "node state"),
+            }
+            self.state = state;
+            for s in &self.subscribers {
+                s.do_send(NodeHealth { node: self.node.clone(), state });
+            }
+        }
+        self.reason = reason;
+    }
+
+    fn failed(&mut self, reason: String) {
+        self.failures += 1;
+        if self.failures >= self.options.down_after || self.state == LinkState::Connecting {
+            self.set_state(LinkState::Down, Some(reason));
+            self.next_probe = Instant::now() + self.backoff;
+            self.backoff = (self.backoff * 2).min(self.options.max_backoff);
+        } else {
+            self.set_state(LinkState::Suspect, Some(reason));
+        }
+    }
+
+    fn succeeded(&mut self) {
+        self.failures = 0;
+        self.backoff = self.options.probe_interval;
+        self.set_state(LinkState::Healthy, None);
+    }
+
+    /// Probes the node: `Cmd("version")` (the gate) until it passed once, then `Cmd("status")`.
+    fn probe(&mut self, ctx: &mut Context<Self>) {
+        if self.probing || Instant::now() < self.next_probe {
+            return;
+        }
+        let Some(mut client) = self.pool.first().cloned() else { return };
+        self.probing = true;
+        let timeout = self.options.probe_timeout;
+        let gate = self.version.is_none().then(|| self.options.version_prefix.clone());
+        let fut = async move {
+            let cmd = if gate.is_some() { "version" } else { "status" };
+            let reply = tokio::time::timeout(timeout, client.cmd(proto::Command { cmd: cmd.into() })).await;
+            match reply {
+                Err(_) => Err(format!("no answer to a health probe within {timeout:?}")),
+                Ok(Err(status)) => Err(format!("health probe failed: {}", status.message())),
+                Ok(Ok(reply)) => {
+                    let reply = reply.into_inner();
+                    match (&gate, reply.status.as_ref().map(|s| s.error_code)) {
+                        (_, Some(code)) if code != 0 => Err(format!("health probe answered error {code}")),
+                        (Some(prefix), _) if !reply.string_reply.starts_with(prefix.as_str()) => Err(format!(
+                            "version gate: node runs {:?}, this gateway needs {prefix}x",
+                            reply.string_reply
+                        )),
+                        (Some(_), _) => Ok(Some(reply.string_reply)),
+                        (None, _) => Ok(None),
+                    }
+                }
+            }
+        };
+        ctx.spawn(fut.into_actor(self).map(|outcome, act, _| {
+            act.probing = false;
+            match outcome {
+                Ok(version) => {
+                    if version.is_some() {
+                        act.version = version;
+                    }
+                    act.succeeded();
+                }
+                Err(reason) => act.failed(reason),
+            }
+        }));
+    }
+
+    pub fn stats(&self) -> LinkStats {
+        LinkStats {
+            node: self.node.to_string(),
+            state: self.state,
+            reason: self.reason.clone(),
+            version: self.version.clone(),
+            in_flight: self.in_flight,
+            latency_ewma_ms: (self.ewma_ms * 1000.0).round() / 1000.0,
+            requests: self.requests,
+            errors: self.errors,
+            restarts: self.restarts,
+        }
+    }
+}
+
+impl Actor for NodeLink {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Err(e) = self.connect() {
+            self.set_state(LinkState::Down, Some(e.to_string()));
+        }
+        self.probe(ctx);
+        let every = self.options.probe_interval;
+        self.probe_timer = Some(ctx.run_interval(every, |act, ctx| act.probe(ctx)));
+    }
+}
+
+impl Supervised for NodeLink {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        tracing::warn!(node = %self.node, "node link restarted with a fresh channel pool");
+        self.restarts += 1;
+        self.pool.clear();
+        self.probing = false;
+        self.in_flight = 0;
+        self.version = None;
+        self.state = LinkState::Connecting;
+        self.next_probe = Instant::now();
+    }
+}
+
+impl Handler<Acquire> for NodeLink {
+    type Result = Result<Lease, GatewayError>;
+    fn handle(&mut self, _: Acquire, _: &mut Context<Self>) -> Self::Result {
+        if matches!(self.state, LinkState::Down) || self.pool.is_empty() {
+            return Err(GatewayError::Unreachable {
+                node: self.node.to_string(),
+                reason: self.reason.clone().unwrap_or_else(|| "not connected".into()),
+            });
+        }
+        self.next = (self.next + 1) % self.pool.len();
+        self.in_flight += 1;
+        self.requests += 1;
+        Ok(Lease { client: self.pool[self.next].clone(), node: self.node.clone(), started: Instant::now() })
+    }
+}
+
+impl Handler<Report> for NodeLink {
+    type Result = ();
+    fn handle(&mut self, r: Report, ctx: &mut Context<Self>) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let ms = r.latency.as_secs_f64() * 1000.0;
+        self.ewma_ms = if self.ewma_ms == 0.0 { ms } else { 0.8 * self.ewma_ms + 0.2 * ms };
+        if r.failed {
+            self.errors += 1;
+            self.failed("a request got no answer".into());
+            self.next_probe = self.next_probe.min(Instant::now());
+            self.probe(ctx);
+        } else if self.state != LinkState::Healthy && self.version.is_some() {
+            self.succeeded();
+        }
+    }
+}
+
+impl Handler<GetLinkStats> for NodeLink {
+    type Result = MessageResult<GetLinkStats>;
+    fn handle(&mut self, _: GetLinkStats, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.stats())
+    }
+}
+
+impl Handler<SubscribeHealth> for NodeLink {
+    type Result = ();
+    fn handle(&mut self, SubscribeHealth(r): SubscribeHealth, _: &mut Context<Self>) {
+        r.do_send(NodeHealth { node: self.node.clone(), state: self.state });
+        self.subscribers.push(r);
+    }
+}
+
+impl Handler<Retire> for NodeLink {
+    type Result = ();
+    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
+        if let Some(timer) = self.probe_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        self.pool.clear();
+        self.set_state(LinkState::Down, Some("left the cluster".into()));
+    }
+}
+
+impl Handler<Crash> for NodeLink {
+    type Result = ();
+    fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}

@@ -1,0 +1,321 @@
+//! The gateway in front of an in-process cluster (write node + read nodes on one storage folder): exact
+//! answers split across read nodes, a read node killed under load, a read node added, the write node down
+//! and back. SQLite metadata always; MariaDB too when MISHARDS_TEST_MYSQL_URL is set.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::{Client, Rng, TestCluster, brute_force};
+use mishards::gateway::routing::GetOwners;
+use mishards::proto::{self, ErrorCode};
+
+const DIM: usize = 32;
+/// Rows per flush: 9,000 × 32 floats is just over index_file_size = 1 MB, so every flush stays its own file.
+const ROWS: usize = 9_000;
+
+fn records(vectors: &[Vec<f32>]) -> Vec<proto::RowRecord> {
+    vectors.iter().map(|v| proto::RowRecord { float_data: v.clone(), binary_data: Vec::new() }).collect()
+}
+
+fn code(status: &Option<proto::Status>) -> i32 {
+    status.as_ref().map_or(-1, |s| s.error_code)
+}
+
+/// Creates `name` and loads `files` flushed files of `ROWS` rows each; returns (id, vector) of all rows.
+async fn load(c: &mut Client, name: &str, files: usize, rng: &mut Rng) -> Vec<(i64, Vec<f32>)> {
+    let st = c
+        .create_collection(proto::CollectionSchema {
+            collection_name: name.into(),
+            dimension: DIM as i64,
+            index_file_size: 1,
+            metric_type: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.error_code, 0, "{st:?}");
+    let mut data = Vec::new();
+    for _ in 0..files {
+        let v = rng.vectors(ROWS, DIM);
+        let r = c
+            .insert(proto::InsertParam { collection_name: name.into(), row_record_array: records(&v), ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(code(&r.status), 0, "{:?}", r.status);
+        data.extend(r.vector_id_array.into_iter().zip(v));
+        let st = c.flush(proto::FlushParam { collection_name_array: vec![name.into()] }).await.unwrap().into_inner();
+        assert_eq!(st.error_code, 0, "{st:?}");
+    }
+    data
+}
+
+async fn search(c: &mut Client, name: &str, queries: &[Vec<f32>], k: i64) -> proto::TopKQueryResult {
+    c.search(proto::SearchParam {
+        collection_name: name.into(),
+        query_record_array: records(queries),
+        topk: k,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+fn assert_exact(result: &proto::TopKQueryResult, data: &[(i64, Vec<f32>)], queries: &[Vec<f32>], k: usize) {
+    assert_eq!(code(&result.status), 0, "{:?}", result.status);
+    assert_eq!(result.row_num as usize, queries.len());
+    for (q, query) in queries.iter().enumerate() {
+        let expected: Vec<i64> = brute_force(data, query, k, false).into_iter().map(|e| e.0).collect();
+        assert_eq!(&result.ids[q * k..(q + 1) * k], expected.as_slice(), "query {q}");
+    }
+}
+
+/// `requests` per read node from conn_stats.
+async fn requests_by_node(cluster: &TestCluster) -> Vec<(String, u64)> {
+    let stats = cluster.stats().await;
+    stats["read_nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["node"].as_str().unwrap().to_string(), r["requests"].as_u64().unwrap_or(0)))
+        .collect()
+}
+
+async fn search_over_all_readers(meta: Option<&common::TestDb>) {
+    let cluster = TestCluster::start(3, meta).await;
+    let mut c = cluster.client().await;
+    let mut rng = Rng(21);
+    let data = load(&mut c, "spread", 6, &mut rng).await;
+    let queries = rng.vectors(5, DIM);
+    let via_gateway = search(&mut c, "spread", &queries, 10).await;
+    assert_exact(&via_gateway, &data, &queries, 10);
+
+    // The same as one node's own exact search over everything.
+    let mut direct = common::client(cluster.writer.as_ref().unwrap().addr).await;
+    let single = search(&mut direct, "spread", &queries, 10).await;
+    assert_eq!(via_gateway.ids, single.ids);
+    for (a, b) in via_gateway.distances.iter().zip(&single.distances) {
+        assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0));
+    }
+    // Six files over three read nodes: every read node took part.
+    let requests = requests_by_node(&cluster).await;
+    assert_eq!(requests.len(), 3);
+    assert!(requests.iter().all(|(_, n)| *n > 0), "{requests:?}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_is_split_across_read_nodes_and_equals_the_exact_answer() {
+    search_over_all_readers(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_on_mysql_metadata() {
+    let Some(db) = common::mysql_db().await else { return };
+    search_over_all_readers(Some(&db)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_node_killed_under_load_costs_no_answer() {
+    let mut cluster = TestCluster::start(3, None).await;
+    let mut c = cluster.client().await;
+    let mut rng = Rng(22);
+    let data = load(&mut c, "killed", 6, &mut rng).await;
+    let queries = rng.vectors(3, DIM);
+    let expected = search(&mut c, "killed", &queries, 10).await;
+    assert_exact(&expected, &data, &queries, 10);
+
+    // Bounded load: 4 clients × 15 searches; a read node stops a third of the way through.
+    let addr = cluster.gateway.addr;
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (queries, expected) = (queries.clone(), expected.clone());
+        load.push(tokio::spawn(async move {
+            let mut c = common::client(addr).await;
+            for _ in 0..15 {
+                let got = search(&mut c, "killed", &queries, 10).await;
+                assert_eq!(code(&got.status), 0, "{:?}", got.status);
+                assert_eq!(got.ids, expected.ids, "a search lost part of its answer");
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    cluster.stop_reader(1).await;
+    for l in load {
+        l.await.unwrap();
+    }
+    // The gateway noticed, and keeps answering in full.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = cluster.stats().await;
+        let down = stats["read_nodes"].as_array().unwrap().iter().filter(|r| r["state"] == "down").count();
+        if down == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the stopped node is not marked down: {stats}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(search(&mut c, "killed", &queries, 10).await.ids, expected.ids);
+
+    // With every read node gone the answer is an error naming the files and nodes, never a short answer.
+    cluster.stop_reader(0).await;
+    cluster.stop_reader(2).await;
+    let none = search(&mut c, "killed", &queries, 10).await;
+    assert_eq!(code(&none.status), ErrorCode::UnexpectedError as i32, "{:?}", none.status);
+    let reason = none.status.unwrap().reason;
+    assert!(reason.contains("files") && reason.contains("127.0.0.1:"), "{reason}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_node_added_takes_only_its_share() {
+    let mut cluster = TestCluster::start(2, None).await;
+    let mut c = cluster.client().await;
+    let mut rng = Rng(23);
+    let data = load(&mut c, "grow", 8, &mut rng).await;
+    let before = cluster.gateway.actors.routing.send(GetOwners).await.unwrap();
+    assert_eq!(before.len(), 8);
+
+    let added = cluster.add_reader().await;
+    cluster.publish_readers();
+    cluster.wait_until_healthy(3).await;
+    let after = cluster.gateway.actors.routing.send(GetOwners).await.unwrap();
+    let new_node = mishards::config::NodeAddr { host: added.ip().to_string(), port: added.port() };
+    let moved: Vec<i64> = before.iter().filter(|(id, owner)| after.get(id) != Some(owner)).map(|(id, _)| *id).collect();
+    assert!(!moved.is_empty(), "the new node got no files");
+    assert!(moved.iter().all(|id| after[id] == new_node), "files moved between old nodes: {moved:?}");
+
+    let queries = rng.vectors(3, DIM);
+    assert_exact(&search(&mut c, "grow", &queries, 10).await, &data, &queries, 10);
+    let requests = requests_by_node(&cluster).await;
+    let served = requests.iter().find(|(n, _)| *n == new_node.to_string()).map(|(_, r)| *r).unwrap_or(0);
+    assert!(served > 0, "the new node served nothing: {requests:?}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_write_node_down_searches_go_on_and_writes_fail_clearly() {
+    let mut cluster = TestCluster::start(2, None).await;
+    let mut c = cluster.client().await;
+    let mut rng = Rng(24);
+    let data = load(&mut c, "steady", 2, &mut rng).await;
+    let queries = rng.vectors(2, DIM);
+    let expected = search(&mut c, "steady", &queries, 5).await;
+    assert_exact(&expected, &data, &queries, 5);
+
+    cluster.stop_writer().await;
+    let name = || proto::CollectionName { collection_name: "steady".into() };
+    assert_eq!(search(&mut c, "steady", &queries, 5).await.ids, expected.ids);
+    assert!(c.has_collection(name()).await.unwrap().into_inner().bool_reply);
+    let described = c.describe_collection(name()).await.unwrap().into_inner();
+    assert_eq!((code(&described.status), described.dimension), (0, DIM as i64));
+    let listed = c.show_collections(proto::Command::default()).await.unwrap().into_inner();
+    assert_eq!(listed.collection_names, ["steady"]);
+    let parts = c.show_partitions(name()).await.unwrap().into_inner();
+    assert_eq!(parts.partition_tag_array, ["_default"]);
+    assert_eq!(c.count_collection(name()).await.unwrap().into_inner().collection_row_count, 2 * ROWS as i64);
+    // pymilvus asks for the version on connect: answered by the gateway itself.
+    assert_eq!(c.cmd(proto::Command { cmd: "version".into() }).await.unwrap().into_inner().string_reply, "1.1.1");
+
+    let started = Instant::now();
+    let refused = c
+        .insert(proto::InsertParam { collection_name: "steady".into(), row_record_array: records(&queries), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&refused.status), ErrorCode::ConnectFailed as i32);
+    let reason = refused.status.unwrap().reason;
+    assert!(reason.contains("write node") && reason.contains(&cluster.writer_port.to_string()), "{reason}");
+    assert!(started.elapsed() < Duration::from_secs(5), "writes must fail fast");
+    let refused = c
+        .create_collection(proto::CollectionSchema { collection_name: "x".into(), dimension: 4, index_file_size: 1, metric_type: 1, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(refused.error_code, ErrorCode::ConnectFailed as i32);
+
+    cluster.restart_writer().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = c
+            .insert(proto::InsertParam { collection_name: "steady".into(), row_record_array: records(&queries), ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
+        if code(&r.status) == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "writes did not resume: {:?}", r.status);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let st = c.flush(proto::FlushParam::default()).await.unwrap().into_inner();
+    assert_eq!(st.error_code, 0);
+    assert_eq!(c.count_collection(name()).await.unwrap().into_inner().collection_row_count, 2 * ROWS as i64 + 2);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_tags_and_deletes_pass_through_the_gateway() {
+    let cluster = TestCluster::start(2, None).await;
+    let mut c = cluster.client().await;
+    let mut rng = Rng(25);
+    let st = c
+        .create_collection(proto::CollectionSchema { collection_name: "tagged".into(), dimension: 8, index_file_size: 1024, metric_type: 2, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.error_code, 0);
+    let st = c.create_partition(proto::PartitionParam { collection_name: "tagged".into(), tag: "p1".into() }).await.unwrap().into_inner();
+    assert_eq!(st.error_code, 0);
+    let v = rng.vectors(50, 8);
+    let r = c
+        .insert(proto::InsertParam { collection_name: "tagged".into(), row_record_array: records(&v), partition_tag: "p1".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let ids = r.vector_id_array;
+    let d = c
+        .insert(proto::InsertParam { collection_name: "tagged".into(), row_record_array: records(&v[..10]), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&d.status), 0);
+    c.flush(proto::FlushParam::default()).await.unwrap();
+    // A delete scoped to the default partition does not touch p1's rows.
+    let st = c
+        .delete_by_id(proto::DeleteByIdParam { collection_name: "tagged".into(), partition_tag: "_default".into(), id_array: vec![ids[0]] })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.error_code, 0);
+    c.flush(proto::FlushParam::default()).await.unwrap();
+    let got = c
+        .get_vectors_by_id(proto::VectorsIdentity { collection_name: "tagged".into(), id_array: vec![ids[0]], partition_tag: "p1".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.vectors_data[0].float_data, v[0]);
+    let only_p1 = c
+        .search(proto::SearchParam { collection_name: "tagged".into(), partition_tag_array: vec!["p.".into()], query_record_array: records(&v[..1]), topk: 60, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&only_p1.status), 0);
+    let found: HashSet<i64> = only_p1.ids.iter().copied().filter(|id| *id >= 0).collect();
+    assert_eq!(found, ids.iter().copied().collect::<HashSet<_>>());
+    let bad = c
+        .search(proto::SearchParam { collection_name: "tagged".into(), partition_tag_array: vec!["nope".into()], query_record_array: records(&v[..1]), topk: 1, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&bad.status), ErrorCode::IllegalArgument as i32);
+    let wrong_dim = search(&mut c, "tagged", &[vec![0.0; 3]], 1).await;
+    assert_eq!(code(&wrong_dim.status), ErrorCode::IllegalDimension as i32);
+    let missing = search(&mut c, "missing", &[vec![0.0; 8]], 1).await;
+    assert_eq!(code(&missing.status), ErrorCode::CollectionNotExists as i32);
+    cluster.shutdown().await;
+}
