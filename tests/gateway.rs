@@ -319,3 +319,50 @@ async fn partition_tags_and_deletes_pass_through_the_gateway() {
     assert_eq!(code(&missing.status), ErrorCode::CollectionNotExists as i32);
     cluster.shutdown().await;
 }
+
+/// Runs one statement on the cluster's SQLite metadata from outside the cluster.
+async fn sqlite_exec(cluster: &TestCluster, sql: &str) {
+    use sqlx::Connection;
+    let path = cluster.storage().join("meta.sqlite");
+    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+    sqlx::query(sql).execute(&mut c).await.unwrap();
+}
+
+async fn wait_for_stale(cluster: &TestCluster, stale: bool) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = cluster.stats().await;
+        if stats["metadata"]["stale"] == stale {
+            return stats;
+        }
+        assert!(Instant::now() < deadline, "metadata stale never became {stale}: {stats}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn searches_go_on_through_a_metadata_outage_and_it_recovers() {
+    let cluster = TestCluster::start(2, None).await;
+    let mut c = cluster.client().await;
+    let mut rng = Rng(26);
+    let data = load(&mut c, "outage", 4, &mut rng).await;
+    let queries = rng.vectors(3, DIM);
+    let expected = search(&mut c, "outage", &queries, 10).await;
+    assert_exact(&expected, &data, &queries, 10);
+
+    // The file table disappears: every metadata read fails, for the gateway and the nodes alike.
+    sqlite_exec(&cluster, "ALTER TABLE TableFiles RENAME TO TableFiles_away").await;
+    let stats = wait_for_stale(&cluster, true).await;
+    assert!(stats["metadata"]["failures"].as_u64().unwrap() >= 1);
+    for _ in 0..5 {
+        let got = search(&mut c, "outage", &queries, 10).await;
+        assert_eq!(code(&got.status), 0, "{:?}", got.status);
+        assert_eq!(got.ids, expected.ids);
+    }
+
+    sqlite_exec(&cluster, "ALTER TABLE TableFiles_away RENAME TO TableFiles").await;
+    let stats = wait_for_stale(&cluster, false).await;
+    assert_eq!(stats["metadata"]["outages"], 1);
+    assert_eq!(search(&mut c, "outage", &queries, 10).await.ids, expected.ids);
+    cluster.shutdown().await;
+}

@@ -186,6 +186,11 @@ impl SegmentCache {
         Ok(segment)
     }
 
+    /// The loaded file if cached, whatever its version (used while metadata cannot be read).
+    pub fn peek(&self, file_id: i64) -> Option<Arc<LoadedSegment>> {
+        self.lookup(file_id)
+    }
+
     fn lookup(&self, file_id: i64) -> Option<Arc<LoadedSegment>> {
         let mut state = self.state.lock().ok()?;
         state.clock += 1;

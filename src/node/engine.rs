@@ -107,6 +107,8 @@ pub struct Engine {
     maintenance: tokio::sync::Mutex<()>,
     index_builder: tokio::sync::Mutex<()>,
     cache: Arc<SegmentCache>,
+    /// The last metadata read of each collection, for riding out a metadata outage.
+    known: Mutex<HashMap<String, CollectionTables>>,
 }
 
 fn lock_error<T>(_: T) -> NodeError {
@@ -167,6 +169,7 @@ impl Engine {
         };
         Ok(Arc::new(Engine {
             cache: Arc::new(SegmentCache::new(opts.cache_bytes)),
+            known: Mutex::new(HashMap::new()),
             auto_flush_ms: AtomicU64::new(opts.auto_flush_interval.as_millis().max(1) as u64),
             meta,
             opts,
@@ -289,12 +292,31 @@ impl Engine {
 
     // ---- Collections and partitions -----------------------------------------------------------------------
 
+    /// A live collection with its partitions. While the metadata database cannot be read, the last
+    /// view this node read is used, so searches of loaded data go on through an outage.
     pub async fn collection(&self, name: &str) -> Result<CollectionTables, NodeError> {
         validate::collection_name(name)?;
-        self.meta
-            .collection_with_partitions(name)
-            .await?
-            .ok_or_else(|| NodeError::CollectionNotFound(name.into()))
+        match self.meta.collection_with_partitions(name).await {
+            Ok(Some(tables)) => {
+                if let Ok(mut known) = self.known.lock() {
+                    known.insert(name.to_string(), tables.clone());
+                }
+                Ok(tables)
+            }
+            Ok(None) => {
+                if let Ok(mut known) = self.known.lock() {
+                    known.remove(name);
+                }
+                Err(NodeError::CollectionNotFound(name.into()))
+            }
+            Err(e) => match self.known.lock().ok().and_then(|k| k.get(name).cloned()) {
+                Some(tables) => {
+                    tracing::warn!(collection = name, error = %e, "metadata unreadable: using the last known collection");
+                    Ok(tables)
+                }
+                None => Err(e.into()),
+            },
+        }
     }
 
     pub async fn create_collection(
@@ -1194,7 +1216,22 @@ impl Engine {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let files = self.meta.files_by_ids(&ids).await?;
+        let files = match self.meta.files_by_ids(&ids).await {
+            Ok(files) => files,
+            Err(e) => {
+                // Metadata unreadable: the files this node has loaded can still be searched.
+                let cached: Option<Vec<Arc<LoadedSegment>>> =
+                    ids.iter().map(|id| self.cache.peek(*id)).collect();
+                let Some(segments) = cached else {
+                    return Err(e.into());
+                };
+                tracing::warn!(error = %e, files = ids.len(), "metadata unreadable: searching cached files");
+                return self
+                    .search_segments(&tables.collection, segments, query)
+                    .await
+                    .map(Some);
+            }
+        };
         let names: HashSet<&str> = std::iter::once(&tables.collection)
             .chain(&tables.partitions)
             .map(|t| t.table_id.as_str())
@@ -1239,6 +1276,18 @@ impl Engine {
         if files.is_empty() {
             return Ok(None);
         }
+        let segments = self.load_files(files).await?;
+        self.search_segments(collection, segments, query)
+            .await
+            .map(Some)
+    }
+
+    async fn search_segments(
+        &self,
+        collection: &TableRow,
+        segments: Vec<Arc<LoadedSegment>>,
+        query: &Query<'_>,
+    ) -> Result<TopK, NodeError> {
         let dim = collection.dimension as usize;
         if query.nq == 0 || query.vectors.len() != query.nq * dim {
             return Err(NodeError::InvalidDimension(format!(
@@ -1246,7 +1295,6 @@ impl Engine {
             )));
         }
         let metric = metric_of(collection.metric_type);
-        let segments = self.load_files(files).await?;
         let (vectors, nq, k, nprobe) = (query.vectors.to_vec(), query.nq, query.k, query.nprobe);
         let merged = tokio::task::spawn_blocking(move || {
             segments
@@ -1262,7 +1310,7 @@ impl Engine {
         })
         .await
         .map_err(|e| NodeError::Internal(e.to_string()))?;
-        Ok(Some(merged))
+        Ok(merged)
     }
 
     /// Loads files through the cache, in parallel.

@@ -128,3 +128,42 @@ def pytest_runtest_makereport(item, call):
     if report.failed:
         for node in getattr(item, "_mishards_nodes", []):
             report.sections.append(("node log: " + node.describe(), node.log_tail(40)))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# gateway tests (test_gateway.py)
+# ---------------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def start_cluster(request, mishards_bin, tmp_path_factory):
+    """start_cluster(readers=2) -> helpers.Cluster: a write node (auto-flush off), `readers` read nodes on
+    the same storage, listed in a hosts file, and a gateway (file discovery, --node-timeout 5) in front.
+    Every process it starts, then or later, is tracked for the report and killed (kill -9) at the end."""
+    clusters = []
+
+    def start(readers=2):
+        cluster = helpers.Cluster(mishards_bin, tmp_path_factory.mktemp("cluster"),
+                                  tmp_path_factory.getbasetemp() / "logs",
+                                  on_start=lambda p: helpers.track(request, p))
+        clusters.append(cluster)
+        return cluster.start(readers=readers)
+
+    yield start
+    for cluster in clusters:
+        cluster.kill_all()
+
+
+@pytest.fixture
+def demo_process(request, mishards_bin, tmp_path_factory):
+    """demo_process(data_dir, readers=2) -> helpers.Demo, not started; killed (kill -9) at the end."""
+    made = []
+
+    def make(data_dir, readers=2):
+        demo = helpers.Demo(mishards_bin, data_dir, tmp_path_factory.getbasetemp() / "logs", readers=readers)
+        made.append(demo)
+        helpers.track(request, demo)
+        return demo
+
+    yield make
+    for demo in made:
+        demo.kill()

@@ -502,3 +502,189 @@ def track(request, node):
         item._mishards_nodes = used
     if node not in used:
         used.append(node)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Gateway, cluster and demo processes (test_gateway.py)
+# --------------------------------------------------------------------------------------------------------
+
+# Settings of the gateway and the demo a developer's environment could carry (the flags below set what the
+# tests need; these would add to or override it).
+SCRUBBED_ENV.update({
+    "WOSERVER", "DISCOVERY_CLASS_NAME", "DISCOVERY_STATIC_HOSTS", "DISCOVERY_STATIC_PORT", "DISCOVERY_FILE",
+    "ROUTER_CLASS_NAME", "MAX_RETRY", "MISHARDS_NODE_TIMEOUT", "MISHARDS_READERS", "MISHARDS_GC_GRACE",
+    "MISHARDS_CACHE_SIZE", "MISHARDS_INDEX_BUILD_THRESHOLD", "MISHARDS_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+})
+
+CONNECT_FAILED = Status.CONNECT_FAILED  # 2
+
+
+class PinnedNode(Node):
+    """A data node that can be restarted on the port it got the first time (`--port 0`), as an operator
+    restarts a crashed write node in place, so the gateway's `--woserver` still names it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fixed_port = 0
+
+    def args(self):
+        args = super().args()
+        args[args.index("--port") + 1] = str(self.fixed_port)
+        return args
+
+    def restart_same_port(self, timeout=START_TIMEOUT):
+        """kill -9 (if running), then start again on the same port."""
+        assert self.port, "node never started"
+        self.fixed_port = self.port
+        self.kill()
+        return self.start(timeout=timeout)
+
+    @property
+    def addr(self):
+        return "127.0.0.1:{}".format(self.port)
+
+
+class Gateway(Node):
+    """One `mishards gateway` process: file discovery on `hosts_file`, SQLite metadata of the nodes' storage,
+    on 127.0.0.1 and a port the OS picks. Started, killed and logged like a node."""
+
+    def __init__(self, binary, write_port, storage, hosts_file, log_dir, node_timeout=5, extra_args=()):
+        super().__init__(binary, "gateway", storage, log_dir, extra_args=extra_args)
+        self.write_port = write_port
+        self.hosts_file = pathlib.Path(hosts_file)
+        self.node_timeout = node_timeout
+
+    def args(self):
+        meta = (self.storage / "meta.sqlite").resolve()
+        return [self.binary, "gateway", "--host", "127.0.0.1", "--port", "0",
+                "--woserver", "127.0.0.1:{}".format(self.write_port),
+                "--meta-uri", "sqlite:///{}".format(meta),  # sqlite:////abs/path
+                "--discovery", "file", "--discovery-file", str(self.hosts_file),
+                "--node-timeout", str(self.node_timeout)] + self.extra_args
+
+    def describe(self):
+        state = "running" if self.alive() else "exited {}".format(None if self.proc is None else self.proc.poll())
+        return "gateway port {} write node 127.0.0.1:{} hosts file {} ({})".format(
+            self.port, self.write_port, self.hosts_file, state)
+
+
+class Demo(Node):
+    """One `mishards demo` process (gateway + write node + read nodes in one process) on `data_dir`."""
+
+    def __init__(self, binary, data_dir, log_dir, readers=2):
+        super().__init__(binary, "demo", data_dir, log_dir)
+        self.readers = readers
+
+    def args(self):
+        return [self.binary, "demo", "--data-dir", str(self.storage), "--port", "0", "--host", "127.0.0.1",
+                "--readers", str(self.readers)]
+
+    def interrupt(self, timeout=20):
+        """SIGINT (Ctrl-C) to the process; its exit code, or None if it is still running after `timeout`."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        return self.wait(timeout=timeout)
+
+    def describe(self):
+        state = "running" if self.alive() else "exited {}".format(None if self.proc is None else self.proc.poll())
+        return "demo port {} data dir {} readers {} ({})".format(self.port, self.storage, self.readers, state)
+
+
+def write_hosts_file(path, nodes):
+    """Replaces the hosts file at once (write + rename), one `127.0.0.1:PORT` per read node."""
+    path = pathlib.Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("# read nodes of this test's gateway\n" + "".join(
+        "127.0.0.1:{}\n".format(n.port) for n in nodes))
+    os.replace(str(tmp), str(path))
+
+
+class Cluster:
+    """A write node, read nodes and a gateway on one storage folder, as separate processes.
+
+    `on_start(process)` is called for every process started (the fixture uses it to track logs); the fixture
+    kills them all (kill -9) when the test ends."""
+
+    def __init__(self, binary, storage, log_dir, on_start=lambda p: None, node_timeout=5):
+        self.binary = binary
+        self.storage = pathlib.Path(storage)
+        self.log_dir = pathlib.Path(log_dir)
+        self.hosts_file = self.storage.parent / (self.storage.name + ".hosts")
+        self.on_start = on_start
+        self.node_timeout = node_timeout
+        self.rw = None
+        self.readers = []   # the read nodes listed in the hosts file
+        self.gateway = None
+        self.processes = []
+
+    def _started(self, proc):
+        self.processes.append(proc)
+        self.on_start(proc)
+        return proc.start()
+
+    def start(self, readers=2):
+        self.rw = PinnedNode(self.binary, "rw", self.storage, self.log_dir, auto_flush_interval=3600)
+        self._started(self.rw)
+        for _ in range(readers):
+            self.readers.append(self.new_reader())
+        write_hosts_file(self.hosts_file, self.readers)
+        self.gateway = Gateway(self.binary, self.rw.port, self.storage, self.hosts_file, self.log_dir,
+                               node_timeout=self.node_timeout)
+        self._started(self.gateway)
+        return self
+
+    def new_reader(self):
+        """Starts a read node on the shared storage (not yet in the hosts file)."""
+        return self._started(PinnedNode(self.binary, "ro", self.storage, self.log_dir))
+
+    def set_readers(self, nodes):
+        self.readers = list(nodes)
+        write_hosts_file(self.hosts_file, self.readers)
+
+    def client(self):
+        return self.gateway.client()
+
+    def kill_all(self):
+        for p in self.processes:
+            try:
+                p.kill()
+            except Exception:  # noqa: BLE001 - best effort in a finalizer
+                pass
+
+
+def conn_stats(client):
+    """The gateway's Cmd("conn_stats") answer, parsed."""
+    st, text = client._cmd("conn_stats")
+    assert_ok(st, 'Cmd("conn_stats")')
+    try:
+        stats = json.loads(text)
+    except ValueError:
+        raise AssertionError('Cmd("conn_stats") is not JSON: {!r}'.format(text))
+    assert isinstance(stats, dict) and isinstance(stats.get("read_nodes"), list) and \
+        isinstance(stats.get("write_node"), dict), 'Cmd("conn_stats") lacks write_node/read_nodes: {}'.format(text)
+    return stats
+
+
+def read_node_stats(stats):
+    """{"127.0.0.1:PORT": entry} of a conn_stats answer."""
+    return {r.get("node"): r for r in stats["read_nodes"]}
+
+
+def wait_read_nodes(client, expected, timeout=POLL_TIMEOUT, what="read nodes"):
+    """Waits (bounded) until conn_stats lists exactly the read nodes of `expected` ({addr: state}), each in
+    its state; returns the last conn_stats answer, which the caller asserts on."""
+    last = {}
+
+    def check():
+        last["stats"] = conn_stats(client)
+        nodes = read_node_stats(last["stats"])
+        return set(nodes) == set(expected) and all(nodes[a].get("state") == s for a, s in expected.items())
+
+    wait_until(check, timeout=timeout, interval=0.2, what=what)
+    stats = last["stats"]
+    nodes = read_node_stats(stats)
+    assert set(nodes) == set(expected) and all(nodes[a].get("state") == s for a, s in expected.items()), \
+        "{}: after {:.0f} s conn_stats lists read nodes {} expected {}".format(
+            what, timeout, {a: n.get("state") for a, n in nodes.items()}, expected)
+    return stats

@@ -1,0 +1,134 @@
+//! docker-compose/docker-compose.yml cannot be started here (no Docker engine), so this test reads it:
+//! every mishards service's command and environment must be accepted by the real CLI and config layer,
+//! and the services must point at each other (gateway → write node and read nodes, everyone → MySQL,
+//! nodes → one shared volume).
+
+use std::collections::HashMap;
+
+use mishards::config::{GatewayConfig, NodeConfig, Role, Scope, Settings};
+use mishards::meta::MetaUri;
+use serde_yaml::Value;
+
+fn compose() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose/docker-compose.yml");
+    serde_yaml::from_str(&std::fs::read_to_string(path).expect("compose file")).expect("valid YAML")
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_sequence().map(|s| s.iter().filter_map(|x| x.as_str().map(String::from)).collect()).unwrap_or_default()
+}
+
+fn environment(service: &Value) -> HashMap<String, String> {
+    service["environment"]
+        .as_mapping()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| {
+                    let value = match v {
+                        Value::String(s) => s.clone(),
+                        Value::Number(n) => n.to_string(),
+                        Value::Bool(b) => b.to_string(),
+                        _ => return None,
+                    };
+                    Some((k.as_str()?.to_string(), value))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Parses a service's command with the real CLI and resolves its settings with its environment.
+fn settings(service: &Value) -> (Scope, Settings) {
+    let args = strings(&service["command"]);
+    let matches = mishards::cli::command()
+        .try_get_matches_from(std::iter::once("mishards".to_string()).chain(args.clone()))
+        .unwrap_or_else(|e| panic!("{args:?} is not a valid command line: {e}"));
+    let (name, sub) = matches.subcommand().expect("a subcommand");
+    let scope = match name {
+        "gateway" => Scope::Gateway,
+        "node" => Scope::Node,
+        other => panic!("unexpected subcommand {other}"),
+    };
+    let flags: HashMap<&'static str, String> = mishards::config::specs_for(scope)
+        .filter_map(|spec| sub.get_one::<String>(spec.key).map(|v| (spec.flag, v.clone())))
+        .collect();
+    let env = environment(service);
+    for key in env.keys() {
+        if key.starts_with("MYSQL_") {
+            continue;
+        }
+        assert!(
+            mishards::config::specs_for(scope).any(|s| s.env.contains(&key.as_str())),
+            "{key} is not a setting of `mishards {name}`"
+        );
+    }
+    (scope, Settings::resolve(scope, &flags, &env, None).unwrap_or_else(|e| panic!("{args:?}: {e}")))
+}
+
+fn mysql_host(uri: &str) -> (String, String) {
+    match MetaUri::parse(uri, None).expect("metadata URI") {
+        MetaUri::MySql(t) => (t.host, t.database),
+        other => panic!("expected MySQL metadata, got {other}"),
+    }
+}
+
+#[test]
+fn every_service_is_a_valid_mishards_process_and_they_point_at_each_other() {
+    let doc = compose();
+    let services = doc["services"].as_mapping().expect("services");
+    let mysql = &doc["services"]["mysql"];
+    let database = environment(mysql)["MYSQL_DATABASE"].clone();
+    let volume_of = |s: &Value| strings(&s["volumes"]).first().cloned().unwrap_or_default();
+
+    let mut writers = Vec::new();
+    let mut readers = Vec::new();
+    let mut gateways = Vec::new();
+    for (name, service) in services {
+        let name = name.as_str().unwrap().to_string();
+        if name == "mysql" {
+            continue;
+        }
+        let (scope, s) = settings(service);
+        match scope {
+            Scope::Node => {
+                let node = NodeConfig::from_settings(&s).expect("node config");
+                let (host, db) = mysql_host(node.meta_uri.as_deref().expect("nodes use MySQL"));
+                assert_eq!((host.as_str(), db.as_str()), ("mysql", database.as_str()), "{name}");
+                assert!(volume_of(service).ends_with(&format!(":{}", node.storage.display())), "{name} mounts its storage");
+                match node.role {
+                    Role::Writer => writers.push((name, node, volume_of(service))),
+                    Role::Reader => readers.push((name, node, volume_of(service))),
+                }
+            }
+            _ => gateways.push((name, GatewayConfig::from_settings(&s).expect("gateway config"), service.clone())),
+        }
+    }
+    assert_eq!(writers.len(), 1, "exactly one write node");
+    assert_eq!(readers.len(), 2, "two read nodes");
+    assert_eq!(gateways.len(), 1);
+    let (_, writer, writer_volume) = &writers[0];
+    assert!(readers.iter().all(|(_, _, v)| v == writer_volume), "all nodes share one volume");
+
+    let (_, gateway, service) = &gateways[0];
+    assert_eq!((gateway.write_node.host.as_str(), gateway.write_node.port), ("rw", writer.port));
+    let mut hosts: Vec<(String, u16)> = gateway.static_hosts.iter().map(|h| (h.host.clone(), h.port)).collect();
+    hosts.sort();
+    let mut expected: Vec<(String, u16)> = readers.iter().map(|(n, r, _)| (n.clone(), r.port)).collect();
+    expected.sort();
+    assert_eq!(hosts, expected, "the gateway discovers exactly the read nodes");
+    assert_eq!(mysql_host(&gateway.meta_uri), ("mysql".into(), database.clone()));
+    assert_eq!(strings(&service["ports"]), [format!("19530:{}", gateway.port)]);
+}
+
+#[test]
+fn the_dockerfile_builds_the_binary_the_services_run() {
+    let dockerfile = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose/Dockerfile")).unwrap();
+    assert!(dockerfile.contains("cargo build --release --bin mishards"));
+    assert!(dockerfile.contains("ENTRYPOINT [\"mishards\"]"));
+    let doc = compose();
+    for (name, service) in doc["services"].as_mapping().unwrap() {
+        if name.as_str() != Some("mysql") {
+            assert_eq!(service["image"].as_str(), Some("mishards:latest"), "{name:?}");
+        }
+    }
+}
