@@ -584,7 +584,9 @@ class Demo(Node):
         """SIGINT (Ctrl-C) to the process; its exit code, or None if it is still running after `timeout`."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
-        return self.wait(timeout=timeout)
+        code = self.wait(timeout=timeout)
+        self._close_clients()
+        return code
 
     def describe(self):
         state = "running" if self.alive() else "exited {}".format(None if self.proc is None else self.proc.poll())
