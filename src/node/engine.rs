@@ -25,6 +25,17 @@ use crate::meta::{
     MetricType, NewFile, NewTable, TableRow, TableState, now_micros, select_tables,
 };
 
+/// The files a segment can consist of while it is live: its raw data (searchable, waiting for an index,
+/// or kept behind one) and its index.
+const SEGMENT_FILES: [FileType; 4] = [
+    FileType::Raw,
+    FileType::ToIndex,
+    FileType::Index,
+    FileType::Backup,
+];
+/// The live files that hold a segment's vectors in row order (by-id reads use these).
+const RAW_FILES: [FileType; 3] = [FileType::Raw, FileType::ToIndex, FileType::Backup];
+
 /// The partition tag naming a collection's own table.
 pub const DEFAULT_TAG: &str = "_default";
 
@@ -739,15 +750,9 @@ impl Engine {
     /// row counts and stamps their `updated_time` so readers reload the marks.
     async fn apply_deletes(&self, table_id: &str, ids: &[i64]) -> Result<(), NodeError> {
         let wanted: HashSet<i64> = ids.iter().copied().collect();
-        let live = [
-            FileType::Raw,
-            FileType::ToIndex,
-            FileType::Index,
-            FileType::Backup,
-        ];
         let files = self
             .meta
-            .files_of_tables(&[table_id.to_string()], &live)
+            .files_of_tables(&[table_id.to_string()], &SEGMENT_FILES)
             .await?;
         for segment_files in group_by_segment(&files).values() {
             let Some(raw) = segment_files
@@ -895,13 +900,10 @@ impl Engine {
                 .update_collection_index(name, engine, &params)
                 .await?;
             let table_ids = table_ids(&tables);
-            let all = [
-                FileType::Raw,
-                FileType::ToIndex,
-                FileType::Index,
-                FileType::Backup,
-            ];
-            let files = self.meta.files_of_tables(&table_ids, &all).await?;
+            let files = self
+                .meta
+                .files_of_tables(&table_ids, &SEGMENT_FILES)
+                .await?;
             let now = now_micros();
             if changed {
                 // A different index: retire built ones and bring their raw files back.
@@ -1066,15 +1068,9 @@ impl Engine {
         {
             let _m = self.maintenance.lock().await;
             for table in std::iter::once(&tables.collection).chain(&tables.partitions) {
-                let live = [
-                    FileType::Raw,
-                    FileType::ToIndex,
-                    FileType::Index,
-                    FileType::Backup,
-                ];
                 let files = self
                     .meta
-                    .files_of_tables(std::slice::from_ref(&table.table_id), &live)
+                    .files_of_tables(std::slice::from_ref(&table.table_id), &SEGMENT_FILES)
                     .await?;
                 for segment_files in group_by_segment(&files).values() {
                     let Some(raw) = segment_files
@@ -1342,8 +1338,7 @@ impl Engine {
             .into_iter()
             .map(|t| t.table_id.clone())
             .collect();
-        let raw_types = [FileType::Raw, FileType::ToIndex, FileType::Backup];
-        let files = self.meta.files_of_tables(&targets, &raw_types).await?;
+        let files = self.meta.files_of_tables(&targets, &RAW_FILES).await?;
         let segments = self.load_files(files).await?;
         Ok(ids
             .iter()
@@ -1354,10 +1349,9 @@ impl Engine {
     /// Live ids of one segment of the collection, in row order.
     pub async fn segment_ids(&self, name: &str, segment_name: &str) -> Result<Vec<i64>, NodeError> {
         let tables = self.collection(name).await?;
-        let raw_types = [FileType::Raw, FileType::ToIndex, FileType::Backup];
         let files = self
             .meta
-            .files_of_tables(&table_ids(&tables), &raw_types)
+            .files_of_tables(&table_ids(&tables), &RAW_FILES)
             .await?;
         let file = files
             .into_iter()

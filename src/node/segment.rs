@@ -214,28 +214,28 @@ pub fn write_raw(
     })
 }
 
-fn write_i64s(w: &mut dyn Write, values: &[i64]) -> io::Result<()> {
-    let mut buf = Vec::with_capacity(values.len().min(1 << 16) * 8);
-    for chunk in values.chunks(1 << 16) {
+/// Writes values little-endian through a bounded buffer (a segment can be hundreds of MB).
+fn write_le<T: Copy, const N: usize>(
+    w: &mut dyn Write,
+    values: &[T],
+    bytes: fn(T) -> [u8; N],
+) -> io::Result<()> {
+    const CHUNK_BYTES: usize = 1 << 20;
+    let mut buf = Vec::with_capacity(CHUNK_BYTES.min(values.len() * N));
+    for chunk in values.chunks(CHUNK_BYTES / N) {
         buf.clear();
-        chunk
-            .iter()
-            .for_each(|v| buf.extend_from_slice(&v.to_le_bytes()));
+        chunk.iter().for_each(|v| buf.extend_from_slice(&bytes(*v)));
         w.write_all(&buf)?;
     }
     Ok(())
 }
 
+fn write_i64s(w: &mut dyn Write, values: &[i64]) -> io::Result<()> {
+    write_le(w, values, i64::to_le_bytes)
+}
+
 fn write_f32s(w: &mut dyn Write, values: &[f32]) -> io::Result<()> {
-    let mut buf = Vec::with_capacity(values.len().min(1 << 18) * 4);
-    for chunk in values.chunks(1 << 18) {
-        buf.clear();
-        chunk
-            .iter()
-            .for_each(|v| buf.extend_from_slice(&v.to_le_bytes()));
-        w.write_all(&buf)?;
-    }
-    Ok(())
+    write_le(w, values, f32::to_le_bytes)
 }
 
 fn le_i64s(bytes: &[u8]) -> Vec<i64> {
