@@ -61,7 +61,10 @@ fn reply<T: WithStatus>(rpc: &'static str, result: Result<T, GatewayError>) -> R
 }
 
 fn mailbox(actor: &'static str) -> impl FnOnce(MailboxError) -> GatewayError {
-    move |e| GatewayError::Actor { actor, reason: e.to_string() }
+    move |e| GatewayError::Actor {
+        actor,
+        reason: e.to_string(),
+    }
 }
 
 fn succeeded<T: WithStatus>(r: &Result<T, GatewayError>) -> bool {
@@ -70,28 +73,72 @@ fn succeeded<T: WithStatus>(r: &Result<T, GatewayError>) -> bool {
 
 impl GatewayService {
     pub fn new(actors: Actors, node_timeout: Duration, max_retry: u32, version: String) -> Self {
-        GatewayService { actors, next_worker: AtomicUsize::new(0), node_timeout, max_retry, version }
+        GatewayService {
+            actors,
+            next_worker: AtomicUsize::new(0),
+            node_timeout,
+            max_retry,
+            version,
+        }
     }
 
     /// Relays one call to the write node. An unreachable write node is CONNECT_FAILED naming it.
-    async fn relay<Req, Resp, F, Fut>(&self, req: Req, timeout: Duration, call: F) -> Result<Resp, GatewayError>
+    async fn relay<Req, Resp, F, Fut>(
+        &self,
+        req: Req,
+        timeout: Duration,
+        call: F,
+    ) -> Result<Resp, GatewayError>
     where
         F: FnOnce(Client, Req) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
         let node = self.actors.write_node.to_string();
-        let down = |reason: String| GatewayError::WriteNodeDown { node: node.clone(), reason };
-        let lease = match self.actors.write.send(Acquire).await.map_err(mailbox("write node link"))? {
+        let down = |reason: String| GatewayError::WriteNodeDown {
+            node: node.clone(),
+            reason,
+        };
+        let lease = match self
+            .actors
+            .write
+            .send(Acquire)
+            .await
+            .map_err(mailbox("write node link"))?
+        {
             Ok(lease) => lease,
             Err(e) => return Err(down(e.to_string())),
         };
         let started = Instant::now();
         let outcome = tokio::time::timeout(timeout, call(lease.client, req)).await;
-        let failed = !matches!(outcome, Ok(Ok(_)));
-        self.actors.write.do_send(Report { latency: started.elapsed(), failed });
+        // Only a call that got no answer says something about the node's health.
+        let unanswered = |s: &Status| {
+            matches!(
+                s.code(),
+                tonic::Code::Unavailable
+                    | tonic::Code::Unknown
+                    | tonic::Code::Cancelled
+                    | tonic::Code::DeadlineExceeded
+            )
+        };
+        let failed = match &outcome {
+            Ok(Ok(_)) => false,
+            Ok(Err(s)) => unanswered(s),
+            Err(_) => true,
+        };
+        self.actors.write.do_send(Report {
+            latency: started.elapsed(),
+            failed,
+        });
         match outcome {
             Ok(Ok(r)) => Ok(r.into_inner()),
-            Ok(Err(status)) => Err(down(status.message().to_string())),
+            Ok(Err(status)) if unanswered(&status) => Err(down(status.message().to_string())),
+            Ok(Err(status)) => Err(GatewayError::Node(crate::error::status(
+                proto::ErrorCode::UnexpectedError,
+                format!(
+                    "the write node {node} refused the call: {}",
+                    status.message()
+                ),
+            ))),
             Err(_) => Err(down(format!("no answer within {timeout:?}"))),
         }
     }
@@ -102,11 +149,20 @@ impl GatewayService {
     }
 
     async fn snapshot(&self) -> Result<Arc<Snapshot>, GatewayError> {
-        self.actors.poller.send(GetSnapshot).await.map_err(mailbox("metadata poller"))
+        self.actors
+            .poller
+            .send(GetSnapshot)
+            .await
+            .map_err(mailbox("metadata poller"))
     }
 
     /// A relayed write: on success the metadata is refreshed before the client hears back.
-    async fn write<Req, Resp, F, Fut>(&self, req: Req, timeout: Duration, call: F) -> Result<Resp, GatewayError>
+    async fn write<Req, Resp, F, Fut>(
+        &self,
+        req: Req,
+        timeout: Duration,
+        call: F,
+    ) -> Result<Resp, GatewayError>
     where
         Resp: WithStatus,
         F: FnOnce(Client, Req) -> Fut,
@@ -143,25 +199,42 @@ impl GatewayService {
         }
     }
 
-    async fn search_plan(&self, param: proto::SearchParam) -> Result<proto::TopKQueryResult, GatewayError> {
+    async fn search_plan(
+        &self,
+        param: proto::SearchParam,
+    ) -> Result<proto::TopKQueryResult, GatewayError> {
         let plan = self
             .actors
             .routing
-            .send(Plan { collection: param.collection_name.clone(), tags: param.partition_tag_array.clone() })
+            .send(Plan {
+                collection: param.collection_name.clone(),
+                tags: param.partition_tag_array.clone(),
+            })
             .await
             .map_err(mailbox("routing"))??;
         let Some(plan) = plan else {
             // Not in the snapshot (new, or unknown): the write node knows.
-            return self.relay(param, QUICK, |mut c, r| async move { c.search(r).await }).await;
+            return self
+                .relay(param, QUICK, |mut c, r| async move { c.search(r).await })
+                .await;
         };
         check_query(&param, plan.collection.dimension)?;
         if plan.files.is_empty() {
             // Milvus answers a search over no data with an empty result.
-            return Ok(proto::TopKQueryResult { status: Some(success()), ..Default::default() });
+            return Ok(proto::TopKQueryResult {
+                status: Some(success()),
+                ..Default::default()
+            });
         }
-        let links = self.actors.cluster.send(GetLinks).await.map_err(mailbox("cluster"))?;
+        let links = self
+            .actors
+            .cluster
+            .send(GetLinks)
+            .await
+            .map_err(mailbox("cluster"))?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let worker = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.actors.workers.len().max(1);
+        let worker =
+            self.next_worker.fetch_add(1, Ordering::Relaxed) % self.actors.workers.len().max(1);
         let scatter = ScatterGather {
             plan,
             param,
@@ -179,25 +252,45 @@ impl GatewayService {
                 scatter.start();
             }
         }
-        rx.await.map_err(|_| GatewayError::Actor { actor: "scatter-gather", reason: "ended without an answer".into() })?
+        rx.await.map_err(|_| GatewayError::Actor {
+            actor: "scatter-gather",
+            reason: "ended without an answer".into(),
+        })?
     }
 
     async fn conn_stats(&self) -> Result<String, GatewayError> {
-        let stats = self.actors.cluster.send(ConnStats).await.map_err(mailbox("cluster"))?;
+        let stats = self
+            .actors
+            .cluster
+            .send(ConnStats)
+            .await
+            .map_err(mailbox("cluster"))?;
         Ok(stats.to_string())
     }
 }
 
 /// The checks Milvus makes before searching, so they hold even when no node is asked.
 fn check_query(param: &proto::SearchParam, dimension: i64) -> Result<(), GatewayError> {
-    let invalid = |code: proto::ErrorCode, reason: String| GatewayError::Node(crate::error::status(code, reason));
+    let invalid = |code: proto::ErrorCode, reason: String| {
+        GatewayError::Node(crate::error::status(code, reason))
+    };
     if !(1..=16384).contains(&param.topk) {
-        return Err(invalid(proto::ErrorCode::IllegalTopk, format!("topk {} is out of range: it must be 1 to 16384", param.topk)));
+        return Err(invalid(
+            proto::ErrorCode::IllegalTopk,
+            format!("topk {} is out of range: it must be 1 to 16384", param.topk),
+        ));
     }
     if param.query_record_array.is_empty() {
-        return Err(invalid(proto::ErrorCode::IllegalRowrecord, "no query vectors given".into()));
+        return Err(invalid(
+            proto::ErrorCode::IllegalRowrecord,
+            "no query vectors given".into(),
+        ));
     }
-    if param.query_record_array.iter().any(|r| r.float_data.len() as i64 != dimension) {
+    if param
+        .query_record_array
+        .iter()
+        .any(|r| r.float_data.len() as i64 != dimension)
+    {
         return Err(invalid(
             proto::ErrorCode::IllegalDimension,
             format!("every query vector must have the collection's dimension {dimension}"),
@@ -206,8 +299,14 @@ fn check_query(param: &proto::SearchParam, dimension: i64) -> Result<(), Gateway
     Ok(())
 }
 
-fn collection_of<'s>(snapshot: &'s Snapshot, name: &str) -> Result<&'s crate::meta::CollectionTables, GatewayError> {
-    snapshot.collections.get(name).ok_or_else(|| GatewayError::CollectionNotFound(name.to_string()))
+fn collection_of<'s>(
+    snapshot: &'s Snapshot,
+    name: &str,
+) -> Result<&'s crate::meta::CollectionTables, GatewayError> {
+    snapshot
+        .collections
+        .get(name)
+        .ok_or_else(|| GatewayError::CollectionNotFound(name.to_string()))
 }
 
 const HYBRID: &str = "hybrid collections are not served: Milvus 1.1 clients use the vector RPCs";
@@ -215,228 +314,473 @@ const HYBRID: &str = "hybrid collections are not served: Milvus 1.1 clients use 
 #[tonic::async_trait]
 impl MilvusService for GatewayService {
     async fn create_collection(&self, r: Request<proto::CollectionSchema>) -> Reply<proto::Status> {
-        reply("CreateCollection", self.write(r.into_inner(), QUICK, |mut c, r| async move { c.create_collection(r).await }).await)
+        reply(
+            "CreateCollection",
+            self.write(r.into_inner(), QUICK, |mut c, r| async move {
+                c.create_collection(r).await
+            })
+            .await,
+        )
     }
 
     async fn has_collection(&self, r: Request<proto::CollectionName>) -> Reply<proto::BoolReply> {
         let name = r.get_ref().collection_name.clone();
         let result = self
-            .read_or_snapshot(r.into_inner(), |mut c, r| async move { c.has_collection(r).await }, |s| {
-                Ok(proto::BoolReply { status: Some(success()), bool_reply: s.collections.contains_key(&name) })
-            })
+            .read_or_snapshot(
+                r.into_inner(),
+                |mut c, r| async move { c.has_collection(r).await },
+                |s| {
+                    Ok(proto::BoolReply {
+                        status: Some(success()),
+                        bool_reply: s.collections.contains_key(&name),
+                    })
+                },
+            )
             .await;
         reply("HasCollection", result)
     }
 
-    async fn describe_collection(&self, r: Request<proto::CollectionName>) -> Reply<proto::CollectionSchema> {
+    async fn describe_collection(
+        &self,
+        r: Request<proto::CollectionName>,
+    ) -> Reply<proto::CollectionSchema> {
         let name = r.get_ref().collection_name.clone();
         let result = self
-            .read_or_snapshot(r.into_inner(), |mut c, r| async move { c.describe_collection(r).await }, |s| {
-                let t = &collection_of(s, &name)?.collection;
-                Ok(proto::CollectionSchema {
-                    status: Some(success()),
-                    collection_name: t.table_id.clone(),
-                    dimension: t.dimension,
-                    index_file_size: t.index_file_size >> 20,
-                    metric_type: t.metric_type.code(),
-                    extra_params: Vec::new(),
-                })
-            })
+            .read_or_snapshot(
+                r.into_inner(),
+                |mut c, r| async move { c.describe_collection(r).await },
+                |s| {
+                    let t = &collection_of(s, &name)?.collection;
+                    Ok(proto::CollectionSchema {
+                        status: Some(success()),
+                        collection_name: t.table_id.clone(),
+                        dimension: t.dimension,
+                        index_file_size: t.index_file_size >> 20,
+                        metric_type: t.metric_type.code(),
+                        extra_params: Vec::new(),
+                    })
+                },
+            )
             .await;
         reply("DescribeCollection", result)
     }
 
-    async fn count_collection(&self, r: Request<proto::CollectionName>) -> Reply<proto::CollectionRowCount> {
+    async fn count_collection(
+        &self,
+        r: Request<proto::CollectionName>,
+    ) -> Reply<proto::CollectionRowCount> {
         let name = r.get_ref().collection_name.clone();
         let result = self
-            .read_or_snapshot(r.into_inner(), |mut c, r| async move { c.count_collection(r).await }, |s| {
-                let tables = collection_of(s, &name)?;
-                let ids: Vec<String> =
-                    std::iter::once(&tables.collection).chain(&tables.partitions).map(|t| t.table_id.clone()).collect();
-                let rows = s.files_of(&ids).map(|f| f.row_count).sum();
-                Ok(proto::CollectionRowCount { status: Some(success()), collection_row_count: rows })
-            })
+            .read_or_snapshot(
+                r.into_inner(),
+                |mut c, r| async move { c.count_collection(r).await },
+                |s| {
+                    let tables = collection_of(s, &name)?;
+                    let ids: Vec<String> = std::iter::once(&tables.collection)
+                        .chain(&tables.partitions)
+                        .map(|t| t.table_id.clone())
+                        .collect();
+                    let rows = s.files_of(&ids).map(|f| f.row_count).sum();
+                    Ok(proto::CollectionRowCount {
+                        status: Some(success()),
+                        collection_row_count: rows,
+                    })
+                },
+            )
             .await;
         reply("CountCollection", result)
     }
 
-    async fn show_collections(&self, r: Request<proto::Command>) -> Reply<proto::CollectionNameList> {
+    async fn show_collections(
+        &self,
+        r: Request<proto::Command>,
+    ) -> Reply<proto::CollectionNameList> {
         let result = self
-            .read_or_snapshot(r.into_inner(), |mut c, r| async move { c.show_collections(r).await }, |s| {
-                let mut names: Vec<String> = s.collections.keys().cloned().collect();
-                names.sort();
-                Ok(proto::CollectionNameList { status: Some(success()), collection_names: names })
-            })
+            .read_or_snapshot(
+                r.into_inner(),
+                |mut c, r| async move { c.show_collections(r).await },
+                |s| {
+                    let mut names: Vec<String> = s.collections.keys().cloned().collect();
+                    names.sort();
+                    Ok(proto::CollectionNameList {
+                        status: Some(success()),
+                        collection_names: names,
+                    })
+                },
+            )
             .await;
         reply("ShowCollections", result)
     }
 
-    async fn show_collection_info(&self, r: Request<proto::CollectionName>) -> Reply<proto::CollectionInfo> {
-        reply("ShowCollectionInfo", self.relay(r.into_inner(), QUICK, |mut c, r| async move { c.show_collection_info(r).await }).await)
+    async fn show_collection_info(
+        &self,
+        r: Request<proto::CollectionName>,
+    ) -> Reply<proto::CollectionInfo> {
+        reply(
+            "ShowCollectionInfo",
+            self.relay(r.into_inner(), QUICK, |mut c, r| async move {
+                c.show_collection_info(r).await
+            })
+            .await,
+        )
     }
 
     async fn drop_collection(&self, r: Request<proto::CollectionName>) -> Reply<proto::Status> {
-        reply("DropCollection", self.write(r.into_inner(), QUICK, |mut c, r| async move { c.drop_collection(r).await }).await)
+        reply(
+            "DropCollection",
+            self.write(r.into_inner(), QUICK, |mut c, r| async move {
+                c.drop_collection(r).await
+            })
+            .await,
+        )
     }
 
     async fn create_index(&self, r: Request<proto::IndexParam>) -> Reply<proto::Status> {
-        reply("CreateIndex", self.write(r.into_inner(), SLOW, |mut c, r| async move { c.create_index(r).await }).await)
+        reply(
+            "CreateIndex",
+            self.write(r.into_inner(), SLOW, |mut c, r| async move {
+                c.create_index(r).await
+            })
+            .await,
+        )
     }
 
     async fn describe_index(&self, r: Request<proto::CollectionName>) -> Reply<proto::IndexParam> {
-        reply("DescribeIndex", self.relay(r.into_inner(), QUICK, |mut c, r| async move { c.describe_index(r).await }).await)
+        reply(
+            "DescribeIndex",
+            self.relay(r.into_inner(), QUICK, |mut c, r| async move {
+                c.describe_index(r).await
+            })
+            .await,
+        )
     }
 
     async fn drop_index(&self, r: Request<proto::CollectionName>) -> Reply<proto::Status> {
-        reply("DropIndex", self.write(r.into_inner(), SLOW, |mut c, r| async move { c.drop_index(r).await }).await)
+        reply(
+            "DropIndex",
+            self.write(r.into_inner(), SLOW, |mut c, r| async move {
+                c.drop_index(r).await
+            })
+            .await,
+        )
     }
 
     async fn create_partition(&self, r: Request<proto::PartitionParam>) -> Reply<proto::Status> {
-        reply("CreatePartition", self.write(r.into_inner(), QUICK, |mut c, r| async move { c.create_partition(r).await }).await)
+        reply(
+            "CreatePartition",
+            self.write(r.into_inner(), QUICK, |mut c, r| async move {
+                c.create_partition(r).await
+            })
+            .await,
+        )
     }
 
     async fn has_partition(&self, r: Request<proto::PartitionParam>) -> Reply<proto::BoolReply> {
-        let (name, tag) = (r.get_ref().collection_name.clone(), r.get_ref().tag.trim().to_string());
+        let (name, tag) = (
+            r.get_ref().collection_name.clone(),
+            r.get_ref().tag.trim().to_string(),
+        );
         let result = self
-            .read_or_snapshot(r.into_inner(), |mut c, r| async move { c.has_partition(r).await }, |s| {
-                let tables = collection_of(s, &name)?;
-                let found = tag == DEFAULT_PARTITION_TAG || tables.partitions.iter().any(|p| p.partition_tag == tag);
-                Ok(proto::BoolReply { status: Some(success()), bool_reply: found })
-            })
+            .read_or_snapshot(
+                r.into_inner(),
+                |mut c, r| async move { c.has_partition(r).await },
+                |s| {
+                    let tables = collection_of(s, &name)?;
+                    let found = tag == DEFAULT_PARTITION_TAG
+                        || tables.partitions.iter().any(|p| p.partition_tag == tag);
+                    Ok(proto::BoolReply {
+                        status: Some(success()),
+                        bool_reply: found,
+                    })
+                },
+            )
             .await;
         reply("HasPartition", result)
     }
 
-    async fn show_partitions(&self, r: Request<proto::CollectionName>) -> Reply<proto::PartitionList> {
+    async fn show_partitions(
+        &self,
+        r: Request<proto::CollectionName>,
+    ) -> Reply<proto::PartitionList> {
         let name = r.get_ref().collection_name.clone();
         let result = self
-            .read_or_snapshot(r.into_inner(), |mut c, r| async move { c.show_partitions(r).await }, |s| {
-                let tables = collection_of(s, &name)?;
-                let tags = std::iter::once(DEFAULT_PARTITION_TAG.to_string())
-                    .chain(tables.partitions.iter().map(|p| p.partition_tag.clone()))
-                    .collect();
-                Ok(proto::PartitionList { status: Some(success()), partition_tag_array: tags })
-            })
+            .read_or_snapshot(
+                r.into_inner(),
+                |mut c, r| async move { c.show_partitions(r).await },
+                |s| {
+                    let tables = collection_of(s, &name)?;
+                    let tags = std::iter::once(DEFAULT_PARTITION_TAG.to_string())
+                        .chain(tables.partitions.iter().map(|p| p.partition_tag.clone()))
+                        .collect();
+                    Ok(proto::PartitionList {
+                        status: Some(success()),
+                        partition_tag_array: tags,
+                    })
+                },
+            )
             .await;
         reply("ShowPartitions", result)
     }
 
     async fn drop_partition(&self, r: Request<proto::PartitionParam>) -> Reply<proto::Status> {
-        reply("DropPartition", self.write(r.into_inner(), QUICK, |mut c, r| async move { c.drop_partition(r).await }).await)
+        reply(
+            "DropPartition",
+            self.write(r.into_inner(), QUICK, |mut c, r| async move {
+                c.drop_partition(r).await
+            })
+            .await,
+        )
     }
 
     async fn insert(&self, r: Request<proto::InsertParam>) -> Reply<proto::VectorIds> {
-        reply("Insert", self.relay(r.into_inner(), QUICK, |mut c, r| async move { c.insert(r).await }).await)
+        reply(
+            "Insert",
+            self.relay(r.into_inner(), QUICK, |mut c, r| async move {
+                c.insert(r).await
+            })
+            .await,
+        )
     }
 
-    async fn get_vectors_by_id(&self, r: Request<proto::VectorsIdentity>) -> Reply<proto::VectorsData> {
-        reply("GetVectorsByID", self.relay(r.into_inner(), QUICK, |mut c, r| async move { c.get_vectors_by_id(r).await }).await)
+    async fn get_vectors_by_id(
+        &self,
+        r: Request<proto::VectorsIdentity>,
+    ) -> Reply<proto::VectorsData> {
+        reply(
+            "GetVectorsByID",
+            self.relay(r.into_inner(), QUICK, |mut c, r| async move {
+                c.get_vectors_by_id(r).await
+            })
+            .await,
+        )
     }
 
-    async fn get_vector_i_ds(&self, r: Request<proto::GetVectorIDsParam>) -> Reply<proto::VectorIds> {
-        reply("GetVectorIDs", self.relay(r.into_inner(), QUICK, |mut c, r| async move { c.get_vector_i_ds(r).await }).await)
+    async fn get_vector_i_ds(
+        &self,
+        r: Request<proto::GetVectorIDsParam>,
+    ) -> Reply<proto::VectorIds> {
+        reply(
+            "GetVectorIDs",
+            self.relay(r.into_inner(), QUICK, |mut c, r| async move {
+                c.get_vector_i_ds(r).await
+            })
+            .await,
+        )
     }
 
     async fn search(&self, r: Request<proto::SearchParam>) -> Reply<proto::TopKQueryResult> {
         reply("Search", self.search_plan(r.into_inner()).await)
     }
 
-    async fn search_by_id(&self, r: Request<proto::SearchByIdParam>) -> Reply<proto::TopKQueryResult> {
-        reply("SearchByID", self.relay(r.into_inner(), QUICK, |mut c, r| async move { c.search_by_id(r).await }).await)
+    async fn search_by_id(
+        &self,
+        r: Request<proto::SearchByIdParam>,
+    ) -> Reply<proto::TopKQueryResult> {
+        reply(
+            "SearchByID",
+            self.relay(r.into_inner(), QUICK, |mut c, r| async move {
+                c.search_by_id(r).await
+            })
+            .await,
+        )
     }
 
-    async fn search_in_files(&self, r: Request<proto::SearchInFilesParam>) -> Reply<proto::TopKQueryResult> {
-        reply("SearchInFiles", self.relay(r.into_inner(), QUICK, |mut c, r| async move { c.search_in_files(r).await }).await)
+    async fn search_in_files(
+        &self,
+        r: Request<proto::SearchInFilesParam>,
+    ) -> Reply<proto::TopKQueryResult> {
+        reply(
+            "SearchInFiles",
+            self.relay(r.into_inner(), QUICK, |mut c, r| async move {
+                c.search_in_files(r).await
+            })
+            .await,
+        )
     }
 
     async fn cmd(&self, r: Request<proto::Command>) -> Reply<proto::StringReply> {
         let cmd = r.get_ref().cmd.trim().to_string();
-        let local = |s: String| Ok(proto::StringReply { status: Some(success()), string_reply: s });
+        let local = |s: String| {
+            Ok(proto::StringReply {
+                status: Some(success()),
+                string_reply: s,
+            })
+        };
         let result = match cmd.as_str() {
             // Answered here, so clients connect (pymilvus asks for the version) while the write node is down.
             "version" => local(self.version.clone()),
             "status" => local("OK".into()),
             "conn_stats" => self.conn_stats().await.and_then(local),
-            _ => self.relay(r.into_inner(), QUICK, |mut c, r| async move { c.cmd(r).await }).await,
+            _ => {
+                self.relay(
+                    r.into_inner(),
+                    QUICK,
+                    |mut c, r| async move { c.cmd(r).await },
+                )
+                .await
+            }
         };
         reply("Cmd", result)
     }
 
     async fn delete_by_id(&self, r: Request<proto::DeleteByIdParam>) -> Reply<proto::Status> {
-        reply("DeleteByID", self.relay(r.into_inner(), QUICK, |mut c, r| async move { c.delete_by_id(r).await }).await)
+        reply(
+            "DeleteByID",
+            self.relay(r.into_inner(), QUICK, |mut c, r| async move {
+                c.delete_by_id(r).await
+            })
+            .await,
+        )
     }
 
-    async fn preload_collection(&self, r: Request<proto::PreloadCollectionParam>) -> Reply<proto::Status> {
+    async fn preload_collection(
+        &self,
+        r: Request<proto::PreloadCollectionParam>,
+    ) -> Reply<proto::Status> {
         let param = r.into_inner();
-        let result = self.relay(param.clone(), SLOW, |mut c, r| async move { c.preload_collection(r).await }).await;
+        let result = self
+            .relay(param.clone(), SLOW, |mut c, r| async move {
+                c.preload_collection(r).await
+            })
+            .await;
         if succeeded(&result) {
-            self.on_read_nodes(param, |mut c, p| async move { c.preload_collection(p).await }).await;
+            self.on_read_nodes(
+                param,
+                |mut c, p| async move { c.preload_collection(p).await },
+            )
+            .await;
         }
         reply("PreloadCollection", result)
     }
 
-    async fn release_collection(&self, r: Request<proto::PreloadCollectionParam>) -> Reply<proto::Status> {
+    async fn release_collection(
+        &self,
+        r: Request<proto::PreloadCollectionParam>,
+    ) -> Reply<proto::Status> {
         let param = r.into_inner();
-        let result = self.relay(param.clone(), QUICK, |mut c, r| async move { c.release_collection(r).await }).await;
-        self.on_read_nodes(param, |mut c, p| async move { c.release_collection(p).await }).await;
+        let result = self
+            .relay(param.clone(), QUICK, |mut c, r| async move {
+                c.release_collection(r).await
+            })
+            .await;
+        self.on_read_nodes(
+            param,
+            |mut c, p| async move { c.release_collection(p).await },
+        )
+        .await;
         reply("ReleaseCollection", result)
     }
 
-    async fn reload_segments(&self, r: Request<proto::ReLoadSegmentsParam>) -> Reply<proto::Status> {
+    async fn reload_segments(
+        &self,
+        r: Request<proto::ReLoadSegmentsParam>,
+    ) -> Reply<proto::Status> {
         let param = r.into_inner();
-        let result = self.relay(param.clone(), QUICK, |mut c, r| async move { c.reload_segments(r).await }).await;
-        self.on_read_nodes(param, |mut c, p| async move { c.reload_segments(p).await }).await;
+        let result = self
+            .relay(param.clone(), QUICK, |mut c, r| async move {
+                c.reload_segments(r).await
+            })
+            .await;
+        self.on_read_nodes(param, |mut c, p| async move { c.reload_segments(p).await })
+            .await;
         reply("ReloadSegments", result)
     }
 
     async fn flush(&self, r: Request<proto::FlushParam>) -> Reply<proto::Status> {
-        reply("Flush", self.write(r.into_inner(), SLOW, |mut c, r| async move { c.flush(r).await }).await)
+        reply(
+            "Flush",
+            self.write(
+                r.into_inner(),
+                SLOW,
+                |mut c, r| async move { c.flush(r).await },
+            )
+            .await,
+        )
     }
 
     async fn compact(&self, r: Request<proto::CollectionName>) -> Reply<proto::Status> {
-        reply("Compact", self.write(r.into_inner(), SLOW, |mut c, r| async move { c.compact(r).await }).await)
+        reply(
+            "Compact",
+            self.write(r.into_inner(), SLOW, |mut c, r| async move {
+                c.compact(r).await
+            })
+            .await,
+        )
     }
 
     async fn create_hybrid_collection(&self, _r: Request<proto::Mapping>) -> Reply<proto::Status> {
         Err(Status::unimplemented(HYBRID))
     }
-    async fn has_hybrid_collection(&self, _r: Request<proto::CollectionName>) -> Reply<proto::BoolReply> {
+    async fn has_hybrid_collection(
+        &self,
+        _r: Request<proto::CollectionName>,
+    ) -> Reply<proto::BoolReply> {
         Err(Status::unimplemented(HYBRID))
     }
-    async fn drop_hybrid_collection(&self, _r: Request<proto::CollectionName>) -> Reply<proto::Status> {
+    async fn drop_hybrid_collection(
+        &self,
+        _r: Request<proto::CollectionName>,
+    ) -> Reply<proto::Status> {
         Err(Status::unimplemented(HYBRID))
     }
-    async fn describe_hybrid_collection(&self, _r: Request<proto::CollectionName>) -> Reply<proto::Mapping> {
+    async fn describe_hybrid_collection(
+        &self,
+        _r: Request<proto::CollectionName>,
+    ) -> Reply<proto::Mapping> {
         Err(Status::unimplemented(HYBRID))
     }
-    async fn count_hybrid_collection(&self, _r: Request<proto::CollectionName>) -> Reply<proto::CollectionRowCount> {
+    async fn count_hybrid_collection(
+        &self,
+        _r: Request<proto::CollectionName>,
+    ) -> Reply<proto::CollectionRowCount> {
         Err(Status::unimplemented(HYBRID))
     }
-    async fn show_hybrid_collections(&self, _r: Request<proto::Command>) -> Reply<proto::MappingList> {
+    async fn show_hybrid_collections(
+        &self,
+        _r: Request<proto::Command>,
+    ) -> Reply<proto::MappingList> {
         Err(Status::unimplemented(HYBRID))
     }
-    async fn show_hybrid_collection_info(&self, _r: Request<proto::CollectionName>) -> Reply<proto::CollectionInfo> {
+    async fn show_hybrid_collection_info(
+        &self,
+        _r: Request<proto::CollectionName>,
+    ) -> Reply<proto::CollectionInfo> {
         Err(Status::unimplemented(HYBRID))
     }
-    async fn preload_hybrid_collection(&self, _r: Request<proto::CollectionName>) -> Reply<proto::Status> {
+    async fn preload_hybrid_collection(
+        &self,
+        _r: Request<proto::CollectionName>,
+    ) -> Reply<proto::Status> {
         Err(Status::unimplemented(HYBRID))
     }
     async fn insert_entity(&self, _r: Request<proto::HInsertParam>) -> Reply<proto::HEntityIDs> {
         Err(Status::unimplemented(HYBRID))
     }
-    async fn hybrid_search(&self, _r: Request<proto::HSearchParam>) -> Reply<proto::TopKQueryResult> {
+    async fn hybrid_search(
+        &self,
+        _r: Request<proto::HSearchParam>,
+    ) -> Reply<proto::TopKQueryResult> {
         Err(Status::unimplemented(HYBRID))
     }
-    async fn hybrid_search_in_segments(&self, _r: Request<proto::HSearchInSegmentsParam>) -> Reply<proto::TopKQueryResult> {
+    async fn hybrid_search_in_segments(
+        &self,
+        _r: Request<proto::HSearchInSegmentsParam>,
+    ) -> Reply<proto::TopKQueryResult> {
         Err(Status::unimplemented(HYBRID))
     }
     async fn get_entity_by_id(&self, _r: Request<proto::HEntityIdentity>) -> Reply<proto::HEntity> {
         Err(Status::unimplemented(HYBRID))
     }
-    async fn get_entity_i_ds(&self, _r: Request<proto::HGetEntityIDsParam>) -> Reply<proto::HEntityIDs> {
+    async fn get_entity_i_ds(
+        &self,
+        _r: Request<proto::HGetEntityIDsParam>,
+    ) -> Reply<proto::HEntityIDs> {
         Err(Status::unimplemented(HYBRID))
     }
-    async fn delete_entities_by_id(&self, _r: Request<proto::HDeleteByIdParam>) -> Reply<proto::Status> {
+    async fn delete_entities_by_id(
+        &self,
+        _r: Request<proto::HDeleteByIdParam>,
+    ) -> Reply<proto::Status> {
         Err(Status::unimplemented(HYBRID))
     }
 }
@@ -449,15 +793,22 @@ impl GatewayService {
         F: Fn(Client, P) -> Fut,
         Fut: Future<Output = Result<Response<R>, Status>>,
     {
-        let Ok(links) = self.actors.cluster.send(GetLinks).await else { return };
+        let Ok(links) = self.actors.cluster.send(GetLinks).await else {
+            return;
+        };
         let calls = links.iter().map(|(node, link)| {
             let (param, call) = (param.clone(), &call);
             async move {
-                let Ok(Ok(lease)) = link.send(Acquire).await else { return };
+                let Ok(Ok(lease)) = link.send(Acquire).await else {
+                    return;
+                };
                 let started = Instant::now();
                 let outcome = tokio::time::timeout(SLOW, call(lease.client, param)).await;
                 let failed = !matches!(outcome, Ok(Ok(_)));
-                link.do_send(Report { latency: started.elapsed(), failed });
+                link.do_send(Report {
+                    latency: started.elapsed(),
+                    failed,
+                });
                 if failed {
                     tracing::warn!(%node, "a read node did not take a preload/release/reload call");
                 }
