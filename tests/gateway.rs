@@ -366,3 +366,75 @@ async fn searches_go_on_through_a_metadata_outage_and_it_recovers() {
     assert_eq!(search(&mut c, "outage", &queries, 10).await.ids, expected.ids);
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_node_link_is_restarted_and_restart_intensity_is_bounded() {
+    use mishards::gateway::cluster::GetLinks;
+    use mishards::gateway::node_link::Crash;
+    let cluster = TestCluster::start(2, None).await;
+    let mut c = cluster.client().await;
+    let mut rng = Rng(27);
+    let data = load(&mut c, "crashy", 2, &mut rng).await;
+    let queries = rng.vectors(2, DIM);
+    let links = cluster.gateway.actors.cluster.send(GetLinks).await.unwrap();
+    let (node, link) = links.iter().next().map(|(n, l)| (n.to_string(), l.clone())).unwrap();
+    let node_stats = |stats: serde_json::Value| {
+        stats["read_nodes"].as_array().unwrap().iter().find(|r| r["node"] == node.as_str()).cloned().unwrap()
+    };
+
+    link.do_send(Crash);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = node_stats(cluster.stats().await);
+        if s["restarts"] == 1 && s["state"] == "healthy" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the link was not restarted: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_exact(&search(&mut c, "crashy", &queries, 10).await, &data, &queries, 10);
+
+    // Crashing again and again: after five restarts in a minute the link is held down, and searches
+    // go to the other node.
+    for _ in 0..6 {
+        link.do_send(Crash);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = node_stats(cluster.stats().await);
+        if s["state"] == "down" && s["reason"].as_str().unwrap_or_default().contains("restarted") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "restart intensity not bounded: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_exact(&search(&mut c, "crashy", &queries, 10).await, &data, &queries, 10);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preload_through_the_gateway_warms_every_read_node() {
+    let cluster = TestCluster::start(2, None).await;
+    let mut c = cluster.client().await;
+    let mut rng = Rng(28);
+    load(&mut c, "warm", 2, &mut rng).await;
+    let cache_used = |addr: std::net::SocketAddr| async move {
+        let mut n = common::client(addr).await;
+        let info = n.cmd(proto::Command { cmd: "get_system_info".into() }).await.unwrap().into_inner().string_reply;
+        serde_json::from_str::<serde_json::Value>(&info).unwrap()["cache_used_bytes"].as_u64().unwrap()
+    };
+    for r in cluster.readers.iter().flatten() {
+        assert_eq!(cache_used(r.addr).await, 0);
+    }
+    let st = c
+        .preload_collection(proto::PreloadCollectionParam { collection_name: "warm".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.error_code, 0, "{st:?}");
+    for r in cluster.readers.iter().flatten() {
+        assert!(cache_used(r.addr).await >= 2 * (ROWS * DIM * 4) as u64, "read node {} was not warmed", r.addr);
+    }
+    cluster.shutdown().await;
+}

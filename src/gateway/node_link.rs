@@ -116,7 +116,14 @@ pub struct NodeLink {
     restarts: u64,
     subscribers: Vec<Recipient<NodeHealth>>,
     probe_timer: Option<SpawnHandle>,
+    /// When recent restarts happened, to bound restart intensity.
+    recent_restarts: std::collections::VecDeque<Instant>,
 }
+
+/// More restarts than this within `RESTART_WINDOW` mark the node down until a probe succeeds after the
+/// longest backoff, instead of restarting it hot.
+const MAX_RESTARTS: usize = 5;
+const RESTART_WINDOW: Duration = Duration::from_secs(60);
 
 /// The node left the cluster: stop probing and refuse leases; the actor ends once nobody holds it.
 #[derive(Message)]
@@ -143,13 +150,17 @@ impl NodeLink {
             restarts: 0,
             subscribers: Vec::new(),
             probe_timer: None,
+            recent_restarts: std::collections::VecDeque::new(),
             options,
         }
     }
 
     fn connect(&mut self) -> Result<(), GatewayError> {
         let endpoint = Endpoint::from_shared(self.node.endpoint())
-            .map_err(|e| GatewayError::Unreachable { node: self.node.to_string(), reason: e.to_string() })?
+            .map_err(|e| GatewayError::Unreachable {
+                node: self.node.to_string(),
+                reason: e.to_string(),
+            })?
             .connect_timeout(self.options.probe_timeout.max(Duration::from_millis(200)))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
@@ -168,13 +179,20 @@ impl NodeLink {
     fn set_state(&mut self, state: LinkState, reason: Option<String>) {
         if state != self.state {
             match state {
-                LinkState::Down => tracing::warn!(node = %self.node, reason = reason.as_deref().unwrap_or(""), "node down"),
-                LinkState::Healthy => tracing::info!(node = %self.node, version = self.version.as_deref().unwrap_or(""), "node healthy"),
+                LinkState::Down => {
+                    tracing::warn!(node = %self.node, reason = reason.as_deref().unwrap_or(""), "node down")
+                }
+                LinkState::Healthy => {
+                    tracing::info!(node = %self.node, version = self.version.as_deref().unwrap_or(""), "node healthy")
+                }
                 _ => tracing::debug!(node = %self.node, ?state, "node state"),
             }
             self.state = state;
             for s in &self.subscribers {
-                s.do_send(NodeHealth { node: self.node.clone(), state });
+                s.do_send(NodeHealth {
+                    node: self.node.clone(),
+                    state,
+                });
             }
         }
         self.reason = reason;
@@ -202,24 +220,34 @@ impl NodeLink {
         if self.probing || Instant::now() < self.next_probe {
             return;
         }
-        let Some(mut client) = self.pool.first().cloned() else { return };
+        let Some(mut client) = self.pool.first().cloned() else {
+            return;
+        };
         self.probing = true;
         let timeout = self.options.probe_timeout;
-        let gate = self.version.is_none().then(|| self.options.version_prefix.clone());
+        let gate = self
+            .version
+            .is_none()
+            .then(|| self.options.version_prefix.clone());
         let fut = async move {
             let cmd = if gate.is_some() { "version" } else { "status" };
-            let reply = tokio::time::timeout(timeout, client.cmd(proto::Command { cmd: cmd.into() })).await;
+            let reply =
+                tokio::time::timeout(timeout, client.cmd(proto::Command { cmd: cmd.into() })).await;
             match reply {
                 Err(_) => Err(format!("no answer to a health probe within {timeout:?}")),
                 Ok(Err(status)) => Err(format!("health probe failed: {}", status.message())),
                 Ok(Ok(reply)) => {
                     let reply = reply.into_inner();
                     match (&gate, reply.status.as_ref().map(|s| s.error_code)) {
-                        (_, Some(code)) if code != 0 => Err(format!("health probe answered error {code}")),
-                        (Some(prefix), _) if !reply.string_reply.starts_with(prefix.as_str()) => Err(format!(
-                            "version gate: node runs {:?}, this gateway needs {prefix}x",
-                            reply.string_reply
-                        )),
+                        (_, Some(code)) if code != 0 => {
+                            Err(format!("health probe answered error {code}"))
+                        }
+                        (Some(prefix), _) if !reply.string_reply.starts_with(prefix.as_str()) => {
+                            Err(format!(
+                                "version gate: node runs {:?}, this gateway needs {prefix}x",
+                                reply.string_reply
+                            ))
+                        }
                         (Some(_), _) => Ok(Some(reply.string_reply)),
                         (None, _) => Ok(None),
                     }
@@ -278,6 +306,24 @@ impl Supervised for NodeLink {
         self.version = None;
         self.state = LinkState::Connecting;
         self.next_probe = Instant::now();
+        let now = Instant::now();
+        self.recent_restarts.push_back(now);
+        while self
+            .recent_restarts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > RESTART_WINDOW)
+        {
+            self.recent_restarts.pop_front();
+        }
+        if self.recent_restarts.len() > MAX_RESTARTS {
+            let reason = format!(
+                "restarted {} times within {RESTART_WINDOW:?}",
+                self.recent_restarts.len()
+            );
+            tracing::error!(node = %self.node, %reason, "node link restarting too often: holding it down");
+            self.set_state(LinkState::Down, Some(reason));
+            self.next_probe = now + self.options.max_backoff;
+        }
     }
 }
 
@@ -287,13 +333,20 @@ impl Handler<Acquire> for NodeLink {
         if matches!(self.state, LinkState::Down) || self.pool.is_empty() {
             return Err(GatewayError::Unreachable {
                 node: self.node.to_string(),
-                reason: self.reason.clone().unwrap_or_else(|| "not connected".into()),
+                reason: self
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| "not connected".into()),
             });
         }
         self.next = (self.next + 1) % self.pool.len();
         self.in_flight += 1;
         self.requests += 1;
-        Ok(Lease { client: self.pool[self.next].clone(), node: self.node.clone(), started: Instant::now() })
+        Ok(Lease {
+            client: self.pool[self.next].clone(),
+            node: self.node.clone(),
+            started: Instant::now(),
+        })
     }
 }
 
@@ -302,7 +355,11 @@ impl Handler<Report> for NodeLink {
     fn handle(&mut self, r: Report, ctx: &mut Context<Self>) {
         self.in_flight = self.in_flight.saturating_sub(1);
         let ms = r.latency.as_secs_f64() * 1000.0;
-        self.ewma_ms = if self.ewma_ms == 0.0 { ms } else { 0.8 * self.ewma_ms + 0.2 * ms };
+        self.ewma_ms = if self.ewma_ms == 0.0 {
+            ms
+        } else {
+            0.8 * self.ewma_ms + 0.2 * ms
+        };
         if r.failed {
             self.errors += 1;
             self.failed("a request got no answer".into());
@@ -324,7 +381,10 @@ impl Handler<GetLinkStats> for NodeLink {
 impl Handler<SubscribeHealth> for NodeLink {
     type Result = ();
     fn handle(&mut self, SubscribeHealth(r): SubscribeHealth, _: &mut Context<Self>) {
-        r.do_send(NodeHealth { node: self.node.clone(), state: self.state });
+        r.do_send(NodeHealth {
+            node: self.node.clone(),
+            state: self.state,
+        });
         self.subscribers.push(r);
     }
 }

@@ -502,7 +502,8 @@ mod avx2 {
     }
 
     /// `M` queries against each row in turn (plus the row's norm when `NORM`), with the same
-    /// per-pair chain and reduction as [`tile`] and [`norms`].
+    /// per-pair chain and reduction as [`tile`] and [`norms`]. Rows are read strictly in order;
+    /// only the lane reductions are batched, four rows per [`hsum4`].
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
@@ -516,40 +517,69 @@ mod avx2 {
         norms_out: *mut f32,
     ) {
         unsafe {
+            let mut j = 0;
+            while j + 4 <= nx {
+                seq_rows::<M, NORM, 4>(q, x, j, dim, out, out_stride, norms_out);
+                j += 4;
+            }
+            while j < nx {
+                seq_rows::<M, NORM, 1>(q, x, j, dim, out, out_stride, norms_out);
+                j += 1;
+            }
+        }
+    }
+
+    /// Rows `j0..j0+R` (R ≤ 4) of [`seq`], one after the other.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn seq_rows<const M: usize, const NORM: bool, const R: usize>(
+        q: *const f32,
+        x: *const f32,
+        j0: usize,
+        dim: usize,
+        out: *mut f32,
+        out_stride: usize,
+        norms_out: *mut f32,
+    ) {
+        unsafe {
             let full = dim - dim % LANES;
             let mask =
                 _mm256_loadu_si256(MASKS.as_ptr().add(LANES - dim % LANES) as *const __m256i);
             let zero = _mm256_setzero_ps();
-            for j in 0..nx {
-                let row = x.add(j * dim);
-                let mut acc = [zero; M];
-                let mut accn = zero;
+            let mut acc = [[zero; M]; 4];
+            let mut accn = [zero; 4];
+            for t in 0..R {
+                let row = x.add((j0 + t) * dim);
                 let mut d = 0;
                 while d < full {
                     let v = _mm256_loadu_ps(row.add(d));
-                    for (i, a) in acc.iter_mut().enumerate() {
+                    for (i, a) in acc[t].iter_mut().enumerate() {
                         *a = _mm256_fmadd_ps(_mm256_loadu_ps(q.add(i * dim + d)), v, *a);
                     }
                     if NORM {
-                        accn = _mm256_fmadd_ps(v, v, accn);
+                        accn[t] = _mm256_fmadd_ps(v, v, accn[t]);
                     }
                     d += LANES;
                 }
                 if d < dim {
                     let v = _mm256_maskload_ps(row.add(d), mask);
-                    for (i, a) in acc.iter_mut().enumerate() {
-                        *a = _mm256_fmadd_ps(_mm256_maskload_ps(q.add(i * dim + d), mask), v, *a);
+                    for (i, a) in acc[t].iter_mut().enumerate() {
+                        let qv = _mm256_maskload_ps(q.add(i * dim + d), mask);
+                        *a = _mm256_fmadd_ps(qv, v, *a);
                     }
                     if NORM {
-                        accn = _mm256_fmadd_ps(v, v, accn);
+                        accn[t] = _mm256_fmadd_ps(v, v, accn[t]);
                     }
                 }
-                for (i, a) in acc.iter().enumerate() {
-                    *out.add(i * out_stride + j) = _mm_cvtss_f32(hsum4(*a, zero, zero, zero));
-                }
-                if NORM {
-                    *norms_out.add(j) = _mm_cvtss_f32(hsum4(accn, zero, zero, zero));
-                }
+            }
+            for i in 0..M {
+                let s = hsum4(acc[0][i], acc[1][i], acc[2][i], acc[3][i]);
+                store_lanes(s, R, out.add(i * out_stride + j0));
+            }
+            if NORM {
+                let s = hsum4(accn[0], accn[1], accn[2], accn[3]);
+                store_lanes(s, R, norms_out.add(j0));
             }
         }
     }
@@ -562,24 +592,16 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn norms(x: *const f32, n: usize, dim: usize, out: *mut f32) {
         unsafe {
-            let full = dim - dim % LANES;
-            let mask =
-                _mm256_loadu_si256(MASKS.as_ptr().add(LANES - dim % LANES) as *const __m256i);
-            let zero = _mm256_setzero_ps();
-            for j in 0..n {
-                let row = x.add(j * dim);
-                let mut acc = zero;
-                let mut d = 0;
-                while d < full {
-                    let v = _mm256_loadu_ps(row.add(d));
-                    acc = _mm256_fmadd_ps(v, v, acc);
-                    d += LANES;
-                }
-                if d < dim {
-                    let v = _mm256_maskload_ps(row.add(d), mask);
-                    acc = _mm256_fmadd_ps(v, v, acc);
-                }
-                *out.add(j) = _mm_cvtss_f32(hsum4(acc, zero, zero, zero));
+            // The query pointer is unused without queries (M = 0).
+            let (q, none) = (x, std::ptr::null_mut());
+            let mut j = 0;
+            while j + 4 <= n {
+                seq_rows::<0, true, 4>(q, x, j, dim, none, 0, out);
+                j += 4;
+            }
+            while j < n {
+                seq_rows::<0, true, 1>(q, x, j, dim, none, 0, out);
+                j += 1;
             }
         }
     }

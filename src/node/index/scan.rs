@@ -240,7 +240,7 @@ pub(crate) fn scan(
     let rb = block_rows(dim);
     scratch.dots.resize(mq * rb, 0.0);
     scratch.scores.resize(rb, 0.0);
-    if metric == Metric::L2 {
+    if rows.norms.is_none() && metric == Metric::L2 {
         scratch.xnorms.resize(rb, 0.0);
     }
     let mut b0 = 0;
@@ -248,17 +248,19 @@ pub(crate) fn scan(
         let nb = rb.min(n - b0);
         let xb = &rows.vecs[b0 * dim..(b0 + nb) * dim];
         let xn: &[f32] = if mq < kernel::STREAMING_BELOW {
-            // Memory-bound: one pass in row order gives the dots and, for L2, the norms. Stored
-            // norms are not used here: recomputing them is free while waiting on memory, and
-            // reading them would be one more stream to wait on (the values are the same bits).
+            // Memory-bound: one pass in row order gives the dots and, if needed, the norms.
             let out = &mut scratch.dots;
-            match metric {
-                Metric::L2 => {
+            match (metric, rows.norms) {
+                (Metric::L2, None) => {
                     let nout = Some(&mut scratch.xnorms[..nb]);
                     kernel::dots_streaming(isa, queries, mq, xb, nb, dim, out, rb, nout);
                     &scratch.xnorms[..nb]
                 }
-                Metric::Ip => {
+                (Metric::L2, Some(norms)) => {
+                    kernel::dots_streaming(isa, queries, mq, xb, nb, dim, out, rb, None);
+                    &norms[b0..b0 + nb]
+                }
+                (Metric::Ip, _) => {
                     kernel::dots_streaming(isa, queries, mq, xb, nb, dim, out, rb, None);
                     &[]
                 }
