@@ -24,14 +24,21 @@ def load(path, dim, dtype="<f4"):
     return np.ascontiguousarray(np.fromfile(path, dtype=dtype).reshape(-1, dim))
 
 
-def median_time(fn, reps):
-    fn()  # warm-up
+def timings(fn, reps, warmup=True):
+    if warmup:
+        fn()
     times = []
-    for _ in range(reps):
+    for _ in range(max(1, reps)):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return times
+
+
+def report(key, times):
+    """`key` is the median, `key_best` the fastest run (what an undisturbed run gets)."""
+    print(key, statistics.median(times))
+    print(key + "_best", min(times))
 
 
 def main():
@@ -42,6 +49,7 @@ def main():
     p.add_argument("--nlist", type=int, default=1024)
     p.add_argument("--nprobe", type=int, default=16)
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--build-reps", type=int, default=2)
     p.add_argument("--single", type=int, default=20, help="single queries timed for nq=1")
     p.add_argument("--skip-flat", action="store_true")
     p.add_argument("--skip-ivf", action="store_true")
@@ -55,11 +63,12 @@ def main():
         xq = load(os.path.join(a.dir, "flat_query.f32"), d)
         index = faiss.IndexFlatL2(d)
         index.add(xb)
-        print("flat_batch_s", median_time(lambda: index.search(xq, k), a.reps))
+        report("flat_batch", timings(lambda: index.search(xq, k), a.reps))
+        index.search(xq[:1], k)  # warm-up
         singles = []
         for i in range(min(a.single, len(xq))):
-            singles.append(median_time(lambda: index.search(xq[i : i + 1], k), 1))
-        print("flat_single_s", statistics.median(singles))
+            singles += timings(lambda: index.search(xq[i : i + 1], k), 1, warmup=False)
+        report("flat_single", singles)
         _, ids = index.search(xq, k)
         ids.astype("<i8").tofile(os.path.join(a.dir, "flat_faiss_ids.i64"))
 
@@ -67,20 +76,25 @@ def main():
         xb = load(os.path.join(a.dir, "ivf_base.f32"), d)
         xq = load(os.path.join(a.dir, "ivf_query.f32"), d)
         gt = np.fromfile(os.path.join(a.dir, "ivf_gt.i64"), dtype="<i8").reshape(-1, k)
-        t0 = time.perf_counter()
-        quantizer = faiss.IndexFlatL2(d)
-        ivf = faiss.IndexIVFFlat(quantizer, d, a.nlist, faiss.METRIC_L2)
-        ivf.train(xb)
-        ivf.add(xb)
-        print("ivf_build_s", time.perf_counter() - t0)
+        built = []
+
+        def build():
+            quantizer = faiss.IndexFlatL2(d)
+            ivf = faiss.IndexIVFFlat(quantizer, d, a.nlist, faiss.METRIC_L2)
+            ivf.train(xb)
+            ivf.add(xb)
+            built[:] = [quantizer, ivf]  # the index does not own its quantizer
+
+        report("ivf_build", timings(build, a.build_reps, warmup=False))
+        ivf = built[1]
         ivf.nprobe = a.nprobe
-        print("ivf_batch_s", median_time(lambda: ivf.search(xq, k), a.reps))
+        report("ivf_batch", timings(lambda: ivf.search(xq, k), a.reps))
 
         def one_by_one():
             for i in range(len(xq)):
                 ivf.search(xq[i : i + 1], k)
 
-        print("ivf_single_total_s", median_time(one_by_one, max(1, a.reps // 2)))
+        report("ivf_single_total", timings(one_by_one, (a.reps + 1) // 2))
         _, ids = ivf.search(xq, k)
         hits = sum(len(set(ids[q]) & set(gt[q])) for q in range(len(xq)))
         print("ivf_recall", hits / gt.size)

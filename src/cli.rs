@@ -282,6 +282,8 @@ async fn run_demo(config: DemoConfig, out: &mut dyn Write) -> Result<(), CliErro
         max_retry: 3,
         node_timeout: std::time::Duration::from_secs(10),
         version: "1.1.1".into(),
+        meta_poll_interval: std::time::Duration::from_secs(1),
+        version_gate: "1.1.".into(),
         log: config.log.clone(),
         tracing: config.tracing.clone(),
     };

@@ -263,6 +263,24 @@ pub static SPECS: &[Spec] = &[
         "shared storage folder for segment files and the write-ahead log"
     ),
     spec!(
+        "meta_poll_interval",
+        ["MISHARDS_META_POLL_INTERVAL"],
+        "meta-poll-interval",
+        Kind::Number,
+        Some("1"),
+        GATEWAY,
+        "seconds between reads of Tables/TableFiles into a new metadata snapshot"
+    ),
+    spec!(
+        "version_gate",
+        ["MISHARDS_VERSION_GATE"],
+        "version-gate",
+        Kind::Text,
+        Some("1.1."),
+        GATEWAY,
+        "nodes must answer Cmd(\"version\") with this prefix to be used"
+    ),
+    spec!(
         "node_timeout",
         ["MISHARDS_NODE_TIMEOUT"],
         "node-timeout",
@@ -1040,6 +1058,8 @@ pub struct GatewayConfig {
     pub max_retry: u32,
     pub node_timeout: std::time::Duration,
     pub version: String,
+    pub meta_poll_interval: std::time::Duration,
+    pub version_gate: String,
     pub log: LogConfig,
     pub tracing: TracingConfig,
 }
@@ -1091,6 +1111,8 @@ impl GatewayConfig {
             router,
             max_retry,
             node_timeout: seconds(s, "node_timeout", 10.0)?,
+            meta_poll_interval: seconds(s, "meta_poll_interval", 1.0)?,
+            version_gate: s.text("version_gate").unwrap_or("1.1.").to_string(),
             version: s.text("node_version").unwrap_or("1.1.1").to_string(),
             log: LogConfig::from_settings(s)?,
             tracing: TracingConfig::from_settings(s, "mishards")?,

@@ -438,3 +438,33 @@ async fn preload_through_the_gateway_warms_every_read_node() {
     }
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_version_gate_keeps_out_nodes_of_another_version() {
+    let cluster = TestCluster::start(1, None).await;
+    let reader = cluster.readers[0].as_ref().unwrap().addr.to_string();
+    let picky = common::start_gateway_with(
+        &cluster.writer.as_ref().unwrap().addr.to_string(),
+        &cluster.meta_uri,
+        &cluster.hosts_file,
+        &[("version-gate", "2.0.".to_string())],
+    )
+    .await;
+    let mut c = common::client(picky.addr).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = c.cmd(proto::Command { cmd: "conn_stats".into() }).await.unwrap().into_inner().string_reply;
+        let stats: serde_json::Value = serde_json::from_str(&reply).unwrap();
+        let node = stats["read_nodes"].as_array().unwrap().iter().find(|r| r["node"] == reader.as_str()).cloned();
+        if let Some(node) = node
+            && node["state"] == "down"
+        {
+            assert!(node["reason"].as_str().unwrap().contains("version gate"), "{node}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the 1.1.1 node passed a 2.0. gate: {stats}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    picky.shutdown().await;
+    cluster.shutdown().await;
+}

@@ -40,12 +40,23 @@ impl Cluster {
         options: LinkOptions,
         arbiter: actix::ArbiterHandle,
     ) -> Self {
-        Cluster { links: Arc::new(HashMap::new()), write, routing, poller, options, arbiter }
+        Cluster {
+            links: Arc::new(HashMap::new()),
+            write,
+            routing,
+            poller,
+            options,
+            arbiter,
+        }
     }
 }
 
 /// Starts a supervised link to `node` on `arbiter`: a crash restarts it with a fresh channel pool.
-pub fn start_link(node: NodeAddr, options: LinkOptions, arbiter: &actix::ArbiterHandle) -> Addr<NodeLink> {
+pub fn start_link(
+    node: NodeAddr,
+    options: LinkOptions,
+    arbiter: &actix::ArbiterHandle,
+) -> Addr<NodeLink> {
     Supervisor::start_in_arbiter(arbiter, move |_| NodeLink::new(node, options))
 }
 
@@ -87,14 +98,20 @@ impl Handler<GetLinks> for Cluster {
 impl Handler<ConnStats> for Cluster {
     type Result = ResponseFuture<serde_json::Value>;
     fn handle(&mut self, _: ConnStats, _: &mut Context<Self>) -> Self::Result {
-        let readers: Vec<(NodeAddr, Addr<NodeLink>)> = self.links.iter().map(|(n, l)| (n.clone(), l.clone())).collect();
+        let readers: Vec<(NodeAddr, Addr<NodeLink>)> = self
+            .links
+            .iter()
+            .map(|(n, l)| (n.clone(), l.clone()))
+            .collect();
         let (write_node, write) = self.write.clone();
         let (routing, poller) = (self.routing.clone(), self.poller.clone());
         Box::pin(async move {
             let stats = |link: Addr<NodeLink>, node: NodeAddr| async move {
                 match link.send(GetLinkStats).await {
                     Ok(s) => serde_json::to_value(s).unwrap_or_default(),
-                    Err(e) => serde_json::json!({ "node": node.to_string(), "state": "unavailable", "reason": e.to_string() }),
+                    Err(e) => {
+                        serde_json::json!({ "node": node.to_string(), "state": "unavailable", "reason": e.to_string() })
+                    }
                 }
             };
             let mut read_nodes = Vec::new();
@@ -102,8 +119,16 @@ impl Handler<ConnStats> for Cluster {
                 read_nodes.push(stats(link, node).await);
             }
             read_nodes.sort_by_key(|v| v["node"].as_str().unwrap_or_default().to_string());
-            let routing = routing.send(GetRoutingStats).await.ok().map(|r| serde_json::to_value(r).unwrap_or_default());
-            let metadata = poller.send(GetPollerStats).await.ok().map(|p| serde_json::to_value(p).unwrap_or_default());
+            let routing = routing
+                .send(GetRoutingStats)
+                .await
+                .ok()
+                .map(|r| serde_json::to_value(r).unwrap_or_default());
+            let metadata = poller
+                .send(GetPollerStats)
+                .await
+                .ok()
+                .map(|p| serde_json::to_value(p).unwrap_or_default());
             serde_json::json!({
                 "write_node": stats(write, write_node).await,
                 "read_nodes": read_nodes,

@@ -32,7 +32,10 @@ pub struct GetMembership;
 pub enum Source {
     Static(Vec<NodeAddr>),
     /// One `host[:port]` per line; `#` starts a comment; `default_port` where none is given.
-    File { path: PathBuf, default_port: u16 },
+    File {
+        path: PathBuf,
+        default_port: u16,
+    },
 }
 
 pub struct Discovery {
@@ -50,7 +53,10 @@ impl Discovery {
         Discovery {
             source,
             refresh,
-            current: Membership { epoch: 0, nodes: Arc::new(BTreeSet::new()) },
+            current: Membership {
+                epoch: 0,
+                nodes: Arc::new(BTreeSet::new()),
+            },
             subscribers: Vec::new(),
             last_error: None,
             busy: false,
@@ -86,7 +92,10 @@ impl Discovery {
         }
         let names: Vec<String> = nodes.iter().map(|n| n.to_string()).collect();
         tracing::info!(nodes = ?names, "read-node membership changed");
-        self.current = Membership { epoch: self.current.epoch + 1, nodes: Arc::new(nodes) };
+        self.current = Membership {
+            epoch: self.current.epoch + 1,
+            nodes: Arc::new(nodes),
+        };
         for s in &self.subscribers {
             s.do_send(self.current.clone());
         }
@@ -100,7 +109,9 @@ async fn resolve(source: Source) -> Result<BTreeSet<NodeAddr>, String> {
     let hosts = match source {
         Source::Static(hosts) => hosts,
         Source::File { path, default_port } => {
-            let text = tokio::fs::read_to_string(&path).await.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let text = tokio::fs::read_to_string(&path)
+                .await
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             parse_hosts(&text, default_port).map_err(|e| format!("{}: {e}", path.display()))?
         }
     };
@@ -110,11 +121,16 @@ async fn resolve(source: Source) -> Result<BTreeSet<NodeAddr>, String> {
             nodes.insert(host);
             continue;
         }
-        let resolved = tokio::net::lookup_host((host.host.as_str(), host.port)).await.map(|a| a.collect::<BTreeSet<_>>());
+        let resolved = tokio::net::lookup_host((host.host.as_str(), host.port))
+            .await
+            .map(|a| a.collect::<BTreeSet<_>>());
         match resolved {
             Ok(addrs) => {
                 if addrs.len() > 1 {
-                    nodes.extend(addrs.into_iter().map(|a| NodeAddr { host: a.ip().to_string(), port: a.port() }));
+                    nodes.extend(addrs.into_iter().map(|a| NodeAddr {
+                        host: a.ip().to_string(),
+                        port: a.port(),
+                    }));
                 } else {
                     nodes.insert(host);
                 }
@@ -176,8 +192,15 @@ mod tests {
 
     #[test]
     fn hosts_files() {
-        let parsed = parse_hosts("# readers\n127.0.0.1:19531\n\n  ro-2  # second\nro-3:7\n", 19530).unwrap();
-        assert_eq!(parsed.iter().map(|n| n.to_string()).collect::<Vec<_>>(), ["127.0.0.1:19531", "ro-2:19530", "ro-3:7"]);
+        let parsed = parse_hosts(
+            "# readers\n127.0.0.1:19531\n\n  ro-2  # second\nro-3:7\n",
+            19530,
+        )
+        .unwrap();
+        assert_eq!(
+            parsed.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+            ["127.0.0.1:19531", "ro-2:19530", "ro-3:7"]
+        );
         assert!(parse_hosts("a:b\n", 1).unwrap_err().contains("line 1"));
     }
 
@@ -186,7 +209,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hosts");
         std::fs::write(&path, "127.0.0.1:1\n").unwrap();
-        let discovery = Discovery::new(Source::File { path: path.clone(), default_port: 19530 }, Duration::from_millis(20)).start();
+        let discovery = Discovery::new(
+            Source::File {
+                path: path.clone(),
+                default_port: 19530,
+            },
+            Duration::from_millis(20),
+        )
+        .start();
         let wait_for = |n: usize| {
             let discovery = discovery.clone();
             async move {
@@ -205,7 +235,11 @@ mod tests {
         let second = wait_for(2).await;
         assert_eq!(second.epoch, first.epoch + 1);
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(discovery.send(GetMembership).await.unwrap().epoch, second.epoch, "no change, no new epoch");
+        assert_eq!(
+            discovery.send(GetMembership).await.unwrap().epoch,
+            second.epoch,
+            "no change, no new epoch"
+        );
         // A broken file keeps the last member set.
         std::fs::write(&path, "127.0.0.1:x\n").unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::meta::{CollectionTables, FileRow, MetaError, MetaOptions, MetaStore, MetaUri, TableRow, TableState};
+use crate::meta::{
+    CollectionTables, FileRow, MetaError, MetaOptions, MetaStore, MetaUri, TableRow, TableState,
+};
 
 /// One consistent view of the cluster's metadata.
 #[derive(Debug, Default)]
@@ -27,9 +29,18 @@ pub struct Snapshot {
 impl Snapshot {
     fn build(epoch: u64, tables: Vec<TableRow>, files: Vec<FileRow>) -> Snapshot {
         let mut collections: HashMap<String, CollectionTables> = HashMap::new();
-        let live: Vec<TableRow> = tables.into_iter().filter(|t| t.state == TableState::Normal).collect();
+        let live: Vec<TableRow> = tables
+            .into_iter()
+            .filter(|t| t.state == TableState::Normal)
+            .collect();
         for t in live.iter().filter(|t| !t.is_partition()) {
-            collections.insert(t.table_id.clone(), CollectionTables { collection: t.clone(), partitions: Vec::new() });
+            collections.insert(
+                t.table_id.clone(),
+                CollectionTables {
+                    collection: t.clone(),
+                    partitions: Vec::new(),
+                },
+            );
         }
         for p in live.into_iter().filter(|t| t.is_partition()) {
             if let Some(c) = collections.get_mut(&p.owner_table) {
@@ -40,7 +51,13 @@ impl Snapshot {
         for f in files {
             by_table.entry(f.table_id.clone()).or_default().push(f);
         }
-        Snapshot { epoch, stale: false, collections, files: by_table, read_at: Some(Instant::now()) }
+        Snapshot {
+            epoch,
+            stale: false,
+            collections,
+            files: by_table,
+            read_at: Some(Instant::now()),
+        }
     }
 
     fn same_content(&self, other: &Snapshot) -> bool {
@@ -48,7 +65,10 @@ impl Snapshot {
     }
 
     /// The searchable files of the given tables.
-    pub fn files_of<'a>(&'a self, table_ids: &'a [String]) -> impl Iterator<Item = &'a FileRow> + 'a {
+    pub fn files_of<'a>(
+        &'a self,
+        table_ids: &'a [String],
+    ) -> impl Iterator<Item = &'a FileRow> + 'a {
         table_ids.iter().filter_map(|t| self.files.get(t)).flatten()
     }
 }
@@ -117,7 +137,10 @@ impl MetadataPoller {
         }
     }
 
-    fn read(&self) -> impl Future<Output = Result<(MetaStore, Vec<TableRow>, Vec<FileRow>), MetaError>> + 'static {
+    fn read(
+        &self,
+    ) -> impl Future<Output = Result<(MetaStore, Vec<TableRow>, Vec<FileRow>), MetaError>> + 'static
+    {
         let (store, uri, options) = (self.store.clone(), self.uri.clone(), self.options.clone());
         async move {
             let store = match store {
@@ -140,10 +163,16 @@ impl MetadataPoller {
                 if self.snapshot.stale {
                     tracing::info!(meta = %self.uri, "metadata database reachable again");
                 }
-                if candidate.same_content(&self.snapshot) && !self.snapshot.stale && self.snapshot.epoch > 0 {
+                if candidate.same_content(&self.snapshot)
+                    && !self.snapshot.stale
+                    && self.snapshot.epoch > 0
+                {
                     return;
                 }
-                Snapshot { epoch: self.snapshot.epoch + 1, ..candidate }
+                Snapshot {
+                    epoch: self.snapshot.epoch + 1,
+                    ..candidate
+                }
             }
             Err(e) => {
                 self.stats.failures += 1;

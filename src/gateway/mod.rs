@@ -27,14 +27,20 @@ use crate::proto::milvus_service_server::MilvusServiceServer;
 pub enum GatewayError {
     #[error("node {node} is unreachable: {reason}")]
     Unreachable { node: String, reason: String },
-    #[error("the write node {node} is unreachable: {reason}; writes fail until it is back (searches go on)")]
+    #[error(
+        "the write node {node} is unreachable: {reason}; writes fail until it is back (searches go on)"
+    )]
     WriteNodeDown { node: String, reason: String },
     #[error(
         "files {files:?} got no answer from any read node (attempts: {}; read nodes: {})",
         if failures.is_empty() { "none possible".to_string() } else { failures.join("; ") },
         if members.is_empty() { "none".to_string() } else { members.join(", ") }
     )]
-    Unanswered { files: Vec<i64>, failures: Vec<String>, members: Vec<String> },
+    Unanswered {
+        files: Vec<i64>,
+        failures: Vec<String>,
+        members: Vec<String>,
+    },
     #[error("collection `{0}` does not exist")]
     CollectionNotFound(String),
     #[error(transparent)]
@@ -51,26 +57,25 @@ pub enum GatewayError {
     Start(String),
 }
 
-/// Tunables of the actor system that are not part of `GatewayConfig`'s Mishards settings.
+/// Tunables of the actor system beyond `GatewayConfig`'s settings (tests shorten them).
 #[derive(Debug, Clone)]
 pub struct Tuning {
-    pub metadata_poll: Duration,
+    /// Overrides `GatewayConfig::meta_poll_interval` when set.
+    pub metadata_poll: Option<Duration>,
     pub probe_interval: Duration,
     pub discovery_refresh: Duration,
     pub load_factor: f64,
     pub pool_size: usize,
-    pub version_prefix: String,
 }
 
 impl Default for Tuning {
     fn default() -> Self {
         Tuning {
-            metadata_poll: Duration::from_secs(1),
+            metadata_poll: None,
             probe_interval: Duration::from_millis(500),
             discovery_refresh: Duration::from_secs(1),
-            load_factor: 1.25,
+            load_factor: router::DEFAULT_LOAD_FACTOR,
             pool_size: 2,
-            version_prefix: "1.1.".into(),
         }
     }
 }
@@ -101,7 +106,10 @@ impl RunningGateway {
 /// Starts the actor system on its own threads and the gRPC server on the caller's runtime.
 pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGateway, GatewayError> {
     let uri = MetaUri::parse(&config.meta_uri, None)?;
-    let meta_options = MetaOptions { echo: config.sql_echo, ..MetaOptions::default() };
+    let meta_options = MetaOptions {
+        echo: config.sql_echo,
+        ..MetaOptions::default()
+    };
     // A gateway that cannot read its metadata at start is misconfigured: say so instead of serving
     // nothing. Later outages are ridden out on the last snapshot.
     let probe = crate::meta::MetaStore::connect(&uri, &meta_options).await?;
@@ -118,12 +126,13 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
         pool_size: tuning.pool_size,
         probe_interval: tuning.probe_interval,
         probe_timeout: Duration::from_secs(2),
-        version_prefix: tuning.version_prefix.clone(),
+        version_prefix: config.version_gate.clone(),
         down_after: 2,
         max_backoff: Duration::from_secs(8),
         runtime: tokio::runtime::Handle::current(),
     };
     let (write_node, router_kind) = (config.write_node.clone(), config.router);
+    let metadata_poll = tuning.metadata_poll.unwrap_or(config.meta_poll_interval);
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let thread = std::thread::Builder::new()
         .name("mishards-actors".into())
@@ -133,31 +142,62 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
             let workers: Vec<actix::ArbiterHandle> = arbiters.iter().map(|a| a.handle()).collect();
             let actors = system.block_on(async move {
                 let here = actix::Arbiter::current();
-                let poller = Supervisor::start(move |_| metadata::MetadataPoller::new(uri, meta_options, tuning.metadata_poll));
-                let routing = Supervisor::start(move |_| routing::Routing::new(router_kind, tuning.load_factor));
-                let discovery = Supervisor::start(move |_| discovery::Discovery::new(source, tuning.discovery_refresh));
+                let poller = Supervisor::start(move |_| {
+                    metadata::MetadataPoller::new(uri, meta_options, metadata_poll)
+                });
+                let routing = Supervisor::start(move |_| {
+                    routing::Routing::new(router_kind, tuning.load_factor)
+                });
+                let discovery = Supervisor::start(move |_| {
+                    discovery::Discovery::new(source, tuning.discovery_refresh)
+                });
                 let write = cluster::start_link(write_node.clone(), link_options.clone(), &here);
-                let cluster =
-                    cluster::Cluster::new((write_node.clone(), write.clone()), routing.clone(), poller.clone(), link_options, here)
-                        .start();
+                let cluster = cluster::Cluster::new(
+                    (write_node.clone(), write.clone()),
+                    routing.clone(),
+                    poller.clone(),
+                    link_options,
+                    here,
+                )
+                .start();
                 poller.do_send(metadata::Subscribe(routing.clone().recipient()));
                 discovery.do_send(discovery::SubscribeMembership(cluster.clone().recipient()));
                 discovery.do_send(discovery::SubscribeMembership(routing.clone().recipient()));
-                service::Actors { cluster, routing, poller, write, write_node, workers }
+                service::Actors {
+                    cluster,
+                    routing,
+                    poller,
+                    write,
+                    write_node,
+                    workers,
+                }
             });
             let _ = ready_tx.send((actix::System::current(), actors));
             let _ = system.run();
             drop(arbiters);
         })
         .map_err(|e| GatewayError::Start(format!("cannot start the actor system: {e}")))?;
-    let (system, actors) =
-        ready_rx.await.map_err(|_| GatewayError::Start("the actor system stopped while starting".into()))?;
+    let (system, actors) = ready_rx
+        .await
+        .map_err(|_| GatewayError::Start("the actor system stopped while starting".into()))?;
 
     let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port))
         .await
-        .map_err(|e| GatewayError::Start(format!("cannot listen on {}:{}: {e}", config.host, config.port)))?;
-    let addr = listener.local_addr().map_err(|e| GatewayError::Start(e.to_string()))?;
-    let service = service::GatewayService::new(actors.clone(), config.node_timeout, config.max_retry, config.version.clone());
+        .map_err(|e| {
+            GatewayError::Start(format!(
+                "cannot listen on {}:{}: {e}",
+                config.host, config.port
+            ))
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| GatewayError::Start(e.to_string()))?;
+    let service = service::GatewayService::new(
+        actors.clone(),
+        config.node_timeout,
+        config.max_retry,
+        config.version.clone(),
+    );
     let grpc = MilvusServiceServer::new(service)
         .max_decoding_message_size(node_link::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(node_link::MAX_MESSAGE_BYTES);
@@ -165,10 +205,20 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(grpc)
-            .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            }),
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                },
+            ),
     );
     tracing::info!(%addr, write_node = %config.write_node, "gateway serving");
-    Ok(RunningGateway { addr, actors, stop, server, system, system_thread: Some(thread) })
+    Ok(RunningGateway {
+        addr,
+        actors,
+        stop,
+        server,
+        system,
+        system_thread: Some(thread),
+    })
 }

@@ -95,7 +95,10 @@ impl Routing {
         Routing {
             kind,
             load_factor,
-            membership: Membership { epoch: 0, nodes: Arc::new(BTreeSet::new()) },
+            membership: Membership {
+                epoch: 0,
+                nodes: Arc::new(BTreeSet::new()),
+            },
             health: HashMap::new(),
             snapshot: Arc::new(Snapshot::default()),
             placement: HashMap::new(),
@@ -107,12 +110,23 @@ impl Routing {
     fn rebuild(&mut self) {
         let nodes: Vec<NodeAddr> = self.membership.nodes.iter().cloned().collect();
         let router = Router::new(self.kind, nodes, self.load_factor);
-        let ids: Vec<i64> = self.snapshot.files.values().flatten().map(|f| f.id).collect();
-        self.placement = router.place(&ids).into_iter().map(|p| (p.file_id, p.nodes)).collect();
+        let ids: Vec<i64> = self
+            .snapshot
+            .files
+            .values()
+            .flatten()
+            .map(|f| f.id)
+            .collect();
+        self.placement = router
+            .place(&ids)
+            .into_iter()
+            .map(|p| (p.file_id, p.nodes))
+            .collect();
         self.builds += 1;
         // Forget nodes that left and files that are gone.
         let live: HashSet<i64> = ids.into_iter().collect();
-        self.seen.retain(|node, _| self.membership.nodes.contains(node));
+        self.seen
+            .retain(|node, _| self.membership.nodes.contains(node));
         for files in self.seen.values_mut() {
             files.retain(|id, _| live.contains(id));
         }
@@ -126,25 +140,45 @@ impl Routing {
             LinkState::Suspect | LinkState::Connecting => 1,
             LinkState::Down => 2,
         };
-        let mut usable: Vec<NodeAddr> = nodes.iter().filter(|n| state(n) != LinkState::Down).cloned().collect();
+        let mut usable: Vec<NodeAddr> = nodes
+            .iter()
+            .filter(|n| state(n) != LinkState::Down)
+            .cloned()
+            .collect();
         usable.sort_by_key(|n| rank(state(n))); // stable: keeps the preference order within a rank
         usable
     }
 
     fn plan(&self, collection: &str, tags: &[String]) -> Result<Option<SearchPlan>, GatewayError> {
-        let Some(tables) = self.snapshot.collections.get(collection) else { return Ok(None) };
+        let Some(tables) = self.snapshot.collections.get(collection) else {
+            return Ok(None);
+        };
         let selected = select_tables(tables, tags).map_err(GatewayError::Partition)?;
         let files = self
             .snapshot
             .files_of(&selected)
             .map(|f| {
-                let nodes = self.usable(self.placement.get(&f.id).map(Vec::as_slice).unwrap_or_default());
+                let nodes = self.usable(
+                    self.placement
+                        .get(&f.id)
+                        .map(Vec::as_slice)
+                        .unwrap_or_default(),
+                );
                 let stale_on = nodes
                     .iter()
-                    .filter(|n| self.seen.get(*n).and_then(|m| m.get(&f.id)).is_some_and(|t| *t != f.updated_time))
+                    .filter(|n| {
+                        self.seen
+                            .get(*n)
+                            .and_then(|m| m.get(&f.id))
+                            .is_some_and(|t| *t != f.updated_time)
+                    })
                     .cloned()
                     .collect();
-                PlannedFile { file: f.clone(), nodes, stale_on }
+                PlannedFile {
+                    file: f.clone(),
+                    nodes,
+                    stale_on,
+                }
             })
             .collect();
         Ok(Some(SearchPlan {
@@ -221,7 +255,12 @@ impl Handler<Seen> for Routing {
 impl Handler<GetOwners> for Routing {
     type Result = MessageResult<GetOwners>;
     fn handle(&mut self, _: GetOwners, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.placement.iter().filter_map(|(id, nodes)| Some((*id, nodes.first()?.clone()))).collect())
+        MessageResult(
+            self.placement
+                .iter()
+                .filter_map(|(id, nodes)| Some((*id, nodes.first()?.clone())))
+                .collect(),
+        )
     }
 }
 

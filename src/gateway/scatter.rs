@@ -72,9 +72,15 @@ enum Attempt {
 
 /// Status codes a node may answer that another node might not (its own trouble, not the request's).
 fn node_trouble(code: i32) -> bool {
-    [ErrorCode::UnexpectedError, ErrorCode::FileNotFound, ErrorCode::CacheFailed, ErrorCode::OutOfMemory, ErrorCode::MetaFailed]
-        .iter()
-        .any(|c| *c as i32 == code)
+    [
+        ErrorCode::UnexpectedError,
+        ErrorCode::FileNotFound,
+        ErrorCode::CacheFailed,
+        ErrorCode::OutOfMemory,
+        ErrorCode::MetaFailed,
+    ]
+    .iter()
+    .any(|c| *c as i32 == code)
 }
 
 impl Job {
@@ -98,7 +104,12 @@ impl Job {
             if pending.is_empty() {
                 break;
             }
-            let attempts = join_all(pending.iter().map(|(node, files)| self.attempt(node, files, round))).await;
+            let attempts = join_all(
+                pending
+                    .iter()
+                    .map(|(node, files)| self.attempt(node, files, round)),
+            )
+            .await;
             let mut next: BTreeMap<NodeAddr, Vec<usize>> = BTreeMap::new();
             for ((node, files), attempt) in pending.into_iter().zip(attempts) {
                 match attempt {
@@ -110,7 +121,9 @@ impl Job {
                         for i in files {
                             cursor[i] += 1;
                             match self.plan.files[i].nodes.get(cursor[i]) {
-                                Some(fallback) if round < self.max_retry => next.entry(fallback.clone()).or_default().push(i),
+                                Some(fallback) if round < self.max_retry => {
+                                    next.entry(fallback.clone()).or_default().push(i)
+                                }
                                 _ => unanswered.push(i),
                             }
                         }
@@ -122,7 +135,10 @@ impl Job {
         if !unanswered.is_empty() {
             unanswered.sort_unstable();
             return Err(GatewayError::Unanswered {
-                files: unanswered.iter().map(|i| self.plan.files[*i].file.id).collect(),
+                files: unanswered
+                    .iter()
+                    .map(|i| self.plan.files[*i].file.id)
+                    .collect(),
                 failures: failures.iter().map(|(n, r)| format!("{n}: {r}")).collect(),
                 members: self.plan.members.iter().map(|n| n.to_string()).collect(),
             });
@@ -132,13 +148,23 @@ impl Job {
             .filter(|a| a.row_num > 0)
             .map(|a| Partial {
                 nq: a.row_num as usize,
-                k: if a.row_num > 0 { a.ids.len() / a.row_num as usize } else { 0 },
+                k: if a.row_num > 0 {
+                    a.ids.len() / a.row_num as usize
+                } else {
+                    0
+                },
                 ids: &a.ids,
                 distances: &a.distances,
             })
             .collect();
-        let (ids, distances) = merge_topk(&parts, nq, k, higher_is_better).map_err(GatewayError::Merge)?;
-        Ok(proto::TopKQueryResult { status: Some(success()), row_num: nq as i64, ids, distances })
+        let (ids, distances) =
+            merge_topk(&parts, nq, k, higher_is_better).map_err(GatewayError::Merge)?;
+        Ok(proto::TopKQueryResult {
+            status: Some(success()),
+            row_num: nq as i64,
+            ids,
+            distances,
+        })
     }
 
     /// One node, its files: reload where needed, then one SearchInFiles within the deadline.
@@ -167,15 +193,29 @@ impl Job {
                 };
                 match lease.client.reload_segments(reload).await {
                     Ok(r) if r.get_ref().error_code == 0 => {}
-                    Ok(r) => return Err(format!("ReloadSegments answered {}: {}", r.get_ref().error_code, r.get_ref().reason)),
+                    Ok(r) => {
+                        return Err(format!(
+                            "ReloadSegments answered {}: {}",
+                            r.get_ref().error_code,
+                            r.get_ref().reason
+                        ));
+                    }
                     Err(s) => return Err(format!("ReloadSegments failed: {}", s.message())),
                 }
             }
             let request = proto::SearchInFilesParam {
-                file_id_array: files.iter().map(|i| self.plan.files[*i].file.id.to_string()).collect(),
+                file_id_array: files
+                    .iter()
+                    .map(|i| self.plan.files[*i].file.id.to_string())
+                    .collect(),
                 search_param: Some(self.param.clone()),
             };
-            lease.client.search_in_files(request).await.map(|r| r.into_inner()).map_err(|s| format!("SearchInFiles failed: {}", s.message()))
+            lease
+                .client
+                .search_in_files(request)
+                .await
+                .map(|r| r.into_inner())
+                .map_err(|s| format!("SearchInFiles failed: {}", s.message()))
         })
         .await;
         let latency = started.elapsed();
@@ -186,7 +226,11 @@ impl Job {
                 0 => Attempt::Answered(result),
                 code if node_trouble(code) => Attempt::Failed(format!(
                     "answered {code}: {}",
-                    result.status.as_ref().map(|s| s.reason.as_str()).unwrap_or_default()
+                    result
+                        .status
+                        .as_ref()
+                        .map(|s| s.reason.as_str())
+                        .unwrap_or_default()
                 )),
                 _ => Attempt::Refused(result.status.unwrap_or_default()),
             },
@@ -194,8 +238,19 @@ impl Job {
         let failed = matches!(attempt, Attempt::Failed(_));
         link.do_send(Report { latency, failed });
         if !failed {
-            let seen = files.iter().map(|i| (self.plan.files[*i].file.id, self.plan.files[*i].file.updated_time)).collect();
-            self.routing.do_send(Seen { node: node.clone(), files: seen });
+            let seen = files
+                .iter()
+                .map(|i| {
+                    (
+                        self.plan.files[*i].file.id,
+                        self.plan.files[*i].file.updated_time,
+                    )
+                })
+                .collect();
+            self.routing.do_send(Seen {
+                node: node.clone(),
+                files: seen,
+            });
         }
         tracing::debug!(%node, files = files.len(), round, ?latency, failed, "read node attempt");
         attempt

@@ -299,8 +299,17 @@ impl TestCluster {
 }
 
 pub async fn start_gateway(write_node: &str, meta_uri: &str, hosts_file: &std::path::Path) -> mishards::gateway::RunningGateway {
+    start_gateway_with(write_node, meta_uri, hosts_file, &[]).await
+}
+
+pub async fn start_gateway_with(
+    write_node: &str,
+    meta_uri: &str,
+    hosts_file: &std::path::Path,
+    extra: &[(&'static str, String)],
+) -> mishards::gateway::RunningGateway {
     use mishards::config::{GatewayConfig, Scope, Settings};
-    let flags: std::collections::HashMap<&'static str, String> = [
+    let mut flags: std::collections::HashMap<&'static str, String> = [
         ("host", "127.0.0.1".to_string()),
         ("port", "0".to_string()),
         ("woserver", write_node.to_string()),
@@ -311,11 +320,12 @@ pub async fn start_gateway(write_node: &str, meta_uri: &str, hosts_file: &std::p
     ]
     .into_iter()
     .collect();
+    flags.extend(extra.iter().cloned());
     let env: std::collections::HashMap<String, String> = Default::default();
     let settings = Settings::resolve(Scope::Gateway, &flags, &env, None).expect("gateway settings");
     let config = GatewayConfig::from_settings(&settings).expect("gateway config");
     let tuning = mishards::gateway::Tuning {
-        metadata_poll: std::time::Duration::from_millis(100),
+        metadata_poll: Some(std::time::Duration::from_millis(100)),
         probe_interval: std::time::Duration::from_millis(100),
         discovery_refresh: std::time::Duration::from_millis(100),
         ..Default::default()

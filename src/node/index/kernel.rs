@@ -213,6 +213,57 @@ pub(crate) fn touch(x: &[f32]) {
     std::hint::black_box(acc);
 }
 
+/// Squared-L2 scores of one query against a block: `out[r] = max(0, (qn + xn[r]) − 2·dots[r])`
+/// (rounding can take a near-duplicate just below zero). Returns the smallest score, NaN
+/// ignored (+∞ if none), so a block that cannot beat the heap is skipped with one compare.
+/// The AVX2 and portable paths give the same bits.
+pub(crate) fn l2_scores(isa: Isa, qn: f32, xn: &[f32], dots: &[f32], out: &mut [f32]) -> f32 {
+    let n = out.len();
+    assert!(xn.len() >= n && dots.len() >= n, "l2_scores: short input");
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2Fma && avx2_fma_available() {
+        // SAFETY: features checked just above; the assert bounds the pointers.
+        return unsafe { avx2::l2_scores(qn, xn.as_ptr(), dots.as_ptr(), out.as_mut_ptr(), n) };
+    }
+    let _ = isa;
+    let mut best = f32::INFINITY;
+    for ((o, &x), &d) in out.iter_mut().zip(xn).zip(dots) {
+        *o = l2_score(qn, x, d);
+        if *o < best {
+            best = *o;
+        }
+    }
+    best
+}
+
+/// Inner-product scores (lower is better): `out[r] = −dots[r]`; returns the smallest, like
+/// [`l2_scores`].
+pub(crate) fn ip_scores(isa: Isa, dots: &[f32], out: &mut [f32]) -> f32 {
+    let n = out.len();
+    assert!(dots.len() >= n, "ip_scores: short input");
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2Fma && avx2_fma_available() {
+        // SAFETY: features checked just above; the assert bounds the pointers.
+        return unsafe { avx2::ip_scores(dots.as_ptr(), out.as_mut_ptr(), n) };
+    }
+    let _ = isa;
+    let mut best = f32::INFINITY;
+    for (o, &d) in out.iter_mut().zip(dots) {
+        *o = -d;
+        if *o < best {
+            best = *o;
+        }
+    }
+    best
+}
+
+/// One squared-L2 score, as [`l2_scores`] computes it (`d + d` is exactly `2·d`).
+#[inline]
+fn l2_score(qn: f32, x: f32, d: f32) -> f32 {
+    let v = (qn + x) - (d + d);
+    if v < 0.0 { 0.0 } else { v }
+}
+
 /// The portable tiles: the same lane layout and reduction tree as the AVX2 ones.
 mod portable {
     use super::LANES;
@@ -473,6 +524,80 @@ mod avx2 {
         }
     }
 
+    /// Smallest lane of `v` (NaN lanes never win: `min(v, acc)` keeps `acc` when `v` is NaN).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hmin(v: __m256) -> f32 {
+        let m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let m = _mm_min_ps(m, _mm_movehl_ps(m, m));
+        let m = _mm_min_ss(m, _mm_shuffle_ps::<1>(m, m));
+        _mm_cvtss_f32(m)
+    }
+
+    /// See [`super::l2_scores`]. Safety: AVX2 present; every pointer covers `n` floats.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn l2_scores(
+        qn: f32,
+        xn: *const f32,
+        dots: *const f32,
+        out: *mut f32,
+        n: usize,
+    ) -> f32 {
+        unsafe {
+            let (q, zero) = (_mm256_set1_ps(qn), _mm256_setzero_ps());
+            let mut best = _mm256_set1_ps(f32::INFINITY);
+            let mut r = 0;
+            while r + LANES <= n {
+                let d = _mm256_loadu_ps(dots.add(r));
+                let v = _mm256_sub_ps(
+                    _mm256_add_ps(q, _mm256_loadu_ps(xn.add(r))),
+                    _mm256_add_ps(d, d),
+                );
+                // max(0, v): the second operand wins on NaN, so NaN stays NaN, as in `l2_score`.
+                let v = _mm256_max_ps(zero, v);
+                _mm256_storeu_ps(out.add(r), v);
+                best = _mm256_min_ps(v, best);
+                r += LANES;
+            }
+            let mut m = hmin(best);
+            while r < n {
+                let v = super::l2_score(qn, *xn.add(r), *dots.add(r));
+                *out.add(r) = v;
+                if v < m {
+                    m = v;
+                }
+                r += 1;
+            }
+            m
+        }
+    }
+
+    /// See [`super::ip_scores`]. Safety: AVX2 present; both pointers cover `n` floats.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn ip_scores(dots: *const f32, out: *mut f32, n: usize) -> f32 {
+        unsafe {
+            let sign = _mm256_set1_ps(-0.0);
+            let mut best = _mm256_set1_ps(f32::INFINITY);
+            let mut r = 0;
+            while r + LANES <= n {
+                let v = _mm256_xor_ps(_mm256_loadu_ps(dots.add(r)), sign);
+                _mm256_storeu_ps(out.add(r), v);
+                best = _mm256_min_ps(v, best);
+                r += LANES;
+            }
+            let mut m = hmin(best);
+            while r < n {
+                let v = -*dots.add(r);
+                *out.add(r) = v;
+                if v < m {
+                    m = v;
+                }
+                r += 1;
+            }
+            m
+        }
+    }
+
     /// See [`super::dots_streaming`]. Safety: AVX2 + FMA present; `q` has `mq` (1..=3) rows,
     /// `x` has `nx` rows, `out` covers `(mq - 1) * out_stride + nx` floats, and `norms_out` is
     /// null or covers `nx` floats.
@@ -573,6 +698,8 @@ mod avx2 {
                     }
                 }
             }
+            // Query i's four row sums sit in acc[0..4][i]: a transposed read.
+            #[allow(clippy::needless_range_loop)]
             for i in 0..M {
                 let s = hsum4(acc[0][i], acc[1][i], acc[2][i], acc[3][i]);
                 store_lanes(s, R, out.add(i * out_stride + j0));
@@ -620,6 +747,41 @@ mod tests {
 
     fn naive(q: &[f32], x: &[f32]) -> f64 {
         q.iter().zip(x).map(|(&a, &b)| a as f64 * b as f64).sum()
+    }
+
+    /// Score passes: both instruction sets give the same bits (clamping, NaN kept in the output
+    /// but never the minimum), for lengths with and without a scalar tail.
+    #[test]
+    fn scores_match_across_isas() {
+        let mut seed = 3;
+        for n in [0usize, 1, 7, 8, 13, 48] {
+            let dots: Vec<f32> = (0..n).map(|_| lcg(&mut seed) * 10.0).collect();
+            let mut xn: Vec<f32> = (0..n).map(|_| lcg(&mut seed).abs() * 5.0).collect();
+            if n > 3 {
+                xn[2] = f32::NAN;
+                xn[3] = -30.0; // forces a negative score, clamped to 0
+            }
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            let mut want = vec![0.0; n];
+            let want_min = l2_scores(Isa::Portable, 1.5, &xn, &dots, &mut want);
+            let mut got = vec![0.0; n];
+            let got_min = l2_scores(Isa::detect(), 1.5, &xn, &dots, &mut got);
+            assert_eq!(bits(&got), bits(&want), "l2 n={n}");
+            assert_eq!(got_min.to_bits(), want_min.to_bits(), "l2 min n={n}");
+            let naive = want
+                .iter()
+                .copied()
+                .filter(|v| !v.is_nan())
+                .fold(f32::INFINITY, f32::min);
+            assert_eq!(want_min, naive);
+            if n > 3 {
+                assert!(want[2].is_nan() && want[3] == 0.0);
+            }
+            let want_min = ip_scores(Isa::Portable, &dots, &mut want);
+            let got_min = ip_scores(Isa::detect(), &dots, &mut got);
+            assert_eq!(bits(&got), bits(&want), "ip n={n}");
+            assert_eq!(got_min.to_bits(), want_min.to_bits(), "ip min n={n}");
+        }
     }
 
     /// Every shape path (4×3 tiles, 3/2/1-query remainders, single-row tails, masked dimension

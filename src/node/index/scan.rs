@@ -289,21 +289,11 @@ pub(crate) fn scan(
             let mut thr = heaps.threshold(slot);
             let dots = &scratch.dots[i * rb..i * rb + nb];
             let scores = &mut scratch.scores[..nb];
-            match metric {
-                Metric::L2 => {
-                    let qn = qnorms[i];
-                    for ((s, &d), &x) in scores.iter_mut().zip(dots).zip(xn) {
-                        let v = (qn + x) - 2.0 * d;
-                        *s = if v < 0.0 { 0.0 } else { v };
-                    }
-                }
-                Metric::Ip => {
-                    for (s, &d) in scores.iter_mut().zip(dots) {
-                        *s = -d;
-                    }
-                }
-            }
-            if block_min(scores) > thr {
+            let best = match metric {
+                Metric::L2 => kernel::l2_scores(isa, qnorms[i], xn, dots, scores),
+                Metric::Ip => kernel::ip_scores(isa, dots, scores),
+            };
+            if best > thr {
                 continue;
             }
             for (r, &s) in scores.iter().enumerate() {
@@ -321,25 +311,6 @@ pub(crate) fn scan(
         }
         b0 += nb;
     }
-}
-
-/// The smallest score of a block (NaN ignored; +∞ if none), in eight lanes so it vectorizes.
-#[inline]
-fn block_min(s: &[f32]) -> f32 {
-    let mut m = [f32::INFINITY; 8];
-    let mut chunks = s.chunks_exact(8);
-    for c in &mut chunks {
-        for l in 0..8 {
-            m[l] = if c[l] < m[l] { c[l] } else { m[l] };
-        }
-    }
-    let mut best = f32::INFINITY;
-    for &v in m.iter().chain(chunks.remainder()) {
-        if v < best {
-            best = v;
-        }
-    }
-    best
 }
 
 /// Exact k-nearest rows for every query: the driver under FLAT search, the IVF coarse quantizer and
