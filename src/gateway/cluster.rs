@@ -10,7 +10,7 @@ use actix::prelude::*;
 use super::discovery::Membership;
 use super::metadata::{GetPollerStats, MetadataPoller};
 use super::node_link::{GetLinkStats, LinkOptions, NodeLink, Retire, SubscribeHealth};
-use super::routing::{GetRoutingStats, Routing};
+use super::routing::{GetRoutingStats, Links, Routing};
 use crate::config::NodeAddr;
 
 /// The current read-node links, shared read-only with each search.
@@ -62,6 +62,10 @@ pub fn start_link(
 
 impl Actor for Cluster {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(super::REQUEST_MAILBOX);
+    }
 }
 
 impl Handler<Membership> for Cluster {
@@ -85,6 +89,7 @@ impl Handler<Membership> for Cluster {
             }
         }
         self.links = Arc::new(links);
+        self.routing.do_send(Links(self.links.clone()));
     }
 }
 

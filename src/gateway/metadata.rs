@@ -217,6 +217,7 @@ impl Actor for MetadataPoller {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(super::REQUEST_MAILBOX);
         self.poll(ctx);
         ctx.run_interval(self.interval, |act, ctx| act.poll(ctx));
     }

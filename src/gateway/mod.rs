@@ -57,6 +57,10 @@ pub enum GatewayError {
     Start(String),
 }
 
+/// Mailbox size of the actors every request talks to (routing, cluster, node links): actix's default
+/// of 16 would make concurrent requests queue behind each other's sends.
+pub const REQUEST_MAILBOX: usize = 4096;
+
 /// Tunables of the actor system beyond `GatewayConfig`'s settings (tests shorten them).
 #[derive(Debug, Clone)]
 pub struct Tuning {
@@ -138,8 +142,6 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
         .name("mishards-actors".into())
         .spawn(move || {
             let system = actix::System::new();
-            let arbiters: Vec<actix::Arbiter> = (0..2).map(|_| actix::Arbiter::new()).collect();
-            let workers: Vec<actix::ArbiterHandle> = arbiters.iter().map(|a| a.handle()).collect();
             let actors = system.block_on(async move {
                 let here = actix::Arbiter::current();
                 let poller = Supervisor::start(move |_| {
@@ -157,7 +159,7 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
                     routing.clone(),
                     poller.clone(),
                     link_options,
-                    here,
+                    here.clone(),
                 )
                 .start();
                 poller.do_send(metadata::Subscribe(routing.clone().recipient()));
@@ -169,12 +171,11 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
                     poller,
                     write,
                     write_node,
-                    workers,
+                    home: here,
                 }
             });
             let _ = ready_tx.send((actix::System::current(), actors));
             let _ = system.run();
-            drop(arbiters);
         })
         .map_err(|e| GatewayError::Start(format!("cannot start the actor system: {e}")))?;
     let (system, actors) = ready_rx
@@ -206,7 +207,7 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
         tonic::transport::Server::builder()
             .add_service(grpc)
             .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener),
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 async move {
                     let _ = stopped.wait_for(|s| *s).await;
                 },

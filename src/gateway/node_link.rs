@@ -287,6 +287,7 @@ impl Actor for NodeLink {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(super::REQUEST_MAILBOX);
         if let Err(e) = self.connect() {
             self.set_state(LinkState::Down, Some(e.to_string()));
         }

@@ -10,7 +10,7 @@ use actix::prelude::*;
 use super::GatewayError;
 use super::discovery::Membership;
 use super::metadata::{Snapshot, SnapshotUpdate};
-use super::node_link::{LinkState, NodeHealth};
+use super::node_link::{LinkState, NodeHealth, NodeLink};
 use super::router::Router;
 use crate::config::{NodeAddr, RouterKind};
 use crate::meta::{FileRow, TableRow, select_tables};
@@ -25,8 +25,10 @@ pub struct PlannedFile {
 }
 
 /// What a search needs to scatter.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SearchPlan {
+    /// The links to the read nodes, as of this plan (saves every search a trip to the cluster actor).
+    pub links: Arc<HashMap<NodeAddr, Addr<NodeLink>>>,
     pub epoch: u64,
     pub stale: bool,
     pub collection: TableRow,
@@ -42,6 +44,11 @@ pub struct Plan {
     pub collection: String,
     pub tags: Vec<String>,
 }
+
+/// The cluster's current read-node links (sent on every membership change).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Links(pub Arc<HashMap<NodeAddr, Addr<NodeLink>>>);
 
 /// A node searched these files at these versions (`updated_time`): no reload needed until they change.
 #[derive(Message)]
@@ -88,6 +95,7 @@ pub struct Routing {
     placement: HashMap<i64, Vec<NodeAddr>>,
     seen: HashMap<NodeAddr, HashMap<i64, i64>>,
     builds: u64,
+    links: Arc<HashMap<NodeAddr, Addr<NodeLink>>>,
 }
 
 impl Routing {
@@ -104,6 +112,7 @@ impl Routing {
             placement: HashMap::new(),
             seen: HashMap::new(),
             builds: 0,
+            links: Arc::new(HashMap::new()),
         }
     }
 
@@ -182,6 +191,7 @@ impl Routing {
             })
             .collect();
         Ok(Some(SearchPlan {
+            links: self.links.clone(),
             epoch: self.snapshot.epoch,
             stale: self.snapshot.stale,
             collection: tables.collection.clone(),
@@ -193,6 +203,10 @@ impl Routing {
 
 impl Actor for Routing {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(super::REQUEST_MAILBOX);
+    }
 }
 
 impl Supervised for Routing {
@@ -234,6 +248,13 @@ impl Handler<Plan> for Routing {
     type Result = Result<Option<SearchPlan>, GatewayError>;
     fn handle(&mut self, p: Plan, _: &mut Context<Self>) -> Self::Result {
         self.plan(&p.collection, &p.tags)
+    }
+}
+
+impl Handler<Links> for Routing {
+    type Result = ();
+    fn handle(&mut self, Links(links): Links, _: &mut Context<Self>) {
+        self.links = links;
     }
 }
 

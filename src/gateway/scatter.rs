@@ -15,41 +15,106 @@ use tokio::sync::oneshot;
 use super::GatewayError;
 use super::merge::{Partial, merge_topk};
 use super::node_link::{Acquire, NodeLink, Report};
-use super::routing::{Routing, SearchPlan, Seen};
+use super::routing::{Plan, Routing, SearchPlan, Seen};
 use crate::config::NodeAddr;
 use crate::error::success;
 use crate::proto::{self, ErrorCode};
 
-/// Everything one search needs; the actor answers on `reply` and stops.
+/// What a scatter-gather ends with: the merged answer, or the request back when the snapshot does not
+/// know the collection (the caller asks the write node, which may have just created it).
+pub enum Scattered {
+    Answer(proto::TopKQueryResult),
+    Unknown(proto::SearchParam),
+}
+
+/// Everything one search needs; the actor plans it with Routing, answers on `reply` and stops.
 pub struct ScatterGather {
-    pub plan: SearchPlan,
-    pub param: proto::SearchParam,
-    pub links: Arc<HashMap<NodeAddr, Addr<NodeLink>>>,
+    /// Taken by the job when the actor starts.
+    pub param: Option<proto::SearchParam>,
     pub routing: Addr<Routing>,
     pub node_timeout: Duration,
     pub max_retry: u32,
-    pub reply: Option<oneshot::Sender<Result<proto::TopKQueryResult, GatewayError>>>,
+    pub reply: Option<oneshot::Sender<Result<Scattered, GatewayError>>>,
 }
 
 impl Actor for ScatterGather {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let job = Job {
-            plan: self.plan.clone(),
-            param: self.param.clone(),
-            links: self.links.clone(),
-            routing: self.routing.clone(),
-            node_timeout: self.node_timeout,
-            max_retry: self.max_retry,
+        let Some(param) = self.param.take() else {
+            ctx.stop();
+            return;
         };
-        ctx.spawn(job.run().into_actor(self).map(|result, act, ctx| {
+        let (routing, node_timeout, max_retry) =
+            (self.routing.clone(), self.node_timeout, self.max_retry);
+        let work = async move {
+            let plan = routing
+                .send(Plan {
+                    collection: param.collection_name.clone(),
+                    tags: param.partition_tag_array.clone(),
+                })
+                .await
+                .map_err(|e| GatewayError::Actor {
+                    actor: "routing",
+                    reason: e.to_string(),
+                })??;
+            let Some(plan) = plan else {
+                return Ok(Scattered::Unknown(param));
+            };
+            check_query(&param, plan.collection.dimension)?;
+            if plan.files.is_empty() {
+                // Milvus answers a search over no data with an empty result.
+                return Ok(Scattered::Answer(proto::TopKQueryResult {
+                    status: Some(success()),
+                    ..Default::default()
+                }));
+            }
+            let job = Job {
+                links: plan.links.clone(),
+                plan,
+                param,
+                routing,
+                node_timeout,
+                max_retry,
+            };
+            job.run().await.map(Scattered::Answer)
+        };
+        ctx.spawn(work.into_actor(self).map(|result, act, ctx| {
             if let Some(reply) = act.reply.take() {
                 let _ = reply.send(result);
             }
             ctx.stop();
         }));
     }
+}
+
+/// The checks Milvus makes before searching, so they hold even when no node is asked.
+fn check_query(param: &proto::SearchParam, dimension: i64) -> Result<(), GatewayError> {
+    let invalid =
+        |code: ErrorCode, reason: String| GatewayError::Node(crate::error::status(code, reason));
+    if !(1..=16384).contains(&param.topk) {
+        return Err(invalid(
+            ErrorCode::IllegalTopk,
+            format!("topk {} is out of range: it must be 1 to 16384", param.topk),
+        ));
+    }
+    if param.query_record_array.is_empty() {
+        return Err(invalid(
+            ErrorCode::IllegalRowrecord,
+            "no query vectors given".into(),
+        ));
+    }
+    if param
+        .query_record_array
+        .iter()
+        .any(|r| r.float_data.len() as i64 != dimension)
+    {
+        return Err(invalid(
+            ErrorCode::IllegalDimension,
+            format!("every query vector must have the collection's dimension {dimension}"),
+        ));
+    }
+    Ok(())
 }
 
 struct Job {

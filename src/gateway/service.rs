@@ -6,7 +6,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -16,8 +15,8 @@ use super::GatewayError;
 use super::cluster::{Cluster, ConnStats, GetLinks};
 use super::metadata::{GetSnapshot, MetadataPoller, Refresh, Snapshot};
 use super::node_link::{Acquire, Client, NodeLink, Report};
-use super::routing::{Plan, Routing};
-use super::scatter::ScatterGather;
+use super::routing::Routing;
+use super::scatter::{ScatterGather, Scattered};
 use crate::config::NodeAddr;
 use crate::error::{MilvusError, success};
 use crate::meta::DEFAULT_PARTITION_TAG;
@@ -35,13 +34,12 @@ pub struct Actors {
     pub poller: Addr<MetadataPoller>,
     pub write: Addr<NodeLink>,
     pub write_node: NodeAddr,
-    /// Arbiters that host the per-request scatter-gather actors, used round-robin.
-    pub workers: Vec<actix::ArbiterHandle>,
+    /// The arbiter the long-lived actors run on; scatter-gather actors start there too.
+    pub home: actix::ArbiterHandle,
 }
 
 pub struct GatewayService {
     actors: Actors,
-    next_worker: AtomicUsize,
     node_timeout: Duration,
     max_retry: u32,
     version: String,
@@ -75,7 +73,6 @@ impl GatewayService {
     pub fn new(actors: Actors, node_timeout: Duration, max_retry: u32, version: String) -> Self {
         GatewayService {
             actors,
-            next_worker: AtomicUsize::new(0),
             node_timeout,
             max_retry,
             version,
@@ -203,59 +200,28 @@ impl GatewayService {
         &self,
         param: proto::SearchParam,
     ) -> Result<proto::TopKQueryResult, GatewayError> {
-        let plan = self
-            .actors
-            .routing
-            .send(Plan {
-                collection: param.collection_name.clone(),
-                tags: param.partition_tag_array.clone(),
-            })
-            .await
-            .map_err(mailbox("routing"))??;
-        let Some(plan) = plan else {
-            // Not in the snapshot (new, or unknown): the write node knows.
-            return self
-                .relay(param, QUICK, |mut c, r| async move { c.search(r).await })
-                .await;
-        };
-        check_query(&param, plan.collection.dimension)?;
-        if plan.files.is_empty() {
-            // Milvus answers a search over no data with an empty result.
-            return Ok(proto::TopKQueryResult {
-                status: Some(success()),
-                ..Default::default()
-            });
-        }
-        let links = self
-            .actors
-            .cluster
-            .send(GetLinks)
-            .await
-            .map_err(mailbox("cluster"))?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let worker =
-            self.next_worker.fetch_add(1, Ordering::Relaxed) % self.actors.workers.len().max(1);
         let scatter = ScatterGather {
-            plan,
-            param,
-            links,
+            param: Some(param),
             routing: self.actors.routing.clone(),
             node_timeout: self.node_timeout,
             max_retry: self.max_retry,
             reply: Some(tx),
         };
-        match self.actors.workers.get(worker) {
-            Some(arbiter) => {
-                ScatterGather::start_in_arbiter(arbiter, move |_| scatter);
-            }
-            None => {
-                scatter.start();
-            }
-        }
-        rx.await.map_err(|_| GatewayError::Actor {
+        // On the actors' own arbiter, so its messages to Routing and the node links never cross threads.
+        ScatterGather::start_in_arbiter(&self.actors.home, move |_| scatter);
+        let outcome = rx.await.map_err(|_| GatewayError::Actor {
             actor: "scatter-gather",
             reason: "ended without an answer".into(),
-        })?
+        })??;
+        match outcome {
+            Scattered::Answer(result) => Ok(result),
+            // Not in the snapshot (new, or unknown): the write node knows.
+            Scattered::Unknown(param) => {
+                self.relay(param, QUICK, |mut c, r| async move { c.search(r).await })
+                    .await
+            }
+        }
     }
 
     async fn conn_stats(&self) -> Result<String, GatewayError> {
@@ -267,36 +233,6 @@ impl GatewayService {
             .map_err(mailbox("cluster"))?;
         Ok(stats.to_string())
     }
-}
-
-/// The checks Milvus makes before searching, so they hold even when no node is asked.
-fn check_query(param: &proto::SearchParam, dimension: i64) -> Result<(), GatewayError> {
-    let invalid = |code: proto::ErrorCode, reason: String| {
-        GatewayError::Node(crate::error::status(code, reason))
-    };
-    if !(1..=16384).contains(&param.topk) {
-        return Err(invalid(
-            proto::ErrorCode::IllegalTopk,
-            format!("topk {} is out of range: it must be 1 to 16384", param.topk),
-        ));
-    }
-    if param.query_record_array.is_empty() {
-        return Err(invalid(
-            proto::ErrorCode::IllegalRowrecord,
-            "no query vectors given".into(),
-        ));
-    }
-    if param
-        .query_record_array
-        .iter()
-        .any(|r| r.float_data.len() as i64 != dimension)
-    {
-        return Err(invalid(
-            proto::ErrorCode::IllegalDimension,
-            format!("every query vector must have the collection's dimension {dimension}"),
-        ));
-    }
-    Ok(())
 }
 
 fn collection_of<'s>(

@@ -103,7 +103,7 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, NodeError> {
         tonic::transport::Server::builder()
             .add_service(service)
             .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener),
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 async move {
                     let _ = stopped.wait_for(|s| *s).await;
                 },
