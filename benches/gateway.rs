@@ -12,7 +12,12 @@ use tonic::transport::Channel;
 type Client = MilvusServiceClient<Channel>;
 
 fn arg(n: usize, default: u64) -> u64 {
-    std::env::args().skip(1).filter(|a| !a.starts_with('-')).nth(n).and_then(|a| a.parse().ok()).unwrap_or(default)
+    std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .nth(n)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(default)
 }
 
 fn settings(scope: Scope, flags: &[(&'static str, String)]) -> Settings {
@@ -34,18 +39,27 @@ fn vector(seed: &mut u64, dim: usize) -> Vec<f32> {
 fn query(seed: &mut u64) -> proto::SearchParam {
     proto::SearchParam {
         collection_name: "bench".into(),
-        query_record_array: vec![proto::RowRecord { float_data: vector(seed, 128), binary_data: Vec::new() }],
+        query_record_array: vec![proto::RowRecord {
+            float_data: vector(seed, 128),
+            binary_data: Vec::new(),
+        }],
         topk: 10,
         ..Default::default()
     }
 }
 
 async fn connect(addr: std::net::SocketAddr) -> Client {
-    MilvusServiceClient::connect(format!("http://{addr}")).await.expect("connect")
+    MilvusServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect")
 }
 
 /// Median and p99 of `n` sequential searches, in microseconds.
-async fn latency(addr: std::net::SocketAddr, n: usize, direct_files: Option<&[String]>) -> (f64, f64) {
+async fn latency(
+    addr: std::net::SocketAddr,
+    n: usize,
+    direct_files: Option<&[String]>,
+) -> (f64, f64) {
     let mut c = connect(addr).await;
     let mut seed = 7u64;
     let mut times = Vec::with_capacity(n);
@@ -53,9 +67,13 @@ async fn latency(addr: std::net::SocketAddr, n: usize, direct_files: Option<&[St
         let q = query(&mut seed);
         let started = Instant::now();
         let reply = match direct_files {
-            Some(files) => c
-                .search_in_files(proto::SearchInFilesParam { file_id_array: files.to_vec(), search_param: Some(q) })
-                .await,
+            Some(files) => {
+                c.search_in_files(proto::SearchInFilesParam {
+                    file_id_array: files.to_vec(),
+                    search_param: Some(q),
+                })
+                .await
+            }
             None => c.search(q).await,
         }
         .expect("search")
@@ -68,7 +86,12 @@ async fn latency(addr: std::net::SocketAddr, n: usize, direct_files: Option<&[St
 }
 
 /// Searches per second with `clients` concurrent clients for `seconds`.
-async fn throughput(addr: std::net::SocketAddr, clients: usize, seconds: u64, direct_files: Option<Vec<String>>) -> f64 {
+async fn throughput(
+    addr: std::net::SocketAddr,
+    clients: usize,
+    seconds: u64,
+    direct_files: Option<Vec<String>>,
+) -> f64 {
     let until = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for i in 0..clients {
@@ -80,12 +103,23 @@ async fn throughput(addr: std::net::SocketAddr, clients: usize, seconds: u64, di
             while Instant::now() < until {
                 let q = query(&mut seed);
                 let reply = match &files {
-                    Some(files) => c
-                        .search_in_files(proto::SearchInFilesParam { file_id_array: files.clone(), search_param: Some(q) })
-                        .await,
+                    Some(files) => {
+                        c.search_in_files(proto::SearchInFilesParam {
+                            file_id_array: files.clone(),
+                            search_param: Some(q),
+                        })
+                        .await
+                    }
                     None => c.search(q).await,
                 };
-                assert_eq!(reply.expect("search").into_inner().status.map(|s| s.error_code), Some(0));
+                assert_eq!(
+                    reply
+                        .expect("search")
+                        .into_inner()
+                        .status
+                        .map(|s| s.error_code),
+                    Some(0)
+                );
                 done += 1;
             }
             done
@@ -101,7 +135,11 @@ async fn throughput(addr: std::net::SocketAddr, clients: usize, seconds: u64, di
 fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -111,15 +149,20 @@ async fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let storage = dir.path().display().to_string();
     let node = |role: &str| {
-        NodeConfig::from_settings(&settings(Scope::Node, &[
-            ("role", role.into()),
-            ("host", "127.0.0.1".into()),
-            ("port", "0".into()),
-            ("storage", storage.clone()),
-        ]))
+        NodeConfig::from_settings(&settings(
+            Scope::Node,
+            &[
+                ("role", role.into()),
+                ("host", "127.0.0.1".into()),
+                ("port", "0".into()),
+                ("storage", storage.clone()),
+            ],
+        ))
         .expect("node config")
     };
-    let writer = mishards::node::start(&node("rw")).await.expect("write node");
+    let writer = mishards::node::start(&node("rw"))
+        .await
+        .expect("write node");
     let reader = mishards::node::start(&node("ro")).await.expect("read node");
     let meta = format!("sqlite://{}/meta.sqlite", storage);
     let gateway_flags = [
@@ -129,8 +172,11 @@ async fn main() {
         ("meta-uri", meta.clone()),
         ("static-hosts", reader.addr.to_string()),
     ];
-    let gateway_config = GatewayConfig::from_settings(&settings(Scope::Gateway, &gateway_flags)).expect("gateway config");
-    let gateway = mishards::gateway::start(&gateway_config, Default::default()).await.expect("gateway");
+    let gateway_config = GatewayConfig::from_settings(&settings(Scope::Gateway, &gateway_flags))
+        .expect("gateway config");
+    let gateway = mishards::gateway::start(&gateway_config, Default::default())
+        .await
+        .expect("gateway");
 
     let mut c = connect(gateway.addr).await;
     c.create_collection(proto::CollectionSchema {
@@ -143,15 +189,31 @@ async fn main() {
     .await
     .expect("create");
     let mut seed = 1u64;
-    let records: Vec<proto::RowRecord> =
-        (0..rows).map(|_| proto::RowRecord { float_data: vector(&mut seed, 128), binary_data: Vec::new() }).collect();
-    c.insert(proto::InsertParam { collection_name: "bench".into(), row_record_array: records, ..Default::default() })
-        .await
-        .expect("insert");
+    let records: Vec<proto::RowRecord> = (0..rows)
+        .map(|_| proto::RowRecord {
+            float_data: vector(&mut seed, 128),
+            binary_data: Vec::new(),
+        })
+        .collect();
+    c.insert(proto::InsertParam {
+        collection_name: "bench".into(),
+        row_record_array: records,
+        ..Default::default()
+    })
+    .await
+    .expect("insert");
     c.flush(proto::FlushParam::default()).await.expect("flush");
-    let info = c.show_collection_info(proto::CollectionName { collection_name: "bench".into() }).await.expect("stats");
+    let info = c
+        .show_collection_info(proto::CollectionName {
+            collection_name: "bench".into(),
+        })
+        .await
+        .expect("stats");
     let json: serde_json::Value = serde_json::from_str(&info.into_inner().json_info).expect("json");
-    let segments = json["partitions"][0]["segments"].as_array().cloned().unwrap_or_default();
+    let segments = json["partitions"][0]["segments"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     // The file ids a gateway would send the read node (one small collection: one file).
     let files: Vec<String> = {
         use sqlx::Connection;
@@ -166,7 +228,11 @@ async fn main() {
     };
     // Wait until the gateway sees the read node healthy and the file.
     for _ in 0..100 {
-        let r = c.search(query(&mut seed)).await.expect("search").into_inner();
+        let r = c
+            .search(query(&mut seed))
+            .await
+            .expect("search")
+            .into_inner();
         if r.status.map(|s| s.error_code) == Some(0) && r.row_num == 1 {
             break;
         }
@@ -181,21 +247,45 @@ async fn main() {
     let (gw_p50, gw_p99) = latency(gateway.addr, n, None).await;
     let direct_qps = throughput(reader.addr, 32, seconds, Some(files.clone())).await;
     let gw_qps = throughput(gateway.addr, 32, seconds, None).await;
-    println!("collection: {rows} × 128 float32 in {} segment(s); nq = 1, top-10; one read node", segments.len());
-    println!("latency, 1 client, {n} searches: direct p50 {direct_p50:.0} µs p99 {direct_p99:.0} µs | via gateway p50 {gw_p50:.0} µs p99 {gw_p99:.0} µs | added at the median {:.0} µs", gw_p50 - direct_p50);
-    println!("throughput, 32 clients, {seconds} s: direct {direct_qps:.0}/s | via gateway {gw_qps:.0}/s = {:.0}% of direct", gw_qps / direct_qps * 100.0);
+    println!(
+        "collection: {rows} × 128 float32 in {} segment(s); nq = 1, top-10; one read node",
+        segments.len()
+    );
+    println!(
+        "latency, 1 client, {n} searches: direct p50 {direct_p50:.0} µs p99 {direct_p99:.0} µs | via gateway p50 {gw_p50:.0} µs p99 {gw_p99:.0} µs | added at the median {:.0} µs",
+        gw_p50 - direct_p50
+    );
+    println!(
+        "throughput, 32 clients, {seconds} s: direct {direct_qps:.0}/s | via gateway {gw_qps:.0}/s = {:.0}% of direct",
+        gw_qps / direct_qps * 100.0
+    );
     gateway.shutdown().await;
 
     // An idle gateway process on its own.
     let hosts = reader.addr.to_string();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mishards"))
-        .args(["gateway", "--host", "127.0.0.1", "--port", "0", "--woserver", &writer.addr.to_string(), "--meta-uri", &meta, "--static-hosts", &hosts])
+        .args([
+            "gateway",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--woserver",
+            &writer.addr.to_string(),
+            "--meta-uri",
+            &meta,
+            "--static-hosts",
+            &hosts,
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("gateway process");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    println!("idle gateway process resident memory: {:.1} MB", rss_kb(child.id()) as f64 / 1024.0);
+    println!(
+        "idle gateway process resident memory: {:.1} MB",
+        rss_kb(child.id()) as f64 / 1024.0
+    );
     let _ = child.kill();
     let _ = child.wait();
     reader.shutdown().await;

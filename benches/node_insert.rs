@@ -7,7 +7,12 @@ use mishards::config::{NodeConfig, Scope, Settings};
 use mishards::proto::{self, milvus_service_client::MilvusServiceClient};
 
 fn arg(n: usize, default: usize) -> usize {
-    std::env::args().skip(1).filter(|a| !a.starts_with('-')).nth(n).and_then(|a| a.parse().ok()).unwrap_or(default)
+    std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .nth(n)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(default)
 }
 
 #[tokio::main]
@@ -24,9 +29,13 @@ async fn main() {
     .collect();
     let env: std::collections::HashMap<String, String> = Default::default();
     let settings = Settings::resolve(Scope::Node, &flags, &env, None).expect("settings");
-    let node = mishards::node::start(&NodeConfig::from_settings(&settings).expect("config")).await.expect("node");
+    let node = mishards::node::start(&NodeConfig::from_settings(&settings).expect("config"))
+        .await
+        .expect("node");
     let url = format!("http://{}", node.addr);
-    let mut c = MilvusServiceClient::connect(url.clone()).await.expect("connect");
+    let mut c = MilvusServiceClient::connect(url.clone())
+        .await
+        .expect("connect");
     c.create_collection(proto::CollectionSchema {
         collection_name: "bench".into(),
         dimension: dim as i64,
@@ -84,7 +93,9 @@ async fn main() {
     let seconds = started.elapsed().as_secs_f64();
     c.flush(proto::FlushParam::default()).await.expect("flush");
     let count = c
-        .count_collection(proto::CollectionName { collection_name: "bench".into() })
+        .count_collection(proto::CollectionName {
+            collection_name: "bench".into(),
+        })
         .await
         .expect("count")
         .into_inner()

@@ -247,7 +247,10 @@ async fn run_gateway(config: GatewayConfig, out: &mut dyn Write) -> Result<(), C
 async fn run_demo(config: DemoConfig, out: &mut dyn Write) -> Result<(), CliError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| CliError::Io(format!("cannot create {}: {e}", config.data_dir.display())))?;
-    let data_dir = config.data_dir.canonicalize().unwrap_or_else(|_| config.data_dir.clone());
+    let data_dir = config
+        .data_dir
+        .canonicalize()
+        .unwrap_or_else(|_| config.data_dir.clone());
     let node_config = |role: Role| NodeConfig {
         role,
         host: "127.0.0.1".into(),
@@ -268,12 +271,18 @@ async fn run_demo(config: DemoConfig, out: &mut dyn Write) -> Result<(), CliErro
     for _ in 0..config.readers {
         readers.push(crate::node::start(&node_config(Role::Reader)).await?);
     }
-    let to_addr = |a: std::net::SocketAddr| NodeAddr { host: a.ip().to_string(), port: a.port() };
+    let to_addr = |a: std::net::SocketAddr| NodeAddr {
+        host: a.ip().to_string(),
+        port: a.port(),
+    };
     let gateway_config = GatewayConfig {
         host: config.host.clone(),
         port: config.port,
         write_node: to_addr(writer.addr),
-        meta_uri: format!("sqlite://{}", data_dir.join(crate::meta::SQLITE_FILE_NAME).display()),
+        meta_uri: format!(
+            "sqlite://{}",
+            data_dir.join(crate::meta::SQLITE_FILE_NAME).display()
+        ),
         sql_echo: config.sql_echo,
         discovery: DiscoveryKind::Static,
         static_hosts: readers.iter().map(|r| to_addr(r.addr)).collect(),

@@ -76,10 +76,12 @@ impl MilvusError for NodeError {
 impl MilvusError for GatewayError {
     fn code(&self) -> ErrorCode {
         match self {
-            GatewayError::Unreachable { .. } | GatewayError::WriteNodeDown { .. } => ErrorCode::ConnectFailed,
-            GatewayError::Unanswered { .. } | GatewayError::Actor { .. } | GatewayError::Start(_) => {
-                ErrorCode::UnexpectedError
+            GatewayError::Unreachable { .. } | GatewayError::WriteNodeDown { .. } => {
+                ErrorCode::ConnectFailed
             }
+            GatewayError::Unanswered { .. }
+            | GatewayError::Actor { .. }
+            | GatewayError::Start(_) => ErrorCode::UnexpectedError,
             GatewayError::CollectionNotFound(_) => ErrorCode::CollectionNotExists,
             GatewayError::Partition(e) => e.code(),
             GatewayError::Merge(_) => ErrorCode::IllegalSearchResult,

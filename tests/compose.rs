@@ -10,12 +10,21 @@ use mishards::meta::MetaUri;
 use serde_yaml::Value;
 
 fn compose() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose/docker-compose.yml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docker-compose/docker-compose.yml"
+    );
     serde_yaml::from_str(&std::fs::read_to_string(path).expect("compose file")).expect("valid YAML")
 }
 
 fn strings(v: &Value) -> Vec<String> {
-    v.as_sequence().map(|s| s.iter().filter_map(|x| x.as_str().map(String::from)).collect()).unwrap_or_default()
+    v.as_sequence()
+        .map(|s| {
+            s.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn environment(service: &Value) -> HashMap<String, String> {
@@ -50,7 +59,10 @@ fn settings(service: &Value) -> (Scope, Settings) {
         other => panic!("unexpected subcommand {other}"),
     };
     let flags: HashMap<&'static str, String> = mishards::config::specs_for(scope)
-        .filter_map(|spec| sub.get_one::<String>(spec.key).map(|v| (spec.flag, v.clone())))
+        .filter_map(|spec| {
+            sub.get_one::<String>(spec.key)
+                .map(|v| (spec.flag, v.clone()))
+        })
         .collect();
     let env = environment(service);
     for key in env.keys() {
@@ -62,7 +74,10 @@ fn settings(service: &Value) -> (Scope, Settings) {
             "{key} is not a setting of `mishards {name}`"
         );
     }
-    (scope, Settings::resolve(scope, &flags, &env, None).unwrap_or_else(|e| panic!("{args:?}: {e}")))
+    (
+        scope,
+        Settings::resolve(scope, &flags, &env, None).unwrap_or_else(|e| panic!("{args:?}: {e}")),
+    )
 }
 
 fn mysql_host(uri: &str) -> (String, String) {
@@ -93,42 +108,83 @@ fn every_service_is_a_valid_mishards_process_and_they_point_at_each_other() {
             Scope::Node => {
                 let node = NodeConfig::from_settings(&s).expect("node config");
                 let (host, db) = mysql_host(node.meta_uri.as_deref().expect("nodes use MySQL"));
-                assert_eq!((host.as_str(), db.as_str()), ("mysql", database.as_str()), "{name}");
-                assert!(volume_of(service).ends_with(&format!(":{}", node.storage.display())), "{name} mounts its storage");
+                assert_eq!(
+                    (host.as_str(), db.as_str()),
+                    ("mysql", database.as_str()),
+                    "{name}"
+                );
+                assert!(
+                    volume_of(service).ends_with(&format!(":{}", node.storage.display())),
+                    "{name} mounts its storage"
+                );
                 match node.role {
                     Role::Writer => writers.push((name, node, volume_of(service))),
                     Role::Reader => readers.push((name, node, volume_of(service))),
                 }
             }
-            _ => gateways.push((name, GatewayConfig::from_settings(&s).expect("gateway config"), service.clone())),
+            _ => gateways.push((
+                name,
+                GatewayConfig::from_settings(&s).expect("gateway config"),
+                service.clone(),
+            )),
         }
     }
     assert_eq!(writers.len(), 1, "exactly one write node");
     assert_eq!(readers.len(), 2, "two read nodes");
     assert_eq!(gateways.len(), 1);
     let (_, writer, writer_volume) = &writers[0];
-    assert!(readers.iter().all(|(_, _, v)| v == writer_volume), "all nodes share one volume");
+    assert!(
+        readers.iter().all(|(_, _, v)| v == writer_volume),
+        "all nodes share one volume"
+    );
 
     let (_, gateway, service) = &gateways[0];
-    assert_eq!((gateway.write_node.host.as_str(), gateway.write_node.port), ("rw", writer.port));
-    let mut hosts: Vec<(String, u16)> = gateway.static_hosts.iter().map(|h| (h.host.clone(), h.port)).collect();
+    assert_eq!(
+        (gateway.write_node.host.as_str(), gateway.write_node.port),
+        ("rw", writer.port)
+    );
+    let mut hosts: Vec<(String, u16)> = gateway
+        .static_hosts
+        .iter()
+        .map(|h| (h.host.clone(), h.port))
+        .collect();
     hosts.sort();
-    let mut expected: Vec<(String, u16)> = readers.iter().map(|(n, r, _)| (n.clone(), r.port)).collect();
+    let mut expected: Vec<(String, u16)> = readers
+        .iter()
+        .map(|(n, r, _)| (n.clone(), r.port))
+        .collect();
     expected.sort();
-    assert_eq!(hosts, expected, "the gateway discovers exactly the read nodes");
-    assert_eq!(mysql_host(&gateway.meta_uri), ("mysql".into(), database.clone()));
-    assert_eq!(strings(&service["ports"]), [format!("19530:{}", gateway.port)]);
+    assert_eq!(
+        hosts, expected,
+        "the gateway discovers exactly the read nodes"
+    );
+    assert_eq!(
+        mysql_host(&gateway.meta_uri),
+        ("mysql".into(), database.clone())
+    );
+    assert_eq!(
+        strings(&service["ports"]),
+        [format!("19530:{}", gateway.port)]
+    );
 }
 
 #[test]
 fn the_dockerfile_builds_the_binary_the_services_run() {
-    let dockerfile = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose/Dockerfile")).unwrap();
+    let dockerfile = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docker-compose/Dockerfile"
+    ))
+    .unwrap();
     assert!(dockerfile.contains("cargo build --release --bin mishards"));
     assert!(dockerfile.contains("ENTRYPOINT [\"mishards\"]"));
     let doc = compose();
     for (name, service) in doc["services"].as_mapping().unwrap() {
         if name.as_str() != Some("mysql") {
-            assert_eq!(service["image"].as_str(), Some("mishards:latest"), "{name:?}");
+            assert_eq!(
+                service["image"].as_str(),
+                Some("mishards:latest"),
+                "{name:?}"
+            );
         }
     }
 }

@@ -16,7 +16,13 @@ const DIM: usize = 32;
 const ROWS: usize = 9_000;
 
 fn records(vectors: &[Vec<f32>]) -> Vec<proto::RowRecord> {
-    vectors.iter().map(|v| proto::RowRecord { float_data: v.clone(), binary_data: Vec::new() }).collect()
+    vectors
+        .iter()
+        .map(|v| proto::RowRecord {
+            float_data: v.clone(),
+            binary_data: Vec::new(),
+        })
+        .collect()
 }
 
 fn code(status: &Option<proto::Status>) -> i32 {
@@ -41,19 +47,34 @@ async fn load(c: &mut Client, name: &str, files: usize, rng: &mut Rng) -> Vec<(i
     for _ in 0..files {
         let v = rng.vectors(ROWS, DIM);
         let r = c
-            .insert(proto::InsertParam { collection_name: name.into(), row_record_array: records(&v), ..Default::default() })
+            .insert(proto::InsertParam {
+                collection_name: name.into(),
+                row_record_array: records(&v),
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner();
         assert_eq!(code(&r.status), 0, "{:?}", r.status);
         data.extend(r.vector_id_array.into_iter().zip(v));
-        let st = c.flush(proto::FlushParam { collection_name_array: vec![name.into()] }).await.unwrap().into_inner();
+        let st = c
+            .flush(proto::FlushParam {
+                collection_name_array: vec![name.into()],
+            })
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(st.error_code, 0, "{st:?}");
     }
     data
 }
 
-async fn search(c: &mut Client, name: &str, queries: &[Vec<f32>], k: i64) -> proto::TopKQueryResult {
+async fn search(
+    c: &mut Client,
+    name: &str,
+    queries: &[Vec<f32>],
+    k: i64,
+) -> proto::TopKQueryResult {
     c.search(proto::SearchParam {
         collection_name: name.into(),
         query_record_array: records(queries),
@@ -65,12 +86,24 @@ async fn search(c: &mut Client, name: &str, queries: &[Vec<f32>], k: i64) -> pro
     .into_inner()
 }
 
-fn assert_exact(result: &proto::TopKQueryResult, data: &[(i64, Vec<f32>)], queries: &[Vec<f32>], k: usize) {
+fn assert_exact(
+    result: &proto::TopKQueryResult,
+    data: &[(i64, Vec<f32>)],
+    queries: &[Vec<f32>],
+    k: usize,
+) {
     assert_eq!(code(&result.status), 0, "{:?}", result.status);
     assert_eq!(result.row_num as usize, queries.len());
     for (q, query) in queries.iter().enumerate() {
-        let expected: Vec<i64> = brute_force(data, query, k, false).into_iter().map(|e| e.0).collect();
-        assert_eq!(&result.ids[q * k..(q + 1) * k], expected.as_slice(), "query {q}");
+        let expected: Vec<i64> = brute_force(data, query, k, false)
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(
+            &result.ids[q * k..(q + 1) * k],
+            expected.as_slice(),
+            "query {q}"
+        );
     }
 }
 
@@ -81,7 +114,12 @@ async fn requests_by_node(cluster: &TestCluster) -> Vec<(String, u64)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["node"].as_str().unwrap().to_string(), r["requests"].as_u64().unwrap_or(0)))
+        .map(|r| {
+            (
+                r["node"].as_str().unwrap().to_string(),
+                r["requests"].as_u64().unwrap_or(0),
+            )
+        })
         .collect()
 }
 
@@ -115,7 +153,9 @@ async fn a_search_is_split_across_read_nodes_and_equals_the_exact_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_on_mysql_metadata() {
-    let Some(db) = common::mysql_db().await else { return };
+    let Some(db) = common::mysql_db().await else {
+        return;
+    };
     search_over_all_readers(Some(&db)).await;
 }
 
@@ -152,22 +192,41 @@ async fn a_read_node_killed_under_load_costs_no_answer() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let stats = cluster.stats().await;
-        let down = stats["read_nodes"].as_array().unwrap().iter().filter(|r| r["state"] == "down").count();
+        let down = stats["read_nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["state"] == "down")
+            .count();
         if down == 1 {
             break;
         }
-        assert!(Instant::now() < deadline, "the stopped node is not marked down: {stats}");
+        assert!(
+            Instant::now() < deadline,
+            "the stopped node is not marked down: {stats}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(search(&mut c, "killed", &queries, 10).await.ids, expected.ids);
+    assert_eq!(
+        search(&mut c, "killed", &queries, 10).await.ids,
+        expected.ids
+    );
 
     // With every read node gone the answer is an error naming the files and nodes, never a short answer.
     cluster.stop_reader(0).await;
     cluster.stop_reader(2).await;
     let none = search(&mut c, "killed", &queries, 10).await;
-    assert_eq!(code(&none.status), ErrorCode::UnexpectedError as i32, "{:?}", none.status);
+    assert_eq!(
+        code(&none.status),
+        ErrorCode::UnexpectedError as i32,
+        "{:?}",
+        none.status
+    );
     let reason = none.status.unwrap().reason;
-    assert!(reason.contains("files") && reason.contains("127.0.0.1:"), "{reason}");
+    assert!(
+        reason.contains("files") && reason.contains("127.0.0.1:"),
+        "{reason}"
+    );
     cluster.shutdown().await;
 }
 
@@ -177,22 +236,53 @@ async fn a_read_node_added_takes_only_its_share() {
     let mut c = cluster.client().await;
     let mut rng = Rng(23);
     let data = load(&mut c, "grow", 8, &mut rng).await;
-    let before = cluster.gateway.actors.routing.send(GetOwners).await.unwrap();
+    let before = cluster
+        .gateway
+        .actors
+        .routing
+        .send(GetOwners)
+        .await
+        .unwrap();
     assert_eq!(before.len(), 8);
 
     let added = cluster.add_reader().await;
     cluster.publish_readers();
     cluster.wait_until_healthy(3).await;
-    let after = cluster.gateway.actors.routing.send(GetOwners).await.unwrap();
-    let new_node = mishards::config::NodeAddr { host: added.ip().to_string(), port: added.port() };
-    let moved: Vec<i64> = before.iter().filter(|(id, owner)| after.get(id) != Some(owner)).map(|(id, _)| *id).collect();
+    let after = cluster
+        .gateway
+        .actors
+        .routing
+        .send(GetOwners)
+        .await
+        .unwrap();
+    let new_node = mishards::config::NodeAddr {
+        host: added.ip().to_string(),
+        port: added.port(),
+    };
+    let moved: Vec<i64> = before
+        .iter()
+        .filter(|(id, owner)| after.get(id) != Some(owner))
+        .map(|(id, _)| *id)
+        .collect();
     assert!(!moved.is_empty(), "the new node got no files");
-    assert!(moved.iter().all(|id| after[id] == new_node), "files moved between old nodes: {moved:?}");
+    assert!(
+        moved.iter().all(|id| after[id] == new_node),
+        "files moved between old nodes: {moved:?}"
+    );
 
     let queries = rng.vectors(3, DIM);
-    assert_exact(&search(&mut c, "grow", &queries, 10).await, &data, &queries, 10);
+    assert_exact(
+        &search(&mut c, "grow", &queries, 10).await,
+        &data,
+        &queries,
+        10,
+    );
     let requests = requests_by_node(&cluster).await;
-    let served = requests.iter().find(|(n, _)| *n == new_node.to_string()).map(|(_, r)| *r).unwrap_or(0);
+    let served = requests
+        .iter()
+        .find(|(n, _)| *n == new_node.to_string())
+        .map(|(_, r)| *r)
+        .unwrap_or(0);
     assert!(served > 0, "the new node served nothing: {requests:?}");
     cluster.shutdown().await;
 }
@@ -208,31 +298,81 @@ async fn with_the_write_node_down_searches_go_on_and_writes_fail_clearly() {
     assert_exact(&expected, &data, &queries, 5);
 
     cluster.stop_writer().await;
-    let name = || proto::CollectionName { collection_name: "steady".into() };
-    assert_eq!(search(&mut c, "steady", &queries, 5).await.ids, expected.ids);
-    assert!(c.has_collection(name()).await.unwrap().into_inner().bool_reply);
+    let name = || proto::CollectionName {
+        collection_name: "steady".into(),
+    };
+    assert_eq!(
+        search(&mut c, "steady", &queries, 5).await.ids,
+        expected.ids
+    );
+    assert!(
+        c.has_collection(name())
+            .await
+            .unwrap()
+            .into_inner()
+            .bool_reply
+    );
     let described = c.describe_collection(name()).await.unwrap().into_inner();
-    assert_eq!((code(&described.status), described.dimension), (0, DIM as i64));
-    let listed = c.show_collections(proto::Command::default()).await.unwrap().into_inner();
+    assert_eq!(
+        (code(&described.status), described.dimension),
+        (0, DIM as i64)
+    );
+    let listed = c
+        .show_collections(proto::Command::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(listed.collection_names, ["steady"]);
     let parts = c.show_partitions(name()).await.unwrap().into_inner();
     assert_eq!(parts.partition_tag_array, ["_default"]);
-    assert_eq!(c.count_collection(name()).await.unwrap().into_inner().collection_row_count, 2 * ROWS as i64);
+    assert_eq!(
+        c.count_collection(name())
+            .await
+            .unwrap()
+            .into_inner()
+            .collection_row_count,
+        2 * ROWS as i64
+    );
     // pymilvus asks for the version on connect: answered by the gateway itself.
-    assert_eq!(c.cmd(proto::Command { cmd: "version".into() }).await.unwrap().into_inner().string_reply, "1.1.1");
+    assert_eq!(
+        c.cmd(proto::Command {
+            cmd: "version".into()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .string_reply,
+        "1.1.1"
+    );
 
     let started = Instant::now();
     let refused = c
-        .insert(proto::InsertParam { collection_name: "steady".into(), row_record_array: records(&queries), ..Default::default() })
+        .insert(proto::InsertParam {
+            collection_name: "steady".into(),
+            row_record_array: records(&queries),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(code(&refused.status), ErrorCode::ConnectFailed as i32);
     let reason = refused.status.unwrap().reason;
-    assert!(reason.contains("write node") && reason.contains(&cluster.writer_port.to_string()), "{reason}");
-    assert!(started.elapsed() < Duration::from_secs(5), "writes must fail fast");
+    assert!(
+        reason.contains("write node") && reason.contains(&cluster.writer_port.to_string()),
+        "{reason}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "writes must fail fast"
+    );
     let refused = c
-        .create_collection(proto::CollectionSchema { collection_name: "x".into(), dimension: 4, index_file_size: 1, metric_type: 1, ..Default::default() })
+        .create_collection(proto::CollectionSchema {
+            collection_name: "x".into(),
+            dimension: 4,
+            index_file_size: 1,
+            metric_type: 1,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -242,19 +382,38 @@ async fn with_the_write_node_down_searches_go_on_and_writes_fail_clearly() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let r = c
-            .insert(proto::InsertParam { collection_name: "steady".into(), row_record_array: records(&queries), ..Default::default() })
+            .insert(proto::InsertParam {
+                collection_name: "steady".into(),
+                row_record_array: records(&queries),
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner();
         if code(&r.status) == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "writes did not resume: {:?}", r.status);
+        assert!(
+            Instant::now() < deadline,
+            "writes did not resume: {:?}",
+            r.status
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let st = c.flush(proto::FlushParam::default()).await.unwrap().into_inner();
+    let st = c
+        .flush(proto::FlushParam::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(st.error_code, 0);
-    assert_eq!(c.count_collection(name()).await.unwrap().into_inner().collection_row_count, 2 * ROWS as i64 + 2);
+    assert_eq!(
+        c.count_collection(name())
+            .await
+            .unwrap()
+            .into_inner()
+            .collection_row_count,
+        2 * ROWS as i64 + 2
+    );
     cluster.shutdown().await;
 }
 
@@ -264,22 +423,44 @@ async fn partition_tags_and_deletes_pass_through_the_gateway() {
     let mut c = cluster.client().await;
     let mut rng = Rng(25);
     let st = c
-        .create_collection(proto::CollectionSchema { collection_name: "tagged".into(), dimension: 8, index_file_size: 1024, metric_type: 2, ..Default::default() })
+        .create_collection(proto::CollectionSchema {
+            collection_name: "tagged".into(),
+            dimension: 8,
+            index_file_size: 1024,
+            metric_type: 2,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(st.error_code, 0);
-    let st = c.create_partition(proto::PartitionParam { collection_name: "tagged".into(), tag: "p1".into() }).await.unwrap().into_inner();
+    let st = c
+        .create_partition(proto::PartitionParam {
+            collection_name: "tagged".into(),
+            tag: "p1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(st.error_code, 0);
     let v = rng.vectors(50, 8);
     let r = c
-        .insert(proto::InsertParam { collection_name: "tagged".into(), row_record_array: records(&v), partition_tag: "p1".into(), ..Default::default() })
+        .insert(proto::InsertParam {
+            collection_name: "tagged".into(),
+            row_record_array: records(&v),
+            partition_tag: "p1".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     let ids = r.vector_id_array;
     let d = c
-        .insert(proto::InsertParam { collection_name: "tagged".into(), row_record_array: records(&v[..10]), ..Default::default() })
+        .insert(proto::InsertParam {
+            collection_name: "tagged".into(),
+            row_record_array: records(&v[..10]),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -287,20 +468,34 @@ async fn partition_tags_and_deletes_pass_through_the_gateway() {
     c.flush(proto::FlushParam::default()).await.unwrap();
     // A delete scoped to the default partition does not touch p1's rows.
     let st = c
-        .delete_by_id(proto::DeleteByIdParam { collection_name: "tagged".into(), partition_tag: "_default".into(), id_array: vec![ids[0]] })
+        .delete_by_id(proto::DeleteByIdParam {
+            collection_name: "tagged".into(),
+            partition_tag: "_default".into(),
+            id_array: vec![ids[0]],
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(st.error_code, 0);
     c.flush(proto::FlushParam::default()).await.unwrap();
     let got = c
-        .get_vectors_by_id(proto::VectorsIdentity { collection_name: "tagged".into(), id_array: vec![ids[0]], partition_tag: "p1".into() })
+        .get_vectors_by_id(proto::VectorsIdentity {
+            collection_name: "tagged".into(),
+            id_array: vec![ids[0]],
+            partition_tag: "p1".into(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(got.vectors_data[0].float_data, v[0]);
     let only_p1 = c
-        .search(proto::SearchParam { collection_name: "tagged".into(), partition_tag_array: vec!["p.".into()], query_record_array: records(&v[..1]), topk: 60, ..Default::default() })
+        .search(proto::SearchParam {
+            collection_name: "tagged".into(),
+            partition_tag_array: vec!["p.".into()],
+            query_record_array: records(&v[..1]),
+            topk: 60,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -308,7 +503,13 @@ async fn partition_tags_and_deletes_pass_through_the_gateway() {
     let found: HashSet<i64> = only_p1.ids.iter().copied().filter(|id| *id >= 0).collect();
     assert_eq!(found, ids.iter().copied().collect::<HashSet<_>>());
     let bad = c
-        .search(proto::SearchParam { collection_name: "tagged".into(), partition_tag_array: vec!["nope".into()], query_record_array: records(&v[..1]), topk: 1, ..Default::default() })
+        .search(proto::SearchParam {
+            collection_name: "tagged".into(),
+            partition_tag_array: vec!["nope".into()],
+            query_record_array: records(&v[..1]),
+            topk: 1,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -324,7 +525,9 @@ async fn partition_tags_and_deletes_pass_through_the_gateway() {
 async fn sqlite_exec(cluster: &TestCluster, sql: &str) {
     use sqlx::Connection;
     let path = cluster.storage().join("meta.sqlite");
-    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
     sqlx::query(sql).execute(&mut c).await.unwrap();
 }
 
@@ -335,7 +538,10 @@ async fn wait_for_stale(cluster: &TestCluster, stale: bool) -> serde_json::Value
         if stats["metadata"]["stale"] == stale {
             return stats;
         }
-        assert!(Instant::now() < deadline, "metadata stale never became {stale}: {stats}");
+        assert!(
+            Instant::now() < deadline,
+            "metadata stale never became {stale}: {stats}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -363,7 +569,10 @@ async fn searches_go_on_through_a_metadata_outage_and_it_recovers() {
     sqlite_exec(&cluster, "ALTER TABLE TableFiles_away RENAME TO TableFiles").await;
     let stats = wait_for_stale(&cluster, false).await;
     assert_eq!(stats["metadata"]["outages"], 1);
-    assert_eq!(search(&mut c, "outage", &queries, 10).await.ids, expected.ids);
+    assert_eq!(
+        search(&mut c, "outage", &queries, 10).await.ids,
+        expected.ids
+    );
     cluster.shutdown().await;
 }
 
@@ -377,9 +586,19 @@ async fn a_crashed_node_link_is_restarted_and_restart_intensity_is_bounded() {
     let data = load(&mut c, "crashy", 2, &mut rng).await;
     let queries = rng.vectors(2, DIM);
     let links = cluster.gateway.actors.cluster.send(GetLinks).await.unwrap();
-    let (node, link) = links.iter().next().map(|(n, l)| (n.to_string(), l.clone())).unwrap();
+    let (node, link) = links
+        .iter()
+        .next()
+        .map(|(n, l)| (n.to_string(), l.clone()))
+        .unwrap();
     let node_stats = |stats: serde_json::Value| {
-        stats["read_nodes"].as_array().unwrap().iter().find(|r| r["node"] == node.as_str()).cloned().unwrap()
+        stats["read_nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["node"] == node.as_str())
+            .cloned()
+            .unwrap()
     };
 
     link.do_send(Crash);
@@ -392,7 +611,12 @@ async fn a_crashed_node_link_is_restarted_and_restart_intensity_is_bounded() {
         assert!(Instant::now() < deadline, "the link was not restarted: {s}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_exact(&search(&mut c, "crashy", &queries, 10).await, &data, &queries, 10);
+    assert_exact(
+        &search(&mut c, "crashy", &queries, 10).await,
+        &data,
+        &queries,
+        10,
+    );
 
     // Crashing again and again: after five restarts in a minute the link is held down, and searches
     // go to the other node.
@@ -403,13 +627,26 @@ async fn a_crashed_node_link_is_restarted_and_restart_intensity_is_bounded() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let s = node_stats(cluster.stats().await);
-        if s["state"] == "down" && s["reason"].as_str().unwrap_or_default().contains("restarted") {
+        if s["state"] == "down"
+            && s["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("restarted")
+        {
             break;
         }
-        assert!(Instant::now() < deadline, "restart intensity not bounded: {s}");
+        assert!(
+            Instant::now() < deadline,
+            "restart intensity not bounded: {s}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_exact(&search(&mut c, "crashy", &queries, 10).await, &data, &queries, 10);
+    assert_exact(
+        &search(&mut c, "crashy", &queries, 10).await,
+        &data,
+        &queries,
+        10,
+    );
     cluster.shutdown().await;
 }
 
@@ -421,20 +658,36 @@ async fn preload_through_the_gateway_warms_every_read_node() {
     load(&mut c, "warm", 2, &mut rng).await;
     let cache_used = |addr: std::net::SocketAddr| async move {
         let mut n = common::client(addr).await;
-        let info = n.cmd(proto::Command { cmd: "get_system_info".into() }).await.unwrap().into_inner().string_reply;
-        serde_json::from_str::<serde_json::Value>(&info).unwrap()["cache_used_bytes"].as_u64().unwrap()
+        let info = n
+            .cmd(proto::Command {
+                cmd: "get_system_info".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .string_reply;
+        serde_json::from_str::<serde_json::Value>(&info).unwrap()["cache_used_bytes"]
+            .as_u64()
+            .unwrap()
     };
     for r in cluster.readers.iter().flatten() {
         assert_eq!(cache_used(r.addr).await, 0);
     }
     let st = c
-        .preload_collection(proto::PreloadCollectionParam { collection_name: "warm".into(), ..Default::default() })
+        .preload_collection(proto::PreloadCollectionParam {
+            collection_name: "warm".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(st.error_code, 0, "{st:?}");
     for r in cluster.readers.iter().flatten() {
-        assert!(cache_used(r.addr).await >= 2 * (ROWS * DIM * 4) as u64, "read node {} was not warmed", r.addr);
+        assert!(
+            cache_used(r.addr).await >= 2 * (ROWS * DIM * 4) as u64,
+            "read node {} was not warmed",
+            r.addr
+        );
     }
     cluster.shutdown().await;
 }
@@ -453,16 +706,34 @@ async fn the_version_gate_keeps_out_nodes_of_another_version() {
     let mut c = common::client(picky.addr).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let reply = c.cmd(proto::Command { cmd: "conn_stats".into() }).await.unwrap().into_inner().string_reply;
+        let reply = c
+            .cmd(proto::Command {
+                cmd: "conn_stats".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .string_reply;
         let stats: serde_json::Value = serde_json::from_str(&reply).unwrap();
-        let node = stats["read_nodes"].as_array().unwrap().iter().find(|r| r["node"] == reader.as_str()).cloned();
+        let node = stats["read_nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["node"] == reader.as_str())
+            .cloned();
         if let Some(node) = node
             && node["state"] == "down"
         {
-            assert!(node["reason"].as_str().unwrap().contains("version gate"), "{node}");
+            assert!(
+                node["reason"].as_str().unwrap().contains("version gate"),
+                "{node}"
+            );
             break;
         }
-        assert!(Instant::now() < deadline, "the 1.1.1 node passed a 2.0. gate: {stats}");
+        assert!(
+            Instant::now() < deadline,
+            "the 1.1.1 node passed a 2.0. gate: {stats}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     picky.shutdown().await;

@@ -202,21 +202,48 @@ impl TestCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let storage = dir.path().join("data");
         let meta_uri = match meta.map(|m| &m.uri) {
-            Some(mishards::meta::MetaUri::MySql(t)) => format!("mysql://{}@{}:{}/{}", t.user, t.host, t.port, t.database),
+            Some(mishards::meta::MetaUri::MySql(t)) => {
+                format!("mysql://{}@{}:{}/{}", t.user, t.host, t.port, t.database)
+            }
             _ => format!("sqlite://{}", storage.join("meta.sqlite").display()),
         };
-        let node = |role: &str| node_config(role, &storage, &[("meta-uri", meta_uri.clone()), ("auto-flush-interval", "3600".into())]);
-        let writer = mishards::node::start(&node("rw")).await.expect("write node");
+        let node = |role: &str| {
+            node_config(
+                role,
+                &storage,
+                &[
+                    ("meta-uri", meta_uri.clone()),
+                    ("auto-flush-interval", "3600".into()),
+                ],
+            )
+        };
+        let writer = mishards::node::start(&node("rw"))
+            .await
+            .expect("write node");
         let writer_port = writer.addr.port();
         let mut started = Vec::new();
         for _ in 0..readers {
-            started.push(Some(mishards::node::start(&node("ro")).await.expect("read node")));
+            started.push(Some(
+                mishards::node::start(&node("ro")).await.expect("read node"),
+            ));
         }
         let hosts_file = dir.path().join("hosts");
-        let hosts: Vec<String> = started.iter().flatten().map(|r| r.addr.to_string()).collect();
+        let hosts: Vec<String> = started
+            .iter()
+            .flatten()
+            .map(|r| r.addr.to_string())
+            .collect();
         std::fs::write(&hosts_file, hosts.join("\n")).expect("hosts file");
         let gateway = start_gateway(&writer.addr.to_string(), &meta_uri, &hosts_file).await;
-        let cluster = TestCluster { dir, meta_uri, writer: Some(writer), writer_port, readers: started, gateway, hosts_file };
+        let cluster = TestCluster {
+            dir,
+            meta_uri,
+            writer: Some(writer),
+            writer_port,
+            readers: started,
+            gateway,
+            hosts_file,
+        };
         cluster.wait_until_healthy(readers).await;
         cluster
     }
@@ -232,7 +259,13 @@ impl TestCluster {
     /// `conn_stats` as JSON.
     pub async fn stats(&self) -> serde_json::Value {
         let mut c = self.client().await;
-        let reply = c.cmd(mishards::proto::Command { cmd: "conn_stats".into() }).await.expect("cmd").into_inner();
+        let reply = c
+            .cmd(mishards::proto::Command {
+                cmd: "conn_stats".into(),
+            })
+            .await
+            .expect("cmd")
+            .into_inner();
         serde_json::from_str(&reply.string_reply).expect("conn_stats is JSON")
     }
 
@@ -241,23 +274,37 @@ impl TestCluster {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
             let stats = self.stats().await;
-            let healthy = stats["read_nodes"].as_array().map_or(0, |a| a.iter().filter(|r| r["state"] == "healthy").count());
+            let healthy = stats["read_nodes"]
+                .as_array()
+                .map_or(0, |a| a.iter().filter(|r| r["state"] == "healthy").count());
             if healthy == n && stats["write_node"]["state"] == "healthy" {
                 return;
             }
-            assert!(std::time::Instant::now() < deadline, "cluster not healthy: {stats}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "cluster not healthy: {stats}"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
 
     /// Rewrites the hosts file with the running read nodes.
     pub fn publish_readers(&self) {
-        let hosts: Vec<String> = self.readers.iter().flatten().map(|r| r.addr.to_string()).collect();
+        let hosts: Vec<String> = self
+            .readers
+            .iter()
+            .flatten()
+            .map(|r| r.addr.to_string())
+            .collect();
         std::fs::write(&self.hosts_file, hosts.join("\n")).expect("hosts file");
     }
 
     pub async fn add_reader(&mut self) -> std::net::SocketAddr {
-        let config = node_config("ro", &self.storage(), &[("meta-uri", self.meta_uri.clone())]);
+        let config = node_config(
+            "ro",
+            &self.storage(),
+            &[("meta-uri", self.meta_uri.clone())],
+        );
         let reader = mishards::node::start(&config).await.expect("read node");
         let addr = reader.addr;
         self.readers.push(Some(reader));
@@ -281,13 +328,26 @@ impl TestCluster {
         let config = node_config(
             "rw",
             &self.storage(),
-            &[("meta-uri", self.meta_uri.clone()), ("auto-flush-interval", "3600".into()), ("port", self.writer_port.to_string())],
+            &[
+                ("meta-uri", self.meta_uri.clone()),
+                ("auto-flush-interval", "3600".into()),
+                ("port", self.writer_port.to_string()),
+            ],
         );
-        self.writer = Some(mishards::node::start(&config).await.expect("write node restart"));
+        self.writer = Some(
+            mishards::node::start(&config)
+                .await
+                .expect("write node restart"),
+        );
     }
 
     pub async fn shutdown(self) {
-        let TestCluster { gateway, readers, writer, .. } = self;
+        let TestCluster {
+            gateway,
+            readers,
+            writer,
+            ..
+        } = self;
         gateway.shutdown().await;
         for r in readers.into_iter().flatten() {
             r.shutdown().await;
@@ -298,7 +358,11 @@ impl TestCluster {
     }
 }
 
-pub async fn start_gateway(write_node: &str, meta_uri: &str, hosts_file: &std::path::Path) -> mishards::gateway::RunningGateway {
+pub async fn start_gateway(
+    write_node: &str,
+    meta_uri: &str,
+    hosts_file: &std::path::Path,
+) -> mishards::gateway::RunningGateway {
     start_gateway_with(write_node, meta_uri, hosts_file, &[]).await
 }
 
@@ -330,5 +394,7 @@ pub async fn start_gateway_with(
         discovery_refresh: std::time::Duration::from_millis(100),
         ..Default::default()
     };
-    mishards::gateway::start(&config, tuning).await.expect("gateway")
+    mishards::gateway::start(&config, tuning)
+        .await
+        .expect("gateway")
 }
