@@ -516,6 +516,8 @@ async fn partition_tags_and_deletes_pass_through_the_gateway() {
     assert_eq!(code(&bad.status), ErrorCode::IllegalArgument as i32);
     let wrong_dim = search(&mut c, "tagged", &[vec![0.0; 3]], 1).await;
     assert_eq!(code(&wrong_dim.status), ErrorCode::IllegalDimension as i32);
+    let huge = search(&mut c, "tagged", &vec![vec![0.0; 8]; 2000], 16384).await;
+    assert_eq!(code(&huge.status), ErrorCode::IllegalArgument as i32);
     let missing = search(&mut c, "missing", &[vec![0.0; 8]], 1).await;
     assert_eq!(code(&missing.status), ErrorCode::CollectionNotExists as i32);
     cluster.shutdown().await;

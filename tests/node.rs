@@ -652,6 +652,11 @@ async fn bad_input_gets_clear_statuses_and_the_node_keeps_serving() {
         .unwrap_err();
     assert_eq!(hybrid.code(), tonic::Code::Unimplemented);
 
+    // A search whose result would not fit in memory is refused up front.
+    let many = vec![vec![0.1f32; 4]; 2000];
+    let r = search(&mut c, "ok", &[], &many, 16384, "{}").await;
+    assert_eq!(code(&r.status), ErrorCode::IllegalArgument as i32);
+
     // Cmd.
     let cmd = |s: &str| proto::Command { cmd: s.into() };
     assert_eq!(

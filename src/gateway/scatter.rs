@@ -104,6 +104,18 @@ fn check_query(param: &proto::SearchParam, dimension: i64) -> Result<(), Gateway
             "no query vectors given".into(),
         ));
     }
+    // Bounds what one request can make the gateway and the nodes allocate (as the nodes do).
+    const MAX_RESULT_ENTRIES: usize = 16 << 20;
+    let nq = param.query_record_array.len();
+    if nq.saturating_mul(param.topk as usize) > MAX_RESULT_ENTRIES {
+        return Err(invalid(
+            ErrorCode::IllegalArgument,
+            format!(
+                "{nq} queries × topk {} exceeds {MAX_RESULT_ENTRIES} result entries: split the search",
+                param.topk
+            ),
+        ));
+    }
     if param
         .query_record_array
         .iter()

@@ -116,6 +116,7 @@ impl NodeService {
         if nq == 0 {
             return Err(NodeError::InvalidRowRecord("no query vectors given".into()));
         }
+        validate::result_size(nq, k)?;
         let query = Query {
             vectors: &vectors,
             nq,

@@ -92,6 +92,20 @@ pub fn topk(k: i64) -> Result<usize, NodeError> {
     Ok(k as usize)
 }
 
+/// Most result entries (nq × topk) one search may ask for: bounds the memory a request can make the
+/// node allocate (16 Mi entries ≈ 200 MB of ids and distances).
+pub const MAX_RESULT_ENTRIES: usize = 16 << 20;
+
+/// The size of a search's result: nq × topk within `MAX_RESULT_ENTRIES`.
+pub fn result_size(nq: usize, k: usize) -> Result<(), NodeError> {
+    match nq.checked_mul(k) {
+        Some(n) if n <= MAX_RESULT_ENTRIES => Ok(()),
+        _ => Err(NodeError::InvalidArgument(format!(
+            "{nq} queries × topk {k} exceeds {MAX_RESULT_ENTRIES} result entries: split the search"
+        ))),
+    }
+}
+
 /// The index types this node builds.
 pub fn index_type(code: i32) -> Result<EngineType, NodeError> {
     match EngineType::try_from(code as i64) {
@@ -195,6 +209,16 @@ mod tests {
             Err(NodeError::InvalidIndexType(_))
         ));
         assert_eq!(index_type(2).unwrap(), EngineType::IvfFlat);
+    }
+
+    #[test]
+    fn result_sizes_are_bounded() {
+        assert!(result_size(1024, 16384).is_ok());
+        assert!(matches!(
+            result_size(1025, 16384),
+            Err(NodeError::InvalidArgument(_))
+        ));
+        assert!(result_size(usize::MAX, 2).is_err());
     }
 
     #[test]
