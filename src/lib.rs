@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod limits;
 pub mod meta;
 pub mod node;
 pub mod proto;

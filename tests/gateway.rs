@@ -7,27 +7,13 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::{Client, Rng, TestCluster, brute_force};
+use common::{Client, Rng, TestCluster, brute_force, code, records};
 use mishards::gateway::routing::GetOwners;
 use mishards::proto::{self, ErrorCode};
 
 const DIM: usize = 32;
 /// Rows per flush: 9,000 × 32 floats is just over index_file_size = 1 MB, so every flush stays its own file.
 const ROWS: usize = 9_000;
-
-fn records(vectors: &[Vec<f32>]) -> Vec<proto::RowRecord> {
-    vectors
-        .iter()
-        .map(|v| proto::RowRecord {
-            float_data: v.clone(),
-            binary_data: Vec::new(),
-        })
-        .collect()
-}
-
-fn code(status: &Option<proto::Status>) -> i32 {
-    status.as_ref().map_or(-1, |s| s.error_code)
-}
 
 /// Creates `name` and loads `files` flushed files of `ROWS` rows each; returns (id, vector) of all rows.
 async fn load(c: &mut Client, name: &str, files: usize, rng: &mut Rng) -> Vec<(i64, Vec<f32>)> {

@@ -6,25 +6,11 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::{Client, Rng, brute_force, client, node_config};
+use common::{Client, Rng, brute_force, client, code, node_config, records};
 use mishards::proto::{self, ErrorCode};
-
-fn code(status: &Option<proto::Status>) -> i32 {
-    status.as_ref().map_or(-1, |s| s.error_code)
-}
 
 fn ok(status: &Option<proto::Status>) {
     assert_eq!(code(status), 0, "{status:?}");
-}
-
-fn records(vectors: &[Vec<f32>]) -> Vec<proto::RowRecord> {
-    vectors
-        .iter()
-        .map(|v| proto::RowRecord {
-            float_data: v.clone(),
-            binary_data: Vec::new(),
-        })
-        .collect()
 }
 
 fn params(json: &str) -> Vec<proto::KeyValuePair> {

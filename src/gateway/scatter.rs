@@ -92,11 +92,8 @@ impl Actor for ScatterGather {
 fn check_query(param: &proto::SearchParam, dimension: i64) -> Result<(), GatewayError> {
     let invalid =
         |code: ErrorCode, reason: String| GatewayError::Node(crate::error::status(code, reason));
-    if !(1..=16384).contains(&param.topk) {
-        return Err(invalid(
-            ErrorCode::IllegalTopk,
-            format!("topk {} is out of range: it must be 1 to 16384", param.topk),
-        ));
+    if let Some(reason) = crate::limits::topk_problem(param.topk) {
+        return Err(invalid(ErrorCode::IllegalTopk, reason));
     }
     if param.query_record_array.is_empty() {
         return Err(invalid(
@@ -104,17 +101,11 @@ fn check_query(param: &proto::SearchParam, dimension: i64) -> Result<(), Gateway
             "no query vectors given".into(),
         ));
     }
-    // Bounds what one request can make the gateway and the nodes allocate (as the nodes do).
-    const MAX_RESULT_ENTRIES: usize = 16 << 20;
-    let nq = param.query_record_array.len();
-    if nq.saturating_mul(param.topk as usize) > MAX_RESULT_ENTRIES {
-        return Err(invalid(
-            ErrorCode::IllegalArgument,
-            format!(
-                "{nq} queries × topk {} exceeds {MAX_RESULT_ENTRIES} result entries: split the search",
-                param.topk
-            ),
-        ));
+    // topk is within 1..=MAX_TOPK here, so the cast is exact.
+    if let Some(reason) =
+        crate::limits::result_size_problem(param.query_record_array.len(), param.topk as usize)
+    {
+        return Err(invalid(ErrorCode::IllegalArgument, reason));
     }
     if param
         .query_record_array

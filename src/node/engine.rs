@@ -21,8 +21,9 @@ use super::wal::{Durable, Wal, WalRecord};
 use super::{NodeError, validate};
 use crate::config::Role;
 use crate::meta::{
-    CollectionTables, EngineType, FLAG_AUTO_IDS, FLAG_USER_IDS, FileRow, FileType, MetaStore,
-    MetricType, NewFile, NewTable, TableRow, TableState, now_micros, select_tables,
+    CollectionTables, DEFAULT_PARTITION_TAG, EngineType, FLAG_AUTO_IDS, FLAG_USER_IDS, FileRow,
+    FileType, MetaStore, MetricType, NewFile, NewTable, TableRow, TableState, now_micros,
+    select_tables,
 };
 
 /// The files a segment can consist of while it is live: its raw data (searchable, waiting for an index,
@@ -35,9 +36,6 @@ const SEGMENT_FILES: [FileType; 4] = [
 ];
 /// The live files that hold a segment's vectors in row order (by-id reads use these).
 const RAW_FILES: [FileType; 3] = [FileType::Raw, FileType::ToIndex, FileType::Backup];
-
-/// The partition tag naming a collection's own table.
-pub const DEFAULT_TAG: &str = "_default";
 
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -401,7 +399,8 @@ impl Engine {
         self.writer("CreatePartition")?;
         let tag = validate::partition_tag(tag)?;
         let tables = self.collection(name).await?;
-        if tag == DEFAULT_TAG || tables.partitions.iter().any(|p| p.partition_tag == tag) {
+        if tag == DEFAULT_PARTITION_TAG || tables.partitions.iter().any(|p| p.partition_tag == tag)
+        {
             return Err(NodeError::InvalidArgument(format!(
                 "partition `{tag}` already exists in `{name}`"
             )));
@@ -421,12 +420,15 @@ impl Engine {
     pub async fn has_partition(&self, name: &str, tag: &str) -> Result<bool, NodeError> {
         let tables = self.collection(name).await?;
         let tag = tag.trim();
-        Ok(tag == DEFAULT_TAG || tables.partitions.iter().any(|p| p.partition_tag == tag))
+        Ok(
+            tag == DEFAULT_PARTITION_TAG
+                || tables.partitions.iter().any(|p| p.partition_tag == tag),
+        )
     }
 
     pub async fn partitions(&self, name: &str) -> Result<Vec<String>, NodeError> {
         let tables = self.collection(name).await?;
-        Ok(std::iter::once(DEFAULT_TAG.to_string())
+        Ok(std::iter::once(DEFAULT_PARTITION_TAG.to_string())
             .chain(tables.partitions.into_iter().map(|p| p.partition_tag))
             .collect())
     }
@@ -434,7 +436,7 @@ impl Engine {
     pub async fn drop_partition(&self, name: &str, tag: &str) -> Result<(), NodeError> {
         self.writer("DropPartition")?;
         let tag = validate::partition_tag(tag)?;
-        if tag == DEFAULT_TAG {
+        if tag == DEFAULT_PARTITION_TAG {
             return Err(NodeError::InvalidArgument(
                 "the `_default` partition cannot be dropped".into(),
             ));
@@ -1204,14 +1206,7 @@ impl Engine {
         if file_ids.is_empty() {
             return Err(NodeError::InvalidArgument("no file ids given".into()));
         }
-        let ids = file_ids
-            .iter()
-            .map(|s| {
-                s.trim().parse::<i64>().map_err(|_| {
-                    NodeError::InvalidArgument(format!("file id `{s}` is not a number"))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let ids = parse_file_ids(file_ids)?;
         let files = match self.meta.files_by_ids(&ids).await {
             Ok(files) => files,
             Err(e) => {
@@ -1392,7 +1387,7 @@ impl Engine {
                 let tag = if t.is_partition() {
                     t.partition_tag.as_str()
                 } else {
-                    DEFAULT_TAG
+                    DEFAULT_PARTITION_TAG
                 };
                 serde_json::json!({
                     "tag": tag,
@@ -1441,21 +1436,14 @@ impl Engine {
     /// Makes the next search re-read the delete marks of these files (`TableFiles.id`s).
     pub async fn reload_segments(&self, name: &str, file_ids: &[String]) -> Result<(), NodeError> {
         self.collection(name).await?;
-        let ids = file_ids
-            .iter()
-            .map(|s| {
-                s.trim().parse::<i64>().map_err(|_| {
-                    NodeError::InvalidArgument(format!("file id `{s}` is not a number"))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let ids = parse_file_ids(file_ids)?;
         self.cache.forget_marks(&ids);
         Ok(())
     }
 }
 
 fn partition_table<'t>(tables: &'t CollectionTables, tag: &str) -> Result<&'t TableRow, NodeError> {
-    if tag == DEFAULT_TAG {
+    if tag == DEFAULT_PARTITION_TAG {
         return Ok(&tables.collection);
     }
     tables
@@ -1468,6 +1456,18 @@ fn partition_table<'t>(tables: &'t CollectionTables, tag: &str) -> Result<&'t Ta
                 tables.collection.table_id
             ))
         })
+}
+
+/// `TableFiles.id`s as clients send them: decimal strings.
+fn parse_file_ids(file_ids: &[String]) -> Result<Vec<i64>, NodeError> {
+    file_ids
+        .iter()
+        .map(|s| {
+            s.trim()
+                .parse::<i64>()
+                .map_err(|_| NodeError::InvalidArgument(format!("file id `{s}` is not a number")))
+        })
+        .collect()
 }
 
 fn table_ids(tables: &CollectionTables) -> Vec<String> {

@@ -9,7 +9,6 @@ use crate::meta::{EngineType, MetricType};
 pub const MAX_NAME_LEN: usize = 255;
 pub const MAX_DIMENSION: i64 = 32768;
 pub const MAX_INDEX_FILE_SIZE_MB: i64 = 65536;
-pub const MAX_TOPK: i64 = 16384;
 /// One insert may carry at most this many bytes of vectors.
 pub const MAX_INSERT_BYTES: usize = 256 << 20;
 pub const MAX_NLIST: i64 = 65536;
@@ -84,26 +83,16 @@ pub fn metric(code: i32) -> Result<MetricType, NodeError> {
 }
 
 pub fn topk(k: i64) -> Result<usize, NodeError> {
-    if !(1..=MAX_TOPK).contains(&k) {
-        return Err(NodeError::InvalidTopk(format!(
-            "topk {k} is out of range: it must be 1 to 16384"
-        )));
+    match crate::limits::topk_problem(k) {
+        Some(reason) => Err(NodeError::InvalidTopk(reason)),
+        None => Ok(k as usize),
     }
-    Ok(k as usize)
 }
 
-/// Most result entries (nq × topk) one search may ask for: bounds the memory a request can make the
-/// node allocate (16 Mi entries ≈ 200 MB of ids and distances).
-pub const MAX_RESULT_ENTRIES: usize = 16 << 20;
-
-/// The size of a search's result: nq × topk within `MAX_RESULT_ENTRIES`.
+/// The size of a search's result: nq × topk within `limits::MAX_RESULT_ENTRIES`.
 pub fn result_size(nq: usize, k: usize) -> Result<(), NodeError> {
-    match nq.checked_mul(k) {
-        Some(n) if n <= MAX_RESULT_ENTRIES => Ok(()),
-        _ => Err(NodeError::InvalidArgument(format!(
-            "{nq} queries × topk {k} exceeds {MAX_RESULT_ENTRIES} result entries: split the search"
-        ))),
-    }
+    crate::limits::result_size_problem(nq, k)
+        .map_or(Ok(()), |reason| Err(NodeError::InvalidArgument(reason)))
 }
 
 /// The index types this node builds.

@@ -398,3 +398,18 @@ pub async fn start_gateway_with(
         .await
         .expect("gateway")
 }
+
+pub fn records(vectors: &[Vec<f32>]) -> Vec<mishards::proto::RowRecord> {
+    vectors
+        .iter()
+        .map(|v| mishards::proto::RowRecord {
+            float_data: v.clone(),
+            binary_data: Vec::new(),
+        })
+        .collect()
+}
+
+/// The error code of a reply's status (-1 when it has none).
+pub fn code(status: &Option<mishards::proto::Status>) -> i32 {
+    status.as_ref().map_or(-1, |s| s.error_code)
+}
