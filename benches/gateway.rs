@@ -1,12 +1,20 @@
 //! What the gateway costs: a search through the gateway in front of one read node against the same search
 //! sent to that read node directly (nq = 1, top-10, a small collection), as median/p99 latency for one
 //! client and as throughput with 32 concurrent clients; and the resident memory of an idle `mishards
-//! gateway` process. Run: `cargo bench --bench gateway -- [rows] [seconds]`.
+//! gateway` process. Run: `cargo bench --bench gateway -- [rows] [seconds] [--tracing=none|off|on]`:
+//! `none` installs no subscriber, `off` the production logging with tracing off, `on` exports every
+//! span over OTLP to a sink in this process (sampler const 1).
 
 use std::time::{Duration, Instant};
 
 use mishards::config::{GatewayConfig, NodeConfig, Scope, Settings};
 use mishards::proto::{self, milvus_service_client::MilvusServiceClient};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use tonic::transport::Channel;
 
 type Client = MilvusServiceClient<Channel>;
@@ -143,9 +151,84 @@ fn rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// An OTLP collector that counts the spans it receives.
+#[derive(Default, Clone)]
+struct SpanSink(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+#[tonic::async_trait]
+impl TraceService for SpanSink {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let spans: usize = request
+            .get_ref()
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        self.0
+            .fetch_add(spans as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+/// Installs telemetry as `--tracing=MODE` asks; the guard and the span counter of `on`.
+async fn tracing_mode() -> (
+    Option<mishards::telemetry::TelemetryGuard>,
+    Option<SpanSink>,
+) {
+    let mode = std::env::args()
+        .find_map(|a| a.strip_prefix("--tracing=").map(str::to_string))
+        .unwrap_or_else(|| "none".into());
+    let log = mishards::config::LogConfig {
+        debug: false,
+        // The production default (info): spans must cost nothing even where logs are on.
+        filter: None,
+        path: None,
+        name: "bench".into(),
+        utc_offset_seconds: Some(0),
+    };
+    let init = |exports: &[mishards::telemetry::Export<'_>]| {
+        mishards::telemetry::init(&log, exports).expect("telemetry")
+    };
+    match mode.as_str() {
+        "off" => (Some(init(&[])), None),
+        "on" => {
+            let sink = SpanSink::default();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("sink");
+            let addr = listener.local_addr().expect("sink addr");
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(TraceServiceServer::new(sink.clone()))
+                    .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+            );
+            let config = mishards::config::TracingConfig {
+                otlp_endpoint: Some(format!("http://{addr}")),
+                service_name: "mishards".into(),
+                sampler_type: "const".into(),
+                sampler_param: 1.0,
+                log_payload: false,
+            };
+            let guard = init(&[mishards::telemetry::Export {
+                config: &config,
+                component: mishards::telemetry::Component::Process,
+            }]);
+            (Some(guard), Some(sink))
+        }
+        _ => (None, None),
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let (rows, seconds) = (arg(0, 10_000) as usize, arg(1, 5));
+    let (_telemetry, sink) = tracing_mode().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let storage = dir.path().display().to_string();
     let node = |role: &str| {
@@ -171,6 +254,7 @@ async fn main() {
         ("woserver", writer.addr.to_string()),
         ("meta-uri", meta.clone()),
         ("static-hosts", reader.addr.to_string()),
+        ("admin-port", "0".to_string()),
     ];
     let gateway_config = GatewayConfig::from_settings(&settings(Scope::Gateway, &gateway_flags))
         .expect("gateway config");
@@ -259,6 +343,13 @@ async fn main() {
         "throughput, 32 clients, {seconds} s: direct {direct_qps:.0}/s | via gateway {gw_qps:.0}/s = {:.0}% of direct",
         gw_qps / direct_qps * 100.0
     );
+    if let Some(sink) = &sink {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        println!(
+            "spans exported: {}",
+            sink.0.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
     gateway.shutdown().await;
 
     // An idle gateway process on its own.
@@ -276,6 +367,8 @@ async fn main() {
             &meta,
             "--static-hosts",
             &hosts,
+            "--admin-port",
+            "0",
         ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

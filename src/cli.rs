@@ -1,5 +1,6 @@
-//! The command line: `mishards gateway | node | demo | config check`. Every setting's flag, help, env
-//! name and default come from `config::SPECS`, so `--help` lists exactly what the config layer accepts.
+//! The command line: `mishards gateway | node | demo | inspect | config check`. Every setting's flag,
+//! help, env name and default come from `config::SPECS`, so `--help` lists exactly what the config layer
+//! accepts.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -14,7 +15,7 @@ use crate::config::{
     RouterKind, Scope, Settings, Source,
 };
 use crate::meta::MetaError;
-use crate::telemetry::{self, TelemetryError};
+use crate::telemetry::{self, Component, Export, TelemetryError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -35,10 +36,19 @@ pub enum CliError {
     Node(#[from] crate::node::NodeError),
     #[error(transparent)]
     Gateway(#[from] crate::gateway::GatewayError),
+    /// `mishards inspect` could not show the request.
+    #[error("{0}")]
+    Inspect(String),
 }
 
 const ABOUT: &str = "A Milvus 1.1-compatible vector-search cluster: a gateway that routes, scatters and gathers \
 searches across read nodes, and the write and read nodes behind it.";
+
+/// Where `mishards inspect` looks for the admin listener unless told.
+const DEFAULT_ADMIN: &str = "127.0.0.1:19121";
+
+/// How long `mishards inspect` waits for the admin listener.
+const INSPECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 const SETTINGS_NOTE: &str = "Each setting is taken from its flag, else its environment variable, else the \
 --config TOML file (key = the name in `mishards config check`), else its default.";
@@ -71,6 +81,23 @@ pub fn command() -> Command {
             Scope::Demo,
             "Run gateway, one write node and N read nodes in one process, on SQLite and a local folder",
         ))
+        .subcommand(
+            Command::new("inspect")
+                .about("Show what one search did (plan, nodes, attempts, timings), from a running gateway's admin listener")
+                .arg(
+                    Arg::new("trace_id")
+                        .value_name("TRACE_ID")
+                        .required(true)
+                        .help("the search's trace id: 32 hex digits, as in the gateway's logs, /requests and /slow"),
+                )
+                .arg(
+                    Arg::new("admin")
+                        .long("admin")
+                        .value_name("HOST:PORT")
+                        .default_value(DEFAULT_ADMIN)
+                        .help("the gateway's admin listener (its --admin-host and --admin-port)"),
+                ),
+        )
         .subcommand(
             Command::new("config").about("Inspect configuration").subcommand_required(true).subcommand(
                 Command::new("check")
@@ -116,6 +143,7 @@ fn setting_arg(spec: &'static config::Spec) -> Arg {
                 .join("|"),
         ),
         Kind::Port => arg.value_name("PORT").allow_hyphen_values(true),
+        Kind::PortOrOff => arg.value_name("PORT|off").allow_hyphen_values(true),
         Kind::Path => arg.value_name("PATH"),
         Kind::List => arg.value_name("LIST"),
         Kind::Count | Kind::Number => arg.value_name("N").allow_hyphen_values(true),
@@ -160,7 +188,14 @@ pub async fn run(
                 config_file(m, env).as_deref(),
             )?;
             let config = GatewayConfig::from_settings(&settings)?;
-            let _log = telemetry::init_logging(&config.log)?;
+            let _telemetry = telemetry::init(
+                &config.log,
+                &[Export {
+                    config: &config.tracing,
+                    component: Component::Process,
+                }],
+            )?;
+            telemetry::set_log_payload(config.tracing.log_payload);
             run_gateway(config, out).await
         }
         Some(("node", m)) => {
@@ -171,7 +206,14 @@ pub async fn run(
                 config_file(m, env).as_deref(),
             )?;
             let config = NodeConfig::from_settings(&settings)?;
-            let _log = telemetry::init_logging(&config.log)?;
+            let _telemetry = telemetry::init(
+                &config.log,
+                &[Export {
+                    config: &config.tracing,
+                    component: Component::Process,
+                }],
+            )?;
+            telemetry::set_log_payload(config.tracing.log_payload);
             run_node(config, out).await
         }
         Some(("demo", m)) => {
@@ -182,8 +224,34 @@ pub async fn run(
                 config_file(m, env).as_deref(),
             )?;
             let config = DemoConfig::from_settings(&settings)?;
-            let _log = telemetry::init_logging(&config.log)?;
+            // One process, two services in the traces: the gateway's spans and the nodes' spans.
+            let node_tracing = config::TracingConfig {
+                service_name: config::DEFAULT_NODE_SERVICE_NAME.into(),
+                ..config.tracing.clone()
+            };
+            let _telemetry = telemetry::init(
+                &config.log,
+                &[
+                    Export {
+                        config: &config.tracing,
+                        component: Component::Gateway,
+                    },
+                    Export {
+                        config: &node_tracing,
+                        component: Component::Node,
+                    },
+                ],
+            )?;
+            telemetry::set_log_payload(config.tracing.log_payload);
             run_demo(config, out).await
+        }
+        Some(("inspect", m)) => {
+            let trace_id = m.get_one::<String>("trace_id").cloned().unwrap_or_default();
+            let admin = m
+                .get_one::<String>("admin")
+                .cloned()
+                .unwrap_or_else(|| DEFAULT_ADMIN.to_string());
+            inspect(&trace_id, &admin, out).await
         }
         Some(("config", m)) => match m.subcommand() {
             Some(("check", c)) => {
@@ -232,11 +300,61 @@ pub fn config_check(
     Ok(())
 }
 
+/// `mishards inspect`: fetches one search's manifest from the admin listener and prints it as a tree.
+async fn inspect(trace_id: &str, admin: &str, out: &mut dyn Write) -> Result<(), CliError> {
+    use crate::gateway::admin::{AdminClientError, fetch};
+    use crate::gateway::inspect::{is_trace_id, render_tree};
+    // Also accept the listener's URL as a browser shows it.
+    let admin = admin.trim_start_matches("http://").trim_end_matches('/');
+    if !is_trace_id(trace_id) {
+        return Err(CliError::Inspect(format!(
+            "`{trace_id}` is not a trace id: 32 hex digits, as in the gateway's logs, /requests and /slow"
+        )));
+    }
+    let reply = fetch(admin, &format!("/requests/{trace_id}"), INSPECT_TIMEOUT)
+        .await
+        .map_err(|e| match e {
+            AdminClientError::Unreachable { .. } | AdminClientError::Timeout { .. } => {
+                CliError::Inspect(format!(
+                    "{e}; name the gateway's admin listener with --admin HOST:PORT"
+                ))
+            }
+            AdminClientError::Malformed { .. } => CliError::Inspect(format!(
+                "{e}; is {admin} the gateway's admin listener (--admin HOST:PORT)?"
+            )),
+        })?;
+    let body: Option<serde_json::Value> = serde_json::from_str(&reply.body).ok();
+    let said = body
+        .as_ref()
+        .and_then(|b| b["error"].as_str())
+        .unwrap_or(reply.body.trim())
+        .to_string();
+    match (reply.status, body) {
+        (200, Some(manifest)) => {
+            out.write_all(render_tree(&manifest).as_bytes())?;
+            Ok(())
+        }
+        (200, None) => Err(CliError::Inspect(format!(
+            "the admin listener at {admin} answered something that is not a manifest"
+        ))),
+        (404, _) => Err(CliError::Inspect(format!(
+            "unknown trace id {trace_id} at {admin}: {said}"
+        ))),
+        (status, _) => Err(CliError::Inspect(format!(
+            "the admin listener at {admin} answered {status}: {said}"
+        ))),
+    }
+}
+
 async fn run_gateway(config: GatewayConfig, out: &mut dyn Write) -> Result<(), CliError> {
+    let signal = ShutdownSignal::install();
     let gateway = crate::gateway::start(&config, crate::gateway::Tuning::default()).await?;
     writeln!(out, "listening on {}", gateway.addr)?;
+    if let Some(admin) = gateway.admin_addr {
+        writeln!(out, "admin listening on {admin}")?;
+    }
     out.flush()?;
-    shutdown_signal().await;
+    signal.received().await;
     tracing::info!("shutting down");
     gateway.shutdown().await;
     Ok(())
@@ -245,6 +363,7 @@ async fn run_gateway(config: GatewayConfig, out: &mut dyn Write) -> Result<(), C
 /// The embedded cluster: one write node and `readers` read nodes on loopback ports, sharing the data
 /// folder and its SQLite metadata, behind a gateway on the configured port.
 async fn run_demo(config: DemoConfig, out: &mut dyn Write) -> Result<(), CliError> {
+    let signal = ShutdownSignal::install();
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| CliError::Io(format!("cannot create {}: {e}", config.data_dir.display())))?;
     let data_dir = config
@@ -293,14 +412,24 @@ async fn run_demo(config: DemoConfig, out: &mut dyn Write) -> Result<(), CliErro
         version: "1.1.1".into(),
         meta_poll_interval: std::time::Duration::from_secs(1),
         version_gate: "1.1.".into(),
+        admin: config.admin.clone(),
         log: config.log.clone(),
         tracing: config.tracing.clone(),
     };
     let gateway = crate::gateway::start(&gateway_config, crate::gateway::Tuning::default()).await?;
     let port = gateway.addr.port();
     writeln!(out, "listening on {}", gateway.addr)?;
+    if let Some(admin) = gateway.admin_addr {
+        writeln!(out, "admin listening on {admin}")?;
+    }
     writeln!(out, "mishards demo: data in {}", data_dir.display())?;
     writeln!(out, "  gateway     {}  (Milvus 1.1 API)", gateway.addr)?;
+    if let Some(admin) = gateway.admin_addr {
+        writeln!(
+            out,
+            "  admin       http://{admin}  (/requests, /slow, /cluster, /metrics, /readyz)"
+        )?;
+    }
     writeln!(out, "  write node  {}", writer.addr)?;
     for (i, r) in readers.iter().enumerate() {
         writeln!(out, "  read node {} {}", i + 1, r.addr)?;
@@ -310,7 +439,7 @@ async fn run_demo(config: DemoConfig, out: &mut dyn Write) -> Result<(), CliErro
         "connect with pymilvus 1.1.2:\n  from milvus import Milvus\n  client = Milvus(host=\"127.0.0.1\", port=\"{port}\")\n  print(client.server_version())\nCtrl-C stops the cluster."
     )?;
     out.flush()?;
-    shutdown_signal().await;
+    signal.received().await;
     tracing::info!("shutting down");
     gateway.shutdown().await;
     for r in readers {
@@ -321,34 +450,49 @@ async fn run_demo(config: DemoConfig, out: &mut dyn Write) -> Result<(), CliErro
 }
 
 async fn run_node(config: NodeConfig, out: &mut dyn Write) -> Result<(), CliError> {
+    let signal = ShutdownSignal::install();
     let node = crate::node::start(&config).await?;
     // The one line a supervisor or a test waits for: where the node listens.
     writeln!(out, "listening on {}", node.addr)?;
     out.flush()?;
-    shutdown_signal().await;
+    signal.received().await;
     tracing::info!("shutting down");
     node.shutdown().await;
     Ok(())
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Ctrl-C and SIGTERM, caught from before the process says where it listens: a supervisor that stops
+/// it right after that line must still get a clean, logged shutdown.
+struct ShutdownSignal {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    signals: Vec<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignal {
+    fn install() -> ShutdownSignal {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            ShutdownSignal {
+                signals: [SignalKind::interrupt(), SignalKind::terminate()]
+                    .into_iter()
+                    .filter_map(|kind| signal(kind).ok())
+                    .collect(),
+            }
         }
+        #[cfg(not(unix))]
+        ShutdownSignal {}
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+
+    async fn received(self) {
+        #[cfg(unix)]
+        {
+            let mut signals = self.signals;
+            if !signals.is_empty() {
+                futures::future::select_all(signals.iter_mut().map(|s| Box::pin(s.recv()))).await;
+                return;
+            }
+        }
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -36,6 +36,7 @@ const GATEWAY: &[Scope] = &[Scope::Gateway];
 const NODE: &[Scope] = &[Scope::Node];
 const DEMO: &[Scope] = &[Scope::Demo];
 const GATEWAY_NODE: &[Scope] = &[Scope::Gateway, Scope::Node];
+const GATEWAY_DEMO: &[Scope] = &[Scope::Gateway, Scope::Demo];
 
 /// The type of a setting's value, which decides how text from any layer is parsed.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -44,6 +45,8 @@ pub enum Kind {
     Path,
     Bool,
     Port,
+    /// A port, or `off` for a listener that is not started.
+    PortOrOff,
     Count,
     Number,
     /// Comma-separated in flags and the environment; a string or an array in TOML.
@@ -76,6 +79,12 @@ macro_rules! spec {
 }
 
 pub const DEFAULT_PORT: u16 = 19530;
+
+/// Milvus 1.1's own HTTP port, where the gateway's admin listener goes by default.
+pub const DEFAULT_ADMIN_PORT: u16 = 19121;
+
+/// The word that turns a `PortOrOff` listener off.
+pub const OFF: &str = "off";
 
 /// Every setting of every subcommand.
 pub static SPECS: &[Spec] = &[
@@ -288,6 +297,42 @@ pub static SPECS: &[Spec] = &[
         Some("10"),
         GATEWAY,
         "seconds a read node may take to answer its part of a search before its files go to a fallback node"
+    ),
+    spec!(
+        "admin_host",
+        ["ADMIN_HOST"],
+        "admin-host",
+        Kind::Text,
+        Some("127.0.0.1"),
+        GATEWAY_DEMO,
+        "address the admin HTTP listener binds (loopback unless told: it shows requests and cluster state)"
+    ),
+    spec!(
+        "admin_port",
+        ["ADMIN_PORT"],
+        "admin-port",
+        Kind::PortOrOff,
+        Some("19121"),
+        GATEWAY_DEMO,
+        "port of the admin HTTP listener (/requests, /slow, /cluster, /metrics, /healthz, /readyz); off: no listener; 0 picks a free port"
+    ),
+    spec!(
+        "inspect_keep",
+        ["MISHARDS_INSPECT_KEEP"],
+        "inspect-keep",
+        Kind::Count,
+        Some("256"),
+        GATEWAY_DEMO,
+        "how many recent search manifests the admin listener keeps, and as many slow ones (1-65536)"
+    ),
+    spec!(
+        "slow_query_ms",
+        ["MISHARDS_SLOW_QUERY_MS"],
+        "slow-query-ms",
+        Kind::Count,
+        Some("1000"),
+        GATEWAY_DEMO,
+        "searches taking at least this many milliseconds are logged as slow and kept in /slow (0: every search)"
     ),
     spec!(
         "auto_flush_interval",
@@ -728,6 +773,18 @@ impl Settings {
             .unwrap_or(DEFAULT_PORT)
     }
 
+    /// A `PortOrOff` setting: `None` when it is `off`.
+    pub fn port_or_off(&self, key: &str) -> Option<u16> {
+        match self.value(key) {
+            Some(Value::Text(t)) if t == OFF => None,
+            _ => Some(
+                self.int(key)
+                    .and_then(|n| u16::try_from(n).ok())
+                    .unwrap_or(DEFAULT_ADMIN_PORT),
+            ),
+        }
+    }
+
     pub fn number(&self, key: &str) -> Option<f64> {
         match self.value(key) {
             Some(Value::Number(n)) => Some(*n),
@@ -802,6 +859,13 @@ fn parse_value(spec: &Spec, raw: &str) -> Result<Value, String> {
         Kind::Port => match text.parse::<u16>() {
             Err(_) => Err(format!(
                 "`{text}` is not a port (0-65535; 0 picks a free one)"
+            )),
+            Ok(port) => Ok(Value::Int(port.into())),
+        },
+        Kind::PortOrOff if text.eq_ignore_ascii_case(OFF) => Ok(Value::Text(OFF.to_string())),
+        Kind::PortOrOff => match text.parse::<u16>() {
+            Err(_) => Err(format!(
+                "`{text}` is not a port (0-65535; 0 picks a free one) or `{OFF}`"
             )),
             Ok(port) => Ok(Value::Int(port.into())),
         },
@@ -922,6 +986,60 @@ pub struct TracingConfig {
     pub sampler_param: f64,
     pub log_payload: bool,
 }
+
+/// Most search manifests (and as many slow ones) the gateway keeps for inspection: bounds its memory.
+pub const MAX_INSPECT_KEEP: usize = 65_536;
+
+/// The gateway's admin HTTP listener and its request inspection (gateway and demo).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    pub host: String,
+    /// `None`: no admin listener (`admin_port = "off"`); 0 picks a free port.
+    pub port: Option<u16>,
+    /// How many recent search manifests are kept, and as many slow ones.
+    pub inspect_keep: usize,
+    /// Searches taking at least this long are logged as slow and kept apart.
+    pub slow_query: std::time::Duration,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            host: "127.0.0.1".into(),
+            port: Some(DEFAULT_ADMIN_PORT),
+            inspect_keep: 256,
+            slow_query: std::time::Duration::from_millis(1000),
+        }
+    }
+}
+
+impl AdminConfig {
+    pub fn from_settings(s: &Settings) -> Result<AdminConfig, ConfigError> {
+        let defaults = AdminConfig::default();
+        let keep = s
+            .int("inspect_keep")
+            .unwrap_or(defaults.inspect_keep as u64);
+        if !(1..=MAX_INSPECT_KEEP as u64).contains(&keep) {
+            return Err(s.invalid(
+                "inspect_keep",
+                format!("{keep} manifests: choose 1 to {MAX_INSPECT_KEEP}"),
+            ));
+        }
+        let host = s.text("admin_host").unwrap_or(&defaults.host).trim();
+        if host.is_empty() {
+            return Err(s.invalid("admin_host", "empty address"));
+        }
+        Ok(AdminConfig {
+            host: host.to_string(),
+            port: s.port_or_off("admin_port"),
+            inspect_keep: keep as usize,
+            slow_query: std::time::Duration::from_millis(s.int("slow_query_ms").unwrap_or(1000)),
+        })
+    }
+}
+
+/// The nodes' service name in traces unless TRACING_SERVICE_NAME says otherwise.
+pub const DEFAULT_NODE_SERVICE_NAME: &str = "mishards-node";
 
 /// Jaeger's own OTLP/gRPC port on this machine.
 pub const DEFAULT_OTLP_ENDPOINT: &str = "http://127.0.0.1:4317";
@@ -1060,6 +1178,7 @@ pub struct GatewayConfig {
     pub version: String,
     pub meta_poll_interval: std::time::Duration,
     pub version_gate: String,
+    pub admin: AdminConfig,
     pub log: LogConfig,
     pub tracing: TracingConfig,
 }
@@ -1114,6 +1233,7 @@ impl GatewayConfig {
             meta_poll_interval: seconds(s, "meta_poll_interval", 1.0)?,
             version_gate: s.text("version_gate").unwrap_or("1.1.").to_string(),
             version: s.text("node_version").unwrap_or("1.1.1").to_string(),
+            admin: AdminConfig::from_settings(s)?,
             log: LogConfig::from_settings(s)?,
             tracing: TracingConfig::from_settings(s, "mishards")?,
         })
@@ -1188,7 +1308,7 @@ impl NodeConfig {
                 .unwrap_or(4096)
                 .min(i64::MAX as u64) as i64,
             log: LogConfig::from_settings(s)?,
-            tracing: TracingConfig::from_settings(s, "mishards-node")?,
+            tracing: TracingConfig::from_settings(s, DEFAULT_NODE_SERVICE_NAME)?,
         })
     }
 }
@@ -1217,6 +1337,7 @@ pub struct DemoConfig {
     pub data_dir: PathBuf,
     pub readers: u32,
     pub sql_echo: bool,
+    pub admin: AdminConfig,
     pub log: LogConfig,
     pub tracing: TracingConfig,
 }
@@ -1235,6 +1356,7 @@ impl DemoConfig {
                 .unwrap_or_else(|| PathBuf::from("./mishards-data")),
             readers: readers as u32,
             sql_echo: s.flag("sql_echo"),
+            admin: AdminConfig::from_settings(s)?,
             log: LogConfig::from_settings(s)?,
             tracing: TracingConfig::from_settings(s, "mishards")?,
         })
@@ -1501,6 +1623,60 @@ mod tests {
                 .to_string()
                 .contains("readers")
         );
+    }
+
+    #[test]
+    fn admin_listener_settings() {
+        let gateway = |f: &[(&'static str, &str)], e: &[(&str, &str)]| {
+            let mut all = vec![("woserver", "w"), ("meta-uri", "sqlite::memory:")];
+            all.extend_from_slice(f);
+            let s = Settings::resolve(Scope::Gateway, &flags(&all), &env(e), None)?;
+            GatewayConfig::from_settings(&s).map(|g| g.admin)
+        };
+        // Loopback on Milvus 1.1's HTTP port unless told.
+        assert_eq!(gateway(&[], &[]).unwrap(), AdminConfig::default());
+        assert_eq!(AdminConfig::default().host, "127.0.0.1");
+        assert_eq!(AdminConfig::default().port, Some(19121));
+        let a = gateway(
+            &[("admin-port", "0"), ("slow-query-ms", "5")],
+            &[("ADMIN_HOST", "0.0.0.0"), ("MISHARDS_INSPECT_KEEP", "10")],
+        )
+        .unwrap();
+        assert_eq!(
+            (a.host.as_str(), a.port, a.inspect_keep, a.slow_query),
+            ("0.0.0.0", Some(0), 10, std::time::Duration::from_millis(5))
+        );
+        assert_eq!(gateway(&[("admin-port", "OFF")], &[]).unwrap().port, None);
+        assert_eq!(gateway(&[], &[("ADMIN_PORT", "off")]).unwrap().port, None);
+        let err = gateway(&[("admin-port", "none")], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`admin_port`") && err.contains("`off`"),
+            "{err}"
+        );
+        let err = gateway(&[("inspect-keep", "0")], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`inspect_keep`"), "{err}");
+        // `off` survives `config check`: the rendered file reads back the same.
+        let s = Settings::resolve(
+            Scope::Demo,
+            &flags(&[("admin-port", "off")]),
+            &env(&[]),
+            None,
+        )
+        .unwrap();
+        let rendered = s.render();
+        assert!(
+            rendered.contains("admin_port = \"off\"  # flag --admin-port"),
+            "{rendered}"
+        );
+        let f = file(&rendered);
+        let again = Settings::resolve(Scope::Demo, &flags(&[]), &env(&[]), Some(f.path())).unwrap();
+        assert_eq!(DemoConfig::from_settings(&again).unwrap().admin.port, None);
+        // The node has no admin listener.
+        assert!(specs_for(Scope::Node).all(|spec| !spec.key.starts_with("admin")));
     }
 
     #[test]

@@ -1,8 +1,12 @@
 //! The `mishards` binary as an operator meets it: help, config check, and one clear error line for bad
 //! settings. Each run gets an explicit, empty environment.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
+
+use common::process::Process;
 
 use mishards::config::{SPECS, Scope, specs_for};
 
@@ -181,83 +185,19 @@ fn an_unreachable_metadata_database_is_one_clear_line() {
     assert!(!err.contains(":pw@"), "{err}");
 }
 
-/// A `mishards node` process; killed (SIGTERM, then SIGKILL) when dropped.
-struct NodeProcess {
-    child: std::process::Child,
-    addr: String,
-}
-
-impl NodeProcess {
-    fn start(args: &[&str], env: &[(&str, &str)]) -> NodeProcess {
-        use std::io::BufRead;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mishards"))
-            .arg("node")
-            .args(args)
-            .env_clear()
-            .envs(env.iter().copied())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("start mishards node");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(std::time::Duration::from_secs(30))
-            .unwrap_or_default();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_default()
-            .to_string();
-        let mut node = NodeProcess { child, addr };
-        if node.addr.is_empty() {
-            let _ = node.child.kill();
-            let mut err = String::new();
-            let _ = std::io::Read::read_to_string(
-                &mut node.child.stderr.take().expect("stderr"),
-                &mut err,
-            );
-            panic!("the node did not start: {line:?} {err}");
-        }
-        node
-    }
-
-    /// Stops the node with SIGTERM and returns what it logged.
-    fn stop(mut self) -> String {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while self.child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline
-        {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let mut err = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut e, &mut err);
-        }
-        err
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A `mishards node` process (see common::process).
+fn node_process(args: &[&str], env: &[(&str, &str)]) -> Process {
+    let args: Vec<&str> = std::iter::once("node")
+        .chain(args.iter().copied())
+        .collect();
+    Process::start(&args, env, 1)
 }
 
 #[test]
 fn a_node_listens_on_a_free_port_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let storage = dir.path().join("data");
-    let rw = NodeProcess::start(
+    let rw = node_process(
         &[
             "--role",
             "rw",
@@ -270,10 +210,10 @@ fn a_node_listens_on_a_free_port_and_stops_cleanly_on_sigterm() {
         ],
         &[],
     );
-    assert!(rw.addr.starts_with("127.0.0.1:"), "{}", rw.addr);
+    assert!(rw.addr().starts_with("127.0.0.1:"), "{}", rw.addr());
     assert!(Path::new(&storage.join("meta.sqlite")).exists());
     // A read node on the same folder finds the schema the writer made.
-    let ro = NodeProcess::start(
+    let ro = node_process(
         &[
             "--role",
             "ro",
@@ -286,7 +226,7 @@ fn a_node_listens_on_a_free_port_and_stops_cleanly_on_sigterm() {
         ],
         &[],
     );
-    assert_ne!(ro.addr, rw.addr);
+    assert_ne!(ro.addr(), rw.addr());
     assert!(ro.stop().contains("shutting down"));
     assert!(rw.stop().contains("shutting down"));
 }
@@ -302,7 +242,7 @@ fn log_path_also_writes_log_files() {
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
     let storage = dir.path().join("data");
-    let node = NodeProcess::start(
+    let node = node_process(
         &[
             "--role",
             "rw",

@@ -87,6 +87,9 @@ fn mysql_host(uri: &str) -> (String, String) {
     }
 }
 
+/// Services that run other projects' images.
+const THIRD_PARTY: [&str; 2] = ["mysql", "jaeger"];
+
 #[test]
 fn every_service_is_a_valid_mishards_process_and_they_point_at_each_other() {
     let doc = compose();
@@ -94,19 +97,28 @@ fn every_service_is_a_valid_mishards_process_and_they_point_at_each_other() {
     let mysql = &doc["services"]["mysql"];
     let database = environment(mysql)["MYSQL_DATABASE"].clone();
     let volume_of = |s: &Value| strings(&s["volumes"]).first().cloned().unwrap_or_default();
+    let jaeger = &doc["services"]["jaeger"];
+    assert_eq!(environment(jaeger)["COLLECTOR_OTLP_ENABLED"], "true");
+    assert!(strings(&jaeger["ports"]).contains(&"16686:16686".to_string()));
+    let jaeger_otlp = "http://jaeger:4317".to_string();
 
     let mut writers = Vec::new();
     let mut readers = Vec::new();
     let mut gateways = Vec::new();
     for (name, service) in services {
         let name = name.as_str().unwrap().to_string();
-        if name == "mysql" {
+        if THIRD_PARTY.contains(&name.as_str()) {
             continue;
         }
         let (scope, s) = settings(service);
         match scope {
             Scope::Node => {
                 let node = NodeConfig::from_settings(&s).expect("node config");
+                assert_eq!(
+                    node.tracing.otlp_endpoint.as_deref(),
+                    Some(jaeger_otlp.as_str()),
+                    "{name} sends its traces to Jaeger"
+                );
                 let (host, db) = mysql_host(node.meta_uri.as_deref().expect("nodes use MySQL"));
                 assert_eq!(
                     (host.as_str(), db.as_str()),
@@ -163,8 +175,20 @@ fn every_service_is_a_valid_mishards_process_and_they_point_at_each_other() {
         ("mysql".into(), database.clone())
     );
     assert_eq!(
+        gateway.tracing.otlp_endpoint.as_deref(),
+        Some(jaeger_otlp.as_str())
+    );
+    assert_eq!(gateway.tracing.service_name, "mishards");
+    let admin_port = match gateway.admin.port {
+        Some(port) => port,
+        None => panic!("the gateway's admin API is on"),
+    };
+    assert_eq!(
         strings(&service["ports"]),
-        [format!("19530:{}", gateway.port)]
+        [
+            format!("19530:{}", gateway.port),
+            format!("127.0.0.1:19121:{admin_port}")
+        ]
     );
 }
 
@@ -179,7 +203,7 @@ fn the_dockerfile_builds_the_binary_the_services_run() {
     assert!(dockerfile.contains("ENTRYPOINT [\"mishards\"]"));
     let doc = compose();
     for (name, service) in doc["services"].as_mapping().unwrap() {
-        if name.as_str() != Some("mysql") {
+        if !THIRD_PARTY.contains(&name.as_str().unwrap_or_default()) {
             assert_eq!(
                 service["image"].as_str(),
                 Some("mishards:latest"),

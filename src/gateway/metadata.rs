@@ -108,6 +108,11 @@ pub struct PollerStats {
     pub outages: u64,
     pub collections: usize,
     pub files: usize,
+    /// Seconds since the database was last read successfully (since the poller started, before that).
+    pub lag_seconds: f64,
+    /// When the database was last read successfully; `lag_seconds` is derived from it when asked.
+    #[serde(skip)]
+    pub last_success: Option<Instant>,
 }
 
 /// The metadata source. `connect` is retried at every poll until it succeeds.
@@ -121,6 +126,7 @@ pub struct MetadataPoller {
     stats: PollerStats,
     /// Set while a poll is running, so ticks do not pile up behind a slow database.
     polling: bool,
+    started_at: Instant,
 }
 
 impl MetadataPoller {
@@ -134,6 +140,7 @@ impl MetadataPoller {
             subscribers: Vec::new(),
             stats: PollerStats::default(),
             polling: false,
+            started_at: Instant::now(),
         }
     }
 
@@ -159,6 +166,7 @@ impl MetadataPoller {
         let next = match outcome {
             Ok((store, tables, files)) => {
                 self.store = Some(store);
+                self.stats.last_success = Some(Instant::now());
                 let candidate = Snapshot::build(self.snapshot.epoch, tables, files);
                 if self.snapshot.stale {
                     tracing::info!(meta = %self.uri, "metadata database reachable again");
@@ -259,6 +267,10 @@ impl Handler<Subscribe> for MetadataPoller {
 impl Handler<GetPollerStats> for MetadataPoller {
     type Result = MessageResult<GetPollerStats>;
     fn handle(&mut self, _: GetPollerStats, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.stats.clone())
+        let since = self.stats.last_success.unwrap_or(self.started_at);
+        MessageResult(PollerStats {
+            lag_seconds: (since.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+            ..self.stats.clone()
+        })
     }
 }

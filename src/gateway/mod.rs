@@ -2,10 +2,13 @@
 //! routes segment files and scatters/gathers searches (see actors.md). It reaches nodes only through the
 //! public Milvus 1.1 API and never imports `node`.
 
+pub mod admin;
 pub mod cluster;
 pub mod discovery;
+pub mod inspect;
 pub mod merge;
 pub mod metadata;
+pub mod metrics;
 pub mod node_link;
 pub mod router;
 pub mod routing;
@@ -13,6 +16,7 @@ pub mod scatter;
 pub mod service;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -21,6 +25,7 @@ use tokio::sync::watch;
 use crate::config::{DiscoveryKind, GatewayConfig};
 use crate::meta::{MetaError, MetaOptions, MetaUri, PartitionSelectError};
 use crate::proto::milvus_service_server::MilvusServiceServer;
+use crate::telemetry::{RpcLayer, RpcSide};
 
 /// Everything a gateway request can fail with; `crate::error` maps each to its Milvus status code.
 #[derive(Debug, thiserror::Error)]
@@ -84,12 +89,20 @@ impl Default for Tuning {
     }
 }
 
+/// How long shutdown waits for the admin listener's open connections to finish.
+const ADMIN_DRAIN: Duration = Duration::from_secs(5);
+
 /// A gateway serving until `shutdown`.
 pub struct RunningGateway {
     pub addr: SocketAddr,
+    /// Where the admin HTTP listener listens; `None` when it is off.
+    pub admin_addr: Option<SocketAddr>,
     pub actors: service::Actors,
+    /// The gateway's Prometheus metrics; the gRPC server's RPC layer feeds them.
+    pub metrics: Arc<metrics::GatewayMetrics>,
     stop: watch::Sender<bool>,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    admin: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     system: actix::System,
     system_thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -99,6 +112,13 @@ impl RunningGateway {
         let _ = self.stop.send(true);
         if let Ok(Err(e)) = (&mut self.server).await {
             tracing::warn!(error = %e, "gRPC server ended with an error");
+        }
+        if let Some(mut admin) = self.admin.take() {
+            match tokio::time::timeout(ADMIN_DRAIN, &mut admin).await {
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "admin listener ended with an error"),
+                Err(_) => admin.abort(),
+                _ => {}
+            }
         }
         self.system.stop();
         if let Some(thread) = self.system_thread.take() {
@@ -137,6 +157,7 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
     };
     let (write_node, router_kind) = (config.write_node.clone(), config.router);
     let metadata_poll = tuning.metadata_poll.unwrap_or(config.meta_poll_interval);
+    let (inspect_keep, slow_query) = (config.admin.inspect_keep, config.admin.slow_query);
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let thread = std::thread::Builder::new()
         .name("mishards-actors".into())
@@ -162,6 +183,7 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
                     here.clone(),
                 )
                 .start();
+                let inspector = inspect::Inspector::new(inspect_keep, slow_query).start();
                 poller.do_send(metadata::Subscribe(routing.clone().recipient()));
                 discovery.do_send(discovery::SubscribeMembership(cluster.clone().recipient()));
                 discovery.do_send(discovery::SubscribeMembership(routing.clone().recipient()));
@@ -171,6 +193,7 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
                     poller,
                     write,
                     write_node,
+                    inspector,
                     home: here,
                 }
             });
@@ -182,17 +205,16 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
         .await
         .map_err(|_| GatewayError::Start("the actor system stopped while starting".into()))?;
 
-    let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port))
-        .await
-        .map_err(|e| {
-            GatewayError::Start(format!(
-                "cannot listen on {}:{}: {e}",
-                config.host, config.port
-            ))
-        })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| GatewayError::Start(e.to_string()))?;
+    let listeners = bind_listeners(config).await;
+    let (listener, addr, admin_listener) = match listeners {
+        Ok(bound) => bound,
+        Err(e) => {
+            // Nothing will use the actors: end their thread rather than leak it.
+            system.stop();
+            return Err(e);
+        }
+    };
+    let metrics = Arc::new(metrics::GatewayMetrics::new());
     let service = service::GatewayService::new(
         actors.clone(),
         config.node_timeout,
@@ -205,6 +227,7 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
     let (stop, mut stopped) = watch::channel(false);
     let server = tokio::spawn(
         tonic::transport::Server::builder()
+            .layer(RpcLayer::new(RpcSide::Gateway, Some(metrics.clone())))
             .add_service(grpc)
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
@@ -214,12 +237,58 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
             ),
     );
     tracing::info!(%addr, write_node = %config.write_node, "gateway serving");
+    let (admin_addr, admin) = match admin_listener {
+        Some((listener, admin_addr)) => {
+            let router = admin::router(admin::AdminState {
+                actors: actors.clone(),
+                metrics: metrics.clone(),
+                inspect_keep: config.admin.inspect_keep,
+                slow_query_ms: config.admin.slow_query.as_millis().min(u64::MAX as u128) as u64,
+            });
+            let mut stopped = stop.subscribe();
+            let task = tokio::spawn(admin::serve(listener, router, async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }));
+            tracing::info!(addr = %admin_addr, "admin listener serving");
+            (Some(admin_addr), Some(task))
+        }
+        None => (None, None),
+    };
     Ok(RunningGateway {
         addr,
+        admin_addr,
         actors,
+        metrics,
         stop,
         server,
+        admin,
         system,
         system_thread: Some(thread),
     })
+}
+
+type Bound = (
+    tokio::net::TcpListener,
+    SocketAddr,
+    Option<(tokio::net::TcpListener, SocketAddr)>,
+);
+
+/// Binds the gRPC listener and, unless it is off, the admin listener.
+async fn bind_listeners(config: &GatewayConfig) -> Result<Bound, GatewayError> {
+    let bind = |what: &'static str, host: String, port: u16| async move {
+        let cannot = |e: std::io::Error| {
+            GatewayError::Start(format!("cannot listen on {host}:{port} ({what}): {e}"))
+        };
+        let listener = tokio::net::TcpListener::bind((host.as_str(), port))
+            .await
+            .map_err(cannot)?;
+        let addr = listener.local_addr().map_err(cannot)?;
+        Ok::<_, GatewayError>((listener, addr))
+    };
+    let (listener, addr) = bind("gRPC", config.host.clone(), config.port).await?;
+    let admin = match config.admin.port {
+        Some(port) => Some(bind("admin HTTP", config.admin.host.clone(), port).await?),
+        None => None,
+    };
+    Ok((listener, addr, admin))
 }

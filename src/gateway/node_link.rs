@@ -231,8 +231,13 @@ impl NodeLink {
             .then(|| self.options.version_prefix.clone());
         let fut = async move {
             let cmd = if gate.is_some() { "version" } else { "status" };
-            let reply =
-                tokio::time::timeout(timeout, client.cmd(proto::Command { cmd: cmd.into() })).await;
+            let reply = tokio::time::timeout(
+                timeout,
+                client.cmd(crate::telemetry::unsampled(proto::Command {
+                    cmd: cmd.into(),
+                })),
+            )
+            .await;
             match reply {
                 Err(_) => Err(format!("no answer to a health probe within {timeout:?}")),
                 Ok(Err(status)) => Err(format!("health probe failed: {}", status.message())),

@@ -11,14 +11,17 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use futures::future::join_all;
 use tokio::sync::oneshot;
+use tracing::{Instrument, Span, field::Empty};
 
 use super::GatewayError;
+use super::inspect::{AttemptManifest, AttemptWhy, NodeManifest, SearchManifest};
 use super::merge::{Partial, merge_topk};
 use super::node_link::{Acquire, NodeLink, Report};
 use super::routing::{Plan, Routing, SearchPlan, Seen};
 use crate::config::NodeAddr;
 use crate::error::success;
 use crate::proto::{self, ErrorCode};
+use crate::telemetry::{RequestTraceId, outgoing};
 
 /// What a scatter-gather ends with: the merged answer, or the request back when the snapshot does not
 /// know the collection (the caller asks the write node, which may have just created it).
@@ -27,6 +30,10 @@ pub enum Scattered {
     Unknown(proto::SearchParam),
 }
 
+/// What the actor answers: the outcome, and the manifest of what it did (the caller completes its
+/// status code and files it with the inspector).
+pub type ScatterReply = (Result<Scattered, GatewayError>, SearchManifest);
+
 /// Everything one search needs; the actor plans it with Routing, answers on `reply` and stops.
 pub struct ScatterGather {
     /// Taken by the job when the actor starts.
@@ -34,7 +41,10 @@ pub struct ScatterGather {
     pub routing: Addr<Routing>,
     pub node_timeout: Duration,
     pub max_retry: u32,
-    pub reply: Option<oneshot::Sender<Result<Scattered, GatewayError>>>,
+    /// The request's RPC span: the actor's work runs inside it, so its spans are the RPC's children.
+    pub span: Span,
+    pub trace_id: RequestTraceId,
+    pub reply: Option<oneshot::Sender<ScatterReply>>,
 }
 
 impl Actor for ScatterGather {
@@ -45,46 +55,120 @@ impl Actor for ScatterGather {
             ctx.stop();
             return;
         };
-        let (routing, node_timeout, max_retry) =
-            (self.routing.clone(), self.node_timeout, self.max_retry);
+        let mut manifest = SearchManifest::start(self.trace_id, &param);
+        let started = Instant::now();
+        let (routing, node_timeout, max_retry, rpc_span) = (
+            self.routing.clone(),
+            self.node_timeout,
+            self.max_retry,
+            self.span.clone(),
+        );
         let work = async move {
-            let plan = routing
-                .send(Plan {
-                    collection: param.collection_name.clone(),
-                    tags: param.partition_tag_array.clone(),
-                })
-                .await
-                .map_err(|e| GatewayError::Actor {
-                    actor: "routing",
-                    reason: e.to_string(),
-                })??;
-            let Some(plan) = plan else {
-                return Ok(Scattered::Unknown(param));
-            };
-            check_query(&param, plan.collection.dimension)?;
-            if plan.files.is_empty() {
-                // Milvus answers a search over no data with an empty result.
-                return Ok(Scattered::Answer(proto::TopKQueryResult {
-                    status: Some(success()),
-                    ..Default::default()
-                }));
+            let result = async {
+                let route = tracing::info_span!(
+                    "route",
+                    epoch = Empty,
+                    stale = Empty,
+                    files = Empty,
+                    nodes = Empty
+                );
+                let plan = routing
+                    .send(Plan {
+                        collection: param.collection_name.clone(),
+                        tags: param.partition_tag_array.clone(),
+                    })
+                    .instrument(route.clone())
+                    .await
+                    .map_err(|e| GatewayError::Actor {
+                        actor: "routing",
+                        reason: e.to_string(),
+                    })??;
+                manifest.plan_ms = millis(started.elapsed());
+                let Some(plan) = plan else {
+                    manifest.reason =
+                        "collection not in the metadata snapshot: asked the write node".into();
+                    return Ok(Scattered::Unknown(param.clone()));
+                };
+                let owners: std::collections::BTreeSet<&NodeAddr> =
+                    plan.files.iter().filter_map(|f| f.nodes.first()).collect();
+                route.record("epoch", plan.epoch);
+                route.record("stale", plan.stale);
+                route.record("files", plan.files.len());
+                route.record("nodes", owners.len());
+                rpc_span.record("metric", plan.collection.metric_type.name());
+                manifest.epoch = plan.epoch;
+                manifest.stale_snapshot = plan.stale;
+                manifest.files = plan.files.len();
+                check_query(&param, plan.collection.dimension)?;
+                if plan.files.is_empty() {
+                    // Milvus answers a search over no data with an empty result.
+                    return Ok(Scattered::Answer(proto::TopKQueryResult {
+                        status: Some(success()),
+                        ..Default::default()
+                    }));
+                }
+                let job = Job {
+                    links: plan.links.clone(),
+                    plan,
+                    param: param.clone(),
+                    routing,
+                    node_timeout,
+                    max_retry,
+                    started,
+                };
+                job.run(&mut manifest).await.map(Scattered::Answer)
             }
-            let job = Job {
-                links: plan.links.clone(),
-                plan,
-                param,
-                routing,
-                node_timeout,
-                max_retry,
-            };
-            job.run().await.map(Scattered::Answer)
-        };
-        ctx.spawn(work.into_actor(self).map(|result, act, ctx| {
+            .await;
+            manifest.total_ms = millis(started.elapsed());
+            (result, manifest)
+        }
+        .instrument(self.span.clone());
+        ctx.spawn(work.into_actor(self).map(|outcome, act, ctx| {
             if let Some(reply) = act.reply.take() {
-                let _ = reply.send(result);
+                let _ = reply.send(outcome);
             }
             ctx.stop();
         }));
+    }
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+impl SearchManifest {
+    fn start(trace_id: RequestTraceId, param: &proto::SearchParam) -> SearchManifest {
+        SearchManifest {
+            trace_id: trace_id.to_string(),
+            rpc: "Search",
+            collection: param.collection_name.clone(),
+            partition_tags: param.partition_tag_array.clone(),
+            nq: param.query_record_array.len(),
+            topk: param.topk,
+            epoch: 0,
+            stale_snapshot: false,
+            started_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            total_ms: 0.0,
+            plan_ms: 0.0,
+            merge_ms: 0.0,
+            code: 0,
+            reason: String::new(),
+            files: 0,
+            nodes: Vec::new(),
+        }
+    }
+
+    fn add_attempt(&mut self, node: &NodeAddr, attempt: AttemptManifest) {
+        let name = node.to_string();
+        match self.nodes.iter_mut().find(|n| n.node == name) {
+            Some(n) => n.attempts.push(attempt),
+            None => self.nodes.push(NodeManifest {
+                node: name,
+                attempts: vec![attempt],
+            }),
+        }
     }
 }
 
@@ -127,6 +211,8 @@ struct Job {
     routing: Addr<Routing>,
     node_timeout: Duration,
     max_retry: u32,
+    /// When the request started (attempt timings in the manifest are relative to it).
+    started: Instant,
 }
 
 /// Why a node's attempt did not count.
@@ -139,8 +225,11 @@ enum Attempt {
 }
 
 /// Status codes a node may answer that another node might not (its own trouble, not the request's).
+/// COLLECTION_NOT_EXISTS is one: the plan came from a snapshot that has the collection, so a node
+/// that does not know it reads other metadata or lags behind.
 fn node_trouble(code: i32) -> bool {
     [
+        ErrorCode::CollectionNotExists,
         ErrorCode::UnexpectedError,
         ErrorCode::FileNotFound,
         ErrorCode::CacheFailed,
@@ -152,7 +241,10 @@ fn node_trouble(code: i32) -> bool {
 }
 
 impl Job {
-    async fn run(self) -> Result<proto::TopKQueryResult, GatewayError> {
+    async fn run(
+        self,
+        manifest: &mut SearchManifest,
+    ) -> Result<proto::TopKQueryResult, GatewayError> {
         let nq = self.param.query_record_array.len();
         let k = usize::try_from(self.param.topk).unwrap_or(0);
         let higher_is_better = self.plan.collection.metric_type.higher_is_better();
@@ -162,6 +254,7 @@ impl Job {
         let mut failures: Vec<(NodeAddr, String)> = Vec::new();
         let mut unanswered: Vec<usize> = Vec::new();
         let mut pending: BTreeMap<NodeAddr, Vec<usize>> = BTreeMap::new();
+        let mut asked: std::collections::HashSet<NodeAddr> = std::collections::HashSet::new();
         for (i, f) in self.plan.files.iter().enumerate() {
             match f.nodes.first() {
                 Some(node) => pending.entry(node.clone()).or_default().push(i),
@@ -172,14 +265,19 @@ impl Job {
             if pending.is_empty() {
                 break;
             }
-            let attempts = join_all(
-                pending
-                    .iter()
-                    .map(|(node, files)| self.attempt(node, files, round)),
-            )
+            let attempts = join_all(pending.iter().map(|(node, files)| {
+                let why = match round {
+                    0 => AttemptWhy::First,
+                    _ if asked.contains(node) => AttemptWhy::Retry,
+                    _ => AttemptWhy::Fallback,
+                };
+                self.attempt(node, files, round, why)
+            }))
             .await;
             let mut next: BTreeMap<NodeAddr, Vec<usize>> = BTreeMap::new();
-            for ((node, files), attempt) in pending.into_iter().zip(attempts) {
+            for ((node, files), (attempt, record)) in pending.into_iter().zip(attempts) {
+                manifest.add_attempt(&node, record);
+                asked.insert(node.clone());
                 match attempt {
                     Attempt::Answered(topk) => answers.push(topk),
                     Attempt::Refused(status) => return Err(GatewayError::Node(status)),
@@ -225,8 +323,11 @@ impl Job {
                 distances: &a.distances,
             })
             .collect();
-        let (ids, distances) =
-            merge_topk(&parts, nq, k, higher_is_better).map_err(GatewayError::Merge)?;
+        let merging = Instant::now();
+        let merged = tracing::info_span!("merge", parts = parts.len(), nq, k)
+            .in_scope(|| merge_topk(&parts, nq, k, higher_is_better));
+        manifest.merge_ms = millis(merging.elapsed());
+        let (ids, distances) = merged.map_err(GatewayError::Merge)?;
         Ok(proto::TopKQueryResult {
             status: Some(success()),
             row_num: nq as i64,
@@ -235,8 +336,68 @@ impl Job {
         })
     }
 
-    /// One node, its files: reload where needed, then one SearchInFiles within the deadline.
-    async fn attempt(&self, node: &NodeAddr, files: &[usize], round: u32) -> Attempt {
+    /// One node, its files, in a span of its own: the attempt and the record of it for the manifest.
+    async fn attempt(
+        &self,
+        node: &NodeAddr,
+        files: &[usize],
+        round: u32,
+        why: AttemptWhy,
+    ) -> (Attempt, AttemptManifest) {
+        let span = tracing::info_span!(
+            "node_attempt",
+            otel.kind = "client",
+            otel.status_code = Empty,
+            %node,
+            files = files.len(),
+            attempt = round + 1,
+            why = why.as_str(),
+            latency_ms = Empty,
+            outcome = Empty,
+            reason = Empty,
+        );
+        let started = Instant::now();
+        let mut record = AttemptManifest {
+            round,
+            why,
+            files: files.iter().map(|i| self.plan.files[*i].file.id).collect(),
+            reloaded: Vec::new(),
+            started_ms: millis(started.duration_since(self.started)),
+            latency_ms: 0.0,
+            outcome: "ok",
+            reason: String::new(),
+        };
+        let attempt = self
+            .try_node(node, files, round, &mut record)
+            .instrument(span.clone())
+            .await;
+        record.latency_ms = millis(started.elapsed());
+        span.record("latency_ms", record.latency_ms);
+        match &attempt {
+            Attempt::Answered(_) => {}
+            Attempt::Failed(reason) => {
+                (record.outcome, record.reason) = ("failed", reason.clone());
+            }
+            Attempt::Refused(status) => {
+                (record.outcome, record.reason) = ("refused", status.reason.clone());
+            }
+        }
+        span.record("outcome", record.outcome);
+        if !record.reason.is_empty() {
+            span.record("reason", record.reason.as_str());
+            span.record("otel.status_code", "ERROR");
+        }
+        (attempt, record)
+    }
+
+    /// Reload where needed, then one SearchInFiles within the deadline.
+    async fn try_node(
+        &self,
+        node: &NodeAddr,
+        files: &[usize],
+        round: u32,
+        record: &mut AttemptManifest,
+    ) -> Attempt {
         let Some(link) = self.links.get(node) else {
             return Attempt::Failed("no link to this node (it left the cluster)".into());
         };
@@ -247,19 +408,28 @@ impl Job {
         };
         let started = Instant::now();
         let deadline = self.node_timeout;
-        let stale: Vec<String> = files
+        let stale: Vec<i64> = files
             .iter()
             .map(|i| &self.plan.files[*i])
             .filter(|f| f.stale_on.contains(node))
-            .map(|f| f.file.id.to_string())
+            .map(|f| f.file.id)
             .collect();
+        record.reloaded = stale.clone();
         let outcome = tokio::time::timeout(deadline, async {
             if !stale.is_empty() {
                 let reload = proto::ReLoadSegmentsParam {
                     collection_name: self.param.collection_name.clone(),
-                    segment_id_array: stale.clone(),
+                    segment_id_array: stale.iter().map(i64::to_string).collect(),
                 };
-                match lease.client.reload_segments(reload).await {
+                let span = tracing::info_span!(
+                    "reload_segments",
+                    otel.kind = "client",
+                    files = stale.len()
+                );
+                let answer = async { lease.client.reload_segments(outgoing(reload)).await }
+                    .instrument(span)
+                    .await;
+                match answer {
                     Ok(r) if r.get_ref().error_code == 0 => {}
                     Ok(r) => {
                         return Err(format!(
@@ -280,7 +450,7 @@ impl Job {
             };
             lease
                 .client
-                .search_in_files(request)
+                .search_in_files(outgoing(request))
                 .await
                 .map(|r| r.into_inner())
                 .map_err(|s| format!("SearchInFiles failed: {}", s.message()))

@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 
 use super::GatewayError;
 use super::cluster::{Cluster, ConnStats, GetLinks};
+use super::inspect::Record;
 use super::metadata::{GetSnapshot, MetadataPoller, Refresh, Snapshot};
 use super::node_link::{Acquire, Client, NodeLink, Report};
 use super::routing::Routing;
@@ -21,6 +22,7 @@ use crate::config::NodeAddr;
 use crate::error::{MilvusError, success};
 use crate::meta::DEFAULT_PARTITION_TAG;
 use crate::proto::{self, WithStatus, milvus_service_server::MilvusService};
+use crate::telemetry::{RequestTraceId, outgoing, record_request, response_with_code};
 
 /// How long relayed calls may take: most are quick; flush, index builds and compaction are not.
 const QUICK: Duration = Duration::from_secs(60);
@@ -34,6 +36,8 @@ pub struct Actors {
     pub poller: Addr<MetadataPoller>,
     pub write: Addr<NodeLink>,
     pub write_node: NodeAddr,
+    /// Keeps the manifests of recent and slow searches for the admin listener.
+    pub inspector: Addr<super::inspect::Inspector>,
     /// The arbiter the long-lived actors run on; scatter-gather actors start there too.
     pub home: actix::ArbiterHandle,
 }
@@ -48,14 +52,18 @@ pub struct GatewayService {
 type Reply<T> = Result<Response<T>, Status>;
 
 fn reply<T: WithStatus>(rpc: &'static str, result: Result<T, GatewayError>) -> Reply<T> {
-    Ok(Response::new(match result {
-        Ok(r) => r,
+    Ok(match result {
+        Ok(r) => {
+            let code = r.status().map_or(0, |s| s.error_code);
+            response_with_code(r, code)
+        }
         Err(e) => {
             let status = e.to_status();
             tracing::debug!(rpc, code = status.error_code, reason = %status.reason, "request failed");
-            T::failed(status)
+            let code = status.error_code;
+            response_with_code(T::failed(status), code)
         }
-    }))
+    })
 }
 
 fn mailbox(actor: &'static str) -> impl FnOnce(MailboxError) -> GatewayError {
@@ -87,7 +95,7 @@ impl GatewayService {
         call: F,
     ) -> Result<Resp, GatewayError>
     where
-        F: FnOnce(Client, Req) -> Fut,
+        F: FnOnce(Client, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
         let node = self.actors.write_node.to_string();
@@ -106,7 +114,7 @@ impl GatewayService {
             Err(e) => return Err(down(e.to_string())),
         };
         let started = Instant::now();
-        let outcome = tokio::time::timeout(timeout, call(lease.client, req)).await;
+        let outcome = tokio::time::timeout(timeout, call(lease.client, outgoing(req))).await;
         // Only a call that got no answer says something about the node's health.
         let unanswered = |s: &Status| {
             matches!(
@@ -162,7 +170,7 @@ impl GatewayService {
     ) -> Result<Resp, GatewayError>
     where
         Resp: WithStatus,
-        F: FnOnce(Client, Req) -> Fut,
+        F: FnOnce(Client, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
         let result = self.relay(req, timeout, call).await;
@@ -180,7 +188,7 @@ impl GatewayService {
         from_snapshot: impl FnOnce(&Snapshot) -> Result<Resp, GatewayError>,
     ) -> Result<Resp, GatewayError>
     where
-        F: FnOnce(Client, Req) -> Fut,
+        F: FnOnce(Client, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
         match self.relay(req, QUICK, call).await {
@@ -196,9 +204,11 @@ impl GatewayService {
         }
     }
 
+    /// A search: planned and scattered by a `ScatterGather` actor; its manifest goes to the inspector.
     async fn search_plan(
         &self,
         param: proto::SearchParam,
+        trace_id: RequestTraceId,
     ) -> Result<proto::TopKQueryResult, GatewayError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let scatter = ScatterGather {
@@ -206,22 +216,40 @@ impl GatewayService {
             routing: self.actors.routing.clone(),
             node_timeout: self.node_timeout,
             max_retry: self.max_retry,
+            span: tracing::Span::current(),
+            trace_id,
             reply: Some(tx),
         };
         // On the actors' own arbiter, so its messages to Routing and the node links never cross threads.
         ScatterGather::start_in_arbiter(&self.actors.home, move |_| scatter);
-        let outcome = rx.await.map_err(|_| GatewayError::Actor {
+        let (outcome, mut manifest) = rx.await.map_err(|_| GatewayError::Actor {
             actor: "scatter-gather",
             reason: "ended without an answer".into(),
-        })??;
-        match outcome {
-            Scattered::Answer(result) => Ok(result),
+        })?;
+        let result = match outcome {
+            Ok(Scattered::Answer(result)) => Ok(result),
             // Not in the snapshot (new, or unknown): the write node knows.
-            Scattered::Unknown(param) => {
+            Ok(Scattered::Unknown(param)) => {
                 self.relay(param, QUICK, |mut c, r| async move { c.search(r).await })
                     .await
             }
+            Err(e) => Err(e),
+        };
+        match &result {
+            Ok(r) => {
+                let status = r.status.clone().unwrap_or_default();
+                manifest.code = status.error_code;
+                if status.error_code != 0 {
+                    manifest.reason = status.reason;
+                }
+            }
+            Err(e) => {
+                let status = e.to_status();
+                (manifest.code, manifest.reason) = (status.error_code, status.reason);
+            }
         }
+        self.actors.inspector.do_send(Record(manifest));
+        result
     }
 
     async fn conn_stats(&self) -> Result<String, GatewayError> {
@@ -505,7 +533,9 @@ impl MilvusService for GatewayService {
     }
 
     async fn search(&self, r: Request<proto::SearchParam>) -> Reply<proto::TopKQueryResult> {
-        reply("Search", self.search_plan(r.into_inner()).await)
+        record_request(r.get_ref());
+        let trace_id = RequestTraceId::of(&r);
+        reply("Search", self.search_plan(r.into_inner(), trace_id).await)
     }
 
     async fn search_by_id(

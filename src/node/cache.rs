@@ -54,6 +54,14 @@ impl LoadedSegment {
         self.rows() - self.deleted.as_ref().map_or(0, |d| d.count())
     }
 
+    /// How this file is searched, in Milvus's index names (a raw file is searched exhaustively).
+    pub fn index_name(&self) -> &'static str {
+        match &*self.data {
+            SegmentData::Raw(_) => "FLAT",
+            SegmentData::Ivf { .. } => "IVF_FLAT",
+        }
+    }
+
     /// The top `k` of each query; `nprobe` applies to index files (default: 1/16 of the lists, at least 1).
     pub fn search(&self, queries: &[f32], k: usize, metric: Metric, nprobe: Option<usize>) -> TopK {
         let deleted = self.deleted.as_deref();

@@ -1287,10 +1287,22 @@ impl Engine {
         }
         let metric = metric_of(collection.metric_type);
         let (vectors, nq, k, nprobe) = (query.vectors.to_vec(), query.nq, query.k, query.nprobe);
+        // Segment spans run on rayon's threads: their parent is handed over explicitly.
+        let parent = tracing::Span::current();
         let merged = tokio::task::spawn_blocking(move || {
             segments
                 .par_iter()
-                .map(|s| s.search(&vectors, k, metric, nprobe))
+                .map(|s| {
+                    tracing::info_span!(
+                        parent: &parent,
+                        "segment",
+                        file = s.file_id,
+                        rows = s.rows(),
+                        live_rows = s.live_rows(),
+                        index = s.index_name(),
+                    )
+                    .in_scope(|| s.search(&vectors, k, metric, nprobe))
+                })
                 .reduce(
                     || TopK::empty(nq, k, metric),
                     |mut a, b| {

@@ -12,6 +12,7 @@ use super::service::NodeService;
 use crate::config::{NodeConfig, Role};
 use crate::meta::{MetaOptions, MetaStore, MetaUri, SQLITE_FILE_NAME, SqliteTarget};
 use crate::proto::milvus_service_server::MilvusServiceServer;
+use crate::telemetry::{RpcLayer, RpcSide};
 
 /// Largest gRPC message a node takes or sends: an insert may carry 256 MB of vectors.
 pub const MAX_MESSAGE_BYTES: usize = 300 << 20;
@@ -101,6 +102,7 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, NodeError> {
     let mut stopped = stopped;
     let server = tokio::spawn(
         tonic::transport::Server::builder()
+            .layer(RpcLayer::new(RpcSide::Node, None))
             .add_service(service)
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),

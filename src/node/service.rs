@@ -13,25 +13,32 @@ use super::index::TopK;
 use super::validate;
 use crate::error::{MilvusError, success};
 use crate::proto::{self, WithStatus, milvus_service_server::MilvusService};
+use crate::telemetry::{record_request, response_with_code};
 
 type Reply<T> = Result<Response<T>, Status>;
 
 /// Turns an engine result into the reply: success status on `Ok`, the error's Milvus status otherwise.
 fn answer<T: WithStatus>(rpc: &'static str, result: Result<T, NodeError>) -> Reply<T> {
-    Ok(Response::new(match result {
+    Ok(match result {
         Ok(mut reply) => {
             reply.set_status(success());
-            reply
+            response_with_code(reply, 0)
         }
-        Err(e) => T::failed(log_failure(rpc, e)),
-    }))
+        Err(e) => {
+            let status = log_failure(rpc, e);
+            let code = status.error_code;
+            response_with_code(T::failed(status), code)
+        }
+    })
 }
 
 fn answer_status(rpc: &'static str, result: Result<(), NodeError>) -> Reply<proto::Status> {
-    Ok(Response::new(match result {
+    let status = match result {
         Ok(()) => success(),
         Err(e) => log_failure(rpc, e),
-    }))
+    };
+    let code = status.error_code;
+    Ok(response_with_code(status, code))
 }
 
 fn log_failure(rpc: &'static str, e: NodeError) -> proto::Status {
@@ -429,6 +436,7 @@ impl MilvusService for NodeService {
     }
 
     async fn search(&self, r: Request<proto::SearchParam>) -> Reply<proto::TopKQueryResult> {
+        record_request(r.get_ref());
         let p = r.into_inner();
         answer("Search", self.run_search(&p, None).await)
     }
@@ -437,6 +445,7 @@ impl MilvusService for NodeService {
         &self,
         r: Request<proto::SearchByIdParam>,
     ) -> Reply<proto::TopKQueryResult> {
+        record_request(r.get_ref());
         let p = r.into_inner();
         let result = async {
             if p.id_array.is_empty() {
@@ -483,6 +492,7 @@ impl MilvusService for NodeService {
         &self,
         r: Request<proto::SearchInFilesParam>,
     ) -> Reply<proto::TopKQueryResult> {
+        record_request(r.get_ref());
         let p = r.into_inner();
         let result = match &p.search_param {
             Some(param) => self.run_search(param, Some(&p.file_id_array)).await,

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -199,6 +201,15 @@ pub struct TestCluster {
 impl TestCluster {
     /// `meta`: a MySQL database for the metadata, else SQLite in the storage folder.
     pub async fn start(readers: usize, meta: Option<&TestDb>) -> TestCluster {
+        Self::start_with(readers, meta, &[]).await
+    }
+
+    /// As `start`, with extra gateway flags (flag name → value).
+    pub async fn start_with(
+        readers: usize,
+        meta: Option<&TestDb>,
+        gateway_flags: &[(&'static str, String)],
+    ) -> TestCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let storage = dir.path().join("data");
         let meta_uri = match meta.map(|m| &m.uri) {
@@ -234,7 +245,13 @@ impl TestCluster {
             .map(|r| r.addr.to_string())
             .collect();
         std::fs::write(&hosts_file, hosts.join("\n")).expect("hosts file");
-        let gateway = start_gateway(&writer.addr.to_string(), &meta_uri, &hosts_file).await;
+        let gateway = start_gateway_with(
+            &writer.addr.to_string(),
+            &meta_uri,
+            &hosts_file,
+            gateway_flags,
+        )
+        .await;
         let cluster = TestCluster {
             dir,
             meta_uri,
@@ -254,6 +271,19 @@ impl TestCluster {
 
     pub async fn client(&self) -> Client {
         client(self.gateway.addr).await
+    }
+
+    /// Where the gateway's admin HTTP listener is (`host:port`).
+    pub fn admin(&self) -> String {
+        self.gateway
+            .admin_addr
+            .expect("the test gateway runs its admin listener")
+            .to_string()
+    }
+
+    /// `GET path` from the gateway's admin listener: status and body.
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        admin_get(&self.admin(), path).await
     }
 
     /// `conn_stats` as JSON.
@@ -381,6 +411,8 @@ pub async fn start_gateway_with(
         ("discovery", "file".to_string()),
         ("discovery-file", hosts_file.display().to_string()),
         ("node-timeout", "5".to_string()),
+        // Loopback (the default host) on a free port: tests run side by side.
+        ("admin-port", "0".to_string()),
     ]
     .into_iter()
     .collect();
@@ -397,6 +429,23 @@ pub async fn start_gateway_with(
     mishards::gateway::start(&config, tuning)
         .await
         .expect("gateway")
+}
+
+/// `GET path` from an admin listener at `addr`: status and body (bounded to 10 s).
+pub async fn admin_get(addr: &str, path: &str) -> (u16, String) {
+    let reply = mishards::gateway::admin::fetch(addr, path, std::time::Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    (reply.status, reply.body)
+}
+
+/// `GET path` from an admin listener, as JSON: status and document.
+pub async fn admin_json(addr: &str, path: &str) -> (u16, serde_json::Value) {
+    let (status, body) = admin_get(addr, path).await;
+    let doc = serde_json::from_str(&body).unwrap_or_else(|e| {
+        panic!("GET {path} answered {status} with something not JSON ({e}): {body}")
+    });
+    (status, doc)
 }
 
 pub fn records(vectors: &[Vec<f32>]) -> Vec<mishards::proto::RowRecord> {

@@ -514,7 +514,8 @@ SCRUBBED_ENV.update({
     "WOSERVER", "DISCOVERY_CLASS_NAME", "DISCOVERY_STATIC_HOSTS", "DISCOVERY_STATIC_PORT", "DISCOVERY_FILE",
     "ROUTER_CLASS_NAME", "MAX_RETRY", "MISHARDS_NODE_TIMEOUT", "MISHARDS_READERS", "MISHARDS_GC_GRACE",
     "MISHARDS_CACHE_SIZE", "MISHARDS_INDEX_BUILD_THRESHOLD", "MISHARDS_OTLP_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_ENDPOINT", "ADMIN_HOST", "ADMIN_PORT", "MISHARDS_INSPECT_KEEP",
+    "MISHARDS_SLOW_QUERY_MS",
 })
 
 CONNECT_FAILED = Status.CONNECT_FAILED  # 2
@@ -561,7 +562,8 @@ class Gateway(Node):
                 "--woserver", "127.0.0.1:{}".format(self.write_port),
                 "--meta-uri", "sqlite:///{}".format(meta),  # sqlite:////abs/path
                 "--discovery", "file", "--discovery-file", str(self.hosts_file),
-                "--node-timeout", str(self.node_timeout)] + self.extra_args
+                "--node-timeout", str(self.node_timeout),
+                "--admin-port", "0"] + self.extra_args  # admin listener on a free loopback port
 
     def describe(self):
         state = "running" if self.alive() else "exited {}".format(None if self.proc is None else self.proc.poll())
@@ -578,7 +580,7 @@ class Demo(Node):
 
     def args(self):
         return [self.binary, "demo", "--data-dir", str(self.storage), "--port", "0", "--host", "127.0.0.1",
-                "--readers", str(self.readers)]
+                "--readers", str(self.readers), "--admin-port", "0"]
 
     def interrupt(self, timeout=20):
         """SIGINT (Ctrl-C) to the process; its exit code, or None if it is still running after `timeout`."""

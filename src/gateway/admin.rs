@@ -1,0 +1,470 @@
+//! The admin HTTP listener (`--admin-port`, loopback by default): recent and slow search manifests, the
+//! cluster's state, liveness and readiness, and Prometheus metrics. Every answer is JSON except
+//! `/metrics`. Handlers run on the gateway's tokio runtime and ask the actors with `Addr::send`, bounded
+//! in time: an actor that does not answer makes a 503, never a hung request or a panic.
+//!
+//! Also the small HTTP client `mishards inspect` uses to read it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::MailboxError;
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use super::inspect::{Find, Recent, Slow, is_trace_id};
+use super::metrics::{self, ClusterSample, GatewayMetrics, NodeSample};
+use super::service::Actors;
+
+/// How long a handler waits for an actor.
+const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The endpoints, for the 404 answer.
+const ENDPOINTS: [&str; 7] = [
+    "/requests?limit=N",
+    "/requests/{trace_id}",
+    "/slow?limit=N",
+    "/cluster",
+    "/metrics",
+    "/healthz",
+    "/readyz",
+];
+
+/// What the handlers share.
+pub struct AdminState {
+    pub actors: Actors,
+    pub metrics: Arc<GatewayMetrics>,
+    /// The inspector's ring size: the most `limit` can ask for.
+    pub inspect_keep: usize,
+    pub slow_query_ms: u64,
+}
+
+/// The admin listener's routes.
+pub fn router(state: AdminState) -> axum::Router {
+    axum::Router::new()
+        .route("/requests", get(recent_requests))
+        .route("/requests/{trace_id}", get(one_request))
+        .route("/slow", get(slow_requests))
+        .route("/cluster", get(cluster))
+        .route("/metrics", get(prometheus))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(Arc::new(state))
+}
+
+type Shared = State<Arc<AdminState>>;
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn unavailable(actor: &str, e: MailboxError) -> Response {
+    tracing::warn!(actor, error = %e, "admin request: actor did not answer");
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("the gateway's {actor} did not answer: {e}"),
+    )
+}
+
+/// `limit=N` from the query string: at most the ring size, all of it when absent. The error is the
+/// 400 answer's message.
+fn limit(query: Option<&str>, keep: usize) -> Result<usize, String> {
+    let given = query
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == "limit")
+        .map(|(_, value)| value);
+    match given {
+        None => Ok(keep),
+        Some(value) => value
+            .parse::<usize>()
+            .map(|n| n.min(keep))
+            .map_err(|_| format!("limit `{value}` is not a whole number ≥ 0")),
+    }
+}
+
+async fn recent_requests(State(s): Shared, RawQuery(query): RawQuery) -> Response {
+    let limit = match limit(query.as_deref(), s.inspect_keep) {
+        Ok(n) => n,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    match s
+        .actors
+        .inspector
+        .send(Recent { limit })
+        .timeout(ASK_TIMEOUT)
+        .await
+    {
+        Ok(requests) => Json(json!({
+            "count": requests.len(),
+            "keep": s.inspect_keep,
+            "requests": requests,
+        }))
+        .into_response(),
+        Err(e) => unavailable("inspector", e),
+    }
+}
+
+async fn slow_requests(State(s): Shared, RawQuery(query): RawQuery) -> Response {
+    let limit = match limit(query.as_deref(), s.inspect_keep) {
+        Ok(n) => n,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    match s
+        .actors
+        .inspector
+        .send(Slow { limit })
+        .timeout(ASK_TIMEOUT)
+        .await
+    {
+        Ok(requests) => Json(json!({
+            "count": requests.len(),
+            "keep": s.inspect_keep,
+            "slow_query_ms": s.slow_query_ms,
+            "requests": requests,
+        }))
+        .into_response(),
+        Err(e) => unavailable("inspector", e),
+    }
+}
+
+async fn one_request(State(s): Shared, Path(trace_id): Path<String>) -> Response {
+    if !is_trace_id(&trace_id) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("`{trace_id}` is not a trace id (32 hex digits)"),
+        );
+    }
+    match s
+        .actors
+        .inspector
+        .send(Find(trace_id.to_ascii_lowercase()))
+        .timeout(ASK_TIMEOUT)
+        .await
+    {
+        Ok(Some(manifest)) => Json(manifest).into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no search with trace id {trace_id} is kept (the gateway keeps the last {} searches and the last {} slow ones)",
+                s.inspect_keep, s.inspect_keep
+            ),
+        ),
+        Err(e) => unavailable("inspector", e),
+    }
+}
+
+async fn healthz() -> Response {
+    Json(json!({ "status": "ok" })).into_response()
+}
+
+/// Why the gateway cannot serve searches yet; empty when it can.
+pub fn not_ready_reasons(sample: &ClusterSample) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if sample.metadata.epoch == 0 {
+        reasons.push("the metadata snapshot has not been loaded yet".to_string());
+    }
+    if sample.read_nodes.is_empty() {
+        reasons.push("no read nodes in the membership".to_string());
+    } else if sample.healthy_read_nodes() == 0 {
+        let states: Vec<String> = sample
+            .read_nodes
+            .iter()
+            .map(|n| match &n.stats {
+                Ok(s) => match &s.reason {
+                    Some(reason) => {
+                        format!("{} {} ({reason})", n.node, metrics::state_name(s.state))
+                    }
+                    None => format!("{} {}", n.node, metrics::state_name(s.state)),
+                },
+                Err(e) => format!("{} {e}", n.node),
+            })
+            .collect();
+        reasons.push(format!("no read node is healthy: {}", states.join(", ")));
+    }
+    reasons
+}
+
+async fn readyz(State(s): Shared) -> Response {
+    let sample = match metrics::sample(&s.actors, ASK_TIMEOUT).await {
+        Ok(sample) => sample,
+        Err(e) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "status": "not ready", "reasons": [e.to_string()] })),
+            )
+                .into_response();
+        }
+    };
+    let reasons = not_ready_reasons(&sample);
+    let body = json!({
+        "status": if reasons.is_empty() { "ready" } else { "not ready" },
+        "reasons": reasons,
+        "snapshot_epoch": sample.metadata.epoch,
+        "read_nodes": sample.read_nodes.len(),
+        "healthy_read_nodes": sample.healthy_read_nodes(),
+    });
+    let status = if reasons.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+fn node_json(n: &NodeSample, files_owned: Option<usize>) -> Value {
+    let mut v = match &n.stats {
+        Ok(s) => json!({
+            "node": n.node,
+            "state": metrics::state_name(s.state),
+            "reason": s.reason,
+            "version": s.version,
+            "in_flight": s.in_flight,
+            "latency_ewma_ms": s.latency_ewma_ms,
+            "requests": s.requests,
+            "errors": s.errors,
+            "restarts": s.restarts,
+        }),
+        Err(e) => json!({ "node": n.node, "state": "unavailable", "reason": e }),
+    };
+    if let (Some(files), Some(map)) = (files_owned, v.as_object_mut()) {
+        map.insert("files_owned".into(), json!(files));
+    }
+    v
+}
+
+/// The `/cluster` document.
+pub fn cluster_json(sample: &ClusterSample) -> Value {
+    let owned = |node: &str| {
+        sample
+            .routing
+            .nodes
+            .iter()
+            .find(|r| r.node == node)
+            .map_or(0, |r| r.files_owned)
+    };
+    let placement: serde_json::Map<String, Value> = sample
+        .routing
+        .nodes
+        .iter()
+        .map(|r| (r.node.clone(), json!(r.files_owned)))
+        .collect();
+    let m = &sample.metadata;
+    let r = &sample.routing;
+    json!({
+        "read_nodes": sample
+            .read_nodes
+            .iter()
+            .map(|n| node_json(n, Some(owned(&n.node))))
+            .collect::<Vec<_>>(),
+        "write_node": node_json(&sample.write_node, None),
+        "router": {
+            "kind": r.router,
+            "membership_epoch": r.membership_epoch,
+            "snapshot_epoch": r.snapshot_epoch,
+            "snapshot_stale": r.snapshot_stale,
+            "placement_builds": r.placement_builds,
+        },
+        "placement": placement,
+        "metadata": {
+            "epoch": m.epoch,
+            "stale": m.stale,
+            "lag_seconds": m.lag_seconds,
+            "polls": m.polls,
+            "failures": m.failures,
+            "outages": m.outages,
+            "collections": m.collections,
+            "files": m.files,
+        },
+        "inspector": sample.inspector,
+    })
+}
+
+async fn cluster(State(s): Shared) -> Response {
+    match metrics::sample(&s.actors, ASK_TIMEOUT).await {
+        Ok(sample) => Json(cluster_json(&sample)).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+async fn prometheus(State(s): Shared) -> Response {
+    // The RPC metrics are worth a scrape even when an actor does not answer.
+    let sample = match metrics::sample(&s.actors, ASK_TIMEOUT).await {
+        Ok(sample) => Some(sample),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics scrape without the cluster's state");
+            None
+        }
+    };
+    match s.metrics.encode(sample.as_ref()) {
+        Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the metrics: {e}"),
+        ),
+    }
+}
+
+async fn not_found(method: Method, uri: Uri) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({
+            "error": format!("no such endpoint: {method} {}", uri.path()),
+            "endpoints": ENDPOINTS,
+        })),
+    )
+        .into_response()
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{method} {} is not served: the admin endpoints answer GET",
+            uri.path()
+        ),
+    )
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Why the admin listener could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminClientError {
+    #[error("cannot reach the gateway's admin listener at {addr}: {reason}")]
+    Unreachable { addr: String, reason: String },
+    #[error("the gateway's admin listener at {addr} gave no answer within {timeout:?}")]
+    Timeout { addr: String, timeout: Duration },
+    #[error("the answer from {addr} is not HTTP: {reason}")]
+    Malformed { addr: String, reason: String },
+}
+
+/// An HTTP answer: status code, content type and body.
+#[derive(Debug, Clone)]
+pub struct AdminReply {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: String,
+}
+
+/// Largest answer `fetch` reads (a full `/requests` of big manifests stays far below).
+const MAX_REPLY_BYTES: u64 = 256 << 20;
+
+/// `GET path` from the admin listener at `addr` (host:port), within `timeout`. HTTP/1.0, so the server
+/// sends the body whole and closes the connection: no chunked decoding or keep-alive needed.
+pub async fn fetch(
+    addr: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<AdminReply, AdminClientError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| {
+            AdminClientError::Unreachable {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            }
+        })?;
+        let request =
+            format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/json\r\n\r\n");
+        let broken = |e: std::io::Error| AdminClientError::Unreachable {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        };
+        stream.write_all(request.as_bytes()).await.map_err(broken)?;
+        let mut raw = Vec::new();
+        stream
+            .take(MAX_REPLY_BYTES)
+            .read_to_end(&mut raw)
+            .await
+            .map_err(broken)?;
+        parse_reply(addr, &raw)
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| AdminClientError::Timeout {
+            addr: addr.to_string(),
+            timeout,
+        })?
+}
+
+fn parse_reply(addr: &str, raw: &[u8]) -> Result<AdminReply, AdminClientError> {
+    let malformed = |reason: &str| AdminClientError::Malformed {
+        addr: addr.to_string(),
+        reason: reason.to_string(),
+    };
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| malformed("no end of headers"))?;
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let status = head
+        .lines()
+        .next()
+        .and_then(|line| line.strip_prefix("HTTP/1."))
+        .and_then(|rest| rest.split_whitespace().nth(1))
+        .and_then(|code| code.parse::<u16>().ok())
+        .ok_or_else(|| malformed("no HTTP status line"))?;
+    let header = |name: &str| {
+        head.lines().skip(1).find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_string())
+        })
+    };
+    if header("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+        return Err(malformed("chunked body to an HTTP/1.0 request"));
+    }
+    Ok(AdminReply {
+        status,
+        content_type: header("content-type"),
+        body: String::from_utf8_lossy(&raw[split + 4..]).into_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_default_to_the_ring_and_are_capped() {
+        assert_eq!(limit(None, 256).ok(), Some(256));
+        assert_eq!(limit(Some("limit=5"), 256).ok(), Some(5));
+        assert_eq!(limit(Some("x=1&limit=999"), 256).ok(), Some(256));
+        let bad = limit(Some("limit=-1"), 256).unwrap_err();
+        assert!(bad.contains("`-1`"), "{bad}");
+    }
+
+    #[test]
+    fn replies_are_parsed_and_garbage_is_named() {
+        let reply = parse_reply(
+            "h:1",
+            b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\n\r\n{\"error\":\"x\"}",
+        )
+        .unwrap();
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (404, "{\"error\":\"x\"}")
+        );
+        assert_eq!(reply.content_type.as_deref(), Some("application/json"));
+        let err = parse_reply("h:1", b"SSH-2.0-OpenSSH\r\n").unwrap_err();
+        assert!(err.to_string().contains("h:1"), "{err}");
+    }
+}

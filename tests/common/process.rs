@@ -1,0 +1,85 @@
+//! `mishards` subcommands as child processes: started with a clean environment, their announced
+//! addresses read from stdout, stopped with SIGTERM (then SIGKILL) and killed when dropped.
+
+use std::io::{BufRead, Read};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Process {
+    child: Child,
+    /// The address of each `… listening on ADDR` line the process printed at start, in order.
+    pub addrs: Vec<String>,
+}
+
+impl Process {
+    /// Runs `mishards ARGS…` and waits (at most 30 s) until it has announced `listeners` addresses.
+    pub fn start(args: &[&str], env: &[(&str, &str)], listeners: usize) -> Process {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mishards"))
+            .args(args)
+            .env_clear()
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start mishards");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut addrs = Vec::new();
+        while addrs.len() < listeners {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = rx.recv_timeout(left) else {
+                break;
+            };
+            if let Some((_, addr)) = line.split_once("listening on ") {
+                addrs.push(addr.trim().to_string());
+            }
+        }
+        let mut process = Process { child, addrs };
+        if process.addrs.len() < listeners {
+            let _ = process.child.kill();
+            let mut err = String::new();
+            if let Some(mut e) = process.child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("mishards {args:?} did not start: {err}");
+        }
+        process
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addrs[0]
+    }
+
+    /// Stops the process with SIGTERM (SIGKILL after 20 s) and returns what it logged.
+    pub fn stop(mut self) -> String {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        err
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
