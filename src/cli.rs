@@ -1,4 +1,4 @@
-//! The command line: `mishards gateway | node | demo | inspect | config check`. Every setting's flag,
+//! The command line: `mishards gateway | node | demo | inspect | bench | config check`. Every setting's flag,
 //! help, env name and default come from `config::SPECS`, so `--help` lists exactly what the config layer
 //! accepts.
 
@@ -36,9 +36,17 @@ pub enum CliError {
     Node(#[from] crate::node::NodeError),
     #[error(transparent)]
     Gateway(#[from] crate::gateway::GatewayError),
+    #[error(transparent)]
+    ChaosSetup(#[from] crate::chaos::ChaosError),
+    #[error(transparent)]
+    Embedded(#[from] crate::demo::EmbeddedError),
+    #[error("{0}")]
+    Chaos(String),
     /// `mishards inspect` could not show the request.
     #[error("{0}")]
     Inspect(String),
+    #[error(transparent)]
+    Bench(#[from] crate::bench::BenchError),
 }
 
 const ABOUT: &str = "A Milvus 1.1-compatible vector-search cluster: a gateway that routes, scatters and gathers \
@@ -96,6 +104,42 @@ pub fn command() -> Command {
                         .value_name("HOST:PORT")
                         .default_value(DEFAULT_ADMIN)
                         .help("the gateway's admin listener (its --admin-host and --admin-port)"),
+                ),
+        )
+        .subcommand(bench_command())
+        .subcommand(
+            Command::new("chaos")
+                .about("Chaos scenarios against an embedded cluster with fault injection")
+                .subcommand_required(true)
+                .subcommand(
+                    Command::new("run")
+                        .about("Run a scenario (tests/chaos/*.toml): faults, kills, restarts and membership changes under load; check its invariants")
+                        .arg(
+                            Arg::new("scenario")
+                                .value_name("SCENARIO.toml")
+                                .value_parser(clap::value_parser!(PathBuf))
+                                .required(true)
+                                .help("the scenario file"),
+                        )
+                        .arg(
+                            Arg::new("seed")
+                                .long("seed")
+                                .value_name("N")
+                                .value_parser(clap::value_parser!(u64))
+                                .help("seed of every random choice (data, queries, faults); the report names it [default: random]"),
+                        )
+                        .arg(
+                            Arg::new("json")
+                                .long("json")
+                                .action(ArgAction::SetTrue)
+                                .help("print the report as JSON"),
+                        )
+                        .arg(
+                            Arg::new("verbose")
+                                .long("verbose")
+                                .action(ArgAction::SetTrue)
+                                .help("log the cluster's warnings and errors too (default: errors only)"),
+                        ),
                 ),
         )
         .subcommand(
@@ -253,6 +297,11 @@ pub async fn run(
                 .unwrap_or_else(|| DEFAULT_ADMIN.to_string());
             inspect(&trace_id, &admin, out).await
         }
+        Some(("bench", m)) => bench(m, out).await,
+        Some(("chaos", m)) => match m.subcommand() {
+            Some(("run", r)) => chaos_run(r, out).await,
+            _ => Ok(()),
+        },
         Some(("config", m)) => match m.subcommand() {
             Some(("check", c)) => {
                 let file = c.get_one::<PathBuf>("file").map(PathBuf::as_path);
@@ -346,6 +395,286 @@ async fn inspect(trace_id: &str, admin: &str, out: &mut dyn Write) -> Result<(),
     }
 }
 
+const BENCH_ABOUT: &str = "Load and search any Milvus 1.1 endpoint: seeded clustered data, concurrent \
+searches; QPS, latency percentiles, errors, recall@k";
+
+const BENCH_NOTE: &str = "Searches run until --duration or --count is reached, whichever comes first \
+(10 s when neither is given). Recall is measured against exact answers computed locally.";
+
+const BENCH_REUSE_HELP: &str = "search an existing collection as it is if it holds this data set (rows, \
+dim, metric, seed); if it does not exist, create and load it";
+
+/// `mishards bench`: its own flags, not settings of a server (no env names, no TOML).
+fn bench_command() -> Command {
+    use clap::value_parser;
+    let number = |name: &'static str, value_name: &'static str, help: &'static str| {
+        Arg::new(name).long(name).value_name(value_name).help(help)
+    };
+    Command::new("bench")
+        .about(BENCH_ABOUT)
+        .after_help(BENCH_NOTE)
+        .arg(
+            Arg::new("addr")
+                .long("addr")
+                .value_name("HOST:PORT")
+                .default_value(crate::bench::DEFAULT_ADDR)
+                .help("the Milvus 1.1 endpoint: a mishards gateway, a data node or Milvus"),
+        )
+        .arg(
+            Arg::new("collection")
+                .long("collection")
+                .value_name("NAME")
+                .default_value("bench")
+                .help("collection to load and search"),
+        )
+        .arg(
+            Arg::new("reuse")
+                .long("reuse")
+                .action(ArgAction::SetTrue)
+                .conflicts_with("drop")
+                .help(BENCH_REUSE_HELP),
+        )
+        .arg(
+            Arg::new("drop")
+                .long("drop")
+                .action(ArgAction::SetTrue)
+                .help("drop the collection first if it exists"),
+        )
+        .arg(
+            number("rows", "N", "rows to load")
+                .value_parser(value_parser!(u64).range(1..))
+                .default_value("10000"),
+        )
+        .arg(
+            number("dim", "D", "vector dimension")
+                .value_parser(value_parser!(u64).range(1..=32768))
+                .default_value("128"),
+        )
+        .arg(
+            Arg::new("metric")
+                .long("metric")
+                .value_parser(["l2", "ip"])
+                .ignore_case(true)
+                .default_value("l2")
+                .help("distance: l2 (squared Euclidean) or ip (inner product)"),
+        )
+        .arg(
+            Arg::new("index")
+                .long("index")
+                .value_parser(["flat", "ivf_flat"])
+                .ignore_case(true)
+                .default_value("flat")
+                .help("index built after loading"),
+        )
+        .arg(
+            number("nlist", "N", "IVF_FLAT lists")
+                .value_parser(value_parser!(u32).range(1..=65536))
+                .default_value("1024"),
+        )
+        .arg(
+            number(
+                "nprobe",
+                "N",
+                "IVF_FLAT lists probed per query [default: 16 with ivf_flat]",
+            )
+            .value_parser(value_parser!(u32).range(1..=65536)),
+        )
+        .arg(
+            number(
+                "clusters",
+                "K",
+                "Gaussian clusters, centres uniform in [0,1)^dim",
+            )
+            .value_parser(value_parser!(u64).range(1..))
+            .default_value("100"),
+        )
+        .arg(
+            number(
+                "sigma",
+                "S",
+                "standard deviation of each coordinate around its centre",
+            )
+            .value_parser(value_parser!(f64))
+            .default_value("0.1"),
+        )
+        .arg(
+            number("seed", "N", "seed of the data set and the queries")
+                .value_parser(value_parser!(u64))
+                .default_value("42"),
+        )
+        .arg(
+            number("batch", "N", "rows per insert (at most 256 MB of vectors)")
+                .value_parser(value_parser!(u64).range(1..))
+                .default_value("10000"),
+        )
+        .arg(
+            number("index-file-size", "MB", "the collection's index_file_size")
+                .value_parser(value_parser!(i64).range(1..=65536))
+                .default_value("1024"),
+        )
+        .arg(
+            Arg::new("partition")
+                .long("partition")
+                .value_name("TAG")
+                .help("load into and search only this partition (created if missing)"),
+        )
+        .arg(
+            number(
+                "concurrency",
+                "C",
+                "concurrent search clients, one connection each",
+            )
+            .value_parser(value_parser!(u64).range(1..=4096))
+            .default_value("8"),
+        )
+        .arg(number("duration", "SECS", "search for this long").value_parser(value_parser!(f64)))
+        .arg(
+            number("count", "N", "send this many searches")
+                .value_parser(value_parser!(u64).range(1..)),
+        )
+        .arg(
+            number("nq", "N", "query vectors per search")
+                .value_parser(value_parser!(u64).range(1..))
+                .default_value("1"),
+        )
+        .arg(
+            number("topk", "K", "hits per query")
+                .value_parser(value_parser!(i64).range(1..=crate::limits::MAX_TOPK))
+                .default_value("10"),
+        )
+        .arg(
+            number(
+                "queries",
+                "Q",
+                "distinct query vectors, from the data's distribution",
+            )
+            .value_parser(value_parser!(u64).range(1..))
+            .default_value("100"),
+        )
+        .arg(
+            number(
+                "timeout",
+                "SECS",
+                "per search: no answer by then counts as a timeout",
+            )
+            .value_parser(value_parser!(f64))
+            .default_value("10"),
+        )
+        .arg(
+            Arg::new("json")
+                .long("json")
+                .action(ArgAction::SetTrue)
+                .help("print the report as JSON"),
+        )
+}
+
+/// Seconds from a flag, as a positive duration.
+fn seconds_flag(m: &ArgMatches, name: &str) -> Result<Option<std::time::Duration>, CliError> {
+    match m.get_one::<f64>(name) {
+        None => Ok(None),
+        Some(s) if s.is_finite() && *s > 0.0 && *s < 1e9 => {
+            Ok(Some(std::time::Duration::from_secs_f64(*s)))
+        }
+        Some(s) => Err(crate::bench::BenchError::Invalid(format!(
+            "--{name} {s}: give a number of seconds above 0"
+        ))
+        .into()),
+    }
+}
+
+fn bench_config(m: &ArgMatches) -> Result<crate::bench::BenchConfig, CliError> {
+    use crate::bench::{
+        BenchConfig, CollectionSpec, DataSpec, IfExists, IndexSpec, InsertOptions, LoadOptions,
+        SearchLoad,
+    };
+    use crate::node::index::Metric;
+    let text = |name: &str| m.get_one::<String>(name).cloned().unwrap_or_default();
+    // clap checked every number's range, so these only narrow to the target types.
+    let int = |name: &str| m.get_one::<u64>(name).copied().unwrap_or_default() as usize;
+    let index = match text("index").to_ascii_lowercase().as_str() {
+        "ivf_flat" => IndexSpec::IvfFlat {
+            nlist: m.get_one::<u32>("nlist").copied().unwrap_or(1024),
+        },
+        _ => IndexSpec::Flat,
+    };
+    let nprobe = m
+        .get_one::<u32>("nprobe")
+        .copied()
+        .or(matches!(index, IndexSpec::IvfFlat { .. }).then_some(16));
+    let duration = seconds_flag(m, "duration")?;
+    let count = m.get_one::<u64>("count").copied();
+    let partition = m.get_one::<String>("partition").cloned();
+    Ok(BenchConfig {
+        addr: text("addr"),
+        collection: CollectionSpec {
+            name: text("collection"),
+            metric: if text("metric").eq_ignore_ascii_case("ip") {
+                Metric::Ip
+            } else {
+                Metric::L2
+            },
+            index,
+            index_file_size_mb: m.get_one::<i64>("index-file-size").copied().unwrap_or(1024),
+        },
+        data: DataSpec {
+            rows: int("rows"),
+            dim: int("dim"),
+            clusters: int("clusters"),
+            sigma: m.get_one::<f64>("sigma").copied().unwrap_or(0.1),
+        },
+        seed: m.get_one::<u64>("seed").copied().unwrap_or(42),
+        queries: int("queries"),
+        load: LoadOptions {
+            if_exists: if m.get_flag("reuse") {
+                IfExists::Reuse
+            } else if m.get_flag("drop") {
+                IfExists::Drop
+            } else {
+                IfExists::Fail
+            },
+            insert: InsertOptions {
+                batch_rows: int("batch"),
+                partition_tag: partition.clone().unwrap_or_default(),
+                ..InsertOptions::default()
+            },
+        },
+        search: SearchLoad {
+            concurrency: int("concurrency"),
+            duration: match (duration, count) {
+                (None, None) => Some(std::time::Duration::from_secs(10)),
+                (d, _) => d,
+            },
+            count,
+            nq: int("nq"),
+            topk: m.get_one::<i64>("topk").copied().unwrap_or(10) as usize,
+            nprobe,
+            partition_tags: partition.into_iter().collect(),
+            timeout: seconds_flag(m, "timeout")?.unwrap_or(std::time::Duration::from_secs(10)),
+            ..SearchLoad::default()
+        },
+    })
+}
+
+/// `mishards bench`: loads, searches, and prints the report (JSON with `--json`); insert progress goes
+/// to stderr.
+async fn bench(m: &ArgMatches, out: &mut dyn Write) -> Result<(), CliError> {
+    use std::io::IsTerminal;
+    let config = bench_config(m)?;
+    let stderr = std::io::stderr();
+    let terminal = stderr.is_terminal();
+    let mut progress = crate::bench::ProgressLine::new(Box::new(stderr), terminal);
+    let report = crate::bench::run(&config, &mut |done, total| progress.update(done, total)).await;
+    progress.finish();
+    let report = report?;
+    if m.get_flag("json") {
+        writeln!(out, "{}", report.to_json())?;
+    } else {
+        out.write_all(report.render().as_bytes())?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
 async fn run_gateway(config: GatewayConfig, out: &mut dyn Write) -> Result<(), CliError> {
     let signal = ShutdownSignal::install();
     let gateway = crate::gateway::start(&config, crate::gateway::Tuning::default()).await?;
@@ -364,17 +693,11 @@ async fn run_gateway(config: GatewayConfig, out: &mut dyn Write) -> Result<(), C
 /// folder and its SQLite metadata, behind a gateway on the configured port.
 async fn run_demo(config: DemoConfig, out: &mut dyn Write) -> Result<(), CliError> {
     let signal = ShutdownSignal::install();
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| CliError::Io(format!("cannot create {}: {e}", config.data_dir.display())))?;
-    let data_dir = config
-        .data_dir
-        .canonicalize()
-        .unwrap_or_else(|_| config.data_dir.clone());
-    let node_config = |role: Role| NodeConfig {
-        role,
+    let node = NodeConfig {
+        role: Role::Writer,
         host: "127.0.0.1".into(),
         port: 0,
-        storage: data_dir.clone(),
+        storage: config.data_dir.clone(),
         meta_uri: None,
         sql_echo: config.sql_echo,
         version: "1.1.1".into(),
@@ -385,26 +708,18 @@ async fn run_demo(config: DemoConfig, out: &mut dyn Write) -> Result<(), CliErro
         log: config.log.clone(),
         tracing: config.tracing.clone(),
     };
-    let writer = crate::node::start(&node_config(Role::Writer)).await?;
-    let mut readers = Vec::new();
-    for _ in 0..config.readers {
-        readers.push(crate::node::start(&node_config(Role::Reader)).await?);
-    }
-    let to_addr = |a: std::net::SocketAddr| NodeAddr {
-        host: a.ip().to_string(),
-        port: a.port(),
-    };
-    let gateway_config = GatewayConfig {
+    // Write node, metadata and discovery are the embedded cluster's to fill in.
+    let gateway = GatewayConfig {
         host: config.host.clone(),
         port: config.port,
-        write_node: to_addr(writer.addr),
-        meta_uri: format!(
-            "sqlite://{}",
-            data_dir.join(crate::meta::SQLITE_FILE_NAME).display()
-        ),
+        write_node: NodeAddr {
+            host: "127.0.0.1".into(),
+            port: 0,
+        },
+        meta_uri: String::new(),
         sql_echo: config.sql_echo,
-        discovery: DiscoveryKind::Static,
-        static_hosts: readers.iter().map(|r| to_addr(r.addr)).collect(),
+        discovery: DiscoveryKind::File,
+        static_hosts: Vec::new(),
         discovery_file: None,
         router: RouterKind::Rendezvous,
         max_retry: 3,
@@ -413,39 +728,49 @@ async fn run_demo(config: DemoConfig, out: &mut dyn Write) -> Result<(), CliErro
         meta_poll_interval: std::time::Duration::from_secs(1),
         version_gate: "1.1.".into(),
         admin: config.admin.clone(),
+        hedge: config.hedge.clone(),
+        faults: Default::default(),
         log: config.log.clone(),
         tracing: config.tracing.clone(),
     };
-    let gateway = crate::gateway::start(&gateway_config, crate::gateway::Tuning::default()).await?;
-    let port = gateway.addr.port();
-    writeln!(out, "listening on {}", gateway.addr)?;
-    if let Some(admin) = gateway.admin_addr {
+    let cluster = crate::demo::EmbeddedCluster::start(
+        &config.data_dir,
+        config.readers as usize,
+        gateway,
+        node,
+        crate::gateway::Tuning::default(),
+    )
+    .await?;
+    let addr = cluster.gateway.addr;
+    writeln!(out, "listening on {addr}")?;
+    if let Some(admin) = cluster.gateway.admin_addr {
         writeln!(out, "admin listening on {admin}")?;
     }
-    writeln!(out, "mishards demo: data in {}", data_dir.display())?;
-    writeln!(out, "  gateway     {}  (Milvus 1.1 API)", gateway.addr)?;
-    if let Some(admin) = gateway.admin_addr {
+    writeln!(
+        out,
+        "mishards demo: data in {}",
+        cluster.data_dir().display()
+    )?;
+    writeln!(out, "  gateway     {addr}  (Milvus 1.1 API)")?;
+    if let Some(admin) = cluster.gateway.admin_addr {
         writeln!(
             out,
             "  admin       http://{admin}  (/requests, /slow, /cluster, /metrics, /readyz)"
         )?;
     }
-    writeln!(out, "  write node  {}", writer.addr)?;
-    for (i, r) in readers.iter().enumerate() {
-        writeln!(out, "  read node {} {}", i + 1, r.addr)?;
+    writeln!(out, "  write node  {}", cluster.writer_addr)?;
+    for (i, r) in cluster.reader_addrs.iter().enumerate() {
+        writeln!(out, "  read node {} {r}", i + 1)?;
     }
     writeln!(
         out,
-        "connect with pymilvus 1.1.2:\n  from milvus import Milvus\n  client = Milvus(host=\"127.0.0.1\", port=\"{port}\")\n  print(client.server_version())\nCtrl-C stops the cluster."
+        "connect with pymilvus 1.1.2:\n  from milvus import Milvus\n  client = Milvus(host=\"127.0.0.1\", port=\"{}\")\n  print(client.server_version())\nCtrl-C stops the cluster.",
+        addr.port()
     )?;
     out.flush()?;
     signal.received().await;
     tracing::info!("shutting down");
-    gateway.shutdown().await;
-    for r in readers {
-        r.shutdown().await;
-    }
-    writer.shutdown().await;
+    cluster.shutdown().await;
     Ok(())
 }
 
@@ -494,5 +819,52 @@ impl ShutdownSignal {
             }
         }
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `mishards chaos run`: prints the report; violated invariants make the exit code 1.
+async fn chaos_run(m: &ArgMatches, out: &mut dyn Write) -> Result<(), CliError> {
+    let Some(path) = m.get_one::<PathBuf>("scenario") else {
+        return Ok(());
+    };
+    let scenario = crate::chaos::scenario::Scenario::load(path)?;
+    let seed = m
+        .get_one::<u64>("seed")
+        .copied()
+        .unwrap_or_else(crate::gateway::faults::random_seed);
+    let _telemetry = telemetry::init(
+        &config::LogConfig {
+            debug: false,
+            filter: Some(
+                if m.get_flag("verbose") {
+                    "warn"
+                } else {
+                    "error"
+                }
+                .into(),
+            ),
+            path: None,
+            name: "chaos".into(),
+            utc_offset_seconds: Some(0),
+        },
+        &[],
+    )?;
+    let report = crate::chaos::runner::run(&scenario, seed, &path.display().to_string()).await?;
+    if m.get_flag("json") {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        )?;
+    } else {
+        writeln!(out, "{report}")?;
+    }
+    if report.passed {
+        Ok(())
+    } else {
+        Err(CliError::Chaos(format!(
+            "scenario {}: invariants violated (replay: {})",
+            report.scenario, report.replay
+        )))
     }
 }

@@ -299,6 +299,42 @@ pub static SPECS: &[Spec] = &[
         "seconds a read node may take to answer its part of a search before its files go to a fallback node"
     ),
     spec!(
+        "hedge",
+        ["MISHARDS_HEDGE"],
+        "hedge",
+        Kind::Bool,
+        Some("true"),
+        GATEWAY_DEMO,
+        "hedged requests: a read node still searching past its expected latency also has its files sent to their next nodes; the first complete answer wins, the other is cancelled"
+    ),
+    spec!(
+        "hedge_delay_ms",
+        ["MISHARDS_HEDGE_DELAY_MS"],
+        "hedge-delay-ms",
+        Kind::Count,
+        None,
+        GATEWAY_DEMO,
+        "hedge after this many milliseconds (unset: after the node's recent p95, at most the read nodes' typical p95, at least 5 ms)"
+    ),
+    spec!(
+        "hedge_max_share",
+        ["MISHARDS_HEDGE_MAX_SHARE"],
+        "hedge-max-share",
+        Kind::Number,
+        Some("0.05"),
+        GATEWAY_DEMO,
+        "most hedge requests per search, on average (more than 0, at most 1; bursts of up to 10)"
+    ),
+    spec!(
+        "demote_slow_nodes",
+        ["MISHARDS_DEMOTE_SLOW_NODES"],
+        "demote-slow-nodes",
+        Kind::Bool,
+        Some("true"),
+        GATEWAY_DEMO,
+        "rank a read node whose recent p95 is over 3× the read nodes' typical p95 (and 20 ms above it) after its peers, until 30 s without its samples"
+    ),
+    spec!(
         "admin_host",
         ["ADMIN_HOST"],
         "admin-host",
@@ -333,6 +369,36 @@ pub static SPECS: &[Spec] = &[
         Some("1000"),
         GATEWAY_DEMO,
         "searches taking at least this many milliseconds are logged as slow and kept in /slow (0: every search)"
+    ),
+    spec!(
+        "enable_fault_injection",
+        ["MISHARDS_ENABLE_FAULT_INJECTION"],
+        "enable-fault-injection",
+        Kind::Bool,
+        Some("false"),
+        GATEWAY,
+        "accept fault rules (delays, errors, partitions, crashes…) on the admin listener's /faults, with the fault token; for chaos testing, never in production"
+    ),
+    Spec {
+        secret: true,
+        ..spec!(
+            "fault_token",
+            ["MISHARDS_FAULT_TOKEN"],
+            "fault-token",
+            Kind::Text,
+            None,
+            GATEWAY,
+            "bearer token /faults requires (at least 16 characters); required with enable_fault_injection"
+        )
+    },
+    spec!(
+        "fault_seed",
+        ["MISHARDS_FAULT_SEED"],
+        "fault-seed",
+        Kind::Count,
+        None,
+        GATEWAY,
+        "seed of every fault decision: the same seed, rules and calls give the same faults (unset: random, logged)"
     ),
     spec!(
         "auto_flush_interval",
@@ -822,7 +888,11 @@ impl Settings {
             match self.values.get(spec.key) {
                 Some((value, origin)) => {
                     let shown = match value {
-                        Value::Text(s) if spec.secret => format!("{:?}", mask_password(s)),
+                        // A URI shows all but its password; any other secret shows nothing.
+                        Value::Text(s) if spec.secret && s.contains("://") => {
+                            format!("{:?}", mask_password(s))
+                        }
+                        Value::Text(_) if spec.secret => format!("{:?}", SECRET_MASK),
                         other => toml_literal(other),
                     };
                     out.push_str(&format!("{} = {shown}  # {origin}\n", spec.key));
@@ -1038,6 +1108,127 @@ impl AdminConfig {
     }
 }
 
+/// Slow-node mitigation (gateway and demo): hedged requests and ranking slow read nodes last.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HedgeConfig {
+    /// Hedged requests on or off.
+    pub on: bool,
+    /// Hedge after this long; `None`: after each node's recent p95.
+    pub delay: Option<std::time::Duration>,
+    /// Most hedge requests per search, on average.
+    pub max_share: f64,
+    /// Rank read nodes far slower than their peers after them.
+    pub demote_slow_nodes: bool,
+}
+
+impl Default for HedgeConfig {
+    fn default() -> Self {
+        HedgeConfig {
+            on: true,
+            delay: None,
+            max_share: 0.05,
+            demote_slow_nodes: true,
+        }
+    }
+}
+
+impl HedgeConfig {
+    pub fn from_settings(s: &Settings) -> Result<HedgeConfig, ConfigError> {
+        let defaults = HedgeConfig::default();
+        let delay = match s.int("hedge_delay_ms") {
+            None => None,
+            Some(ms @ 1..=3_600_000) => Some(std::time::Duration::from_millis(ms)),
+            Some(ms) => {
+                return Err(s.invalid(
+                    "hedge_delay_ms",
+                    format!("{ms} ms: choose 1 to 3600000, or leave it unset for each node's p95"),
+                ));
+            }
+        };
+        let max_share = s.number("hedge_max_share").unwrap_or(defaults.max_share);
+        if !(max_share > 0.0 && max_share <= 1.0) {
+            return Err(s.invalid(
+                "hedge_max_share",
+                format!("{max_share}: choose more than 0 and at most 1 (hedge = false turns hedging off)"),
+            ));
+        }
+        Ok(HedgeConfig {
+            on: s.flag("hedge"),
+            delay,
+            max_share,
+            demote_slow_nodes: s.flag("demote_slow_nodes"),
+        })
+    }
+}
+
+/// How `config check` shows a secret that is not a URI.
+pub const SECRET_MASK: &str = "***";
+
+/// Shortest fault token accepted: it guards the power to break the cluster.
+pub const MIN_FAULT_TOKEN_CHARS: usize = 16;
+
+/// Fault injection (gateway): off unless enabled, and then only with a token.
+#[derive(Clone, PartialEq, Default)]
+pub struct FaultConfig {
+    pub enabled: bool,
+    /// The bearer token `/faults` requires; always set when `enabled`.
+    pub token: Option<String>,
+    /// `None`: a random seed, logged at start.
+    pub seed: Option<u64>,
+}
+
+impl fmt::Debug for FaultConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FaultConfig")
+            .field("enabled", &self.enabled)
+            .field("token", &self.token.as_ref().map(|_| SECRET_MASK))
+            .field("seed", &self.seed)
+            .finish()
+    }
+}
+
+impl FaultConfig {
+    pub fn from_settings(s: &Settings) -> Result<FaultConfig, ConfigError> {
+        let enabled = s.flag("enable_fault_injection");
+        let token = s
+            .text("fault_token")
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string);
+        if enabled {
+            match &token {
+                None => {
+                    return Err(s.invalid(
+                        "enable_fault_injection",
+                        "fault injection needs a token for /faults: set --fault-token or MISHARDS_FAULT_TOKEN",
+                    ));
+                }
+                Some(t) if t.chars().count() < MIN_FAULT_TOKEN_CHARS => {
+                    return Err(s.invalid(
+                        "fault_token",
+                        format!(
+                            "{} characters: give at least {MIN_FAULT_TOKEN_CHARS} (e.g. `openssl rand -hex 16`)",
+                            t.chars().count()
+                        ),
+                    ));
+                }
+                Some(t) if t.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                    return Err(s.invalid(
+                        "fault_token",
+                        "has spaces or control characters: it must fit an Authorization header",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(FaultConfig {
+            enabled,
+            token: enabled.then_some(token).flatten(),
+            seed: s.int("fault_seed"),
+        })
+    }
+}
+
 /// The nodes' service name in traces unless TRACING_SERVICE_NAME says otherwise.
 pub const DEFAULT_NODE_SERVICE_NAME: &str = "mishards-node";
 
@@ -1179,6 +1370,8 @@ pub struct GatewayConfig {
     pub meta_poll_interval: std::time::Duration,
     pub version_gate: String,
     pub admin: AdminConfig,
+    pub hedge: HedgeConfig,
+    pub faults: FaultConfig,
     pub log: LogConfig,
     pub tracing: TracingConfig,
 }
@@ -1234,6 +1427,8 @@ impl GatewayConfig {
             version_gate: s.text("version_gate").unwrap_or("1.1.").to_string(),
             version: s.text("node_version").unwrap_or("1.1.1").to_string(),
             admin: AdminConfig::from_settings(s)?,
+            hedge: HedgeConfig::from_settings(s)?,
+            faults: FaultConfig::from_settings(s)?,
             log: LogConfig::from_settings(s)?,
             tracing: TracingConfig::from_settings(s, "mishards")?,
         })
@@ -1338,6 +1533,7 @@ pub struct DemoConfig {
     pub readers: u32,
     pub sql_echo: bool,
     pub admin: AdminConfig,
+    pub hedge: HedgeConfig,
     pub log: LogConfig,
     pub tracing: TracingConfig,
 }
@@ -1357,6 +1553,7 @@ impl DemoConfig {
             readers: readers as u32,
             sql_echo: s.flag("sql_echo"),
             admin: AdminConfig::from_settings(s)?,
+            hedge: HedgeConfig::from_settings(s)?,
             log: LogConfig::from_settings(s)?,
             tracing: TracingConfig::from_settings(s, "mishards")?,
         })
@@ -1680,6 +1877,49 @@ mod tests {
     }
 
     #[test]
+    fn hedge_settings() {
+        let gateway = |f: &[(&'static str, &str)], e: &[(&str, &str)]| {
+            let mut all = vec![("woserver", "w"), ("meta-uri", "sqlite::memory:")];
+            all.extend_from_slice(f);
+            let s = Settings::resolve(Scope::Gateway, &flags(&all), &env(e), None)?;
+            GatewayConfig::from_settings(&s).map(|g| g.hedge)
+        };
+        // On, adaptive, 5%, demoting, unless told.
+        assert_eq!(gateway(&[], &[]).unwrap(), HedgeConfig::default());
+        assert!(HedgeConfig::default().on && HedgeConfig::default().demote_slow_nodes);
+        let h = gateway(
+            &[("hedge-delay-ms", "25"), ("hedge-max-share", "0.1")],
+            &[
+                ("MISHARDS_HEDGE", "false"),
+                ("MISHARDS_DEMOTE_SLOW_NODES", "off"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            h,
+            HedgeConfig {
+                on: false,
+                delay: Some(std::time::Duration::from_millis(25)),
+                max_share: 0.1,
+                demote_slow_nodes: false,
+            }
+        );
+        for (flag, value, key) in [
+            ("hedge-max-share", "0", "hedge_max_share"),
+            ("hedge-max-share", "1.5", "hedge_max_share"),
+            ("hedge-delay-ms", "0", "hedge_delay_ms"),
+        ] {
+            let err = gateway(&[(flag, value)], &[]).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{key}`")), "{err}");
+        }
+        // The demo takes the same settings; the node does not.
+        let s =
+            Settings::resolve(Scope::Demo, &flags(&[("hedge", "false")]), &env(&[]), None).unwrap();
+        assert!(!DemoConfig::from_settings(&s).unwrap().hedge.on);
+        assert!(specs_for(Scope::Node).all(|spec| !spec.key.contains("hedge")));
+    }
+
+    #[test]
     fn node_addresses() {
         assert_eq!(
             NodeAddr::parse("tcp://h:1", 2).unwrap(),
@@ -1704,6 +1944,45 @@ mod tests {
         assert_eq!(parse_timezone("-05:30"), Ok(Some(-(5 * 3600 + 1800))));
         assert_eq!(parse_timezone("UTC+8"), Ok(Some(8 * 3600)));
         assert!(parse_timezone("Asia/Shanghai").is_err());
+    }
+
+    #[test]
+    fn fault_injection_is_off_unless_enabled_with_a_token_which_config_check_hides() {
+        let gateway = |f: &[(&'static str, &str)], e: &[(&str, &str)]| {
+            let mut all = vec![("woserver", "w"), ("meta-uri", "sqlite::memory:")];
+            all.extend_from_slice(f);
+            let s = Settings::resolve(Scope::Gateway, &flags(&all), &env(e), None)?;
+            GatewayConfig::from_settings(&s).map(|g| (g.faults, s.render()))
+        };
+        let (off, _) = gateway(&[], &[("MISHARDS_FAULT_TOKEN", "0123456789abcdef")]).unwrap();
+        assert_eq!(off, FaultConfig::default(), "a token alone enables nothing");
+        let err = gateway(&[("enable-fault-injection", "true")], &[]).unwrap_err();
+        assert!(err.to_string().contains("MISHARDS_FAULT_TOKEN"), "{err}");
+        let err = gateway(
+            &[],
+            &[
+                ("MISHARDS_ENABLE_FAULT_INJECTION", "1"),
+                ("MISHARDS_FAULT_TOKEN", "abc"),
+            ],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("`fault_token`"), "{err}");
+        let (on, rendered) = gateway(
+            &[("enable-fault-injection", "true"), ("fault-seed", "42")],
+            &[("MISHARDS_FAULT_TOKEN", "0123456789abcdef-secret")],
+        )
+        .unwrap();
+        assert!(on.enabled);
+        assert_eq!(on.seed, Some(42));
+        assert_eq!(on.token.as_deref(), Some("0123456789abcdef-secret"));
+        assert!(!rendered.contains("secret"), "{rendered}");
+        assert!(
+            rendered.contains("fault_token = \"***\"  # env MISHARDS_FAULT_TOKEN"),
+            "{rendered}"
+        );
+        assert!(rendered.contains("# fault_seed =") || rendered.contains("fault_seed = 42"));
+        let err = gateway(&[("fault-seed", "-1")], &[]).unwrap_err();
+        assert!(err.to_string().contains("`fault_seed`"), "{err}");
     }
 
     #[test]

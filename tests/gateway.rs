@@ -11,48 +11,11 @@ use common::{Client, Rng, TestCluster, brute_force, code, records};
 use mishards::gateway::routing::GetOwners;
 use mishards::proto::{self, ErrorCode};
 
-const DIM: usize = 32;
-/// Rows per flush: 9,000 × 32 floats is just over index_file_size = 1 MB, so every flush stays its own file.
-const ROWS: usize = 9_000;
+const DIM: usize = common::FILE_DIM;
+const ROWS: usize = common::FILE_ROWS;
 
-/// Creates `name` and loads `files` flushed files of `ROWS` rows each; returns (id, vector) of all rows.
 async fn load(c: &mut Client, name: &str, files: usize, rng: &mut Rng) -> Vec<(i64, Vec<f32>)> {
-    let st = c
-        .create_collection(proto::CollectionSchema {
-            collection_name: name.into(),
-            dimension: DIM as i64,
-            index_file_size: 1,
-            metric_type: 1,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(st.error_code, 0, "{st:?}");
-    let mut data = Vec::new();
-    for _ in 0..files {
-        let v = rng.vectors(ROWS, DIM);
-        let r = c
-            .insert(proto::InsertParam {
-                collection_name: name.into(),
-                row_record_array: records(&v),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(code(&r.status), 0, "{:?}", r.status);
-        data.extend(r.vector_id_array.into_iter().zip(v));
-        let st = c
-            .flush(proto::FlushParam {
-                collection_name_array: vec![name.into()],
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(st.error_code, 0, "{st:?}");
-    }
-    data
+    common::load_files(c, name, files, rng).await
 }
 
 async fn search(

@@ -959,3 +959,34 @@ async fn a_node_on_mysql_metadata() {
     assert_exact(&result, &data, &queries, 4, false);
     node.shutdown().await;
 }
+
+/// `abort` is `kill -9` for an in-process node: open connections fail at once and the port is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_node_cuts_its_open_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = mishards::node::start(&node_config("rw", dir.path(), &[]))
+        .await
+        .unwrap();
+    let addr = node.addr;
+    let mut c = client(addr).await;
+    let version = || proto::Command {
+        cmd: "version".into(),
+    };
+    assert!(c.cmd(version()).await.is_ok());
+    node.abort().await;
+    let cut = tokio::time::timeout(Duration::from_secs(5), c.cmd(version())).await;
+    assert!(
+        matches!(cut, Ok(Err(_))),
+        "a call on an open connection to an aborted node must fail at once: {cut:?}"
+    );
+    // The address is free for a restart.
+    let again = mishards::node::start(&node_config(
+        "rw",
+        dir.path(),
+        &[("port", addr.port().to_string())],
+    ))
+    .await
+    .unwrap();
+    assert_eq!(again.addr, addr);
+    again.shutdown().await;
+}

@@ -20,9 +20,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
-const DIM: usize = 32;
-/// Rows per file: just over 1 MB at dimension 32, so `index_file_size = 1` keeps the files apart.
-const ROWS: usize = 9_000;
+const DIM: usize = common::FILE_DIM;
+const ROWS: usize = common::FILE_ROWS;
 
 /// One exported span, flattened.
 #[derive(Debug, Clone)]
@@ -150,6 +149,17 @@ struct Cluster {
 
 impl Cluster {
     fn start(otlp: &str, readers: usize, strangers: usize) -> Cluster {
+        Self::start_with(otlp, readers, strangers, |_, addr| addr.to_string(), &[])
+    }
+
+    /// As `start`; the gateway lists node `i` at `listed(i, its address)` and takes `gateway_args` too.
+    fn start_with(
+        otlp: &str,
+        readers: usize,
+        strangers: usize,
+        mut listed: impl FnMut(usize, &str) -> String,
+        gateway_args: &[&str],
+    ) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let storage = dir.path().join("data");
         let storage = storage.to_str().unwrap().to_string();
@@ -181,29 +191,32 @@ impl Cluster {
             drop(w.stop());
             nodes.push(node("ro", own.to_str().unwrap()));
         }
-        let hosts: Vec<&str> = nodes.iter().map(|n| n.addr()).collect();
+        let hosts: Vec<String> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| listed(i, n.addr()))
+            .collect();
+        let hosts = hosts.join(",");
         let meta = format!("sqlite://{storage}/meta.sqlite");
-        let gateway = Process::start(
-            &[
-                "gateway",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--woserver",
-                writer.addr(),
-                "--meta-uri",
-                &meta,
-                "--static-hosts",
-                &hosts.join(","),
-                "--otlp-endpoint",
-                otlp,
-                "--admin-port",
-                "0",
-            ],
-            &[],
-            2,
-        );
+        let mut args = vec![
+            "gateway",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--woserver",
+            writer.addr(),
+            "--meta-uri",
+            &meta,
+            "--static-hosts",
+            &hosts,
+            "--otlp-endpoint",
+            otlp,
+            "--admin-port",
+            "0",
+        ];
+        args.extend_from_slice(gateway_args);
+        let gateway = Process::start(&args, &[], 2);
         Cluster {
             _dir: dir,
             writer,
@@ -260,39 +273,7 @@ async fn wait_healthy(c: &mut Client, n: usize) {
 
 /// A collection of `files` flushed files.
 async fn load(c: &mut Client, name: &str, files: usize) {
-    let st = c
-        .create_collection(proto::CollectionSchema {
-            collection_name: name.into(),
-            dimension: DIM as i64,
-            index_file_size: 1,
-            metric_type: 1,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(st.error_code, 0, "{st:?}");
-    let mut rng = Rng(7);
-    for _ in 0..files {
-        let r = c
-            .insert(proto::InsertParam {
-                collection_name: name.into(),
-                row_record_array: records(&rng.vectors(ROWS, DIM)),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(code(&r.status), 0, "{:?}", r.status);
-        let st = c
-            .flush(proto::FlushParam {
-                collection_name_array: vec![name.into()],
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(st.error_code, 0, "{st:?}");
-    }
+    common::load_files(c, name, files, &mut Rng(7)).await;
 }
 
 /// Searches with the client's own `traceparent`; returns the trace id and the client's span id.
@@ -464,6 +445,100 @@ async fn a_retried_attempt_shows_in_the_trace_and_in_the_inspector() {
     assert_eq!(good_attempts[1]["why"], "retry");
     assert_eq!(good_attempts[1]["files"], stranger_attempts[0]["files"]);
     cluster.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hedge_and_the_attempt_it_beat_show_in_the_trace() {
+    let (collector, otlp) = Collector::start().await;
+    // Read node 0 answers a second late; its attempts are hedged after 150 ms (debug builds sharing
+    // two cores may take 100 ms and more to search).
+    let mut proxy = None;
+    let cluster = Cluster::start_with(
+        &otlp,
+        2,
+        0,
+        |i, addr| match i {
+            0 => {
+                let slow = common::proxy::DelayProxy::spawn(
+                    addr.parse().unwrap(),
+                    Duration::from_millis(1000),
+                );
+                let listed = slow.addr.to_string();
+                proxy = Some(slow);
+                listed
+            }
+            _ => addr.to_string(),
+        },
+        &[
+            "--hedge-delay-ms",
+            "150",
+            "--hedge-max-share",
+            "1",
+            "--demote-slow-nodes=false",
+        ],
+    );
+    let slow = proxy.as_ref().unwrap().addr.to_string();
+    let fast = cluster.readers[1].addr().to_string();
+    let mut c = cluster.client().await;
+    wait_healthy(&mut c, 2).await;
+    // Four files over two read nodes: the placement's load bound gives each node at least one.
+    load(&mut c, "hedged", 4).await;
+    // A search whose hedge won (at most three tries: the hedge wins unless the machine stalls).
+    let mut won = None;
+    for seed in 10..13 {
+        let (trace_id, _) = traced_search(&mut c, "hedged", seed).await;
+        let manifest = admin_get(cluster.admin_addr(), &format!("/requests/{trace_id}")).await;
+        let cancelled = manifest["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["node"] == slow.as_str())
+            .flat_map(|n| n["attempts"].as_array().unwrap().clone())
+            .any(|a| a["why"] == "first" && a["outcome"] == "cancelled");
+        if cancelled {
+            won = Some(trace_id);
+            break;
+        }
+    }
+    let trace_id = won.expect("no hedge beat a node one second slow in three searches");
+    let spans = collector
+        .wait_for(&trace_id, |s| {
+            named(s, "mishards", "node_attempt").len() >= 3
+                && named(s, "mishards", "Search").len() == 1
+                && named(s, "mishards-node", "SearchInFiles").len() >= 2
+        })
+        .await;
+    let show = || format!("{spans:#?}");
+    let rpc = named(&spans, "mishards", "Search");
+    assert_eq!(rpc.len(), 1, "{}", show());
+    let attempts = named(&spans, "mishards", "node_attempt");
+    let loser: Vec<_> = attempts
+        .iter()
+        .filter(|a| a.attr("node") == slow && a.attr("why") == "first")
+        .collect();
+    assert_eq!(loser.len(), 1, "{}", show());
+    assert_eq!(loser[0].attr("outcome"), "cancelled", "{}", show());
+    // Losing to a hedge is not an error.
+    assert_eq!(loser[0].attr("otel.status_code"), "", "{}", show());
+    let hedges: Vec<_> = attempts
+        .iter()
+        .filter(|a| a.attr("why") == "hedge")
+        .collect();
+    assert_eq!(hedges.len(), 1, "{}", show());
+    let hedge = hedges[0];
+    assert_eq!(hedge.attr("node"), fast);
+    assert_eq!(hedge.attr("outcome"), "ok");
+    assert_eq!(hedge.attr("files"), loser[0].attr("files"));
+    assert_eq!(hedge.parent, rpc[0].span_id);
+    // The hedge's own SearchInFiles on the fast node is its child, in the same trace.
+    let searches = named(&spans, "mishards-node", "SearchInFiles");
+    assert!(
+        searches.iter().any(|s| s.parent == hedge.span_id),
+        "{}",
+        show()
+    );
+    cluster.stop();
+    drop(proxy);
 }
 
 /// GET on the gateway's admin listener, as JSON.

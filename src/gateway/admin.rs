@@ -1,6 +1,6 @@
 //! The admin HTTP listener (`--admin-port`, loopback by default): recent and slow search manifests, the
-//! cluster's state, liveness and readiness, and Prometheus metrics. Every answer is JSON except
-//! `/metrics`. Handlers run on the gateway's tokio runtime and ask the actors with `Addr::send`, bounded
+//! cluster's state, liveness and readiness, Prometheus metrics, and — with `--enable-fault-injection`,
+//! behind a bearer token — the fault rules (`/faults`). Every answer is JSON except `/metrics`. Handlers run on the gateway's tokio runtime and ask the actors with `Addr::send`, bounded
 //! in time: an actor that does not answer makes a 503, never a hung request or a panic.
 //!
 //! Also the small HTTP client `mishards inspect` uses to read it.
@@ -11,20 +11,22 @@ use std::time::Duration;
 use actix::MailboxError;
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get};
 use serde_json::{Value, json};
 
+use super::faults::FaultHandle;
 use super::inspect::{Find, Recent, Slow, is_trace_id};
 use super::metrics::{self, ClusterSample, GatewayMetrics, NodeSample};
 use super::service::Actors;
+use crate::fault::{FaultError, rules_from_json};
 
 /// How long a handler waits for an actor.
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The endpoints, for the 404 answer.
-const ENDPOINTS: [&str; 7] = [
+const ENDPOINTS: [&str; 9] = [
     "/requests?limit=N",
     "/requests/{trace_id}",
     "/slow?limit=N",
@@ -32,6 +34,8 @@ const ENDPOINTS: [&str; 7] = [
     "/metrics",
     "/healthz",
     "/readyz",
+    "GET|POST|DELETE /faults (with --enable-fault-injection and a bearer token)",
+    "DELETE /faults/{id}",
 ];
 
 /// What the handlers share.
@@ -41,6 +45,8 @@ pub struct AdminState {
     /// The inspector's ring size: the most `limit` can ask for.
     pub inspect_keep: usize,
     pub slow_query_ms: u64,
+    /// The bearer token `/faults` requires (fault injection on).
+    pub fault_token: Option<String>,
 }
 
 /// The admin listener's routes.
@@ -53,6 +59,11 @@ pub fn router(state: AdminState) -> axum::Router {
         .route("/metrics", get(prometheus))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route(
+            "/faults",
+            get(faults_report).post(faults_add).delete(faults_clear),
+        )
+        .route("/faults/{id}", delete(fault_remove))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(Arc::new(state))
@@ -271,6 +282,7 @@ pub fn cluster_json(sample: &ClusterSample) -> Value {
             "snapshot_epoch": r.snapshot_epoch,
             "snapshot_stale": r.snapshot_stale,
             "placement_builds": r.placement_builds,
+            "restarts": r.restarts,
         },
         "placement": placement,
         "metadata": {
@@ -282,7 +294,10 @@ pub fn cluster_json(sample: &ClusterSample) -> Value {
             "outages": m.outages,
             "collections": m.collections,
             "files": m.files,
+            "frozen": m.frozen,
+            "restarts": m.restarts,
         },
+        "discovery": sample.discovery,
         "inspector": sample.inspector,
     })
 }
@@ -327,10 +342,140 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
     error(
         StatusCode::METHOD_NOT_ALLOWED,
         format!(
-            "{method} {} is not served: the admin endpoints answer GET",
+            "{method} {} is not served: /faults takes GET, POST and DELETE, /faults/{{id}} DELETE, every other endpoint GET",
             uri.path()
         ),
     )
+}
+
+/// Equal contents, in time that depends on the length only (the token is a secret).
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// Why a `/faults` request is refused.
+enum FaultGate {
+    /// Fault injection is off: 404, saying how to turn it on.
+    Off,
+    /// No `Authorization: Bearer …`: 401.
+    NoToken,
+    /// Another token: 403.
+    WrongToken,
+}
+
+impl IntoResponse for FaultGate {
+    fn into_response(self) -> Response {
+        match self {
+            FaultGate::Off => (
+                StatusCode::NOT_FOUND,
+                Json(json!({
+                    "error": "fault injection is off",
+                    "enable": "start the gateway with --enable-fault-injection and --fault-token TOKEN (or MISHARDS_ENABLE_FAULT_INJECTION=true and MISHARDS_FAULT_TOKEN); for chaos testing only",
+                })),
+            )
+                .into_response(),
+            FaultGate::NoToken => (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer realm=\"mishards-faults\"")],
+                Json(json!({ "error": "/faults needs `Authorization: Bearer TOKEN` (the gateway's --fault-token)" })),
+            )
+                .into_response(),
+            FaultGate::WrongToken => error(StatusCode::FORBIDDEN, "wrong fault token"),
+        }
+    }
+}
+
+/// The fault handle when fault injection is on and the request carries its token.
+fn fault_gate<'s>(s: &'s AdminState, headers: &HeaderMap) -> Result<&'s FaultHandle, FaultGate> {
+    let (Some(handle), Some(token)) = (&s.actors.faults, &s.fault_token) else {
+        return Err(FaultGate::Off);
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        None => Err(FaultGate::NoToken),
+        Some(t) if same_secret(t.as_bytes(), token.as_bytes()) => Ok(handle),
+        Some(_) => Err(FaultGate::WrongToken),
+    }
+}
+
+fn fault_error(e: FaultError) -> Response {
+    let status = match &e {
+        FaultError::Invalid { .. } | FaultError::Parse(_) => StatusCode::BAD_REQUEST,
+        FaultError::NotFound(_) => StatusCode::NOT_FOUND,
+        FaultError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(status, e.to_string())
+}
+
+/// `GET /faults`: the seed, the rules and the applied-fault log.
+async fn faults_report(State(s): Shared, headers: HeaderMap) -> Response {
+    let handle = match fault_gate(&s, &headers) {
+        Ok(h) => h,
+        Err(refused) => return refused.into_response(),
+    };
+    match handle.report().await {
+        Ok(report) => Json(report).into_response(),
+        Err(e) => fault_error(e),
+    }
+}
+
+/// `POST /faults` with one rule or a list of rules (JSON): 201 with their ids, or 400 naming the
+/// mistake (then no rule is added).
+async fn faults_add(State(s): Shared, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let handle = match fault_gate(&s, &headers) {
+        Ok(h) => h,
+        Err(refused) => return refused.into_response(),
+    };
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return error(StatusCode::BAD_REQUEST, "the body is not UTF-8 JSON");
+    };
+    let added = match rules_from_json(text) {
+        Ok(rules) => handle.add_all(rules).await,
+        Err(e) => Err(e),
+    };
+    match added {
+        Ok(ids) => (StatusCode::CREATED, Json(json!({ "ids": ids }))).into_response(),
+        Err(e) => fault_error(e),
+    }
+}
+
+/// `DELETE /faults`: removes every rule (the log stays).
+async fn faults_clear(State(s): Shared, headers: HeaderMap) -> Response {
+    let handle = match fault_gate(&s, &headers) {
+        Ok(h) => h,
+        Err(refused) => return refused.into_response(),
+    };
+    match handle.clear().await {
+        Ok(()) => Json(json!({ "cleared": true })).into_response(),
+        Err(e) => fault_error(e),
+    }
+}
+
+/// `DELETE /faults/{id}`.
+async fn fault_remove(State(s): Shared, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let handle = match fault_gate(&s, &headers) {
+        Ok(h) => h,
+        Err(refused) => return refused.into_response(),
+    };
+    let Ok(id) = id.parse::<u64>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("`{id}` is not a fault rule id (a whole number)"),
+        );
+    };
+    match handle.remove(id).await {
+        Ok(()) => Json(json!({ "removed": id })).into_response(),
+        Err(e) => fault_error(e),
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves.
@@ -373,6 +518,19 @@ pub async fn fetch(
     path: &str,
     timeout: Duration,
 ) -> Result<AdminReply, AdminClientError> {
+    request(addr, "GET", path, &[], None, timeout).await
+}
+
+/// `method path` to the admin listener at `addr`, with extra `headers` and a JSON `body`, within
+/// `timeout` (HTTP/1.0, as `fetch`).
+pub async fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+    timeout: Duration,
+) -> Result<AdminReply, AdminClientError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| {
@@ -381,8 +539,19 @@ pub async fn fetch(
                 reason: e.to_string(),
             }
         })?;
-        let request =
-            format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/json\r\n\r\n");
+        let mut request =
+            format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/json\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if let Some(body) = body {
+            request.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ));
+        } else {
+            request.push_str("\r\n");
+        }
         let broken = |e: std::io::Error| AdminClientError::Unreachable {
             addr: addr.to_string(),
             reason: e.to_string(),

@@ -7,11 +7,13 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use super::discovery::Membership;
+use super::discovery::{Discovery, GetDiscoveryStats, Membership};
+use super::faults::{CrashLink, SetFaults, SetLinkFaults};
 use super::metadata::{GetPollerStats, MetadataPoller};
-use super::node_link::{GetLinkStats, LinkOptions, NodeLink, Retire, SubscribeHealth};
+use super::node_link::{Crash, GetLinkStats, LinkOptions, NodeLink, Retire, SubscribeHealth};
 use super::routing::{GetRoutingStats, Links, Routing};
 use crate::config::NodeAddr;
+use crate::fault::NodeRole;
 
 /// The current read-node links, shared read-only with each search.
 #[derive(Message)]
@@ -30,6 +32,10 @@ pub struct Cluster {
     poller: Addr<MetadataPoller>,
     options: LinkOptions,
     arbiter: actix::ArbiterHandle,
+    /// For `conn_stats` (its restarts).
+    discovery: Option<Addr<Discovery>>,
+    /// The fault rules in force (fault injection on): every link gets them, links started later too.
+    faults: Option<SetFaults>,
 }
 
 impl Cluster {
@@ -47,6 +53,22 @@ impl Cluster {
             poller,
             options,
             arbiter,
+            discovery: None,
+            faults: None,
+        }
+    }
+
+    /// `conn_stats` also shows discovery's state.
+    pub fn with_discovery(mut self, discovery: Addr<Discovery>) -> Self {
+        self.discovery = Some(discovery);
+        self
+    }
+
+    fn link_faults(faults: &SetFaults, role: NodeRole) -> SetLinkFaults {
+        SetLinkFaults {
+            plan: faults.plan.clone(),
+            role,
+            log: faults.log.clone(),
         }
     }
 }
@@ -78,6 +100,9 @@ impl Handler<Membership> for Cluster {
                 None => {
                     let link = start_link(node.clone(), self.options.clone(), &self.arbiter);
                     link.do_send(SubscribeHealth(self.routing.clone().recipient()));
+                    if let Some(faults) = &self.faults {
+                        link.do_send(Self::link_faults(faults, NodeRole::Read));
+                    }
                     link
                 }
             };
@@ -90,6 +115,35 @@ impl Handler<Membership> for Cluster {
         }
         self.links = Arc::new(links);
         self.routing.do_send(Links(self.links.clone()));
+    }
+}
+
+impl Handler<SetFaults> for Cluster {
+    type Result = ();
+    fn handle(&mut self, faults: SetFaults, _: &mut Context<Self>) {
+        for link in self.links.values() {
+            link.do_send(Self::link_faults(&faults, NodeRole::Read));
+        }
+        self.write
+            .1
+            .do_send(Self::link_faults(&faults, NodeRole::Write));
+        self.faults = Some(faults);
+    }
+}
+
+impl Handler<CrashLink> for Cluster {
+    type Result = bool;
+    fn handle(&mut self, CrashLink(node): CrashLink, _: &mut Context<Self>) -> bool {
+        let link = match self.links.get(&node) {
+            Some(link) => link,
+            None if node == self.write.0 => &self.write.1,
+            None => {
+                tracing::warn!(%node, "fault injection: no link to crash for this node");
+                return false;
+            }
+        };
+        link.do_send(Crash);
+        true
     }
 }
 
@@ -110,6 +164,7 @@ impl Handler<ConnStats> for Cluster {
             .collect();
         let (write_node, write) = self.write.clone();
         let (routing, poller) = (self.routing.clone(), self.poller.clone());
+        let discovery = self.discovery.clone();
         Box::pin(async move {
             let stats = |link: Addr<NodeLink>, node: NodeAddr| async move {
                 match link.send(GetLinkStats).await {
@@ -134,11 +189,20 @@ impl Handler<ConnStats> for Cluster {
                 .await
                 .ok()
                 .map(|p| serde_json::to_value(p).unwrap_or_default());
+            let discovery = match discovery {
+                Some(d) => d
+                    .send(GetDiscoveryStats)
+                    .await
+                    .ok()
+                    .map(|s| serde_json::to_value(s).unwrap_or_default()),
+                None => None,
+            };
             serde_json::json!({
                 "write_node": stats(write, write_node).await,
                 "read_nodes": read_nodes,
                 "routing": routing,
                 "metadata": metadata,
+                "discovery": discovery,
             })
         })
     }

@@ -27,6 +27,19 @@ pub struct SubscribeMembership(pub Recipient<Membership>);
 #[rtype(result = "Membership")]
 pub struct GetMembership;
 
+/// Discovery's state for `conn_stats` and `/cluster`.
+#[derive(Message)]
+#[rtype(result = "DiscoveryStats")]
+pub struct GetDiscoveryStats;
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DiscoveryStats {
+    pub epoch: u64,
+    pub nodes: usize,
+    /// Times its supervisor restarted it.
+    pub restarts: u64,
+}
+
 /// Where members come from.
 #[derive(Debug, Clone)]
 pub enum Source {
@@ -46,6 +59,7 @@ pub struct Discovery {
     /// The last file read error, so it is logged once rather than every second.
     last_error: Option<String>,
     busy: bool,
+    restarts: u64,
 }
 
 impl Discovery {
@@ -60,6 +74,7 @@ impl Discovery {
             subscribers: Vec::new(),
             last_error: None,
             busy: false,
+            restarts: 0,
         }
     }
 
@@ -165,6 +180,7 @@ impl Actor for Discovery {
 impl Supervised for Discovery {
     fn restarting(&mut self, _: &mut Context<Self>) {
         tracing::warn!("discovery restarted");
+        self.restarts += 1;
         self.busy = false;
     }
 }
@@ -183,6 +199,25 @@ impl Handler<GetMembership> for Discovery {
     type Result = MessageResult<GetMembership>;
     fn handle(&mut self, _: GetMembership, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.current.clone())
+    }
+}
+
+impl Handler<GetDiscoveryStats> for Discovery {
+    type Result = MessageResult<GetDiscoveryStats>;
+    fn handle(&mut self, _: GetDiscoveryStats, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(DiscoveryStats {
+            epoch: self.current.epoch,
+            nodes: self.current.nodes.len(),
+            restarts: self.restarts,
+        })
+    }
+}
+
+/// Stops the actor (fault injection); its supervisor restarts it with its member set and subscribers.
+impl Handler<super::node_link::Crash> for Discovery {
+    type Result = ();
+    fn handle(&mut self, _: super::node_link::Crash, ctx: &mut Context<Self>) {
+        ctx.stop();
     }
 }
 

@@ -13,6 +13,9 @@ pub enum AttemptWhy {
     Retry,
     /// A later round, to a node this search had not asked: the files' next fallback.
     Fallback,
+    /// The same round, to the files' next node, because the attempt on their node ran past its
+    /// expected latency; whichever complete answer comes first is used.
+    Hedge,
 }
 
 impl AttemptWhy {
@@ -21,6 +24,7 @@ impl AttemptWhy {
             AttemptWhy::First => "first",
             AttemptWhy::Retry => "retry",
             AttemptWhy::Fallback => "fallback",
+            AttemptWhy::Hedge => "hedge",
         }
     }
 }
@@ -38,7 +42,9 @@ pub struct AttemptManifest {
     /// Milliseconds from the start of the request to the start of this attempt.
     pub started_ms: f64,
     pub latency_ms: f64,
-    /// `ok`, `failed` (the files went on to other nodes) or `refused` (a client error ends the search).
+    /// `ok` (its answer is in the result), `failed` (its files went on to other nodes), `refused` (a
+    /// client error ends the search), `cancelled` (dropped unanswered: a hedge or the hedged attempt
+    /// answered first) or `unused` (answered, but the other side of a hedge had answered for its files).
     pub outcome: &'static str,
     /// Why it failed or was refused; empty when ok.
     pub reason: String,

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
+use super::faults::{SetFaults, SiteFaults};
+use crate::fault::{Outcome, Site};
 use crate::meta::{
     CollectionTables, FileRow, MetaError, MetaOptions, MetaStore, MetaUri, TableRow, TableState,
 };
@@ -113,10 +115,16 @@ pub struct PollerStats {
     /// When the database was last read successfully; `lag_seconds` is derived from it when asked.
     #[serde(skip)]
     pub last_success: Option<Instant>,
+    /// Polls skipped because fault injection froze the snapshot.
+    pub frozen: u64,
+    /// Times its supervisor restarted it.
+    pub restarts: u64,
 }
 
 /// The metadata source. `connect` is retried at every poll until it succeeds.
 pub struct MetadataPoller {
+    /// Serve the last snapshot through a database outage (the mitigation; off only in chaos tests).
+    keep_on_outage: bool,
     uri: MetaUri,
     options: MetaOptions,
     store: Option<MetaStore>,
@@ -127,11 +135,25 @@ pub struct MetadataPoller {
     /// Set while a poll is running, so ticks do not pile up behind a slow database.
     polling: bool,
     started_at: Instant,
+    /// Fault injection's rules for the poller (outage, frozen snapshot).
+    faults: Option<SiteFaults>,
 }
 
 impl MetadataPoller {
     pub fn new(uri: MetaUri, options: MetaOptions, interval: Duration) -> Self {
+        Self::with_outage_policy(uri, options, interval, true)
+    }
+
+    /// `keep_on_outage = false` drops the snapshot when the database is unreachable, as the original
+    /// Mishards effectively did: only for showing (in chaos tests) what keeping it protects.
+    pub fn with_outage_policy(
+        uri: MetaUri,
+        options: MetaOptions,
+        interval: Duration,
+        keep_on_outage: bool,
+    ) -> Self {
         MetadataPoller {
+            keep_on_outage,
             uri,
             options,
             store: None,
@@ -141,6 +163,7 @@ impl MetadataPoller {
             stats: PollerStats::default(),
             polling: false,
             started_at: Instant::now(),
+            faults: None,
         }
     }
 
@@ -189,13 +212,23 @@ impl MetadataPoller {
                 }
                 self.stats.outages += 1;
                 self.store = None;
-                tracing::warn!(meta = %self.uri, error = %e, epoch = self.snapshot.epoch, "metadata database unreachable; serving the last snapshot");
-                Snapshot {
-                    epoch: self.snapshot.epoch,
-                    stale: true,
-                    collections: self.snapshot.collections.clone(),
-                    files: self.snapshot.files.clone(),
-                    read_at: self.snapshot.read_at,
+                if !self.keep_on_outage {
+                    tracing::warn!(meta = %self.uri, error = %e, "metadata database unreachable; snapshot dropped (keep_snapshot_on_outage is off)");
+                    Snapshot {
+                        epoch: self.snapshot.epoch + 1,
+                        stale: true,
+                        read_at: self.snapshot.read_at,
+                        ..Snapshot::default()
+                    }
+                } else {
+                    tracing::warn!(meta = %self.uri, error = %e, epoch = self.snapshot.epoch, "metadata database unreachable; serving the last snapshot");
+                    Snapshot {
+                        epoch: self.snapshot.epoch,
+                        stale: true,
+                        collections: self.snapshot.collections.clone(),
+                        files: self.snapshot.files.clone(),
+                        read_at: self.snapshot.read_at,
+                    }
                 }
             }
         };
@@ -209,8 +242,37 @@ impl MetadataPoller {
         }
     }
 
+    /// What fault injection does to this poll: an outage fails it as an unreachable database would,
+    /// a frozen snapshot skips it (no new epoch, not marked stale, lag keeps growing).
+    /// `true` when the poll is done with: an injected outage was absorbed as a failed read, or a frozen
+    /// snapshot skipped it.
+    fn injected(&mut self) -> bool {
+        let Some(faults) = &self.faults else {
+            return false;
+        };
+        match faults.decide("poll", Instant::now()).outcome {
+            Outcome::MetaOutage => {
+                let outage = MetaError::Connect {
+                    uri: self.uri.to_string(),
+                    source: sqlx::Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionRefused,
+                        "injected fault: metadata database outage",
+                    )),
+                };
+                self.absorb(Err(outage));
+                true
+            }
+            Outcome::Freeze => {
+                self.stats.polls += 1;
+                self.stats.frozen += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn poll(&mut self, ctx: &mut Context<Self>) {
-        if self.polling {
+        if self.polling || self.injected() {
             return;
         }
         self.polling = true;
@@ -234,6 +296,7 @@ impl Actor for MetadataPoller {
 impl Supervised for MetadataPoller {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         tracing::warn!("metadata poller restarted");
+        self.stats.restarts += 1;
         self.polling = false;
         self.store = None;
     }
@@ -249,6 +312,9 @@ impl Handler<GetSnapshot> for MetadataPoller {
 impl Handler<Refresh> for MetadataPoller {
     type Result = ResponseActFuture<Self, Arc<Snapshot>>;
     fn handle(&mut self, _: Refresh, _: &mut Context<Self>) -> Self::Result {
+        if self.injected() {
+            return Box::pin(actix::fut::ready(self.snapshot.clone()));
+        }
         Box::pin(self.read().into_actor(self).map(|outcome, act, _| {
             act.absorb(outcome);
             act.snapshot.clone()
@@ -272,5 +338,21 @@ impl Handler<GetPollerStats> for MetadataPoller {
             lag_seconds: (since.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
             ..self.stats.clone()
         })
+    }
+}
+
+impl Handler<SetFaults> for MetadataPoller {
+    type Result = ();
+    fn handle(&mut self, faults: SetFaults, _: &mut Context<Self>) {
+        let next = SiteFaults::new(faults.plan, Site::Poller, faults.log, self.faults.as_ref());
+        self.faults = (!next.injector.is_idle()).then_some(next);
+    }
+}
+
+/// Stops the actor (fault injection); its supervisor restarts it with its snapshot and subscribers.
+impl Handler<super::node_link::Crash> for MetadataPoller {
+    type Result = ();
+    fn handle(&mut self, _: super::node_link::Crash, ctx: &mut Context<Self>) {
+        ctx.stop();
     }
 }

@@ -19,6 +19,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::GatewayError;
 use super::cluster::GetLinks;
+use super::discovery::{DiscoveryStats, GetDiscoveryStats};
 use super::inspect::{GetInspectorStats, InspectorStats};
 use super::metadata::{GetPollerStats, PollerStats};
 use super::node_link::{GetLinkStats, LinkState, LinkStats, NodeLink};
@@ -81,6 +82,11 @@ struct RouterLabels {
     router: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActorLabels {
+    actor: &'static str,
+}
+
 type F64Gauge = Gauge<f64, AtomicU64>;
 
 fn latency_histogram() -> Histogram {
@@ -95,6 +101,8 @@ pub struct GatewayMetrics {
     rpc_duration: Family<RpcLabels, Histogram, fn() -> Histogram>,
     /// Distinct method names labelled so far (at most `MAX_RPC_NAMES`).
     rpc_names: AtomicUsize,
+    /// The hedge budget, whose counters are exported as they stand (`None`: hedging is off).
+    hedging: Option<std::sync::Arc<super::hedge::Hedging>>,
 }
 
 impl Default for GatewayMetrics {
@@ -109,7 +117,14 @@ impl GatewayMetrics {
             rpc_requests: Family::default(),
             rpc_duration: Family::new_with_constructor(latency_histogram),
             rpc_names: AtomicUsize::new(0),
+            hedging: None,
         }
+    }
+
+    /// Exports the counters of this hedge budget too.
+    pub fn with_hedging(mut self, hedging: Option<std::sync::Arc<super::hedge::Hedging>>) -> Self {
+        self.hedging = hedging;
+        self
     }
 
     /// The exposition: the RPC metrics, then the cluster's state when `sample` is given (a scrape whose
@@ -129,6 +144,9 @@ impl GatewayMetrics {
             Unit::Seconds,
             self.rpc_duration.clone(),
         );
+        if let Some(hedging) = &self.hedging {
+            register_hedging(&mut registry, &hedging.budget.stats());
+        }
         if let Some(sample) = sample {
             register_sample(&mut registry, sample);
         }
@@ -197,6 +215,7 @@ pub struct ClusterSample {
     pub routing: RoutingStats,
     pub metadata: PollerStats,
     pub inspector: InspectorStats,
+    pub discovery: DiscoveryStats,
 }
 
 impl ClusterSample {
@@ -258,12 +277,19 @@ pub async fn sample(actors: &Actors, timeout: Duration) -> Result<ClusterSample,
         .timeout(timeout)
         .await
         .map_err(unavailable("inspector"))?;
+    let discovery = actors
+        .discovery
+        .send(GetDiscoveryStats)
+        .timeout(timeout)
+        .await
+        .map_err(unavailable("discovery"))?;
     Ok(ClusterSample {
         read_nodes,
         write_node,
         routing,
         metadata,
         inspector,
+        discovery,
     })
 }
 
@@ -301,12 +327,37 @@ fn counter(value: u64) -> Counter {
     c
 }
 
+fn register_hedging(registry: &mut Registry, stats: &super::hedge::HedgeStats) {
+    registry.register(
+        "hedge_requests",
+        "Hedge requests sent to read nodes",
+        counter(stats.sent),
+    );
+    registry.register(
+        "hedges_won",
+        "Hedges that answered before the attempt they hedged",
+        counter(stats.won),
+    );
+    registry.register(
+        "hedges_denied",
+        "Hedges not sent because the hedge budget was spent",
+        counter(stats.denied),
+    );
+    registry.register(
+        "hedge_budget_searches",
+        "Searches that added their share to the hedge budget",
+        counter(stats.searches),
+    );
+}
+
 fn register_sample(registry: &mut Registry, sample: &ClusterSample) {
     let in_flight = Family::<NodeLabels, Gauge>::default();
     let latency = Family::<NodeLabels, F64Gauge>::default();
     let requests = Family::<NodeLabels, Counter>::default();
     let errors = Family::<NodeLabels, Counter>::default();
     let restarts = Family::<NodeLabels, Counter>::default();
+    let cancelled = Family::<NodeLabels, Counter>::default();
+    let latency_p95 = Family::<NodeLabels, F64Gauge>::default();
     let state = Family::<NodeStateLabels, Gauge>::default();
     let nodes = sample
         .read_nodes
@@ -330,6 +381,10 @@ fn register_sample(registry: &mut Registry, sample: &ClusterSample) {
         requests.get_or_create(&labels).inc_by(stats.requests);
         errors.get_or_create(&labels).inc_by(stats.errors);
         restarts.get_or_create(&labels).inc_by(stats.restarts);
+        cancelled.get_or_create(&labels).inc_by(stats.cancelled);
+        if let Some(p95) = stats.latency_p95_ms {
+            latency_p95.get_or_create(&labels).set(p95 / 1000.0);
+        }
         for s in STATES {
             state
                 .get_or_create(&NodeStateLabels {
@@ -357,6 +412,17 @@ fn register_sample(registry: &mut Registry, sample: &ClusterSample) {
         "node_restarts",
         "Restarts of the node's link actor",
         restarts,
+    );
+    registry.register(
+        "node_cancelled",
+        "Calls to the node dropped unanswered because another node's answer won",
+        cancelled,
+    );
+    registry.register_with_unit(
+        "node_latency_p95",
+        "p95 of the node's recent answered calls (absent until it has 20 within 30 s)",
+        Unit::Seconds,
+        latency_p95,
     );
     registry.register(
         "node_state",
@@ -398,6 +464,21 @@ fn register_sample(registry: &mut Registry, sample: &ClusterSample) {
         "routing_placement_builds",
         "Rebuilds of the file placement",
         counter(sample.routing.placement_builds),
+    );
+    let actor_restarts = Family::<ActorLabels, Counter>::default();
+    for (actor, n) in [
+        ("discovery", sample.discovery.restarts),
+        ("poller", sample.metadata.restarts),
+        ("routing", sample.routing.restarts),
+    ] {
+        actor_restarts
+            .get_or_create(&ActorLabels { actor })
+            .inc_by(n);
+    }
+    registry.register(
+        "actor_restarts",
+        "Restarts of a supervised gateway actor by its supervisor (node links: node_restarts)",
+        actor_restarts,
     );
 
     let m = &sample.metadata;
@@ -454,6 +535,28 @@ fn register_sample(registry: &mut Registry, sample: &ClusterSample) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hedge_counters_are_exported_when_hedging_is_on() {
+        let off = GatewayMetrics::new().encode(None).unwrap();
+        assert!(!off.contains("hedge"), "{off}");
+        let hedging = std::sync::Arc::new(crate::gateway::hedge::Hedging::new(None, 0.05));
+        hedging.budget.deposit();
+        assert!(hedging.budget.try_take(2));
+        hedging.budget.won();
+        let text = GatewayMetrics::new()
+            .with_hedging(Some(hedging))
+            .encode(None)
+            .unwrap();
+        for line in [
+            "mishards_hedge_requests_total 2",
+            "mishards_hedges_won_total 1",
+            "mishards_hedges_denied_total 0",
+            "mishards_hedge_budget_searches_total 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
     use crate::gateway::routing::NodeRouting;
 
     fn link(node: &str, state: LinkState) -> LinkStats {
@@ -464,8 +567,10 @@ mod tests {
             version: Some("1.1.1".into()),
             in_flight: 2,
             latency_ewma_ms: 1.5,
+            latency_p95_ms: None,
             requests: 7,
             errors: 1,
+            cancelled: 0,
             restarts: 0,
         }
     }
@@ -542,8 +647,10 @@ mod tests {
                     state: LinkState::Healthy,
                     files_owned: 4,
                     files_tracked: 0,
+                    slow: false,
                 }],
                 placement_builds: 3,
+                restarts: 0,
             },
             metadata: PollerStats {
                 epoch: 5,
@@ -551,6 +658,10 @@ mod tests {
                 ..Default::default()
             },
             inspector: InspectorStats::default(),
+            discovery: DiscoveryStats {
+                restarts: 2,
+                ..Default::default()
+            },
         };
         assert_eq!(sample.healthy_read_nodes(), 1);
         let text = metrics.encode(Some(&sample)).unwrap();
@@ -565,6 +676,7 @@ mod tests {
             "mishards_router_info{router=\"rendezvous\"} 1",
             "mishards_metadata_poll_lag_seconds 0.25",
             "mishards_metadata_snapshot_epoch 5",
+            "mishards_actor_restarts_total{actor=\"discovery\"} 2",
             "# TYPE mishards_node_state gauge",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");

@@ -5,7 +5,10 @@
 pub mod admin;
 pub mod cluster;
 pub mod discovery;
+pub mod faults;
+pub mod hedge;
 pub mod inspect;
+pub mod latency;
 pub mod merge;
 pub mod metadata;
 pub mod metrics;
@@ -75,6 +78,9 @@ pub struct Tuning {
     pub discovery_refresh: Duration,
     pub load_factor: f64,
     pub pool_size: usize,
+    /// The metadata poller serves its last snapshot through a database outage. Off only to show, in
+    /// chaos tests, what that protects.
+    pub keep_snapshot_on_outage: bool,
 }
 
 impl Default for Tuning {
@@ -85,6 +91,7 @@ impl Default for Tuning {
             discovery_refresh: Duration::from_secs(1),
             load_factor: router::DEFAULT_LOAD_FACTOR,
             pool_size: 2,
+            keep_snapshot_on_outage: true,
         }
     }
 }
@@ -100,6 +107,8 @@ pub struct RunningGateway {
     pub actors: service::Actors,
     /// The gateway's Prometheus metrics; the gRPC server's RPC layer feeds them.
     pub metrics: Arc<metrics::GatewayMetrics>,
+    /// How searches hedge slow read nodes, with its budget's counters (`None`: hedging is off).
+    pub hedging: Option<Arc<hedge::Hedging>>,
     stop: watch::Sender<bool>,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     admin: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -108,6 +117,12 @@ pub struct RunningGateway {
 }
 
 impl RunningGateway {
+    /// Fault injection from inside the process; `None` unless the gateway started with
+    /// `--enable-fault-injection`.
+    pub fn faults(&self) -> Option<faults::FaultHandle> {
+        self.actors.faults.clone()
+    }
+
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         if let Ok(Err(e)) = (&mut self.server).await {
@@ -154,10 +169,23 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
         down_after: 2,
         max_backoff: Duration::from_secs(8),
         runtime: tokio::runtime::Handle::current(),
+        fault_injection: config.faults.enabled,
     };
+    // Fault injection: one seed for every decision, logged so a run can be replayed.
+    let fault_seed = config
+        .faults
+        .enabled
+        .then(|| config.faults.seed.unwrap_or_else(faults::random_seed));
+    if let Some(seed) = fault_seed {
+        tracing::warn!(
+            seed,
+            "fault injection enabled (--enable-fault-injection): never in production"
+        );
+    }
     let (write_node, router_kind) = (config.write_node.clone(), config.router);
     let metadata_poll = tuning.metadata_poll.unwrap_or(config.meta_poll_interval);
     let (inspect_keep, slow_query) = (config.admin.inspect_keep, config.admin.slow_query);
+    let demote_slow_nodes = config.hedge.demote_slow_nodes;
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let thread = std::thread::Builder::new()
         .name("mishards-actors".into())
@@ -166,10 +194,16 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
             let actors = system.block_on(async move {
                 let here = actix::Arbiter::current();
                 let poller = Supervisor::start(move |_| {
-                    metadata::MetadataPoller::new(uri, meta_options, metadata_poll)
+                    metadata::MetadataPoller::with_outage_policy(
+                        uri,
+                        meta_options,
+                        metadata_poll,
+                        tuning.keep_snapshot_on_outage,
+                    )
                 });
                 let routing = Supervisor::start(move |_| {
                     routing::Routing::new(router_kind, tuning.load_factor)
+                        .demoting_slow_nodes(demote_slow_nodes)
                 });
                 let discovery = Supervisor::start(move |_| {
                     discovery::Discovery::new(source, tuning.discovery_refresh)
@@ -182,7 +216,17 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
                     link_options,
                     here.clone(),
                 )
+                .with_discovery(discovery.clone())
                 .start();
+                let faults = fault_seed.map(|seed| {
+                    let targets = faults::FaultTargets {
+                        cluster: cluster.clone(),
+                        poller: poller.clone(),
+                        routing: routing.clone(),
+                        discovery: discovery.clone(),
+                    };
+                    faults::FaultHandle::new(faults::Faults::new(seed, targets).start(), seed)
+                });
                 let inspector = inspect::Inspector::new(inspect_keep, slow_query).start();
                 poller.do_send(metadata::Subscribe(routing.clone().recipient()));
                 discovery.do_send(discovery::SubscribeMembership(cluster.clone().recipient()));
@@ -191,6 +235,8 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
                     cluster,
                     routing,
                     poller,
+                    discovery,
+                    faults,
                     write,
                     write_node,
                     inspector,
@@ -214,13 +260,20 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
             return Err(e);
         }
     };
-    let metrics = Arc::new(metrics::GatewayMetrics::new());
+    let hedging = config.hedge.on.then(|| {
+        Arc::new(hedge::Hedging::new(
+            config.hedge.delay,
+            config.hedge.max_share,
+        ))
+    });
+    let metrics = Arc::new(metrics::GatewayMetrics::new().with_hedging(hedging.clone()));
     let service = service::GatewayService::new(
         actors.clone(),
         config.node_timeout,
         config.max_retry,
         config.version.clone(),
-    );
+    )
+    .with_hedging(hedging.clone());
     let grpc = MilvusServiceServer::new(service)
         .max_decoding_message_size(node_link::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(node_link::MAX_MESSAGE_BYTES);
@@ -244,7 +297,11 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
                 metrics: metrics.clone(),
                 inspect_keep: config.admin.inspect_keep,
                 slow_query_ms: config.admin.slow_query.as_millis().min(u64::MAX as u128) as u64,
+                fault_token: config.faults.token.clone(),
             });
+            if config.faults.enabled && !admin_addr.ip().is_loopback() {
+                tracing::warn!(addr = %admin_addr, "fault injection's /faults is reachable beyond this machine (admin_host is not loopback); only its token guards it");
+            }
             let mut stopped = stop.subscribe();
             let task = tokio::spawn(admin::serve(listener, router, async move {
                 let _ = stopped.wait_for(|s| *s).await;
@@ -259,6 +316,7 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
         admin_addr,
         actors,
         metrics,
+        hedging,
         stop,
         server,
         admin,

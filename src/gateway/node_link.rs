@@ -6,13 +6,17 @@
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 use super::GatewayError;
+use super::faults::{FaultChannel, SetLinkFaults, SiteFaults};
+use super::latency::RecentLatency;
 use crate::config::NodeAddr;
 use crate::proto::{self, milvus_service_client::MilvusServiceClient};
 
-pub type Client = MilvusServiceClient<Channel>;
+/// A node's client. Its calls go through the fault layer, a plain tonic channel unless fault
+/// injection is on.
+pub type Client = MilvusServiceClient<FaultChannel>;
 
 /// Largest message the gateway relays (an insert may carry 256 MB of vectors).
 pub const MAX_MESSAGE_BYTES: usize = 300 << 20;
@@ -41,14 +45,18 @@ pub struct LinkOptions {
     pub max_backoff: Duration,
     /// Where the channels' I/O runs (the gateway's multi-threaded runtime).
     pub runtime: tokio::runtime::Handle,
+    /// Fault injection is on: the channels apply the rules the link is sent (`SetLinkFaults`).
+    pub fault_injection: bool,
 }
 
-/// A node's health as the router needs it.
+/// A node's health as the router needs it: sent when its state changes or its p95 moves.
 #[derive(Message, Clone, Debug)]
 #[rtype(result = "()")]
 pub struct NodeHealth {
     pub node: NodeAddr,
     pub state: LinkState,
+    /// The p95 of its recent answered calls (`None`: too few samples).
+    pub p95: Option<Duration>,
 }
 
 /// Borrow a client for one call; `Report` the outcome.
@@ -71,6 +79,12 @@ pub struct Report {
     pub failed: bool,
 }
 
+/// The lease holder dropped its call before an answer (a hedge won): neither a success nor a failure,
+/// so the node's health and latency are left as they are.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Cancelled;
+
 #[derive(Message)]
 #[rtype(result = "LinkStats")]
 pub struct GetLinkStats;
@@ -92,8 +106,12 @@ pub struct LinkStats {
     pub version: Option<String>,
     pub in_flight: u64,
     pub latency_ewma_ms: f64,
+    /// p95 of the recent answered calls (`None`: too few in the last 30 s).
+    pub latency_p95_ms: Option<f64>,
     pub requests: u64,
     pub errors: u64,
+    /// Calls dropped before they answered because another node's answer won.
+    pub cancelled: u64,
     pub restarts: u64,
 }
 
@@ -111,13 +129,17 @@ pub struct NodeLink {
     probing: bool,
     in_flight: u64,
     ewma_ms: f64,
+    recent: RecentLatency,
     requests: u64,
     errors: u64,
+    cancelled: u64,
     restarts: u64,
     subscribers: Vec<Recipient<NodeHealth>>,
     probe_timer: Option<SpawnHandle>,
     /// When recent restarts happened, to bound restart intensity.
     recent_restarts: std::collections::VecDeque<Instant>,
+    /// With fault injection on: this node's rules, read by its channels on every call.
+    faults: Option<tokio::sync::watch::Sender<Option<std::sync::Arc<SiteFaults>>>>,
 }
 
 /// More restarts than this within `RESTART_WINDOW` mark the node down until a probe succeeds after the
@@ -145,12 +167,17 @@ impl NodeLink {
             probing: false,
             in_flight: 0,
             ewma_ms: 0.0,
+            recent: RecentLatency::default(),
             requests: 0,
             errors: 0,
+            cancelled: 0,
             restarts: 0,
             subscribers: Vec::new(),
             probe_timer: None,
             recent_restarts: std::collections::VecDeque::new(),
+            faults: options
+                .fault_injection
+                .then(|| tokio::sync::watch::channel(None).0),
             options,
         }
     }
@@ -168,7 +195,8 @@ impl NodeLink {
         let _runtime = self.options.runtime.enter();
         self.pool = (0..self.options.pool_size.max(1))
             .map(|_| {
-                MilvusServiceClient::new(endpoint.connect_lazy())
+                let faults = self.faults.as_ref().map(|rules| rules.subscribe());
+                MilvusServiceClient::new(FaultChannel::new(endpoint.connect_lazy(), faults))
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES)
             })
@@ -188,14 +216,23 @@ impl NodeLink {
                 _ => tracing::debug!(node = %self.node, ?state, "node state"),
             }
             self.state = state;
-            for s in &self.subscribers {
-                s.do_send(NodeHealth {
-                    node: self.node.clone(),
-                    state,
-                });
-            }
+            self.tell_health();
         }
         self.reason = reason;
+    }
+
+    fn health(&self) -> NodeHealth {
+        NodeHealth {
+            node: self.node.clone(),
+            state: self.state,
+            p95: self.recent.p95(),
+        }
+    }
+
+    fn tell_health(&self) {
+        for s in &self.subscribers {
+            s.do_send(self.health());
+        }
     }
 
     fn failed(&mut self, reason: String) {
@@ -281,8 +318,13 @@ impl NodeLink {
             version: self.version.clone(),
             in_flight: self.in_flight,
             latency_ewma_ms: (self.ewma_ms * 1000.0).round() / 1000.0,
+            latency_p95_ms: self
+                .recent
+                .p95()
+                .map(|d| (d.as_secs_f64() * 1e6).round() / 1000.0),
             requests: self.requests,
             errors: self.errors,
+            cancelled: self.cancelled,
             restarts: self.restarts,
         }
     }
@@ -299,6 +341,12 @@ impl Actor for NodeLink {
         self.probe(ctx);
         let every = self.options.probe_interval;
         self.probe_timer = Some(ctx.run_interval(every, |act, ctx| act.probe(ctx)));
+        // Let an idle node's latencies age out, and tell Routing when that changes its p95.
+        ctx.run_interval(Duration::from_secs(1), |act, _| {
+            if act.recent.expire(Instant::now()) {
+                act.tell_health();
+            }
+        });
     }
 }
 
@@ -366,6 +414,9 @@ impl Handler<Report> for NodeLink {
         } else {
             0.8 * self.ewma_ms + 0.2 * ms
         };
+        if !r.failed && self.recent.record(Instant::now(), r.latency) {
+            self.tell_health();
+        }
         if r.failed {
             self.errors += 1;
             self.failed("a request got no answer".into());
@@ -387,11 +438,16 @@ impl Handler<GetLinkStats> for NodeLink {
 impl Handler<SubscribeHealth> for NodeLink {
     type Result = ();
     fn handle(&mut self, SubscribeHealth(r): SubscribeHealth, _: &mut Context<Self>) {
-        r.do_send(NodeHealth {
-            node: self.node.clone(),
-            state: self.state,
-        });
+        r.do_send(self.health());
         self.subscribers.push(r);
+    }
+}
+
+impl Handler<Cancelled> for NodeLink {
+    type Result = ();
+    fn handle(&mut self, _: Cancelled, _: &mut Context<Self>) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.cancelled += 1;
     }
 }
 
@@ -410,5 +466,17 @@ impl Handler<Crash> for NodeLink {
     type Result = ();
     fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
         ctx.stop();
+    }
+}
+
+impl Handler<SetLinkFaults> for NodeLink {
+    type Result = ();
+    fn handle(&mut self, rules: SetLinkFaults, _: &mut Context<Self>) {
+        if let Some(faults) = &self.faults {
+            // Kept across restarts: a crash does not lift the node's faults.
+            faults.send_modify(|current| {
+                *current = Some(rules.for_link(&self.node, current.as_deref()));
+            });
+        }
     }
 }

@@ -1,14 +1,17 @@
-//! The routing actor: owns the membership, each node's health, the metadata snapshot and the placement
-//! built from them (rebuilt on change, never per query), and the record of which file version each node
-//! last saw (bounded by nodes × files, pruned with every snapshot). It turns a search into a plan.
+//! The routing actor: owns the membership, each node's health and recent p95 latency, the metadata
+//! snapshot and the placement built from them (rebuilt on change, never per query), and the record of
+//! which file version each node last saw (bounded by nodes × files, pruned with every snapshot). It turns
+//! a search into a plan.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 
 use super::GatewayError;
 use super::discovery::Membership;
+use super::latency::LatencyView;
 use super::metadata::{Snapshot, SnapshotUpdate};
 use super::node_link::{LinkState, NodeHealth, NodeLink};
 use super::router::Router;
@@ -35,6 +38,8 @@ pub struct SearchPlan {
     pub files: Vec<PlannedFile>,
     /// Every read node in the membership (for error messages when none could serve).
     pub members: Vec<NodeAddr>,
+    /// The read nodes' recent latencies, for hedging.
+    pub latency: Arc<LatencyView>,
 }
 
 /// Plans a search over a collection, with optional partition tags (whole-string regular expressions).
@@ -75,6 +80,8 @@ pub struct RoutingStats {
     pub snapshot_stale: bool,
     pub nodes: Vec<NodeRouting>,
     pub placement_builds: u64,
+    /// Times its supervisor restarted it.
+    pub restarts: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -83,6 +90,8 @@ pub struct NodeRouting {
     pub state: LinkState,
     pub files_owned: usize,
     pub files_tracked: usize,
+    /// Far slower than its peers lately: ranked after them (when `demote_slow_nodes` is on).
+    pub slow: bool,
 }
 
 pub struct Routing {
@@ -90,12 +99,18 @@ pub struct Routing {
     load_factor: f64,
     membership: Membership,
     health: HashMap<NodeAddr, LinkState>,
+    /// Each read node's recent p95, as its link last reported it.
+    p95: HashMap<NodeAddr, Duration>,
+    latency: Arc<LatencyView>,
+    /// Rank slow nodes after their peers.
+    demote_slow: bool,
     snapshot: Arc<Snapshot>,
     /// file id → its nodes in preference order, for every searchable file of the snapshot.
     placement: HashMap<i64, Vec<NodeAddr>>,
     seen: HashMap<NodeAddr, HashMap<i64, i64>>,
     builds: u64,
     links: Arc<HashMap<NodeAddr, Addr<NodeLink>>>,
+    restarts: u64,
 }
 
 impl Routing {
@@ -108,11 +123,15 @@ impl Routing {
                 nodes: Arc::new(BTreeSet::new()),
             },
             health: HashMap::new(),
+            p95: HashMap::new(),
+            latency: Arc::new(LatencyView::default()),
+            demote_slow: false,
             snapshot: Arc::new(Snapshot::default()),
             placement: HashMap::new(),
             seen: HashMap::new(),
             builds: 0,
             links: Arc::new(HashMap::new()),
+            restarts: 0,
         }
     }
 
@@ -141,20 +160,51 @@ impl Routing {
         }
     }
 
-    /// A file's nodes, healthy ones first, suspect and connecting ones next, down ones left out.
+    /// Ranks nodes far slower than their peers after them (see `latency::SLOW_FACTOR`).
+    pub fn demoting_slow_nodes(mut self, on: bool) -> Self {
+        self.demote_slow = on;
+        self
+    }
+
+    fn state(&self, node: &NodeAddr) -> LinkState {
+        self.health
+            .get(node)
+            .copied()
+            .unwrap_or(LinkState::Connecting)
+    }
+
+    /// Rebuilds the latency view from the p95s and health of the members.
+    fn update_latency(&mut self) {
+        let p95 = self
+            .p95
+            .iter()
+            .filter(|(n, _)| self.membership.nodes.contains(*n))
+            .map(|(n, d)| (n.clone(), *d))
+            .collect();
+        self.latency = Arc::new(LatencyView::new(
+            p95,
+            |n| self.state(n) == LinkState::Healthy,
+            &self.latency,
+        ));
+    }
+
+    /// A file's nodes, healthy ones first (slow ones last among them when demoting), suspect and
+    /// connecting ones next, down ones left out.
     fn usable(&self, nodes: &[NodeAddr]) -> Vec<NodeAddr> {
-        let state = |n: &NodeAddr| self.health.get(n).copied().unwrap_or(LinkState::Connecting);
-        let rank = |s: LinkState| match s {
+        let state = |n: &NodeAddr| self.state(n);
+        let slow = |n: &NodeAddr| self.demote_slow && self.latency.slow.contains(n);
+        let rank = |n: &NodeAddr| match state(n) {
+            LinkState::Healthy if slow(n) => 1,
             LinkState::Healthy => 0,
-            LinkState::Suspect | LinkState::Connecting => 1,
-            LinkState::Down => 2,
+            LinkState::Suspect | LinkState::Connecting => 2,
+            LinkState::Down => 3,
         };
         let mut usable: Vec<NodeAddr> = nodes
             .iter()
             .filter(|n| state(n) != LinkState::Down)
             .cloned()
             .collect();
-        usable.sort_by_key(|n| rank(state(n))); // stable: keeps the preference order within a rank
+        usable.sort_by_key(rank); // stable: keeps the preference order within a rank
         usable
     }
 
@@ -197,6 +247,7 @@ impl Routing {
             collection: tables.collection.clone(),
             files,
             members: self.membership.nodes.iter().cloned().collect(),
+            latency: self.latency.clone(),
         }))
     }
 }
@@ -212,6 +263,7 @@ impl Actor for Routing {
 impl Supervised for Routing {
     fn restarting(&mut self, _: &mut Context<Self>) {
         tracing::warn!("routing restarted");
+        self.restarts += 1;
     }
 }
 
@@ -221,6 +273,8 @@ impl Handler<Membership> for Routing {
         if m.epoch != self.membership.epoch {
             self.membership = m;
             self.health.retain(|n, _| self.membership.nodes.contains(n));
+            self.p95.retain(|n, _| self.membership.nodes.contains(n));
+            self.update_latency();
             self.rebuild();
         }
     }
@@ -240,7 +294,12 @@ impl Handler<SnapshotUpdate> for Routing {
 impl Handler<NodeHealth> for Routing {
     type Result = ();
     fn handle(&mut self, h: NodeHealth, _: &mut Context<Self>) {
+        match h.p95 {
+            Some(p95) => self.p95.insert(h.node.clone(), p95),
+            None => self.p95.remove(&h.node),
+        };
         self.health.insert(h.node, h.state);
+        self.update_latency();
     }
 }
 
@@ -311,9 +370,20 @@ impl Handler<GetRoutingStats> for Routing {
                     state: self.health.get(n).copied().unwrap_or(LinkState::Connecting),
                     files_owned: owned.get(n).copied().unwrap_or(0),
                     files_tracked: self.seen.get(n).map_or(0, HashMap::len),
+                    slow: self.latency.slow.contains(n),
                 })
                 .collect(),
             placement_builds: self.builds,
+            restarts: self.restarts,
         })
+    }
+}
+
+/// Stops the actor (fault injection); its supervisor restarts it with its state: plans wait in the
+/// mailbox meanwhile.
+impl Handler<super::node_link::Crash> for Routing {
+    type Result = ();
+    fn handle(&mut self, _: super::node_link::Crash, ctx: &mut Context<Self>) {
+        ctx.stop();
     }
 }

@@ -34,6 +34,9 @@ pub struct Actors {
     pub cluster: Addr<Cluster>,
     pub routing: Addr<Routing>,
     pub poller: Addr<MetadataPoller>,
+    pub discovery: Addr<super::discovery::Discovery>,
+    /// Fault injection's rules and log; `None` unless it is enabled.
+    pub faults: Option<super::faults::FaultHandle>,
     pub write: Addr<NodeLink>,
     pub write_node: NodeAddr,
     /// Keeps the manifests of recent and slow searches for the admin listener.
@@ -47,6 +50,8 @@ pub struct GatewayService {
     node_timeout: Duration,
     max_retry: u32,
     version: String,
+    /// How searches hedge slow read nodes (`None`: they do not).
+    hedging: Option<std::sync::Arc<super::hedge::Hedging>>,
 }
 
 type Reply<T> = Result<Response<T>, Status>;
@@ -84,7 +89,14 @@ impl GatewayService {
             node_timeout,
             max_retry,
             version,
+            hedging: None,
         }
+    }
+
+    /// Searches hedge slow read nodes as `hedging` says.
+    pub fn with_hedging(mut self, hedging: Option<std::sync::Arc<super::hedge::Hedging>>) -> Self {
+        self.hedging = hedging;
+        self
     }
 
     /// Relays one call to the write node. An unreachable write node is CONNECT_FAILED naming it.
@@ -219,46 +231,46 @@ impl GatewayService {
             span: tracing::Span::current(),
             trace_id,
             reply: Some(tx),
+            inspector: self.actors.inspector.clone(),
+            hedging: self.hedging.clone(),
         };
         // On the actors' own arbiter, so its messages to Routing and the node links never cross threads.
         ScatterGather::start_in_arbiter(&self.actors.home, move |_| scatter);
-        let (outcome, mut manifest) = rx.await.map_err(|_| GatewayError::Actor {
+        let (outcome, unfiled) = rx.await.map_err(|_| GatewayError::Actor {
             actor: "scatter-gather",
             reason: "ended without an answer".into(),
         })?;
-        let result = match outcome {
+        match outcome {
             Ok(Scattered::Answer(result)) => Ok(result),
+            Err(e) => Err(e),
             // Not in the snapshot (new, or unknown): the write node knows.
             Ok(Scattered::Unknown(param)) => {
-                self.relay(param, QUICK, |mut c, r| async move { c.search(r).await })
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        match &result {
-            Ok(r) => {
-                let status = r.status.clone().unwrap_or_default();
-                manifest.code = status.error_code;
-                if status.error_code != 0 {
-                    manifest.reason = status.reason;
+                let result = self
+                    .relay(param, QUICK, |mut c, r| async move { c.search(r).await })
+                    .await;
+                if let Some(mut manifest) = unfiled {
+                    manifest.finish(result.as_ref());
+                    self.actors.inspector.do_send(Record(manifest));
                 }
-            }
-            Err(e) => {
-                let status = e.to_status();
-                (manifest.code, manifest.reason) = (status.error_code, status.reason);
+                result
             }
         }
-        self.actors.inspector.do_send(Record(manifest));
-        result
     }
 
     async fn conn_stats(&self) -> Result<String, GatewayError> {
-        let stats = self
+        let mut stats = self
             .actors
             .cluster
             .send(ConnStats)
             .await
             .map_err(mailbox("cluster"))?;
+        if let Some(object) = stats.as_object_mut() {
+            let hedging = self
+                .hedging
+                .as_ref()
+                .map(|h| serde_json::to_value(h.budget.stats()).unwrap_or_default());
+            object.insert("hedging".into(), hedging.unwrap_or_default());
+        }
         Ok(stats.to_string())
     }
 }

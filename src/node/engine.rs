@@ -158,8 +158,10 @@ impl Engine {
                     .chain(meta.global_lsn().await?)
                     .max()
                     .unwrap_or(0);
-                let (wal, records) =
-                    Wal::open(&opts.storage.join("wal"), flushed.max(0) as u64 + 1)?;
+                let (wal, records) = Wal::open(
+                    &opts.storage.join(super::WAL_DIR_NAME),
+                    flushed.max(0) as u64 + 1,
+                )?;
                 let replayed = records.len();
                 for (lsn, record) in records {
                     let Some(table) = tables.get(record.table_id()) else {

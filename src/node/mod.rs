@@ -12,6 +12,9 @@ pub mod wal;
 
 pub use server::{RunningNode, start};
 
+/// The write node's log folder inside its storage folder.
+pub const WAL_DIR_NAME: &str = "wal";
+
 use crate::meta::{MetaError, PartitionSelectError};
 
 /// Everything a node request can fail with; `crate::error` maps each to its Milvus status code.

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod proxy;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -194,6 +195,8 @@ pub struct TestCluster {
     pub writer: Option<mishards::node::RunningNode>,
     pub writer_port: u16,
     pub readers: Vec<Option<mishards::node::RunningNode>>,
+    /// The delaying proxy in front of each read node that has one (listed in its place).
+    pub proxies: Vec<Option<proxy::DelayProxy>>,
     pub gateway: mishards::gateway::RunningGateway,
     pub hosts_file: std::path::PathBuf,
 }
@@ -208,6 +211,25 @@ impl TestCluster {
     pub async fn start_with(
         readers: usize,
         meta: Option<&TestDb>,
+        gateway_flags: &[(&'static str, String)],
+    ) -> TestCluster {
+        Self::start_custom(readers, meta, &[], gateway_flags).await
+    }
+
+    /// As `start_with` on SQLite, with read node `i` behind a proxy that delays its answers by `delay`
+    /// for each `(i, delay)` of `slow`: the gateway knows the node by the proxy's address.
+    pub async fn start_slow(
+        readers: usize,
+        slow: &[(usize, std::time::Duration)],
+        gateway_flags: &[(&'static str, String)],
+    ) -> TestCluster {
+        Self::start_custom(readers, None, slow, gateway_flags).await
+    }
+
+    async fn start_custom(
+        readers: usize,
+        meta: Option<&TestDb>,
+        slow: &[(usize, std::time::Duration)],
         gateway_flags: &[(&'static str, String)],
     ) -> TestCluster {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -238,12 +260,18 @@ impl TestCluster {
                 mishards::node::start(&node("ro")).await.expect("read node"),
             ));
         }
+        let mut proxies = Vec::new();
+        for (i, reader) in started.iter().enumerate() {
+            let delay = slow.iter().find(|(s, _)| *s == i).map(|(_, d)| *d);
+            proxies.push(match (reader, delay) {
+                (Some(reader), Some(delay)) => {
+                    Some(proxy::DelayProxy::start(reader.addr, delay).await)
+                }
+                _ => None,
+            });
+        }
         let hosts_file = dir.path().join("hosts");
-        let hosts: Vec<String> = started
-            .iter()
-            .flatten()
-            .map(|r| r.addr.to_string())
-            .collect();
+        let hosts = listed_readers(&started, &proxies);
         std::fs::write(&hosts_file, hosts.join("\n")).expect("hosts file");
         let gateway = start_gateway_with(
             &writer.addr.to_string(),
@@ -258,11 +286,31 @@ impl TestCluster {
             writer: Some(writer),
             writer_port,
             readers: started,
+            proxies,
             gateway,
             hosts_file,
         };
         cluster.wait_until_healthy(readers).await;
         cluster
+    }
+
+    /// As `start_with`, with fault injection on: token `FAULT_TOKEN`, seed `seed`. Hedging is off, so a
+    /// search asks each node exactly as its plan says and the fault sequence is reproducible.
+    pub async fn start_with_faults(
+        readers: usize,
+        seed: u64,
+        gateway_flags: &[(&'static str, String)],
+    ) -> TestCluster {
+        let mut flags = fault_flags(seed);
+        flags.extend(gateway_flags.iter().cloned());
+        Self::start_with(readers, None, &flags).await
+    }
+
+    /// The gateway's in-process fault handle (fault injection must be on).
+    pub fn faults(&self) -> mishards::gateway::faults::FaultHandle {
+        self.gateway
+            .faults()
+            .expect("the test gateway runs with fault injection")
     }
 
     pub fn storage(&self) -> std::path::PathBuf {
@@ -320,13 +368,17 @@ impl TestCluster {
 
     /// Rewrites the hosts file with the running read nodes.
     pub fn publish_readers(&self) {
-        let hosts: Vec<String> = self
-            .readers
-            .iter()
-            .flatten()
-            .map(|r| r.addr.to_string())
-            .collect();
+        let hosts = listed_readers(&self.readers, &self.proxies);
         std::fs::write(&self.hosts_file, hosts.join("\n")).expect("hosts file");
+    }
+
+    /// The address the gateway knows read node `i` by: its proxy's, if it has one.
+    pub fn reader_host(&self, i: usize) -> String {
+        match (&self.proxies.get(i), &self.readers[i]) {
+            (Some(Some(proxy)), _) => proxy.addr.to_string(),
+            (_, Some(reader)) => reader.addr.to_string(),
+            (_, None) => panic!("read node {i} is stopped"),
+        }
     }
 
     pub async fn add_reader(&mut self) -> std::net::SocketAddr {
@@ -338,6 +390,7 @@ impl TestCluster {
         let reader = mishards::node::start(&config).await.expect("read node");
         let addr = reader.addr;
         self.readers.push(Some(reader));
+        self.proxies.push(None);
         addr
     }
 
@@ -386,6 +439,24 @@ impl TestCluster {
             w.shutdown().await;
         }
     }
+}
+
+/// The running read nodes as the gateway knows them: through their proxy where they have one.
+fn listed_readers(
+    readers: &[Option<mishards::node::RunningNode>],
+    proxies: &[Option<proxy::DelayProxy>],
+) -> Vec<String> {
+    readers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let r = r.as_ref()?;
+            Some(match proxies.get(i) {
+                Some(Some(proxy)) => proxy.addr.to_string(),
+                _ => r.addr.to_string(),
+            })
+        })
+        .collect()
 }
 
 pub async fn start_gateway(
@@ -461,4 +532,97 @@ pub fn records(vectors: &[Vec<f32>]) -> Vec<mishards::proto::RowRecord> {
 /// The error code of a reply's status (-1 when it has none).
 pub fn code(status: &Option<mishards::proto::Status>) -> i32 {
     status.as_ref().map_or(-1, |s| s.error_code)
+}
+
+/// The fault token test gateways use.
+pub const FAULT_TOKEN: &str = "test-fault-token-0123456789";
+
+/// Gateway flags turning fault injection on with `FAULT_TOKEN` and `seed`, hedging off.
+pub fn fault_flags(seed: u64) -> Vec<(&'static str, String)> {
+    vec![
+        ("enable-fault-injection", "true".into()),
+        ("fault-token", FAULT_TOKEN.into()),
+        ("fault-seed", seed.to_string()),
+        ("hedge", "false".into()),
+    ]
+}
+
+/// `method path` to an admin listener, with `Authorization: Bearer token` when given and a JSON body:
+/// status and body (bounded to 10 s).
+pub async fn admin_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| vec![("Authorization", a)])
+        .unwrap_or_default();
+    let reply = mishards::gateway::admin::request(
+        addr,
+        method,
+        path,
+        &headers,
+        body,
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    (reply.status, reply.body)
+}
+
+/// Dimension of the collections `load_files` makes.
+pub const FILE_DIM: usize = 32;
+/// Rows per flushed file: 9,000 × 32 floats is just over index_file_size = 1 MB, so the write node never
+/// merges the files and every flush stays its own segment file.
+pub const FILE_ROWS: usize = 9_000;
+
+/// Creates the L2 collection `name` (dimension `FILE_DIM`, index_file_size 1 MB) and loads `files`
+/// flushed files of `FILE_ROWS` random rows each; returns (id, vector) of every row.
+pub async fn load_files(
+    c: &mut Client,
+    name: &str,
+    files: usize,
+    rng: &mut Rng,
+) -> Vec<(i64, Vec<f32>)> {
+    use mishards::proto;
+    let st = c
+        .create_collection(proto::CollectionSchema {
+            collection_name: name.into(),
+            dimension: FILE_DIM as i64,
+            index_file_size: 1,
+            metric_type: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("create collection")
+        .into_inner();
+    assert_eq!(st.error_code, 0, "{st:?}");
+    let mut data = Vec::new();
+    for _ in 0..files {
+        let v = rng.vectors(FILE_ROWS, FILE_DIM);
+        let r = c
+            .insert(proto::InsertParam {
+                collection_name: name.into(),
+                row_record_array: records(&v),
+                ..Default::default()
+            })
+            .await
+            .expect("insert")
+            .into_inner();
+        assert_eq!(code(&r.status), 0, "{:?}", r.status);
+        data.extend(r.vector_id_array.into_iter().zip(v));
+        let st = c
+            .flush(proto::FlushParam {
+                collection_name_array: vec![name.into()],
+            })
+            .await
+            .expect("flush")
+            .into_inner();
+        assert_eq!(st.error_code, 0, "{st:?}");
+    }
+    data
 }
