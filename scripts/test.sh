@@ -17,10 +17,15 @@ fi
 export MISHARDS_TEST_PYTHON="$PWD/$venv/bin/python"
 
 echo "== Rust tests (metadata on SQLite${MISHARDS_TEST_MYSQL_URL:+ and MySQL at ${MISHARDS_TEST_MYSQL_URL}})"
+# The chaos scenarios and the hedging tests compare latencies within a run: they run last, one at a time
+# (.config/nextest.toml), with nothing else on the machine.
+status=0
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --no-fail-fast
+    cargo nextest run --no-fail-fast -E 'not (binary(chaos) | binary(hedging))' || status=$?
+    echo "== Rust timing-sensitive tests: chaos scenarios and hedging, one at a time"
+    cargo nextest run --no-fail-fast -E 'binary(chaos) | binary(hedging)' || status=$?
 else
-    cargo test --no-fail-fast
+    cargo test --no-fail-fast -- --test-threads=1 || status=$?
 fi
 
 shopt -s nullglob
@@ -28,5 +33,6 @@ e2e=(tests/e2e/test_*.py)
 if (( ${#e2e[@]} )); then
     echo "== Python end-to-end tests"
     cargo build --quiet
-    MISHARDS_BIN="$PWD/target/debug/mishards" "$venv/bin/python" -m pytest -q -p no:cacheprovider "${e2e[@]}"
+    MISHARDS_BIN="$PWD/target/debug/mishards" "$venv/bin/python" -m pytest -q -p no:cacheprovider "${e2e[@]}" || status=$?
 fi
+exit "$status"

@@ -94,9 +94,10 @@ async fn slow_reader() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_reader_without_hedging_has_a_slow_p99() {
+async fn slow_reader_without_hedging_or_demotion_has_a_slow_p99() {
     let mut s = scenario("slow-reader");
     s.gateway.hedge = false;
+    s.gateway.demote_slow_nodes = false;
     breaks(s, "p99_within").await;
 }
 

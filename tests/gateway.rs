@@ -183,10 +183,19 @@ async fn a_read_node_killed_under_load_costs_no_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_node_added_takes_only_its_share() {
-    let mut cluster = TestCluster::start(2, None).await;
+    // On the hash ring: rendezvous's load bound may also move a file between old nodes when the share
+    // per node shrinks (the nodes' ports, and so their hashes, differ from run to run); the router's unit
+    // tests check rendezvous's minimal movement where the bound does not bite.
+    let mut cluster = TestCluster::start_with(
+        2,
+        None,
+        &[("router", "FileBasedHashRingRouter".to_string())],
+    )
+    .await;
     let mut c = cluster.client().await;
     let mut rng = Rng(23);
-    let data = load(&mut c, "grow", 8, &mut rng).await;
+    // Twenty files: the chance that none lands on the new node, (2/3)^20, is 0.03%.
+    let data = load(&mut c, "grow", 20, &mut rng).await;
     let before = cluster
         .gateway
         .actors
@@ -194,7 +203,7 @@ async fn a_read_node_added_takes_only_its_share() {
         .send(GetOwners)
         .await
         .unwrap();
-    assert_eq!(before.len(), 8);
+    assert_eq!(before.len(), 20);
 
     let added = cluster.add_reader().await;
     cluster.publish_readers();

@@ -401,8 +401,9 @@ async fn a_node_far_slower_than_its_peers_is_ranked_after_them() {
     let mut rng = Rng(65);
     let data = load(&mut c, "demoted", FILES, &mut rng).await;
     let queries = rng.vectors(1, DIM);
-    // Searches (at most 15 rounds of 4) until routing has the slow node's p95 from enough samples.
-    let deadline = Instant::now() + Duration::from_secs(90);
+    // Searches (at most 30 rounds of 4; 5 suffice on a quiet machine) until routing has the slow node's
+    // p95 from enough samples and its peers are fast enough beside it.
+    let deadline = Instant::now() + Duration::from_secs(150);
     let mut rounds = 0;
     loop {
         let slow_now = cluster
@@ -420,7 +421,7 @@ async fn a_node_far_slower_than_its_peers_is_ranked_after_them() {
         }
         rounds += 1;
         assert!(
-            rounds <= 15 && Instant::now() < deadline,
+            rounds <= 30 && Instant::now() < deadline,
             "the slow node was never ranked slow: {}",
             cluster.stats().await
         );

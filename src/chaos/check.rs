@@ -238,8 +238,13 @@ pub fn check(invariants: &Invariants, r: &Recording) -> Vec<Verdict> {
     }
     if let Some(factor) = invariants.p99_within {
         let baseline = percentile(&r.warmup, 99.0);
-        let counted: Vec<SearchRecord> =
-            r.searches.iter().filter(|s| !excused(s)).cloned().collect();
+        let from = invariants.p99_from.unwrap_or_default();
+        let counted: Vec<SearchRecord> = r
+            .searches
+            .iter()
+            .filter(|s| !excused(s) && s.started >= from)
+            .cloned()
+            .collect();
         let p99 = percentile(&counted, 99.0);
         let limit = baseline.mul_f64(factor);
         let problems = if r.warmup.is_empty() {
@@ -298,6 +303,7 @@ mod tests {
             recover_within: None,
             errors_name_failed_nodes: false,
             p99_within: None,
+            p99_from: None,
         }
     }
 

@@ -98,6 +98,7 @@ async fn start_cluster(
             ("max-retry", g.max_retry.to_string()),
             ("node-timeout", g.node_timeout.as_secs_f64().to_string()),
             ("hedge", g.hedge.to_string()),
+            ("demote-slow-nodes", g.demote_slow_nodes.to_string()),
             ("enable-fault-injection", "true".into()),
             ("fault-token", token),
             ("fault-seed", seed.to_string()),

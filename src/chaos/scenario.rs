@@ -66,6 +66,8 @@ pub struct GatewaySpec {
     #[serde(with = "text_duration")]
     pub node_timeout: Duration,
     pub hedge: bool,
+    /// Routing ranks a read node far slower than its peers after them.
+    pub demote_slow_nodes: bool,
 }
 
 impl Default for GatewaySpec {
@@ -74,6 +76,7 @@ impl Default for GatewaySpec {
             max_retry: 3,
             node_timeout: Duration::from_secs(2),
             hedge: true,
+            demote_slow_nodes: true,
         }
     }
 }
@@ -165,6 +168,10 @@ pub struct Invariants {
     pub errors_name_failed_nodes: bool,
     /// The run's search p99 stays within this multiple of the warm-up's p99.
     pub p99_within: Option<f64>,
+    /// Only searches started this long into the run count for `p99_within` (the gateway needs some
+    /// answers from a slow node before it knows it is slow).
+    #[serde(with = "option_duration")]
+    pub p99_from: Option<Duration>,
 }
 
 impl Default for Invariants {
@@ -176,6 +183,7 @@ impl Default for Invariants {
             recover_within: None,
             errors_name_failed_nodes: false,
             p99_within: None,
+            p99_from: None,
         }
     }
 }
