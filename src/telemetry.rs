@@ -236,6 +236,13 @@ impl<S> Filter<S> for SpansWhen {
             Interest::never()
         }
     }
+
+    // No opinion on levels: without this the combined filter would have no level hint at all, and every
+    // trace/debug call site of every dependency (h2, hyper, tonic) would be checked one by one instead
+    // of being cut off by the global maximum level.
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::TRACE)
+    }
 }
 
 fn tracer_provider(
