@@ -475,33 +475,34 @@ impl Injector for MetadataInjector<'_> {
 
 /// An outgoing request carrying the current span as W3C `traceparent` (when tracing is on).
 pub fn outgoing<T>(message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
     if exporting() {
-        let cx = Span::current().context();
-        TraceContextPropagator::new()
-            .inject_context(&cx, &mut MetadataInjector(request.metadata_mut()));
+        with_context(message, &Span::current().context())
+    } else {
+        tonic::Request::new(message)
     }
-    request
 }
 
 /// An outgoing request that its receiver must not trace (health probes): a `traceparent` whose
-/// sampled flag is off, which the receiver's parent-based sampler follows.
+/// sampled flag is off, which the receiver's parent-based sampler follows. Sent whether or not this
+/// process exports: the receiver may.
 pub fn unsampled<T>(message: T) -> tonic::Request<T> {
+    let ids = RandomIdGenerator::default();
+    let context = opentelemetry::trace::SpanContext::new(
+        ids.new_trace_id(),
+        ids.new_span_id(),
+        opentelemetry::trace::TraceFlags::default(),
+        true,
+        Default::default(),
+    );
+    with_context(
+        message,
+        &opentelemetry::Context::new().with_remote_span_context(context),
+    )
+}
+
+fn with_context<T>(message: T, cx: &opentelemetry::Context) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    // Injected whether or not this process exports: the receiver may.
-    {
-        let ids = RandomIdGenerator::default();
-        let context = opentelemetry::trace::SpanContext::new(
-            ids.new_trace_id(),
-            ids.new_span_id(),
-            opentelemetry::trace::TraceFlags::default(),
-            true,
-            Default::default(),
-        );
-        let cx = opentelemetry::Context::new().with_remote_span_context(context);
-        TraceContextPropagator::new()
-            .inject_context(&cx, &mut MetadataInjector(request.metadata_mut()));
-    }
+    TraceContextPropagator::new().inject_context(cx, &mut MetadataInjector(request.metadata_mut()));
     request
 }
 
@@ -666,6 +667,10 @@ fn key_values(params: &[proto::KeyValuePair]) -> String {
         .join(" ")
 }
 
+fn tags_and_params(tags: &[String], params: &[proto::KeyValuePair]) -> String {
+    format!("tags={tags:?} {}", key_values(params))
+}
+
 impl TracedRequest for proto::SearchParam {
     fn collection(&self) -> &str {
         &self.collection_name
@@ -677,11 +682,7 @@ impl TracedRequest for proto::SearchParam {
         Some(self.topk)
     }
     fn params(&self) -> String {
-        format!(
-            "tags={:?} {}",
-            self.partition_tag_array,
-            key_values(&self.extra_params)
-        )
+        tags_and_params(&self.partition_tag_array, &self.extra_params)
     }
 }
 
@@ -720,11 +721,7 @@ impl TracedRequest for proto::SearchByIdParam {
         Some(self.topk)
     }
     fn params(&self) -> String {
-        format!(
-            "tags={:?} {}",
-            self.partition_tag_array,
-            key_values(&self.extra_params)
-        )
+        tags_and_params(&self.partition_tag_array, &self.extra_params)
     }
 }
 

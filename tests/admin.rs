@@ -18,39 +18,7 @@ const ROWS: usize = 17_000;
 /// Creates `name` and loads `files` flushed files of `ROWS` rows each.
 async fn load(cluster: &TestCluster, name: &str, files: usize) {
     let mut c = cluster.client().await;
-    let st = c
-        .create_collection(proto::CollectionSchema {
-            collection_name: name.into(),
-            dimension: DIM as i64,
-            index_file_size: 1,
-            metric_type: 1,
-            ..Default::default()
-        })
-        .await
-        .expect("create_collection")
-        .into_inner();
-    assert_eq!(st.error_code, 0, "{st:?}");
-    let mut rng = common::Rng(7);
-    for _ in 0..files {
-        let r = c
-            .insert(proto::InsertParam {
-                collection_name: name.into(),
-                row_record_array: records(&rng.vectors(ROWS, DIM)),
-                ..Default::default()
-            })
-            .await
-            .expect("insert")
-            .into_inner();
-        assert_eq!(code(&r.status), 0, "{:?}", r.status);
-        let st = c
-            .flush(proto::FlushParam {
-                collection_name_array: vec![name.into()],
-            })
-            .await
-            .expect("flush")
-            .into_inner();
-        assert_eq!(st.error_code, 0, "{st:?}");
-    }
+    common::load_sized(&mut c, name, files, ROWS, DIM, &mut common::Rng(7)).await;
 }
 
 async fn search(cluster: &TestCluster, name: &str) {

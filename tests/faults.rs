@@ -26,47 +26,12 @@ const K: usize = 5;
 
 /// Creates `name` with `files` flushed files; answers every (id, vector).
 async fn load(c: &mut Client, name: &str, files: usize, rng: &mut Rng) -> Vec<(i64, Vec<f32>)> {
-    let st = c
-        .create_collection(proto::CollectionSchema {
-            collection_name: name.into(),
-            dimension: DIM as i64,
-            index_file_size: 1,
-            metric_type: 1,
-            ..Default::default()
-        })
-        .await
-        .expect("create_collection")
-        .into_inner();
-    assert_eq!(st.error_code, 0, "{st:?}");
-    let mut data = Vec::new();
-    for _ in 0..files {
-        data.extend(insert_file(c, name, rng).await);
-    }
-    data
+    common::load_sized(c, name, files, ROWS, DIM, rng).await
 }
 
 /// Inserts one file's worth of rows and flushes.
 async fn insert_file(c: &mut Client, name: &str, rng: &mut Rng) -> Vec<(i64, Vec<f32>)> {
-    let v = rng.vectors(ROWS, DIM);
-    let r = c
-        .insert(proto::InsertParam {
-            collection_name: name.into(),
-            row_record_array: records(&v),
-            ..Default::default()
-        })
-        .await
-        .expect("insert")
-        .into_inner();
-    assert_eq!(code(&r.status), 0, "{:?}", r.status);
-    let st = c
-        .flush(proto::FlushParam {
-            collection_name_array: vec![name.into()],
-        })
-        .await
-        .expect("flush")
-        .into_inner();
-    assert_eq!(st.error_code, 0, "{st:?}");
-    r.vector_id_array.into_iter().zip(v).collect()
+    common::insert_file(c, name, ROWS, DIM, rng).await
 }
 
 async fn search(c: &mut Client, name: &str, queries: &[Vec<f32>]) -> proto::TopKQueryResult {

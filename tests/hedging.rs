@@ -24,42 +24,7 @@ type Data = Vec<(i64, Vec<f32>)>;
 
 /// Creates `name` and loads `files` flushed files of `ROWS` rows each; returns (id, vector) of all rows.
 async fn load(c: &mut Client, name: &str, files: usize, rng: &mut Rng) -> Data {
-    let st = c
-        .create_collection(proto::CollectionSchema {
-            collection_name: name.into(),
-            dimension: DIM as i64,
-            index_file_size: 1,
-            metric_type: 1,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(st.error_code, 0, "{st:?}");
-    let mut data = Vec::new();
-    for _ in 0..files {
-        let v = rng.vectors(ROWS, DIM);
-        let r = c
-            .insert(proto::InsertParam {
-                collection_name: name.into(),
-                row_record_array: records(&v),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(code(&r.status), 0, "{:?}", r.status);
-        data.extend(r.vector_id_array.into_iter().zip(v));
-        let st = c
-            .flush(proto::FlushParam {
-                collection_name_array: vec![name.into()],
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(st.error_code, 0, "{st:?}");
-    }
-    data
+    common::load_sized(c, name, files, ROWS, DIM, rng).await
 }
 
 /// One search of `queries`, top-10, checked against brute force.

@@ -588,11 +588,24 @@ pub async fn load_files(
     files: usize,
     rng: &mut Rng,
 ) -> Vec<(i64, Vec<f32>)> {
+    load_sized(c, name, files, FILE_ROWS, FILE_DIM, rng).await
+}
+
+/// As `load_files`, with `rows` rows of dimension `dim` per file (keep rows × dim × 4 above 1 MB, or
+/// the write node merges the files).
+pub async fn load_sized(
+    c: &mut Client,
+    name: &str,
+    files: usize,
+    rows: usize,
+    dim: usize,
+    rng: &mut Rng,
+) -> Vec<(i64, Vec<f32>)> {
     use mishards::proto;
     let st = c
         .create_collection(proto::CollectionSchema {
             collection_name: name.into(),
-            dimension: FILE_DIM as i64,
+            dimension: dim as i64,
             index_file_size: 1,
             metric_type: 1,
             ..Default::default()
@@ -603,26 +616,38 @@ pub async fn load_files(
     assert_eq!(st.error_code, 0, "{st:?}");
     let mut data = Vec::new();
     for _ in 0..files {
-        let v = rng.vectors(FILE_ROWS, FILE_DIM);
-        let r = c
-            .insert(proto::InsertParam {
-                collection_name: name.into(),
-                row_record_array: records(&v),
-                ..Default::default()
-            })
-            .await
-            .expect("insert")
-            .into_inner();
-        assert_eq!(code(&r.status), 0, "{:?}", r.status);
-        data.extend(r.vector_id_array.into_iter().zip(v));
-        let st = c
-            .flush(proto::FlushParam {
-                collection_name_array: vec![name.into()],
-            })
-            .await
-            .expect("flush")
-            .into_inner();
-        assert_eq!(st.error_code, 0, "{st:?}");
+        data.extend(insert_file(c, name, rows, dim, rng).await);
     }
     data
+}
+
+/// Inserts `rows` random rows into `name` and flushes them into a file of their own.
+pub async fn insert_file(
+    c: &mut Client,
+    name: &str,
+    rows: usize,
+    dim: usize,
+    rng: &mut Rng,
+) -> Vec<(i64, Vec<f32>)> {
+    use mishards::proto;
+    let v = rng.vectors(rows, dim);
+    let r = c
+        .insert(proto::InsertParam {
+            collection_name: name.into(),
+            row_record_array: records(&v),
+            ..Default::default()
+        })
+        .await
+        .expect("insert")
+        .into_inner();
+    assert_eq!(code(&r.status), 0, "{:?}", r.status);
+    let st = c
+        .flush(proto::FlushParam {
+            collection_name_array: vec![name.into()],
+        })
+        .await
+        .expect("flush")
+        .into_inner();
+    assert_eq!(st.error_code, 0, "{st:?}");
+    r.vector_id_array.into_iter().zip(v).collect()
 }
