@@ -3,7 +3,12 @@
 //! client and as throughput with 32 concurrent clients; and the resident memory of an idle `mishards
 //! gateway` process. Run: `cargo bench --bench gateway -- [rows] [seconds] [--tracing=none|off|on]`:
 //! `none` installs no subscriber, `off` the production logging with tracing off, `on` exports every
-//! span over OTLP to a sink in this process (sampler const 1).
+//! span over OTLP to a sink in this process (sampler const 1). `--rounds=N` alternates N throughput rounds
+//! of each side and reports the median, with the CPU each thread kind spent per search.
+
+// The allocator the `mishards` binary uses, so the gateway and nodes here cost what they cost there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::time::{Duration, Instant};
 
@@ -138,6 +143,168 @@ async fn throughput(
         total += t.await.expect("client");
     }
     total as f64 / seconds as f64
+}
+
+/// CPU time this process's threads used, by thread name (digits dropped: `tokio-rt-worker`, ...).
+#[derive(Default, Clone)]
+struct ThreadCpu {
+    micros: std::collections::BTreeMap<String, f64>,
+    searches: f64,
+}
+
+impl ThreadCpu {
+    fn read() -> ThreadCpu {
+        let mut cpu = ThreadCpu::default();
+        let tick_us = 1e6 / 100.0; // USER_HZ
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return cpu;
+        };
+        for task in tasks.flatten() {
+            let path = task.path();
+            let (Ok(comm), Ok(stat)) = (
+                std::fs::read_to_string(path.join("comm")),
+                std::fs::read_to_string(path.join("stat")),
+            ) else {
+                continue;
+            };
+            // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
+            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+                continue;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let ticks: f64 = [11, 12]
+                .iter()
+                .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
+                .sum();
+            let name = comm
+                .trim()
+                .trim_end_matches(|c: char| c.is_ascii_digit() || c == '-');
+            *cpu.micros.entry(name.to_string()).or_default() += ticks * tick_us;
+        }
+        cpu
+    }
+
+    fn since(&self, before: &ThreadCpu) -> ThreadCpu {
+        let mut d = self.clone();
+        for (name, us) in &before.micros {
+            *d.micros.entry(name.clone()).or_default() -= us;
+        }
+        d
+    }
+
+    fn add(&mut self, other: ThreadCpu, searches: f64) {
+        for (name, us) in other.micros {
+            *self.micros.entry(name).or_default() += us;
+        }
+        self.searches += searches;
+    }
+
+    fn per_search(&self) -> String {
+        let total: f64 = self.micros.values().sum();
+        let mut parts: Vec<String> = self
+            .micros
+            .iter()
+            .filter(|(_, us)| **us > 0.0)
+            .map(|(name, us)| format!("{name} {:.0} µs", us / self.searches.max(1.0)))
+            .collect();
+        parts.insert(0, format!("total {:.0} µs", total / self.searches.max(1.0)));
+        parts.join(", ")
+    }
+}
+
+/// The least a second gRPC hop can cost: a bare relay that answers `Search` by sending the node the
+/// `SearchInFiles` a gateway would, with no routing, actors, metrics or inspection. It runs on one
+/// thread of its own, as the gateway's actors do.
+#[derive(Clone)]
+struct BareRelay {
+    node: Client,
+    files: std::sync::Arc<Vec<String>>,
+}
+
+impl tonic::server::NamedService for BareRelay {
+    const NAME: &'static str = "milvus.grpc.MilvusService";
+}
+
+impl tonic::server::UnaryService<proto::SearchParam> for BareRelay {
+    type Response = proto::TopKQueryResult;
+    type Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<tonic::Response<proto::TopKQueryResult>, tonic::Status>,
+                > + Send,
+        >,
+    >;
+
+    fn call(&mut self, request: tonic::Request<proto::SearchParam>) -> Self::Future {
+        let (mut node, files) = (self.node.clone(), self.files.clone());
+        Box::pin(async move {
+            node.search_in_files(proto::SearchInFilesParam {
+                file_id_array: files.to_vec(),
+                search_param: Some(request.into_inner()),
+            })
+            .await
+        })
+    }
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for BareRelay {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let relay = self.clone();
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default());
+            Ok(grpc.unary(relay, req).await)
+        })
+    }
+}
+
+/// Starts a `BareRelay` to `node` on a thread of its own; its address.
+fn bare_relay(node: std::net::SocketAddr, files: Vec<String>) -> std::net::SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("bare-relay".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("relay runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("relay listener");
+                tx.send(listener.local_addr().expect("relay addr"))
+                    .expect("relay addr");
+                let channel = tonic::transport::Endpoint::from_shared(format!("http://{node}"))
+                    .expect("endpoint")
+                    .tcp_nodelay(true)
+                    .connect_lazy();
+                let relay = BareRelay {
+                    node: MilvusServiceClient::new(channel),
+                    files: std::sync::Arc::new(files),
+                };
+                let _ = tonic::transport::Server::builder()
+                    .add_service(relay)
+                    .serve_with_incoming(
+                        tonic::transport::server::TcpIncoming::from(listener)
+                            .with_nodelay(Some(true)),
+                    )
+                    .await;
+            });
+        })
+        .expect("relay thread");
+    rx.recv().expect("relay started")
 }
 
 fn rss_kb(pid: u32) -> u64 {
@@ -329,8 +496,38 @@ async fn main() {
     let n = 2000;
     let (direct_p50, direct_p99) = latency(reader.addr, n, Some(&files)).await;
     let (gw_p50, gw_p99) = latency(gateway.addr, n, None).await;
-    let direct_qps = throughput(reader.addr, 32, seconds, Some(files.clone())).await;
-    let gw_qps = throughput(gateway.addr, 32, seconds, None).await;
+    // Alternating rounds, so a disturbance of the shared machine touches both sides alike.
+    let rounds = std::env::args()
+        .find_map(|a| a.strip_prefix("--rounds=").and_then(|r| r.parse().ok()))
+        .unwrap_or(1usize)
+        .max(1);
+    let (mut direct_runs, mut gw_runs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let mut cpu_direct = ThreadCpu::default();
+    let mut cpu_gateway = ThreadCpu::default();
+    let relay = bare_relay(reader.addr, files.clone());
+    let mut relay_runs = Vec::new();
+    let mut cpu_relay = ThreadCpu::default();
+    for _ in 0..rounds {
+        let before = ThreadCpu::read();
+        let direct = throughput(reader.addr, 32, seconds, Some(files.clone())).await;
+        cpu_direct.add(ThreadCpu::read().since(&before), direct * seconds as f64);
+        let before = ThreadCpu::read();
+        let via = throughput(gateway.addr, 32, seconds, None).await;
+
+        cpu_gateway.add(ThreadCpu::read().since(&before), via * seconds as f64);
+        let before = ThreadCpu::read();
+        let relayed = throughput(relay, 32, seconds, None).await;
+        cpu_relay.add(ThreadCpu::read().since(&before), relayed * seconds as f64);
+        relay_runs.push(relayed / direct);
+        direct_runs.push(direct);
+        gw_runs.push(via);
+        ratios.push(via / direct);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (direct_qps, gw_qps) = (median(&mut direct_runs), median(&mut gw_runs));
     println!(
         "collection: {rows} × 128 float32 in {} segment(s); nq = 1, top-10; one read node",
         segments.len()
@@ -340,8 +537,33 @@ async fn main() {
         gw_p50 - direct_p50
     );
     println!(
-        "throughput, 32 clients, {seconds} s: direct {direct_qps:.0}/s | via gateway {gw_qps:.0}/s = {:.0}% of direct",
-        gw_qps / direct_qps * 100.0
+        "throughput, 32 clients, {seconds} s, median of {rounds}: direct {direct_qps:.0}/s | via gateway {gw_qps:.0}/s | gateway/direct per round {} (median {:.0}%)",
+        ratios
+            .iter()
+            .map(|r| format!("{:.0}%", r * 100.0))
+            .collect::<Vec<_>>()
+            .join(" "),
+        median(&mut ratios) * 100.0
+    );
+    println!(
+        "bare relay (a second gRPC hop and nothing else), per round: {}",
+        relay_runs
+            .iter()
+            .map(|r| format!("{:.0}%", r * 100.0))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!(
+        "CPU per search by thread, direct:      {}",
+        cpu_direct.per_search()
+    );
+    println!(
+        "CPU per search by thread, via gateway: {}",
+        cpu_gateway.per_search()
+    );
+    println!(
+        "CPU per search by thread, bare relay:  {}",
+        cpu_relay.per_search()
     );
     if let Some(sink) = &sink {
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -192,6 +192,7 @@ fn setting_arg(spec: &'static config::Spec) -> Arg {
         Kind::List => arg.value_name("LIST"),
         Kind::Count | Kind::Number => arg.value_name("N").allow_hyphen_values(true),
         Kind::Text => arg.value_name("TEXT"),
+        Kind::TimeZone => arg.value_name("ZONE").allow_hyphen_values(true),
     }
 }
 

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::meta::mask_password;
+use crate::meta::{MetaError, MetaUri, mask_password};
 
 /// Which subcommand a setting belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -53,6 +53,8 @@ pub enum Kind {
     List,
     /// One of these words, matched without regard to case.
     OneOf(&'static [&'static str]),
+    /// A time zone as [`parse_timezone`] reads it; kept as text.
+    TimeZone,
 }
 
 /// One setting.
@@ -143,7 +145,7 @@ pub static SPECS: &[Spec] = &[
         Kind::OneOf(&["static", "file", "kubernetes"]),
         Some("static"),
         GATEWAY,
-        "how read nodes are found: static (DISCOVERY_STATIC_HOSTS) or file (a hosts file re-read on change)"
+        "how read nodes are found: static (DISCOVERY_STATIC_HOSTS, DNS names allowed) or file (a hosts file re-read on change); kubernetes (Mishards' pod discovery) is not available: the gateway refuses it"
     ),
     spec!(
         "discovery_static_hosts",
@@ -503,10 +505,10 @@ pub static SPECS: &[Spec] = &[
         "timezone",
         ["TIMEZONE"],
         "timezone",
-        Kind::Text,
+        Kind::TimeZone,
         Some("UTC"),
         ALL,
-        "time zone of log timestamps: UTC, local, or an offset like +08:00"
+        "time zone of log timestamps: UTC, local, an offset from UTC like +08:00 or UTC+8, or Etc/GMT-8 (region names like Asia/Shanghai are refused: give their offset)"
     ),
     spec!(
         "tracer_class_name",
@@ -690,7 +692,12 @@ pub fn load_file(path: &Path, scope: Scope) -> Result<Vec<(&'static Spec, String
     let table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| file_error(e.to_string()))?;
-    let mut entries = Vec::new();
+    let mut entries: Vec<(&'static Spec, String)> = Vec::new();
+    let invalid = |spec: &'static Spec, reason: String| ConfigError::Invalid {
+        key: spec.key,
+        origin: Origin::File(path.to_path_buf()).to_string(),
+        reason,
+    };
     for (key, value) in table {
         let spec = spec_by_key(&key).ok_or_else(|| ConfigError::UnknownKey {
             key: key.clone(),
@@ -710,8 +717,26 @@ pub fn load_file(path: &Path, scope: Scope) -> Result<Vec<(&'static Spec, String
                 scope: scope.name(),
             });
         }
+        if entries.iter().any(|(seen, _)| seen.key == spec.key) {
+            return Err(invalid(
+                spec,
+                format!("set twice in the file (`{key}` names the same setting as another key)"),
+            ));
+        }
         let raw = match value {
             toml::Value::String(s) => s,
+            toml::Value::Table(_) | toml::Value::Datetime(_) => {
+                return Err(invalid(
+                    spec,
+                    format!("a {} is not a value for this setting", value.type_str()),
+                ));
+            }
+            toml::Value::Array(_) if spec.kind != Kind::List => {
+                return Err(invalid(
+                    spec,
+                    "an array is only accepted for a list setting".to_string(),
+                ));
+            }
             toml::Value::Array(items) => items
                 .into_iter()
                 .map(|item| match item {
@@ -752,32 +777,47 @@ impl Settings {
         }
         let mut values = BTreeMap::new();
         for spec in specs_for(scope) {
-            let from_env = spec.env.iter().find_map(|name| {
-                env.get(name)
-                    .filter(|v| !v.trim().is_empty())
-                    .map(|v| (v, Origin::Env(name)))
-            });
-            let from_file = file_entries
-                .iter()
-                .find(|(s, _)| s.key == spec.key)
-                .map(|(_, raw)| {
-                    (
-                        raw.clone(),
-                        Origin::File(file.unwrap_or(Path::new("")).to_path_buf()),
-                    )
-                });
-            let chosen = flags
-                .get(spec.flag)
-                .map(|v| (v.clone(), Origin::Flag(spec.flag)))
-                .or(from_env)
-                .or(from_file)
-                .or_else(|| spec.default.map(|d| (d.to_string(), Origin::Default)));
-            if let Some((raw, origin)) = chosen {
+            // Every layer that sets this key, highest precedence first. Each one is parsed, not only the
+            // one that wins: a malformed value in the file or the environment is a mistake even while a
+            // flag hides it, and it would surface the day the flag is dropped.
+            let mut layers: Vec<(String, Origin)> = Vec::new();
+            if let Some(v) = flags.get(spec.flag) {
+                layers.push((v.clone(), Origin::Flag(spec.flag)));
+            }
+            for name in spec.env {
+                if let Some(v) = env.get(name).filter(|v| !v.trim().is_empty()) {
+                    layers.push((v, Origin::Env(name)));
+                }
+            }
+            if let (Some((_, raw)), Some(path)) =
+                (file_entries.iter().find(|(s, _)| s.key == spec.key), file)
+            {
+                layers.push((raw.clone(), Origin::File(path.to_path_buf())));
+            }
+            let mut parsed = Vec::with_capacity(layers.len());
+            for (raw, origin) in layers {
                 let value = parse_value(spec, &raw).map_err(|reason| ConfigError::Invalid {
                     key: spec.key,
                     origin: origin.to_string(),
                     reason,
                 })?;
+                parsed.push((value, origin));
+            }
+            let chosen = match parsed.into_iter().next() {
+                Some(chosen) => Some(chosen),
+                None => match spec.default {
+                    Some(default) => Some((
+                        parse_value(spec, default).map_err(|reason| ConfigError::Invalid {
+                            key: spec.key,
+                            origin: Origin::Default.to_string(),
+                            reason,
+                        })?,
+                        Origin::Default,
+                    )),
+                    None => None,
+                },
+            };
+            if let Some((value, origin)) = chosen {
                 values.insert(spec.key, (value, origin));
             }
         }
@@ -925,6 +965,7 @@ fn parse_value(spec: &Spec, raw: &str) -> Result<Value, String> {
     let text = raw.trim();
     match spec.kind {
         Kind::Text | Kind::Path => Ok(Value::Text(text.to_string())),
+        Kind::TimeZone => parse_timezone(text).map(|_| Value::Text(text.to_string())),
         Kind::Bool => parse_bool(text).map(Value::Bool),
         Kind::Port => match text.parse::<u16>() {
             Err(_) => Err(format!(
@@ -1248,41 +1289,97 @@ impl LogConfig {
     }
 }
 
-/// `UTC`, `local`, `+08:00`, `-0530`, `UTC+8`: seconds east of UTC, `None` for local.
-fn parse_timezone(text: &str) -> Result<Option<i32>, String> {
+/// What TIMEZONE accepts, for its help and its errors.
+const TIMEZONE_FORMS: &str = "UTC, local, an offset from UTC like +08:00, -0530 or UTC+8, or a fixed IANA zone like Etc/GMT-8";
+
+/// Names of UTC in the IANA database and in common use.
+const UTC_NAMES: &[&str] = &[
+    "UTC",
+    "UCT",
+    "GMT",
+    "GMT0",
+    "Z",
+    "Zulu",
+    "Universal",
+    "Greenwich",
+    "Etc/UTC",
+    "Etc/UCT",
+    "Etc/GMT",
+    "Etc/GMT0",
+    "Etc/GMT+0",
+    "Etc/GMT-0",
+    "Etc/Universal",
+    "Etc/Zulu",
+    "Etc/Greenwich",
+];
+
+/// TIMEZONE as seconds east of UTC, `None` for the machine's local offset. Accepted: `local`; UTC and its
+/// IANA aliases (`Etc/UTC`, `GMT`, `Z`, …); an offset (`+08:00`, `-0530`, `+8`, `UTC+8`, `GMT-3`, east
+/// positive); the fixed IANA zones `Etc/GMT±N` (POSIX sign: `Etc/GMT-8` is UTC+08:00). Region names such
+/// as `Asia/Shanghai` need a time zone database with its daylight-saving rules, which mishards does not
+/// bundle (no chrono-tz or jiff dependency, and /usr/share/zoneinfo is missing from slim containers): they
+/// are refused with a message that asks for the offset instead.
+pub fn parse_timezone(text: &str) -> Result<Option<i32>, String> {
     let t = text.trim();
+    if t.is_empty() {
+        return Ok(Some(0));
+    }
     if t.eq_ignore_ascii_case("local") {
         return Ok(None);
     }
-    let offset = t
-        .strip_prefix("UTC")
-        .or_else(|| t.strip_prefix("utc"))
-        .or_else(|| t.strip_prefix("GMT"))
-        .unwrap_or(t);
-    if offset.is_empty() || offset == "Z" {
+    if UTC_NAMES.iter().any(|n| n.eq_ignore_ascii_case(t)) {
         return Ok(Some(0));
     }
-    let bad = || {
-        format!(
-            "`{text}` is not UTC, local or an offset like +08:00 (zone names are not supported)"
-        )
+    let bad = || format!("`{text}` is not a time zone mishards reads; use {TIMEZONE_FORMS}");
+    // Etc/GMT+8 is 8 hours *behind* UTC (the POSIX sign convention of the IANA `Etc` zones).
+    let lower = t.to_ascii_lowercase();
+    if let Some(posix) = lower.strip_prefix("etc/gmt") {
+        return match parse_offset(posix) {
+            Some(seconds) if seconds % 3600 == 0 => Ok(Some(-seconds)),
+            _ => Err(bad()),
+        };
+    }
+    if t.contains('/') {
+        return Err(format!(
+            "`{text}` is a region time zone, whose daylight-saving rules need a time zone database that \
+             mishards does not bundle; give its current offset from UTC instead (e.g. +08:00 for \
+             Asia/Shanghai), or use {TIMEZONE_FORMS}"
+        ));
+    }
+    let offset = ["utc", "gmt"]
+        .iter()
+        .find_map(|prefix| lower.strip_prefix(prefix))
+        .unwrap_or(&lower);
+    parse_offset(offset).map(Some).ok_or_else(bad)
+}
+
+/// `+8`, `-05:30`, `+0530`: seconds east of UTC, at most 14 hours.
+fn parse_offset(text: &str) -> Option<i32> {
+    let (sign, digits) = if let Some(d) = text.strip_prefix('+') {
+        (1, d)
+    } else if let Some(d) = text.strip_prefix('-') {
+        (-1, d)
+    } else {
+        return None;
     };
-    let (sign, digits) = match offset.as_bytes().first() {
-        Some(b'+') => (1, &offset[1..]),
-        Some(b'-') => (-1, &offset[1..]),
-        _ => return Err(bad()),
-    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit() || b == b':') {
+        return None;
+    }
     let (hours, minutes) = match digits.split_once(':') {
         Some((h, m)) => (h, m),
+        // Only ASCII digits here, so splitting at a byte index is safe.
         None if digits.len() == 4 => digits.split_at(2),
         None => (digits, "0"),
     };
-    let hours: i32 = hours.parse().map_err(|_| bad())?;
-    let minutes: i32 = minutes.parse().map_err(|_| bad())?;
-    if hours > 14 || minutes > 59 {
-        return Err(bad());
+    if hours.is_empty() || hours.len() > 2 || minutes.is_empty() || minutes.len() > 2 {
+        return None;
     }
-    Ok(Some(sign * (hours * 3600 + minutes * 60)))
+    let hours: i32 = hours.parse().ok()?;
+    let minutes: i32 = minutes.parse().ok()?;
+    if hours > 14 || minutes > 59 || (hours == 14 && minutes > 0) {
+        return None;
+    }
+    Some(sign * (hours * 3600 + minutes * 60))
 }
 
 impl TracingConfig {
@@ -1411,11 +1508,13 @@ impl GatewayConfig {
         };
         let max_retry = u32::try_from(s.int("max_retry").unwrap_or(3))
             .map_err(|_| s.invalid("max_retry", "too large"))?;
+        let meta_uri = s.required_text("sqlalchemy_database_uri")?.to_string();
+        check_meta_uri(s, &meta_uri, None)?;
         Ok(GatewayConfig {
             host: s.text("host").unwrap_or("0.0.0.0").to_string(),
             port: s.port("server_port"),
             write_node,
-            meta_uri: s.required_text("sqlalchemy_database_uri")?.to_string(),
+            meta_uri,
             sql_echo: s.flag("sql_echo"),
             discovery,
             static_hosts,
@@ -1482,17 +1581,22 @@ impl NodeConfig {
         if !version.starts_with("1.1.") {
             tracing::warn!(%version, "pymilvus 1.1.2 refuses servers whose version is not 1.1.x");
         }
+        let storage = s
+            .path("storage")
+            .unwrap_or_else(|| PathBuf::from("./mishards-data"));
+        let meta_uri = s
+            .text("sqlalchemy_database_uri")
+            .filter(|u| !u.trim().is_empty())
+            .map(str::to_string);
+        if let Some(uri) = &meta_uri {
+            check_meta_uri(s, uri, Some(&storage))?;
+        }
         Ok(NodeConfig {
             role,
             host: s.text("host").unwrap_or("0.0.0.0").to_string(),
             port: s.port("server_port"),
-            storage: s
-                .path("storage")
-                .unwrap_or_else(|| PathBuf::from("./mishards-data")),
-            meta_uri: s
-                .text("sqlalchemy_database_uri")
-                .filter(|u| !u.is_empty())
-                .map(str::to_string),
+            storage,
+            meta_uri,
             sql_echo: s.flag("sql_echo"),
             version,
             auto_flush_interval: seconds(s, "auto_flush_interval", 1.0)?,
@@ -1505,6 +1609,19 @@ impl NodeConfig {
             log: LogConfig::from_settings(s)?,
             tracing: TracingConfig::from_settings(s, DEFAULT_NODE_SERVICE_NAME)?,
         })
+    }
+}
+
+/// Parses a metadata URI as the gateway and the node will (`MetaUri::parse`), so a URI they would refuse
+/// fails here, naming the setting and where it came from, with the password masked. Nothing connects.
+fn check_meta_uri(s: &Settings, uri: &str, storage: Option<&Path>) -> Result<(), ConfigError> {
+    match MetaUri::parse(uri, storage) {
+        Ok(_) => Ok(()),
+        Err(MetaError::InvalidUri { uri, reason }) => Err(s.invalid(
+            "sqlalchemy_database_uri",
+            format!("`{uri}` is not a metadata URI: {reason}"),
+        )),
+        Err(other) => Err(s.invalid("sqlalchemy_database_uri", other.to_string())),
     }
 }
 
@@ -1943,7 +2060,36 @@ mod tests {
         assert_eq!(parse_timezone("local"), Ok(None));
         assert_eq!(parse_timezone("-05:30"), Ok(Some(-(5 * 3600 + 1800))));
         assert_eq!(parse_timezone("UTC+8"), Ok(Some(8 * 3600)));
-        assert!(parse_timezone("Asia/Shanghai").is_err());
+        assert_eq!(parse_timezone("GMT-3"), Ok(Some(-3 * 3600)));
+        assert_eq!(parse_timezone("+0530"), Ok(Some(5 * 3600 + 1800)));
+        for utc in ["Etc/UTC", "etc/utc", "Z", "GMT", "Universal", "Etc/GMT+0"] {
+            assert_eq!(parse_timezone(utc), Ok(Some(0)), "{utc}");
+        }
+        // The IANA `Etc` zones count hours with the POSIX sign: Etc/GMT-8 is UTC+08:00.
+        assert_eq!(parse_timezone("Etc/GMT-8"), Ok(Some(8 * 3600)));
+        assert_eq!(parse_timezone("Etc/GMT+5"), Ok(Some(-5 * 3600)));
+        let err = parse_timezone("Asia/Shanghai").unwrap_err();
+        assert!(
+            err.contains("+08:00") && err.contains("Asia/Shanghai"),
+            "{err}"
+        );
+        for bad in [
+            "+",
+            "+15",
+            "+14:30",
+            "+1:60",
+            "+123",
+            "8",
+            "CET",
+            "+1é2",
+            "+é",
+            "Etc/GMT+5:30",
+            "Etc/GMTx",
+            "UTC+",
+            "+08:00:00",
+        ] {
+            assert!(parse_timezone(bad).is_err(), "{bad:?} was accepted");
+        }
     }
 
     #[test]

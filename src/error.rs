@@ -37,7 +37,8 @@ impl MilvusError for MetaError {
             MetaError::InvalidUri { .. }
             | MetaError::Connect { .. }
             | MetaError::SchemaMismatch { .. }
-            | MetaError::Query { .. } => ErrorCode::MetaFailed,
+            | MetaError::Query { .. }
+            | MetaError::Conflict(_) => ErrorCode::MetaFailed,
         }
     }
 }
@@ -62,6 +63,7 @@ impl MilvusError for NodeError {
             NodeError::InvalidNlist(_) => ErrorCode::IllegalNlist,
             NodeError::InvalidMetric(_) => ErrorCode::IllegalMetricType,
             NodeError::FileNotFound(_) => ErrorCode::FileNotFound,
+            NodeError::CacheFailed(_) => ErrorCode::CacheFailed,
             NodeError::ReadOnly(_) => ErrorCode::PermissionDenied,
             NodeError::Partition(e) => e.code(),
             NodeError::Meta(e) => e.code(),

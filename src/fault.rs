@@ -23,61 +23,13 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::config::NodeAddr;
-use crate::proto::ErrorCode;
-
-/// Every Milvus 1.1 RPC the gateway may send a node, and whether it answers a bare `Status` (the
-/// others answer a message whose field 1 is the `Status`).
-pub const RPCS: &[(&str, bool)] = &[
-    ("CreateCollection", true),
-    ("HasCollection", false),
-    ("DescribeCollection", false),
-    ("CountCollection", false),
-    ("ShowCollections", false),
-    ("ShowCollectionInfo", false),
-    ("DropCollection", true),
-    ("CreateIndex", true),
-    ("DescribeIndex", false),
-    ("DropIndex", true),
-    ("CreatePartition", true),
-    ("HasPartition", false),
-    ("ShowPartitions", false),
-    ("DropPartition", true),
-    ("Insert", false),
-    ("GetVectorsByID", false),
-    ("GetVectorIDs", false),
-    ("Search", false),
-    ("SearchByID", false),
-    ("SearchInFiles", false),
-    ("Cmd", false),
-    ("DeleteByID", true),
-    ("PreloadCollection", true),
-    ("ReleaseCollection", true),
-    ("ReloadSegments", true),
-    ("Flush", true),
-    ("Compact", true),
-    ("CreateHybridCollection", true),
-    ("HasHybridCollection", false),
-    ("DropHybridCollection", true),
-    ("DescribeHybridCollection", false),
-    ("CountHybridCollection", false),
-    ("ShowHybridCollections", false),
-    ("ShowHybridCollectionInfo", false),
-    ("PreloadHybridCollection", true),
-    ("InsertEntity", false),
-    ("HybridSearch", false),
-    ("HybridSearchInSegments", false),
-    ("GetEntityByID", false),
-    ("GetEntityIDs", false),
-    ("DeleteEntitiesByID", true),
-];
+use crate::proto::{ErrorCode, RPCS};
 
 /// Streams of anything that is not a known RPC (the poller's polls, crash timers) share this index.
 const OTHER_RPC: usize = RPCS.len();
 
 fn rpc_index(rpc: &str) -> usize {
-    RPCS.iter()
-        .position(|(name, _)| *name == rpc)
-        .unwrap_or(OTHER_RPC)
+    crate::proto::rpc_index(rpc).unwrap_or(OTHER_RPC)
 }
 
 /// Whether `rpc` answers a bare `Status` (else a message with the `Status` in field 1).

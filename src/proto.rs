@@ -8,6 +8,62 @@ tonic::include_proto!("milvus.grpc");
 /// test compares with pymilvus 1.1.2, and what gRPC reflection could serve.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("milvus_descriptor");
 
+/// Every Milvus 1.1 RPC of `MilvusService`, and whether it answers a bare `Status` (the
+/// others answer a message whose field 1 is the `Status`).
+pub const RPCS: &[(&str, bool)] = &[
+    ("CreateCollection", true),
+    ("HasCollection", false),
+    ("DescribeCollection", false),
+    ("CountCollection", false),
+    ("ShowCollections", false),
+    ("ShowCollectionInfo", false),
+    ("DropCollection", true),
+    ("CreateIndex", true),
+    ("DescribeIndex", false),
+    ("DropIndex", true),
+    ("CreatePartition", true),
+    ("HasPartition", false),
+    ("ShowPartitions", false),
+    ("DropPartition", true),
+    ("Insert", false),
+    ("GetVectorsByID", false),
+    ("GetVectorIDs", false),
+    ("Search", false),
+    ("SearchByID", false),
+    ("SearchInFiles", false),
+    ("Cmd", false),
+    ("DeleteByID", true),
+    ("PreloadCollection", true),
+    ("ReleaseCollection", true),
+    ("ReloadSegments", true),
+    ("Flush", true),
+    ("Compact", true),
+    ("CreateHybridCollection", true),
+    ("HasHybridCollection", false),
+    ("DropHybridCollection", true),
+    ("DescribeHybridCollection", false),
+    ("CountHybridCollection", false),
+    ("ShowHybridCollections", false),
+    ("ShowHybridCollectionInfo", false),
+    ("PreloadHybridCollection", true),
+    ("InsertEntity", false),
+    ("HybridSearch", false),
+    ("HybridSearchInSegments", false),
+    ("GetEntityByID", false),
+    ("GetEntityIDs", false),
+    ("DeleteEntitiesByID", true),
+];
+
+/// Where `rpc` is in [`RPCS`].
+pub fn rpc_index(rpc: &str) -> Option<usize> {
+    RPCS.iter().position(|(name, _)| *name == rpc)
+}
+
+/// The static name of a known RPC (no allocation per request for the common case).
+pub fn rpc_name(rpc: &str) -> Option<&'static str> {
+    rpc_index(rpc).map(|i| RPCS[i].0)
+}
+
 /// Reply messages that carry a Milvus status: a failed call is still a reply, with only the status set.
 pub trait WithStatus: Default {
     fn set_status(&mut self, status: Status);

@@ -585,10 +585,14 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let path = request.uri().path();
-        let rpc = path.rsplit('/').next().unwrap_or(path).to_string();
+        let name = path.rsplit('/').next().unwrap_or(path);
+        let rpc: std::borrow::Cow<'static, str> = match crate::proto::rpc_name(name) {
+            Some(known) => known.into(),
+            None => name.to_string().into(),
+        };
         let span = match self.layer.side {
-            RpcSide::Gateway => rpc_span!("mishards::gateway::rpc", rpc.as_str()),
-            RpcSide::Node => rpc_span!("mishards::node::rpc", rpc.as_str()),
+            RpcSide::Gateway => rpc_span!("mishards::gateway::rpc", rpc.as_ref()),
+            RpcSide::Node => rpc_span!("mishards::node::rpc", rpc.as_ref()),
         };
         let incoming = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
         let incoming_id = incoming.span().span_context().trace_id();

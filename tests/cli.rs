@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use common::process::Process;
 
-use mishards::config::{SPECS, Scope, specs_for};
+use mishards::config::{Kind, SPECS, Scope, specs_for};
 
 fn mishards(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mishards"))
@@ -28,35 +28,118 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Every command of the tree with its path of names, e.g. `["chaos", "run"]`.
+fn all_commands(
+    cmd: &clap::Command,
+    path: Vec<String>,
+    out: &mut Vec<(Vec<String>, clap::Command)>,
+) {
+    out.push((path.clone(), cmd.clone()));
+    for sub in cmd.get_subcommands() {
+        let mut p = path.clone();
+        p.push(sub.get_name().to_string());
+        all_commands(sub, p, out);
+    }
+}
+
 #[test]
 fn help_describes_every_subcommand_and_every_option() {
-    let top = mishards(&["--help"], &[]);
-    assert!(top.status.success());
-    for sub in ["gateway", "node", "demo", "config"] {
-        assert!(stdout(&top).contains(sub), "{sub} missing from --help");
+    let mut commands = Vec::new();
+    all_commands(&mishards::cli::command(), Vec::new(), &mut commands);
+    let paths: Vec<String> = commands.iter().map(|(p, _)| p.join(" ")).collect();
+    for expected in [
+        "gateway",
+        "node",
+        "demo",
+        "inspect",
+        "bench",
+        "chaos",
+        "chaos run",
+        "config",
+        "config check",
+    ] {
+        assert!(
+            paths.iter().any(|p| p == expected),
+            "`mishards {expected}` missing: {paths:?}"
+        );
     }
-    for scope in Scope::ALL {
-        let out = mishards(&[scope.name(), "--help"], &[]);
-        assert!(out.status.success(), "{}", stderr(&out));
+    for (path, cmd) in &commands {
+        let name = format!("mishards {}", path.join(" "));
+        assert!(
+            cmd.get_about()
+                .is_some_and(|a| !a.to_string().trim().is_empty()),
+            "{name} has no description"
+        );
+        // The tree as clap parses it, with every argument; help and version are clap's own.
+        let args: Vec<&clap::Arg> = cmd
+            .get_arguments()
+            .filter(|a| !matches!(a.get_id().as_str(), "help" | "version"))
+            .collect();
+        let mut argv: Vec<&str> = path.iter().map(String::as_str).collect();
+        argv.push("--help");
+        let out = mishards(&argv, &[]);
+        assert!(out.status.success(), "{name} --help: {}", stderr(&out));
         let help = stdout(&out);
+        for arg in args {
+            let id = arg.get_id().as_str();
+            let described = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            assert!(
+                !described.trim().is_empty(),
+                "{name}: option `{id}` has no help"
+            );
+            match arg.get_long() {
+                Some(long) => assert!(
+                    help.contains(&format!("--{long}")),
+                    "{name} --help does not list --{long}"
+                ),
+                None => {
+                    let value = arg
+                        .get_value_names()
+                        .and_then(|v| v.first().map(|s| s.to_string()))
+                        .unwrap_or_else(|| id.to_uppercase());
+                    assert!(
+                        help.contains(&value),
+                        "{name} --help does not list <{value}>"
+                    )
+                }
+            }
+            let first_words: String = described
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ");
+            assert!(
+                help.split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .contains(&first_words),
+                "{name} --help does not show the help of `{id}` ({first_words})"
+            );
+        }
+    }
+    // Settings: each flag names its environment variable, and every word its value may be is described.
+    for scope in Scope::ALL {
+        let help = stdout(&mishards(&[scope.name(), "--help"], &[]));
         assert!(help.contains("--config"));
         for spec in specs_for(scope) {
-            assert!(
-                help.contains(&format!("--{}", spec.flag)),
-                "{}: --{} missing",
-                scope.name(),
-                spec.flag
-            );
             assert!(
                 help.contains(spec.env[0]),
                 "{}: {} missing",
                 scope.name(),
                 spec.env[0]
             );
+            if let Kind::OneOf(choices) = spec.kind {
+                for choice in choices.iter().filter(|c| !c.is_empty()) {
+                    assert!(
+                        spec.help.contains(choice),
+                        "{}: --{} accepts `{choice}` but its help does not say what it does",
+                        scope.name(),
+                        spec.flag
+                    );
+                }
+            }
         }
     }
-    let check = mishards(&["config", "check", "--help"], &[]);
-    assert!(check.status.success() && stdout(&check).contains("--for"));
 }
 
 #[test]
@@ -278,4 +361,83 @@ fn log_path_also_writes_log_files() {
         text.contains("node serving") && text.contains("DEBUG"),
         "{text}"
     );
+}
+
+#[test]
+fn config_check_rejects_a_metadata_uri_the_gateway_would_reject() {
+    let out = mishards(
+        &["config", "check", "--for", "gateway"],
+        &[
+            ("WOSERVER", "tcp://w:19530"),
+            ("SQLALCHEMY_DATABASE_URI", "postgres://u:secret@h/db"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(
+            "error: invalid value for `sqlalchemy_database_uri` (from env SQLALCHEMY_DATABASE_URI): \
+             `postgres://u:***@h/db` is not a metadata URI: unsupported database `postgres`"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("secret") && !stdout(&out).contains("secret"));
+    assert!(!stdout(&out).contains("# ok"), "{}", stdout(&out));
+    // The gateway itself refuses it with the same line.
+    let gateway = mishards(
+        &[
+            "gateway",
+            "--woserver",
+            "w:1",
+            "--meta-uri",
+            "postgres://u:secret@h/db",
+        ],
+        &[],
+    );
+    assert_eq!(gateway.status.code(), Some(1));
+    assert!(
+        stderr(&gateway).contains("`postgres://u:***@h/db` is not a metadata URI"),
+        "{}",
+        stderr(&gateway)
+    );
+    // A node config file with a bad URI is refused too, naming the file.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("node.toml");
+    std::fs::write(
+        &file,
+        "role = \"ro\"\nsqlalchemy_database_uri = \"mysql://root:pw@db:3306/\"\n",
+    )
+    .unwrap();
+    let out = mishards(&["config", "check", file.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "`sqlalchemy_database_uri` (from file {})",
+            file.display()
+        )) && err.contains("root:***@db")
+            && err.contains("no database name"),
+        "{err}"
+    );
+}
+
+#[test]
+fn config_check_rejects_a_bad_file_value_even_when_env_overrides_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("g.toml");
+    std::fs::write(&file, "woserver = \"w:1\"\nserver_port = \"http\"\n").unwrap();
+    for env in [&[][..], &[("SERVER_PORT", "19531")][..]] {
+        let out = mishards(&["config", "check", file.to_str().unwrap()], env);
+        assert_eq!(out.status.code(), Some(1), "{env:?}");
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                "invalid value for `server_port` (from file {}): `http` is not a port",
+                file.display()
+            )),
+            "{env:?}: {err}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
 }

@@ -5,8 +5,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use mishards::meta::{
-    EngineType, FileRow, FileType, MetaError, MetaOptions, MetaStore, MetaUri, MetricType, NewFile,
-    NewTable, TableState, select_tables,
+    CollectionIndex, EngineType, FileChanges, FileRow, FileType, MetaError, MetaOptions, MetaStore,
+    MetaUri, MetricType, NewFile, NewTable, Retype, TableState, select_tables,
 };
 
 async fn open(db: &common::TestDb) -> MetaStore {
@@ -313,6 +313,120 @@ async fn files_lifecycle_and_searchable_set() {
         assert!(
             store
                 .files_by_ids(&[raw.id, to_index.id])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        store.close().await;
+    }
+}
+
+/// `commit_files` is one transaction: a change whose files are not in the expected state keeps nothing
+/// (no new row, no flush lsn, no retype, no update), and a good one keeps everything.
+#[tokio::test]
+async fn file_changes_commit_together_or_not_at_all() {
+    for db in common::databases().await {
+        let label = db.label;
+        let store = open(&db).await;
+        store
+            .create_table(&NewTable::collection("t", 4, 1 << 20, MetricType::L2, 1))
+            .await
+            .unwrap();
+        let a = store
+            .create_file(&new_file("t", "a", FileType::Raw, 10))
+            .await
+            .unwrap();
+        let b = store
+            .create_file(&new_file("t", "b", FileType::Raw, 10))
+            .await
+            .unwrap();
+        let c = store
+            .create_file(&new_file("t", "c", FileType::Index, 10))
+            .await
+            .unwrap();
+        let all = |store: &MetaStore| {
+            let store = store.clone();
+            async move {
+                store
+                    .files_of_tables(&["t".to_string()], FileType::ALL)
+                    .await
+                    .unwrap()
+            }
+        };
+        let before = all(&store).await;
+        let mut touched = c.clone();
+        touched.row_count = 3;
+        touched.updated_time = 5_000;
+        let changes = |expected: FileType| FileChanges {
+            collection_index: Some(CollectionIndex {
+                collection: "t".into(),
+                engine_type: EngineType::IvfFlat,
+                index_params: r#"{"nlist":8}"#.into(),
+            }),
+            retype: vec![Retype::expecting(
+                &[a.id, b.id, b.id],
+                &[expected],
+                FileType::ToDelete,
+                6_000,
+            )],
+            update: vec![touched.clone()],
+            create: vec![
+                new_file("t", "merged", FileType::ToIndex, 20),
+                new_file("t", "second", FileType::Raw, 1),
+            ],
+            flush_lsn: Some(("t".into(), 42)),
+        };
+
+        // b is RAW, not TO_INDEX: the statement touches fewer rows than asked, and nothing is kept.
+        let conflict = store.commit_files(&changes(FileType::ToIndex)).await;
+        assert!(
+            matches!(conflict, Err(MetaError::Conflict(_))),
+            "{label}: {conflict:?}"
+        );
+        assert_eq!(all(&store).await, before, "{label}: files unchanged");
+        let t = store.table("t").await.unwrap().unwrap();
+        assert_eq!(
+            (t.flush_lsn, t.engine_type),
+            (0, EngineType::Flat),
+            "{label}: table unchanged"
+        );
+
+        let created = store.commit_files(&changes(FileType::Raw)).await.unwrap();
+        assert_eq!(created.len(), 2, "{label}");
+        assert!(
+            created[0].id > c.id && created[1].id > created[0].id,
+            "{label}"
+        );
+        assert_eq!(
+            store
+                .files_by_ids(&[created[0].id, created[1].id])
+                .await
+                .unwrap(),
+            created,
+            "{label}: the returned rows are the stored ones"
+        );
+        let after = store.files_by_ids(&[a.id, b.id]).await.unwrap();
+        assert_eq!(
+            after
+                .iter()
+                .map(|f| (f.file_type, f.updated_time))
+                .collect::<Vec<_>>(),
+            [(FileType::ToDelete, 6_000), (FileType::ToDelete, 6_000)],
+            "{label}"
+        );
+        let c_after = store.files_by_ids(&[c.id]).await.unwrap();
+        assert_eq!(c_after, [touched.clone()], "{label}: the update landed too");
+        let t = store.table("t").await.unwrap().unwrap();
+        assert_eq!(
+            (t.flush_lsn, t.engine_type, t.index_params.as_str()),
+            (42, EngineType::IvfFlat, r#"{"nlist":8}"#),
+            "{label}"
+        );
+
+        // Nothing to retype and nothing else: an empty transaction commits.
+        assert!(
+            store
+                .commit_files(&FileChanges::default())
                 .await
                 .unwrap()
                 .is_empty()

@@ -552,8 +552,9 @@ async fn bad_input_gets_clear_statuses_and_the_node_keeps_serving() {
     assert_eq!(code(&mixed.status), ErrorCode::IllegalDimension as i32);
     let empty = insert(&mut c, "ok", "", &[], Vec::new()).await;
     assert_eq!(code(&empty.status), ErrorCode::IllegalRowrecord as i32);
+    // Milvus 1.1 answers a wrong number of ids with ILLEGAL_VECTOR_ID (InsertRequest.cpp).
     let some_ids = insert(&mut c, "ok", "", &v, vec![1]).await;
-    assert_eq!(code(&some_ids.status), ErrorCode::IllegalRowrecord as i32);
+    assert_eq!(code(&some_ids.status), ErrorCode::IllegalVectorId as i32);
     let no_partition = insert(&mut c, "ok", "nope", &v, Vec::new()).await;
     assert_eq!(
         code(&no_partition.status),
@@ -989,4 +990,372 @@ async fn an_aborted_node_cuts_its_open_connections() {
     .unwrap();
     assert_eq!(again.addr, addr);
     again.shutdown().await;
+}
+
+async fn index_info(c: &mut Client, name: &str) -> serde_json::Value {
+    let stats = c
+        .show_collection_info(proto::CollectionName {
+            collection_name: name.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    ok(&stats.status);
+    serde_json::from_str(&stats.json_info).unwrap()
+}
+
+/// Milvus 1.1's background build: with IVF_FLAT set, a file that reaches `index_file_size` — merged from
+/// small flushes, or flushed that large at once — becomes TO_INDEX and gets its index without a
+/// CreateIndex or a Compact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_that_reach_index_file_size_get_their_index_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = mishards::node::start(&node_config(
+        "rw",
+        dir.path(),
+        &[("auto-flush-interval", "3600".into())],
+    ))
+    .await
+    .unwrap();
+    let mut c = client(node.addr).await;
+    let mut rng = Rng(17);
+    let st = c
+        .create_collection(proto::CollectionSchema {
+            collection_name: "grow".into(),
+            dimension: 16,
+            index_file_size: 1, // MB
+            metric_type: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    ok(&Some(st));
+    let st = c
+        .create_index(proto::IndexParam {
+            collection_name: "grow".into(),
+            index_type: 2,
+            extra_params: params(r#"{"nlist": 16}"#),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    ok(&Some(st));
+
+    // 5,000 rows × (8 + 64) bytes ≈ 0.34 MB a flush: the third flush merges past 1 MB.
+    let mut data = Vec::new();
+    for round in 0..3 {
+        let v = rng.vectors(5_000, 16);
+        let ids = insert(&mut c, "grow", "", &v, Vec::new())
+            .await
+            .vector_id_array;
+        data.extend(ids.into_iter().zip(v));
+        flush(&mut c, &[]).await;
+        if round < 2 {
+            let json = index_info(&mut c, "grow").await;
+            let segments = json["partitions"][0]["segments"]
+                .as_array()
+                .unwrap()
+                .clone();
+            assert_eq!(segments.len(), 1, "small files merge into one: {json}");
+            assert_eq!(
+                segments[0]["index_name"], "IDMAP",
+                "below index_file_size: {json}"
+            );
+        }
+    }
+    // 16,000 rows ≈ 1.15 MB flushed at once: due for the index straight away.
+    let v = rng.vectors(16_000, 16);
+    let ids = insert(&mut c, "grow", "", &v, Vec::new())
+        .await
+        .vector_id_array;
+    data.extend(ids.into_iter().zip(v));
+    flush(&mut c, &[]).await;
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let json = index_info(&mut c, "grow").await;
+        let segments = json["partitions"][0]["segments"]
+            .as_array()
+            .unwrap()
+            .clone();
+        if segments.len() == 2 && segments.iter().all(|s| s["index_name"] == "IVFFLAT") {
+            assert_eq!(json["row_count"], 31_000, "{json}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no background index build within 20 s: {json}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count(&mut c, "grow").await, 31_000);
+    let queries = rng.vectors(5, 16);
+    // nprobe = nlist searches every list: the exact answer.
+    let exact = search(&mut c, "grow", &[], &queries, 10, r#"{"nprobe": 16}"#).await;
+    assert_exact(&exact, &data, &queries, 10, false);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_of_the_wrong_dimension_is_refused_even_without_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = mishards::node::start(&node_config(
+        "rw",
+        dir.path(),
+        &[("auto-flush-interval", "3600".into())],
+    ))
+    .await
+    .unwrap();
+    let mut c = client(node.addr).await;
+    create(&mut c, "empty8", 8, 1).await;
+    let wrong = vec![vec![0.5f32; 7]];
+    let right = vec![vec![0.5f32; 8]];
+    for buffered in [false, true] {
+        let r = search(&mut c, "empty8", &[], &wrong, 3, "{}").await;
+        assert_eq!(
+            code(&r.status),
+            ErrorCode::IllegalDimension as i32,
+            "buffered rows: {buffered}: {r:?}"
+        );
+        let r = search(&mut c, "empty8", &[], &right, 3, "{}").await;
+        ok(&r.status);
+        assert_eq!(r.ids.len(), 0, "nothing flushed yet");
+        let in_files = |queries: &[Vec<f32>], files: Vec<&str>| proto::SearchInFilesParam {
+            file_id_array: files.into_iter().map(String::from).collect(),
+            search_param: Some(proto::SearchParam {
+                collection_name: "empty8".into(),
+                query_record_array: records(queries),
+                topk: 3,
+                ..Default::default()
+            }),
+        };
+        for files in [vec![], vec!["1"]] {
+            let r = c
+                .search_in_files(in_files(&wrong, files.clone()))
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(
+                code(&r.status),
+                ErrorCode::IllegalDimension as i32,
+                "SearchInFiles {files:?}: {r:?}"
+            );
+        }
+        // Rows in the buffer only: still no file to search.
+        ok(&insert(&mut c, "empty8", "", &right, Vec::new())
+            .await
+            .status);
+    }
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preload_larger_than_the_cache_answers_cache_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = mishards::node::start(&node_config(
+        "rw",
+        dir.path(),
+        &[("auto-flush-interval", "3600".into())],
+    ))
+    .await
+    .unwrap();
+    let mut c = client(node.addr).await;
+    let mut rng = Rng(19);
+    create(&mut c, "big", 128, 1).await;
+    // 4,000 × (8 + 512) bytes ≈ 2 MB.
+    ok(
+        &insert(&mut c, "big", "", &rng.vectors(4_000, 128), Vec::new())
+            .await
+            .status,
+    );
+    flush(&mut c, &[]).await;
+    let preload = |c: &mut Client| {
+        let mut c = c.clone();
+        async move {
+            c.preload_collection(proto::PreloadCollectionParam {
+                collection_name: "big".into(),
+                partition_tag_array: Vec::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    let cmd = |s: &str| proto::Command { cmd: s.into() };
+    ok(&Some(preload(&mut c).await));
+    // The cache's live size counts, not the one the node started with.
+    let st = c
+        .cmd(cmd("set_config cache.cache_size 1"))
+        .await
+        .unwrap()
+        .into_inner();
+    ok(&st.status);
+    let refused = preload(&mut c).await;
+    assert_eq!(
+        refused.error_code,
+        ErrorCode::CacheFailed as i32,
+        "{refused:?}"
+    );
+    assert!(refused.reason.contains("cache"), "{refused:?}");
+    let st = c
+        .cmd(cmd("set_config cache.cache_size 64"))
+        .await
+        .unwrap()
+        .into_inner();
+    ok(&st.status);
+    ok(&Some(preload(&mut c).await));
+    node.shutdown().await;
+}
+
+/// Makes the metadata database refuse one kind of change, as a crash or an outage at that moment would.
+enum Refuse {
+    /// Any update of `Tables.flush_lsn`.
+    FlushLsn,
+    /// Any file becoming this type.
+    FileType(i32),
+}
+
+async fn raw_sql(uri: &mishards::meta::MetaUri, sql: &str) {
+    use sqlx::Connection;
+    match uri {
+        mishards::meta::MetaUri::Sqlite(mishards::meta::SqliteTarget::File(path)) => {
+            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .unwrap();
+            sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+        }
+        mishards::meta::MetaUri::MySql(t) => {
+            let url = format!("mysql://{}@{}:{}/{}", t.user, t.host, t.port, t.database);
+            let mut c = sqlx::MySqlConnection::connect(&url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+        }
+        other => panic!("unexpected {other}"),
+    }
+}
+
+async fn refuse(uri: &mishards::meta::MetaUri, what: Refuse) {
+    let mysql = matches!(uri, mishards::meta::MetaUri::MySql(_));
+    let sql = match (what, mysql) {
+        (Refuse::FlushLsn, false) => "CREATE TRIGGER refuse BEFORE UPDATE OF flush_lsn ON Tables \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+            .to_string(),
+        (Refuse::FlushLsn, true) => {
+            "CREATE TRIGGER refuse BEFORE UPDATE ON Tables FOR EACH ROW BEGIN \
+             IF NEW.flush_lsn <> OLD.flush_lsn THEN \
+             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused by the test'; END IF; END"
+                .to_string()
+        }
+        (Refuse::FileType(t), false) => format!(
+            "CREATE TRIGGER refuse BEFORE UPDATE OF file_type ON TableFiles WHEN NEW.file_type = {t} \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        ),
+        (Refuse::FileType(t), true) => format!(
+            "CREATE TRIGGER refuse BEFORE UPDATE ON TableFiles FOR EACH ROW BEGIN \
+             IF NEW.file_type = {t} AND OLD.file_type <> {t} THEN \
+             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused by the test'; END IF; END"
+        ),
+    };
+    raw_sql(uri, &sql).await;
+}
+
+async fn allow(uri: &mishards::meta::MetaUri) {
+    raw_sql(uri, "DROP TRIGGER refuse").await;
+}
+
+/// Flush (file row + flush lsn), merge (new file + retired files) and index build (index file + raw
+/// file moved behind it) each change the metadata in one transaction: when its last write fails, its
+/// first one is not kept either, so no row is counted twice and nothing is replayed twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_transitions_are_all_or_nothing() {
+    use mishards::meta::{FileType, MetaOptions, MetaStore};
+    use mishards::node::engine::{Engine, EngineOptions};
+    for db in common::databases().await {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = EngineOptions {
+            role: mishards::config::Role::Writer,
+            storage: dir.path().to_path_buf(),
+            auto_flush_interval: Duration::from_secs(3600),
+            gc_grace: Duration::from_secs(60),
+            cache_bytes: 1 << 30,
+            index_build_rows: 100,
+        };
+        let meta = MetaStore::open(&db.uri, &MetaOptions::default())
+            .await
+            .unwrap();
+        let engine = Engine::open(meta.clone(), opts.clone()).await.unwrap();
+        let label = db.label;
+        let mut rng = Rng(23);
+        engine.create_collection("tx", 4, 1024, 1).await.unwrap();
+        let mut rows = 0i64;
+        async fn add(engine: &Engine, rng: &mut Rng, rows: &mut i64, n: usize) {
+            *rows += n as i64;
+            let flat: Vec<f32> = rng.vectors(n, 4).concat();
+            engine.insert("tx", "", Vec::new(), flat, n).await.unwrap();
+        }
+        let files_of = |t: FileType| {
+            let meta = meta.clone();
+            async move {
+                meta.files_of_tables(&["tx".to_string()], &[t])
+                    .await
+                    .unwrap()
+                    .len()
+            }
+        };
+
+        // Flush: the segment's row and the flush lsn.
+        add(&engine, &mut rng, &mut rows, 200).await;
+        refuse(&db.uri, Refuse::FlushLsn).await;
+        assert!(engine.flush(&[]).await.is_err(), "{label}");
+        assert_eq!(
+            files_of(FileType::Raw).await,
+            0,
+            "{label}: no file row without its flush lsn"
+        );
+        allow(&db.uri).await;
+        engine.flush(&[]).await.unwrap();
+        assert_eq!(engine.count("tx").await.unwrap(), 200, "{label}");
+        // A restart replays nothing the flush committed.
+        let again = Engine::open(meta.clone(), opts.clone()).await.unwrap();
+        again.flush(&[]).await.unwrap();
+        assert_eq!(again.count("tx").await.unwrap(), 200, "{label}");
+        drop(again);
+
+        // Merge: the merged file and the retired small files.
+        add(&engine, &mut rng, &mut rows, 100).await;
+        refuse(&db.uri, Refuse::FileType(FileType::ToDelete.code())).await;
+        // The flush itself succeeds; the merge after it fails and keeps nothing.
+        engine.flush(&[]).await.unwrap();
+        assert_eq!(
+            engine.count("tx").await.unwrap(),
+            rows,
+            "{label}: no row twice"
+        );
+        assert_eq!(files_of(FileType::Raw).await, 2, "{label}");
+        allow(&db.uri).await;
+        add(&engine, &mut rng, &mut rows, 100).await;
+        engine.flush(&[]).await.unwrap();
+        assert_eq!(engine.count("tx").await.unwrap(), rows, "{label}");
+        assert_eq!(files_of(FileType::Raw).await, 1, "{label}: merged");
+
+        // Index build: the index file and the raw file moved behind it.
+        refuse(&db.uri, Refuse::FileType(FileType::Backup.code())).await;
+        let built = engine.create_index("tx", 2, r#"{"nlist": 4}"#).await;
+        assert!(built.is_err(), "{label}: the build fails");
+        assert_eq!(files_of(FileType::Index).await, 0, "{label}");
+        assert_eq!(
+            engine.count("tx").await.unwrap(),
+            rows,
+            "{label}: no row twice"
+        );
+        allow(&db.uri).await;
+        engine
+            .create_index("tx", 2, r#"{"nlist": 4}"#)
+            .await
+            .unwrap();
+        assert_eq!(files_of(FileType::Index).await, 1, "{label}");
+        assert_eq!(files_of(FileType::Backup).await, 1, "{label}");
+        assert_eq!(engine.count("tx").await.unwrap(), rows, "{label}");
+    }
 }

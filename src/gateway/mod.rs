@@ -90,7 +90,9 @@ impl Default for Tuning {
             probe_interval: Duration::from_millis(500),
             discovery_refresh: Duration::from_secs(1),
             load_factor: router::DEFAULT_LOAD_FACTOR,
-            pool_size: 2,
+            // One HTTP/2 connection per node, as gRPC clients keep by default: concurrent calls share
+            // its writes, where more connections would cost more syscalls and wake-ups per call.
+            pool_size: 1,
             keep_snapshot_on_outage: true,
         }
     }
@@ -110,7 +112,8 @@ pub struct RunningGateway {
     /// How searches hedge slow read nodes, with its budget's counters (`None`: hedging is off).
     pub hedging: Option<Arc<hedge::Hedging>>,
     stop: watch::Sender<bool>,
-    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    /// How the gRPC server ended (it runs on the actors' thread).
+    server: tokio::sync::oneshot::Receiver<Result<(), String>>,
     admin: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     system: actix::System,
     system_thread: Option<std::thread::JoinHandle<()>>,
@@ -142,7 +145,8 @@ impl RunningGateway {
     }
 }
 
-/// Starts the actor system on its own threads and the gRPC server on the caller's runtime.
+/// Starts the actor system and the gRPC server on a thread of their own, and the admin listener on the
+/// caller's runtime.
 pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGateway, GatewayError> {
     let uri = MetaUri::parse(&config.meta_uri, None)?;
     let meta_options = MetaOptions {
@@ -168,7 +172,6 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
         version_prefix: config.version_gate.clone(),
         down_after: 2,
         max_backoff: Duration::from_secs(8),
-        runtime: tokio::runtime::Handle::current(),
         fault_injection: config.faults.enabled,
     };
     // Fault injection: one seed for every decision, logged so a run can be replayed.
@@ -278,17 +281,31 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
         .max_decoding_message_size(node_link::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(node_link::MAX_MESSAGE_BYTES);
     let (stop, mut stopped) = watch::channel(false);
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .layer(RpcLayer::new(RpcSide::Gateway, Some(metrics.clone())))
-            .add_service(grpc)
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                },
-            ),
-    );
+    // The gRPC server runs on the actors' own thread, next to the actors and the node links' channels:
+    // a search then never crosses a thread inside the gateway (each crossing is a futex wake and a
+    // context switch, which cost more than the gateway's own work).
+    let listener = listener
+        .into_std()
+        .map_err(|e| GatewayError::Start(format!("cannot hand the gRPC listener over: {e}")))?;
+    let layer = RpcLayer::new(RpcSide::Gateway, Some(metrics.clone()));
+    let (served, server) = tokio::sync::oneshot::channel();
+    actors.home.spawn(async move {
+        let result = match tokio::net::TcpListener::from_std(listener) {
+            Ok(listener) => tonic::transport::Server::builder()
+                .layer(layer)
+                .add_service(grpc)
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    },
+                )
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(format!("cannot listen on the actors' thread: {e}")),
+        };
+        let _ = served.send(result);
+    });
     tracing::info!(%addr, write_node = %config.write_node, "gateway serving");
     let (admin_addr, admin) = match admin_listener {
         Some((listener, admin_addr)) => {

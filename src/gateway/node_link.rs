@@ -43,8 +43,6 @@ pub struct LinkOptions {
     /// Consecutive failures that make a suspect node down.
     pub down_after: u32,
     pub max_backoff: Duration,
-    /// Where the channels' I/O runs (the gateway's multi-threaded runtime).
-    pub runtime: tokio::runtime::Handle,
     /// Fault injection is on: the channels apply the rules the link is sent (`SetLinkFaults`).
     pub fault_injection: bool,
 }
@@ -192,7 +190,6 @@ impl NodeLink {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_while_idle(true);
-        let _runtime = self.options.runtime.enter();
         self.pool = (0..self.options.pool_size.max(1))
             .map(|_| {
                 let faults = self.faults.as_ref().map(|rules| rules.subscribe());

@@ -16,12 +16,15 @@ use super::metadata::{Snapshot, SnapshotUpdate};
 use super::node_link::{LinkState, NodeHealth, NodeLink};
 use super::router::Router;
 use crate::config::{NodeAddr, RouterKind};
-use crate::meta::{FileRow, TableRow, select_tables};
+use crate::meta::{MetricType, select_tables};
 
 /// One file of a search and the nodes that may serve it, best first (down nodes left out).
 #[derive(Debug, Clone)]
 pub struct PlannedFile {
-    pub file: FileRow,
+    /// `TableFiles.id`.
+    pub id: i64,
+    /// When the file's row last changed (its delete marks, for one).
+    pub updated_time: i64,
     pub nodes: Vec<NodeAddr>,
     /// Nodes whose copy of this file's delete marks is older than the snapshot: reload before searching.
     pub stale_on: Vec<NodeAddr>,
@@ -34,10 +37,12 @@ pub struct SearchPlan {
     pub links: Arc<HashMap<NodeAddr, Addr<NodeLink>>>,
     pub epoch: u64,
     pub stale: bool,
-    pub collection: TableRow,
+    /// The collection's dimension and metric.
+    pub dimension: i64,
+    pub metric_type: MetricType,
     pub files: Vec<PlannedFile>,
     /// Every read node in the membership (for error messages when none could serve).
-    pub members: Vec<NodeAddr>,
+    pub members: Arc<BTreeSet<NodeAddr>>,
     /// The read nodes' recent latencies, for hedging.
     pub latency: Arc<LatencyView>,
 }
@@ -234,7 +239,8 @@ impl Routing {
                     .cloned()
                     .collect();
                 PlannedFile {
-                    file: f.clone(),
+                    id: f.id,
+                    updated_time: f.updated_time,
                     nodes,
                     stale_on,
                 }
@@ -244,9 +250,10 @@ impl Routing {
             links: self.links.clone(),
             epoch: self.snapshot.epoch,
             stale: self.snapshot.stale,
-            collection: tables.collection.clone(),
+            dimension: tables.collection.dimension,
+            metric_type: tables.collection.metric_type,
             files,
-            members: self.membership.nodes.iter().cloned().collect(),
+            members: self.membership.nodes.clone(),
             latency: self.latency.clone(),
         }))
     }

@@ -159,12 +159,11 @@ impl Search {
         route.record("stale", plan.stale);
         route.record("files", plan.files.len());
         route.record("nodes", owners.len());
-        self.rpc_span
-            .record("metric", plan.collection.metric_type.name());
+        self.rpc_span.record("metric", plan.metric_type.name());
         manifest.epoch = plan.epoch;
         manifest.stale_snapshot = plan.stale;
         manifest.files = plan.files.len();
-        check_query(&param, plan.collection.dimension)?;
+        check_query(&param, plan.dimension)?;
         if plan.files.is_empty() {
             // Milvus answers a search over no data with an empty result.
             return Ok(Scattered::Answer(proto::TopKQueryResult {
@@ -332,7 +331,7 @@ impl Job {
     ) -> Result<proto::TopKQueryResult, GatewayError> {
         let nq = self.param.query_record_array.len();
         let k = usize::try_from(self.param.topk).unwrap_or(0);
-        let higher_is_better = self.plan.collection.metric_type.higher_is_better();
+        let higher_is_better = self.plan.metric_type.higher_is_better();
         // Which node in each file's list is being tried.
         let mut cursor: Vec<usize> = vec![0; self.plan.files.len()];
         let mut answers: Vec<proto::TopKQueryResult> = Vec::new();
@@ -390,10 +389,7 @@ impl Job {
         if !unanswered.is_empty() {
             unanswered.sort_unstable();
             return Err(GatewayError::Unanswered {
-                files: unanswered
-                    .iter()
-                    .map(|i| self.plan.files[*i].file.id)
-                    .collect(),
+                files: unanswered.iter().map(|i| self.plan.files[*i].id).collect(),
                 failures: failures.iter().map(|(n, r)| format!("{n}: {r}")).collect(),
                 members: self.plan.members.iter().map(|n| n.to_string()).collect(),
             });
@@ -439,12 +435,15 @@ impl Job {
             .start_call(node.clone(), files.to_vec(), round, why)
             .await;
         let hedge = self.hedging.as_deref().and_then(|h| {
+            if !self.can_hedge(node, files, cursor) {
+                return None;
+            }
             let delay = h
                 .fixed_delay
                 .or_else(|| self.plan.latency.hedge_after(node, hedge::MIN_DELAY))?;
-            Some((h, delay, self.hedge_targets(node, files, cursor)?))
+            Some((h, delay))
         });
-        let Some((hedging, delay, targets)) = hedge else {
+        let Some((hedging, delay)) = hedge else {
             original.wait().await;
             let decision = decide(&original, &[]).unwrap_or(Decision::Neither);
             return settle(decision, original, Vec::new());
@@ -458,7 +457,13 @@ impl Job {
             }
         })
         .await;
-        if !overdue || !hedging.budget.try_take(targets.len() as u64) {
+        // Worked out only now: most attempts answer before their hedge is due.
+        let targets = if overdue {
+            self.hedge_targets(node, files, cursor)
+        } else {
+            Vec::new()
+        };
+        if targets.is_empty() || !hedging.budget.try_take(targets.len() as u64) {
             original.wait().await;
             let decision = decide(&original, &[]).unwrap_or(Decision::Neither);
             return settle(decision, original, Vec::new());
@@ -477,15 +482,26 @@ impl Job {
         settle(decision, original, hedges)
     }
 
+    /// Whether every one of `files` has a node after `node` to hedge to (else the original would have
+    /// to answer for some of them anyway, so hedging could not win).
+    fn can_hedge(&self, node: &NodeAddr, files: &[usize], cursor: &[usize]) -> bool {
+        files.iter().all(|&i| {
+            self.plan.files[i]
+                .nodes
+                .iter()
+                .skip(cursor[i] + 1)
+                .any(|n| n != node)
+        })
+    }
+
     /// Each file's next node after `node` — the first not known to be slow, if any — grouped by node;
-    /// `None` when a file has no other node (the original would have to answer for it anyway, so
-    /// hedging could not win).
+    /// empty when some file has no other node (see `can_hedge`).
     fn hedge_targets(
         &self,
         node: &NodeAddr,
         files: &[usize],
         cursor: &[usize],
-    ) -> Option<Vec<(NodeAddr, Vec<usize>)>> {
+    ) -> Vec<(NodeAddr, Vec<usize>)> {
         let mut targets: BTreeMap<NodeAddr, Vec<usize>> = BTreeMap::new();
         for &i in files {
             let mut next = self.plan.files[i]
@@ -493,14 +509,16 @@ impl Job {
                 .iter()
                 .skip(cursor[i] + 1)
                 .filter(|n| *n != node);
-            let first = next.next()?;
+            let Some(first) = next.next() else {
+                return Vec::new();
+            };
             let target = std::iter::once(first)
                 .chain(next)
                 .find(|n| !self.plan.latency.slow.contains(*n))
                 .unwrap_or(first);
             targets.entry(target.clone()).or_default().push(i);
         }
-        Some(targets.into_iter().collect())
+        targets.into_iter().collect()
     }
 
     /// Files whose delete marks changed since `node` last searched them.
@@ -509,7 +527,7 @@ impl Job {
             .iter()
             .map(|i| &self.plan.files[*i])
             .filter(|f| f.stale_on.contains(node))
-            .map(|f| f.file.id)
+            .map(|f| f.id)
             .collect()
     }
 
@@ -538,7 +556,7 @@ impl Job {
         let record = AttemptManifest {
             round,
             why,
-            files: files.iter().map(|i| self.plan.files[*i].file.id).collect(),
+            files: files.iter().map(|i| self.plan.files[*i].id).collect(),
             reloaded: stale.clone(),
             started_ms: millis(started.duration_since(self.started)),
             latency_ms: 0.0,
@@ -619,7 +637,7 @@ impl Job {
             let request = proto::SearchInFilesParam {
                 file_id_array: files
                     .iter()
-                    .map(|i| self.plan.files[*i].file.id.to_string())
+                    .map(|i| self.plan.files[*i].id.to_string())
                     .collect(),
                 search_param: Some(self.param.clone()),
             };
@@ -654,12 +672,7 @@ impl Job {
         if !failed {
             let seen = files
                 .iter()
-                .map(|i| {
-                    (
-                        self.plan.files[*i].file.id,
-                        self.plan.files[*i].file.updated_time,
-                    )
-                })
+                .map(|i| (self.plan.files[*i].id, self.plan.files[*i].updated_time))
                 .collect();
             self.routing.do_send(Seen {
                 node: node.clone(),

@@ -235,6 +235,8 @@ impl GatewayService {
             hedging: self.hedging.clone(),
         };
         // On the actors' own arbiter, so its messages to Routing and the node links never cross threads.
+        // The service runs on that arbiter's thread too (gateway::start), but in a task of tonic's outside
+        // the arbiter's local set, where actors cannot be spawned directly.
         ScatterGather::start_in_arbiter(&self.actors.home, move |_| scatter);
         let (outcome, unfiled) = rx.await.map_err(|_| GatewayError::Actor {
             actor: "scatter-gather",

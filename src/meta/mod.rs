@@ -8,7 +8,7 @@ mod uri;
 
 pub use partitions::{DEFAULT_PARTITION_TAG, PartitionSelectError, select_tables};
 pub use schema::*;
-pub use store::{MetaOptions, MetaStore};
+pub use store::{CollectionIndex, FileChanges, MetaOptions, MetaStore, Retype};
 pub use uri::{MetaUri, MySqlTarget, SQLITE_FILE_NAME, SqliteTarget, mask_password};
 
 /// Everything that can go wrong talking to the metadata database.
@@ -32,4 +32,8 @@ pub enum MetaError {
     AlreadyExists(String),
     #[error("`{0}` not found")]
     NotFound(String),
+    /// A transaction found a row in another state than it expected (another change got there first);
+    /// nothing of it was kept.
+    #[error("metadata changed meanwhile, nothing was written: {0}")]
+    Conflict(String),
 }

@@ -11,8 +11,8 @@ use sqlx::sqlite::{
 
 use super::MetaError;
 use sqlx::FromRow;
-use sqlx::mysql::MySqlRow;
-use sqlx::sqlite::SqliteRow;
+use sqlx::mysql::{MySqlQueryResult, MySqlRow};
+use sqlx::sqlite::{SqliteQueryResult, SqliteRow};
 
 use super::schema::{
     CollectionTables, EngineType, FileRow, FileType, NewFile, NewTable, SCHEMA_VERSION, TableRow,
@@ -265,6 +265,12 @@ impl MetaStore {
         .map_err(query_error(op))
     }
 
+    /// Runs one statement on its own and returns the number of rows it touched.
+    async fn run(&self, statement: &Statement<'_>) -> Result<u64, MetaError> {
+        self.execute(statement.op, &statement.sql, &statement.args)
+            .await
+    }
+
     /// Runs a query and decodes every row as `R`.
     async fn fetch<R>(
         &self,
@@ -279,6 +285,95 @@ impl MetaStore {
             .fetch_all(p)
             .await)
         .map_err(query_error(op))
+    }
+
+    /// Runs `statements` in one transaction: all of them take effect or none does. A statement with an
+    /// `expect`ed row count that touches another number of rows rolls everything back as a `Conflict`.
+    /// Returns each statement's (rows touched, generated key — 0 unless the statement is an `insert`).
+    async fn transaction(
+        &self,
+        statements: &[Statement<'_>],
+    ) -> Result<Vec<(u64, i64)>, MetaError> {
+        if statements.is_empty() {
+            return Ok(Vec::new());
+        }
+        on_pool!(&self.pool, |p| {
+            let mut tx = p.begin().await.map_err(query_error("begin transaction"))?;
+            let mut results = Vec::with_capacity(statements.len());
+            let mut outcome = Ok(());
+            for s in statements {
+                let result = bind_all!(sqlx::query(&s.sql), &s.args)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_error(s.op));
+                match result {
+                    Ok(r) if s.expect.is_some_and(|n| r.rows_affected() != n) => {
+                        outcome = Err(MetaError::Conflict(format!(
+                            "{}: {} of {} rows were in the expected state",
+                            s.op,
+                            r.rows_affected(),
+                            s.expect.unwrap_or_default()
+                        )));
+                        break;
+                    }
+                    Ok(r) => {
+                        let id = if s.insert { r.inserted_id() } else { 0 };
+                        results.push((r.rows_affected(), id));
+                    }
+                    Err(e) => {
+                        outcome = Err(e);
+                        break;
+                    }
+                }
+            }
+            match outcome {
+                Ok(()) => tx
+                    .commit()
+                    .await
+                    .map(|_| results)
+                    .map_err(query_error("commit transaction")),
+                Err(e) => {
+                    if let Err(rollback) = tx.rollback().await {
+                        tracing::warn!(error = %rollback, "metadata rollback failed; the connection discards the transaction");
+                    }
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    /// Applies a set of file-row changes atomically (one transaction): the metadata side of a flush, a
+    /// merge, a compaction, an index build or an index change. Returns the created rows, in order.
+    pub async fn commit_files(&self, changes: &FileChanges) -> Result<Vec<FileRow>, MetaError> {
+        let mut statements = Vec::new();
+        if let Some(index) = &changes.collection_index {
+            statements.push(update_index_statement(
+                &index.collection,
+                index.engine_type,
+                &index.index_params,
+            ));
+        }
+        for r in &changes.retype {
+            statements.extend(retype_statement(r));
+        }
+        statements.extend(changes.update.iter().map(update_file_statement));
+        statements.extend(changes.create.iter().map(create_file_statement));
+        if let Some((table_id, lsn)) = &changes.flush_lsn {
+            statements.push(flush_lsn_statement(table_id, *lsn));
+        }
+        let ids = self
+            .transaction(&statements)
+            .await?
+            .into_iter()
+            .zip(&statements)
+            .filter(|(_, s)| s.insert)
+            .map(|((_, id), _)| id);
+        Ok(changes
+            .create
+            .iter()
+            .zip(ids)
+            .map(|(file, id)| created_row(file, id))
+            .collect())
     }
 
     // ---- Tables --------------------------------------------------------------------------------------------
@@ -384,48 +479,57 @@ impl MetaStore {
     ) -> Result<bool, MetaError> {
         let files = "UPDATE TableFiles SET file_type = ?, updated_time = ? WHERE table_id IN \
                      (SELECT table_id FROM Tables WHERE table_id = ? OR owner_table = ?)";
-        let args = [
-            Arg::Int(FileType::ToDelete.code().into()),
-            Arg::Int(now_us),
-            Arg::Text(name),
-            Arg::Text(name),
-        ];
-        self.execute("mark collection files deleted", files, &args)
-            .await?;
         let tables = "UPDATE Tables SET state = ? WHERE table_id = ? OR owner_table = ?";
-        let args = [
-            Arg::Int(TableState::ToDelete.code().into()),
-            Arg::Text(name),
-            Arg::Text(name),
-        ];
-        Ok(self
-            .execute("mark collection deleted", tables, &args)
-            .await?
-            > 0)
+        let done = self
+            .transaction(&[
+                Statement::new(
+                    "mark collection files deleted",
+                    files,
+                    vec![
+                        Arg::Int(FileType::ToDelete.code().into()),
+                        Arg::Int(now_us),
+                        Arg::Text(name),
+                        Arg::Text(name),
+                    ],
+                ),
+                Statement::new(
+                    "mark collection deleted",
+                    tables,
+                    vec![
+                        Arg::Int(TableState::ToDelete.code().into()),
+                        Arg::Text(name),
+                        Arg::Text(name),
+                    ],
+                ),
+            ])
+            .await?;
+        Ok(done.get(1).is_some_and(|(rows, _)| *rows > 0))
     }
 
     /// Marks one table row (typically a partition) and its files TO_DELETE. Returns whether it existed.
     pub async fn mark_table_deleted(&self, table_id: &str, now_us: i64) -> Result<bool, MetaError> {
-        let files = "UPDATE TableFiles SET file_type = ?, updated_time = ? WHERE table_id = ?";
-        let args = [
-            Arg::Int(FileType::ToDelete.code().into()),
-            Arg::Int(now_us),
-            Arg::Text(table_id),
-        ];
-        self.execute("mark table files deleted", files, &args)
+        let done = self
+            .transaction(&[
+                Statement::new(
+                    "mark table files deleted",
+                    "UPDATE TableFiles SET file_type = ?, updated_time = ? WHERE table_id = ?",
+                    vec![
+                        Arg::Int(FileType::ToDelete.code().into()),
+                        Arg::Int(now_us),
+                        Arg::Text(table_id),
+                    ],
+                ),
+                Statement::new(
+                    "mark table deleted",
+                    "UPDATE Tables SET state = ? WHERE table_id = ?",
+                    vec![
+                        Arg::Int(TableState::ToDelete.code().into()),
+                        Arg::Text(table_id),
+                    ],
+                ),
+            ])
             .await?;
-        let args = [
-            Arg::Int(TableState::ToDelete.code().into()),
-            Arg::Text(table_id),
-        ];
-        Ok(self
-            .execute(
-                "mark table deleted",
-                "UPDATE Tables SET state = ? WHERE table_id = ?",
-                &args,
-            )
-            .await?
-            > 0)
+        Ok(done.get(1).is_some_and(|(rows, _)| *rows > 0))
     }
 
     /// Removes `Tables` rows for good (after their files are gone from disk).
@@ -449,14 +553,9 @@ impl MetaStore {
         engine_type: EngineType,
         index_params: &str,
     ) -> Result<(), MetaError> {
-        let sql = "UPDATE Tables SET engine_type = ?, index_params = ? WHERE table_id = ? OR owner_table = ?";
-        let args = [
-            Arg::Int(engine_type.code().into()),
-            Arg::Text(index_params),
-            Arg::Text(name),
-            Arg::Text(name),
-        ];
-        self.execute("update index", sql, &args).await.map(drop)
+        self.run(&update_index_statement(name, engine_type, index_params))
+            .await
+            .map(drop)
     }
 
     /// Sets `Tables.flag` (Milvus keeps a collection's id mode there: auto or user-given ids).
@@ -477,78 +576,31 @@ impl MetaStore {
         table_id: &str,
         flush_lsn: i64,
     ) -> Result<(), MetaError> {
-        let args = [Arg::Int(flush_lsn), Arg::Text(table_id)];
-        self.execute(
-            "update flush lsn",
-            "UPDATE Tables SET flush_lsn = ? WHERE table_id = ?",
-            &args,
-        )
-        .await
-        .map(drop)
+        self.run(&flush_lsn_statement(table_id, flush_lsn))
+            .await
+            .map(drop)
     }
 
     // ---- TableFiles ----------------------------------------------------------------------------------------
 
     /// Inserts a file row and returns it with its database-assigned id.
     pub async fn create_file(&self, file: &NewFile) -> Result<FileRow, MetaError> {
-        let sql = "INSERT INTO TableFiles (table_id, segment_id, engine_type, file_id, file_type, file_size, \
-                   row_count, updated_time, created_on, date, flush_lsn) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, -1, ?)";
-        let args = [
-            Arg::Text(&file.table_id),
-            Arg::Text(&file.segment_id),
-            Arg::Int(file.engine_type.code().into()),
-            Arg::Text(&file.file_id),
-            Arg::Int(file.file_type.code().into()),
-            Arg::Int(file.file_size),
-            Arg::Int(file.row_count),
-            Arg::Int(file.now_us),
-            Arg::Int(file.now_us),
-            Arg::Int(file.flush_lsn),
-        ];
+        let statement = create_file_statement(file);
         // The two backends name the generated key differently, so this one insert is not `execute`.
-        let id = match &self.pool {
-            Pool::MySql(p) => bind_all!(sqlx::query(sql), &args)
-                .execute(p)
-                .await
-                .map(|r| r.last_insert_id() as i64),
-            Pool::Sqlite(p) => bind_all!(sqlx::query(sql), &args)
-                .execute(p)
-                .await
-                .map(|r| r.last_insert_rowid()),
-        }
-        .map_err(query_error("create file"))?;
-        Ok(FileRow {
-            id,
-            table_id: file.table_id.clone(),
-            segment_id: file.segment_id.clone(),
-            engine_type: file.engine_type,
-            file_id: file.file_id.clone(),
-            file_type: file.file_type,
-            file_size: file.file_size,
-            row_count: file.row_count,
-            updated_time: file.now_us,
-            created_on: file.now_us,
-            date: -1,
-            flush_lsn: file.flush_lsn,
-        })
+        let id = on_pool!(&self.pool, |p| bind_all!(
+            sqlx::query(&statement.sql),
+            &statement.args
+        )
+        .execute(p)
+        .await
+        .map(|r| r.inserted_id()))
+        .map_err(query_error(statement.op))?;
+        Ok(created_row(file, id))
     }
 
     /// Writes back the mutable columns of a file row.
     pub async fn update_file(&self, file: &FileRow) -> Result<(), MetaError> {
-        let sql = "UPDATE TableFiles SET segment_id = ?, engine_type = ?, file_id = ?, file_type = ?, file_size = ?, \
-                   row_count = ?, updated_time = ?, flush_lsn = ? WHERE id = ?";
-        let args = [
-            Arg::Text(&file.segment_id),
-            Arg::Int(file.engine_type.code().into()),
-            Arg::Text(&file.file_id),
-            Arg::Int(file.file_type.code().into()),
-            Arg::Int(file.file_size),
-            Arg::Int(file.row_count),
-            Arg::Int(file.updated_time),
-            Arg::Int(file.flush_lsn),
-            Arg::Int(file.id),
-        ];
-        self.execute("update file", sql, &args).await.map(drop)
+        self.run(&update_file_statement(file)).await.map(drop)
     }
 
     /// Sets the type of the given files and stamps their `updated_time`.
@@ -558,18 +610,11 @@ impl MetaStore {
         file_type: FileType,
         now_us: i64,
     ) -> Result<(), MetaError> {
-        if ids.is_empty() {
-            return Ok(());
+        let retype = Retype::any(ids, file_type, now_us);
+        match retype_statement(&retype) {
+            Some(statement) => self.run(&statement).await.map(drop),
+            None => Ok(()),
         }
-        let sql = format!(
-            "UPDATE TableFiles SET file_type = ?, updated_time = ? WHERE id IN ({})",
-            placeholders(ids.len())
-        );
-        let args: Vec<Arg> = [Arg::Int(file_type.code().into()), Arg::Int(now_us)]
-            .into_iter()
-            .chain(ints(ids))
-            .collect();
-        self.execute("set file type", &sql, &args).await.map(drop)
     }
 
     /// Stamps `updated_time` on files whose content changed in place (new delete marks), so readers reload.
@@ -704,6 +749,215 @@ impl MetaStore {
             .await
             .map(drop)
     }
+}
+
+/// File-row changes that must land together: `MetaStore::commit_files` applies them in one transaction,
+/// so a crash or an error between them never leaves half of a flush, merge, compaction or index build
+/// in the metadata (duplicate rows, or rows flushed but still replayed from the log).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FileChanges {
+    /// A collection's (and its partitions') new index.
+    pub collection_index: Option<CollectionIndex>,
+    /// Files that change type.
+    pub retype: Vec<Retype>,
+    /// File rows whose mutable columns are written back.
+    pub update: Vec<FileRow>,
+    /// File rows to create.
+    pub create: Vec<NewFile>,
+    /// `Tables.flush_lsn` to record: (table_id, lsn).
+    pub flush_lsn: Option<(String, i64)>,
+}
+
+/// The index of a collection and its partitions (`Tables.engine_type`, `Tables.index_params`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CollectionIndex {
+    pub collection: String,
+    pub engine_type: EngineType,
+    pub index_params: String,
+}
+
+/// Files whose type changes (and whose `updated_time` is stamped).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retype {
+    pub ids: Vec<i64>,
+    pub to: FileType,
+    pub now_us: i64,
+    /// The types the files must have now (empty: any). When one of them has another type (another change
+    /// got there first) nothing of the transaction is kept: `MetaError::Conflict`.
+    pub from: Vec<FileType>,
+}
+
+impl Retype {
+    /// Retypes the files whatever their type.
+    pub fn any(ids: &[i64], to: FileType, now_us: i64) -> Self {
+        Retype {
+            ids: ids.to_vec(),
+            to,
+            now_us,
+            from: Vec::new(),
+        }
+    }
+
+    /// Retypes the files, all of which must have one of the types `from`.
+    pub fn expecting(ids: &[i64], from: &[FileType], to: FileType, now_us: i64) -> Self {
+        Retype {
+            ids: ids.to_vec(),
+            to,
+            now_us,
+            from: from.to_vec(),
+        }
+    }
+}
+
+/// One SQL statement with its arguments, run alone or inside a transaction.
+struct Statement<'a> {
+    op: &'static str,
+    sql: String,
+    args: Vec<Arg<'a>>,
+    /// The generated key is wanted (an INSERT).
+    insert: bool,
+    /// The number of rows it must touch, or the transaction is rolled back.
+    expect: Option<u64>,
+}
+
+impl<'a> Statement<'a> {
+    fn new(op: &'static str, sql: impl Into<String>, args: Vec<Arg<'a>>) -> Self {
+        Statement {
+            op,
+            sql: sql.into(),
+            args,
+            insert: false,
+            expect: None,
+        }
+    }
+}
+
+/// The key a backend generated for an INSERT.
+trait InsertedId {
+    fn inserted_id(&self) -> i64;
+}
+
+impl InsertedId for MySqlQueryResult {
+    fn inserted_id(&self) -> i64 {
+        self.last_insert_id() as i64
+    }
+}
+
+impl InsertedId for SqliteQueryResult {
+    fn inserted_id(&self) -> i64 {
+        self.last_insert_rowid()
+    }
+}
+
+fn update_index_statement<'a>(
+    name: &'a str,
+    engine_type: EngineType,
+    index_params: &'a str,
+) -> Statement<'a> {
+    Statement::new(
+        "update index",
+        "UPDATE Tables SET engine_type = ?, index_params = ? WHERE table_id = ? OR owner_table = ?",
+        vec![
+            Arg::Int(engine_type.code().into()),
+            Arg::Text(index_params),
+            Arg::Text(name),
+            Arg::Text(name),
+        ],
+    )
+}
+
+fn flush_lsn_statement(table_id: &str, flush_lsn: i64) -> Statement<'_> {
+    Statement::new(
+        "update flush lsn",
+        "UPDATE Tables SET flush_lsn = ? WHERE table_id = ?",
+        vec![Arg::Int(flush_lsn), Arg::Text(table_id)],
+    )
+}
+
+fn create_file_statement(file: &NewFile) -> Statement<'_> {
+    Statement {
+        insert: true,
+        ..Statement::new(
+            "create file",
+            "INSERT INTO TableFiles (table_id, segment_id, engine_type, file_id, file_type, file_size, \
+             row_count, updated_time, created_on, date, flush_lsn) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, -1, ?)",
+            vec![
+                Arg::Text(&file.table_id),
+                Arg::Text(&file.segment_id),
+                Arg::Int(file.engine_type.code().into()),
+                Arg::Text(&file.file_id),
+                Arg::Int(file.file_type.code().into()),
+                Arg::Int(file.file_size),
+                Arg::Int(file.row_count),
+                Arg::Int(file.now_us),
+                Arg::Int(file.now_us),
+                Arg::Int(file.flush_lsn),
+            ],
+        )
+    }
+}
+
+fn created_row(file: &NewFile, id: i64) -> FileRow {
+    FileRow {
+        id,
+        table_id: file.table_id.clone(),
+        segment_id: file.segment_id.clone(),
+        engine_type: file.engine_type,
+        file_id: file.file_id.clone(),
+        file_type: file.file_type,
+        file_size: file.file_size,
+        row_count: file.row_count,
+        updated_time: file.now_us,
+        created_on: file.now_us,
+        date: -1,
+        flush_lsn: file.flush_lsn,
+    }
+}
+
+fn update_file_statement(file: &FileRow) -> Statement<'_> {
+    Statement::new(
+        "update file",
+        "UPDATE TableFiles SET segment_id = ?, engine_type = ?, file_id = ?, file_type = ?, file_size = ?, \
+         row_count = ?, updated_time = ?, flush_lsn = ? WHERE id = ?",
+        vec![
+            Arg::Text(&file.segment_id),
+            Arg::Int(file.engine_type.code().into()),
+            Arg::Text(&file.file_id),
+            Arg::Int(file.file_type.code().into()),
+            Arg::Int(file.file_size),
+            Arg::Int(file.row_count),
+            Arg::Int(file.updated_time),
+            Arg::Int(file.flush_lsn),
+            Arg::Int(file.id),
+        ],
+    )
+}
+
+/// `None` when there is no file to retype.
+fn retype_statement(r: &Retype) -> Option<Statement<'static>> {
+    let mut ids = r.ids.clone();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return None;
+    }
+    let mut sql = format!(
+        "UPDATE TableFiles SET file_type = ?, updated_time = ? WHERE id IN ({})",
+        placeholders(ids.len())
+    );
+    let mut args: Vec<Arg> = vec![Arg::Int(r.to.code().into()), Arg::Int(r.now_us)];
+    args.extend(ids.iter().map(|id| Arg::Int(*id)));
+    if !r.from.is_empty() {
+        sql.push_str(&format!(
+            " AND file_type IN ({})",
+            placeholders(r.from.len())
+        ));
+        args.extend(r.from.iter().map(|t| Arg::Int(t.code().into())));
+    }
+    Some(Statement {
+        expect: (!r.from.is_empty()).then_some(ids.len() as u64),
+        ..Statement::new("set file type", sql, args)
+    })
 }
 
 /// A value bound to a `?` placeholder: every Milvus column is an integer or text.

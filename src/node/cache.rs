@@ -279,3 +279,128 @@ impl SegmentCache {
             .unwrap_or(false)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::EngineType;
+
+    /// A loaded raw segment of `rows` rows of dimension 4: 8 + 16 = 24 bytes a row.
+    fn segment(file_id: i64, rows: usize) -> Arc<LoadedSegment> {
+        Arc::new(LoadedSegment {
+            file_id,
+            updated_time: 1,
+            data: Arc::new(SegmentData::Raw(RawSegment {
+                dim: 4,
+                ids: (0..rows as i64).collect(),
+                vectors: vec![0.5; rows * 4],
+            })),
+            deleted: None,
+        })
+    }
+
+    const ROW_BYTES: usize = 24;
+
+    fn cached(cache: &SegmentCache, ids: &[i64]) -> Vec<i64> {
+        ids.iter()
+            .copied()
+            .filter(|id| cache.contains(*id))
+            .collect()
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_bytes_and_counts_them() {
+        let cache = SegmentCache::new(250 * ROW_BYTES);
+        for id in 1..=3 {
+            cache.insert(segment(id, 100));
+            assert!(cache.used_bytes() <= cache.capacity());
+        }
+        // Three segments of 100 rows do not fit in 250 rows: the oldest went.
+        assert_eq!(cached(&cache, &[1, 2, 3]), [2, 3]);
+        assert_eq!(cache.used_bytes(), 200 * ROW_BYTES);
+        // Inserting a file again replaces it without counting it twice.
+        cache.insert(segment(3, 100));
+        assert_eq!(cache.used_bytes(), 200 * ROW_BYTES);
+        cache.evict(&[2, 42]);
+        assert_eq!(cache.used_bytes(), 100 * ROW_BYTES);
+        assert_eq!(cached(&cache, &[1, 2, 3]), [3]);
+    }
+
+    #[test]
+    fn a_segment_larger_than_the_cache_is_not_kept_and_evicts_nothing() {
+        let cache = SegmentCache::new(150 * ROW_BYTES);
+        cache.insert(segment(1, 100));
+        cache.insert(segment(2, 200));
+        assert_eq!(cached(&cache, &[1, 2]), [1]);
+        assert_eq!(cache.used_bytes(), 100 * ROW_BYTES);
+    }
+
+    #[test]
+    fn the_least_recently_used_segment_goes_first() {
+        let cache = SegmentCache::new(300 * ROW_BYTES);
+        for id in 1..=3 {
+            cache.insert(segment(id, 100));
+        }
+        // Using 1 makes 2 the least recently used.
+        assert!(cache.peek(1).is_some());
+        cache.insert(segment(4, 100));
+        assert_eq!(cached(&cache, &[1, 2, 3, 4]), [1, 3, 4]);
+        // A big newcomer pushes out as many old ones as it needs, oldest first.
+        assert!(cache.peek(3).is_some());
+        cache.insert(segment(5, 200));
+        assert_eq!(cached(&cache, &[1, 3, 4, 5]), [3, 5]);
+        assert_eq!(cache.used_bytes(), 300 * ROW_BYTES);
+    }
+
+    #[test]
+    fn a_smaller_capacity_applies_at_the_next_insert() {
+        let cache = SegmentCache::new(400 * ROW_BYTES);
+        for id in 1..=4 {
+            cache.insert(segment(id, 100));
+        }
+        cache.set_capacity(150 * ROW_BYTES);
+        assert_eq!(cache.capacity(), 150 * ROW_BYTES);
+        cache.insert(segment(5, 100));
+        assert_eq!(cached(&cache, &[1, 2, 3, 4, 5]), [5]);
+        assert!(cache.used_bytes() <= cache.capacity());
+    }
+
+    #[test]
+    fn get_reads_a_file_once_and_rereads_only_marks_when_it_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = FileRow {
+            id: 7,
+            table_id: "t".into(),
+            segment_id: "s1".into(),
+            engine_type: EngineType::Flat,
+            file_id: "f1".into(),
+            file_type: FileType::Raw,
+            file_size: 0,
+            row_count: 3,
+            updated_time: 10,
+            created_on: 10,
+            date: -1,
+            flush_lsn: 0,
+        };
+        let path = segment::file_path(dir.path(), &file);
+        segment::write_raw(&path, 2, &[1, 2, 3], &[0.0, 0.0, 1.0, 1.0, 2.0, 2.0]).unwrap();
+        let cache = SegmentCache::new(1 << 20);
+        let first = cache.get(dir.path(), &file).unwrap();
+        assert_eq!((first.rows(), first.live_rows()), (3, 3));
+        assert_eq!(cache.used_bytes(), 3 * (8 + 2 * 4));
+        // Same version: the cached segment itself.
+        assert!(Arc::ptr_eq(&first, &cache.get(dir.path(), &file).unwrap()));
+        // A delete and a new updated_time: the same vectors, new marks.
+        segment::add_deleted(&segment::deleted_path(dir.path(), &file), &[2]).unwrap();
+        file.updated_time = 11;
+        let second = cache.get(dir.path(), &file).unwrap();
+        assert!(Arc::ptr_eq(&first.data, &second.data));
+        assert_eq!(second.live_ids(), [1, 3]);
+        assert_eq!(cache.used_bytes(), 3 * (8 + 2 * 4));
+        // forget_marks makes the next get re-read them even at the same version.
+        segment::add_deleted(&segment::deleted_path(dir.path(), &file), &[3]).unwrap();
+        assert_eq!(cache.get(dir.path(), &file).unwrap().live_ids(), [1, 3]);
+        cache.forget_marks(&[7]);
+        assert_eq!(cache.get(dir.path(), &file).unwrap().live_ids(), [1]);
+    }
+}

@@ -5,6 +5,7 @@
 //! Only a write node (`Role::Writer`) changes metadata or files. Every state change that rewrites files or
 //! metadata runs under `maintenance`, so flush, merge, index commit, compaction and GC never interleave.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,9 +22,9 @@ use super::wal::{Durable, Wal, WalRecord};
 use super::{NodeError, validate};
 use crate::config::Role;
 use crate::meta::{
-    CollectionTables, DEFAULT_PARTITION_TAG, EngineType, FLAG_AUTO_IDS, FLAG_USER_IDS, FileRow,
-    FileType, MetaStore, MetricType, NewFile, NewTable, TableRow, TableState, now_micros,
-    select_tables,
+    CollectionIndex, CollectionTables, DEFAULT_PARTITION_TAG, EngineType, FLAG_AUTO_IDS,
+    FLAG_USER_IDS, FileChanges, FileRow, FileType, MetaError, MetaStore, MetricType, NewFile,
+    NewTable, Retype, TableRow, TableState, now_micros, select_tables,
 };
 
 /// The files a segment can consist of while it is live: its raw data (searchable, waiting for an index,
@@ -50,14 +51,18 @@ pub struct EngineOptions {
     pub index_build_rows: i64,
 }
 
-/// Inserts and deletes not yet flushed, per table.
+/// Inserts and deletes not yet flushed, per table, each tagged with the lsn of its log record (so a
+/// record whose log write failed can be taken back out).
 #[derive(Default)]
 struct MemTable {
     dim: usize,
     ids: Vec<i64>,
     vectors: Vec<f32>,
-    /// Ids deleted since the last flush, to mark in the table's flushed segments.
-    deletes: Vec<i64>,
+    /// (lsn, first row) of each logged insert, in lsn order.
+    inserts: Vec<(u64, usize)>,
+    /// Logged deletes, in lsn order. At the flush they remove the buffered rows logged before them and
+    /// mark the rows in the table's flushed segments.
+    deletes: Vec<(u64, Vec<i64>)>,
 }
 
 impl MemTable {
@@ -65,25 +70,74 @@ impl MemTable {
         self.ids.is_empty() && self.deletes.is_empty()
     }
 
-    /// Drops buffered rows with these ids (a delete removes rows inserted before it).
-    fn remove_rows(&mut self, ids: &HashSet<i64>) {
-        if self.ids.iter().all(|id| !ids.contains(id)) {
-            return;
-        }
-        let dim = self.dim;
-        let (mut kept_ids, mut kept_vectors) = (Vec::new(), Vec::new());
-        for (row, id) in self.ids.iter().enumerate() {
-            if !ids.contains(id) {
-                kept_ids.push(*id);
-                kept_vectors.extend_from_slice(&self.vectors[row * dim..(row + 1) * dim]);
-            }
-        }
-        self.ids = kept_ids;
-        self.vectors = kept_vectors;
+    fn push_insert(&mut self, lsn: u64, ids: Vec<i64>, mut vectors: Vec<f32>) {
+        self.inserts.push((lsn, self.ids.len()));
+        self.ids.extend(ids);
+        self.vectors.append(&mut vectors);
     }
 
-    /// Puts back what a failed flush took, ahead of anything buffered since.
+    /// Takes out what the record `lsn` added (its log write failed, its writer was told so).
+    fn discard(&mut self, lsn: u64) {
+        self.deletes.retain(|(l, _)| *l != lsn);
+        let Some(pos) = self.inserts.iter().position(|(l, _)| *l == lsn) else {
+            return;
+        };
+        let start = self.inserts[pos].1;
+        let end = self.inserts.get(pos + 1).map_or(self.ids.len(), |c| c.1);
+        self.ids.drain(start..end);
+        self.vectors.drain(start * self.dim..end * self.dim);
+        self.inserts.remove(pos);
+        for chunk in &mut self.inserts[pos..] {
+            chunk.1 -= end - start;
+        }
+    }
+
+    /// The rows to flush: the buffered rows but those a delete logged after them removed.
+    fn live_rows(&self) -> (Cow<'_, [i64]>, Cow<'_, [f32]>) {
+        if self.deletes.is_empty() {
+            return (Cow::Borrowed(&self.ids), Cow::Borrowed(&self.vectors));
+        }
+        let mut last_delete: HashMap<i64, u64> = HashMap::new();
+        for (lsn, ids) in &self.deletes {
+            for id in ids {
+                last_delete.insert(*id, *lsn); // in lsn order: the last one wins
+            }
+        }
+        let dim = self.dim;
+        let (mut ids, mut vectors) = (Vec::new(), Vec::new());
+        for (chunk, (lsn, start)) in self.inserts.iter().enumerate() {
+            let end = self.inserts.get(chunk + 1).map_or(self.ids.len(), |c| c.1);
+            for row in *start..end {
+                let id = self.ids[row];
+                if last_delete.get(&id).is_some_and(|deleted| deleted > lsn) {
+                    continue;
+                }
+                ids.push(id);
+                vectors.extend_from_slice(&self.vectors[row * dim..(row + 1) * dim]);
+            }
+        }
+        (Cow::Owned(ids), Cow::Owned(vectors))
+    }
+
+    /// Every id deleted since the last flush, sorted, once each.
+    fn deleted_ids(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = self
+            .deletes
+            .iter()
+            .flat_map(|(_, ids)| ids)
+            .copied()
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// Puts back what a failed flush took, ahead of anything buffered since (which is logged later).
     fn restore(&mut self, mut older: MemTable) {
+        let offset = older.ids.len();
+        older
+            .inserts
+            .extend(self.inserts.drain(..).map(|(lsn, row)| (lsn, row + offset)));
         older.ids.append(&mut self.ids);
         older.vectors.append(&mut self.vectors);
         older.deletes.append(&mut self.deletes);
@@ -170,7 +224,7 @@ impl Engine {
                     if table.state != TableState::Normal || lsn as i64 <= table.flush_lsn {
                         continue;
                     }
-                    apply_record(&mut buffers, record, table.dimension as usize);
+                    apply_record(&mut buffers, lsn, record, table.dimension as usize);
                 }
                 if replayed > 0 {
                     tracing::info!(records = replayed, "replayed the write-ahead log");
@@ -218,6 +272,8 @@ impl Engine {
             if engine.wal.is_none() {
                 return;
             }
+            // Files left TO_INDEX by an earlier run (stopped mid-build) get their index now.
+            engine.schedule_index_builds();
             let gc_every = (engine.opts.gc_grace / 2)
                 .clamp(Duration::from_millis(200), Duration::from_secs(30));
             let mut gc_tick = tokio::time::interval(gc_every);
@@ -493,6 +549,13 @@ impl Engine {
         if rows == 0 {
             return Err(NodeError::InvalidRowRecord("no vectors to insert".into()));
         }
+        // Milvus 1.1 answers a wrong number of ids with ILLEGAL_VECTOR_ID.
+        if !ids.is_empty() && ids.len() != rows {
+            return Err(NodeError::InvalidVectorId(format!(
+                "{} ids for {rows} vectors: give an id for every vector or for none",
+                ids.len()
+            )));
+        }
         if vectors.len() != rows * dim {
             return Err(NodeError::InvalidDimension(format!(
                 "every vector must have the collection's dimension {dim}"
@@ -502,12 +565,6 @@ impl Engine {
             return Err(NodeError::InvalidRowRecord(format!(
                 "an insert may carry at most 256 MB of vectors; this one has {} MB: split it",
                 (vectors.len() * 4) >> 20
-            )));
-        }
-        if !ids.is_empty() && ids.len() != rows {
-            return Err(NodeError::InvalidRowRecord(format!(
-                "{} ids for {rows} vectors: give an id for every vector or for none",
-                ids.len()
             )));
         }
         if let Some(id) = ids.iter().find(|id| **id < 0) {
@@ -522,7 +579,8 @@ impl Engine {
         }
         self.check_id_mode(&tables.collection, !ids.is_empty())
             .await?;
-        let (durable, ids) = {
+        // Submitting and buffering under one lock keeps the buffer in log order, which a flush relies on.
+        let (lsn, durable, ids) = {
             let mut b = self.buffers.lock().map_err(lock_error)?;
             let ids = if ids.is_empty() {
                 next_ids(&mut b, rows)?
@@ -535,12 +593,26 @@ impl Engine {
                 ids: ids.clone(),
                 vectors,
             };
-            let (_, durable) = wal.submit(&record)?;
-            apply_record(&mut b, record, dim);
-            (durable, ids)
+            let (lsn, durable) = wal.submit(&record)?;
+            apply_record(&mut b, lsn, record, dim);
+            (lsn, durable, ids)
         };
-        durable.wait().await?;
+        if let Err(e) = durable.wait().await {
+            // Not in the log, so not acknowledged: the rows must not reach a segment either.
+            self.discard_buffered(&target.table_id, lsn);
+            return Err(e.into());
+        }
         Ok(ids)
+    }
+
+    /// Takes a record whose log write failed back out of the buffer. One that a flush took meanwhile is
+    /// left out by the flush (`Wal::settle`).
+    fn discard_buffered(&self, table_id: &str, lsn: u64) {
+        if let Ok(mut b) = self.buffers.lock()
+            && let Some(mem) = b.tables.get_mut(table_id)
+        {
+            mem.discard(lsn);
+        }
     }
 
     /// Milvus 1.1 fixes a collection's id mode at its first insert (in `Tables.flag`): afterwards every
@@ -596,7 +668,7 @@ impl Engine {
         }
         let tables = self.collection(name).await?;
         let targets = Self::tables_for_tag(&tables, tag)?;
-        let waits: Vec<Durable> = {
+        let waits: Vec<(String, u64, Durable)> = {
             let mut b = self.buffers.lock().map_err(lock_error)?;
             let mut waits = Vec::new();
             for table in targets {
@@ -604,15 +676,23 @@ impl Engine {
                     table_id: table.table_id.clone(),
                     ids: ids.clone(),
                 };
-                waits.push(wal.submit(&record)?.1);
-                apply_record(&mut b, record, table.dimension as usize);
+                let (lsn, durable) = wal.submit(&record)?;
+                apply_record(&mut b, lsn, record, table.dimension as usize);
+                waits.push((table.table_id.clone(), lsn, durable));
             }
             waits
         };
-        for w in waits {
-            w.wait().await?;
+        let mut first_error = None;
+        for (table_id, lsn, durable) in waits {
+            if let Err(e) = durable.wait().await {
+                self.discard_buffered(&table_id, lsn);
+                first_error.get_or_insert(e);
+            }
         }
-        Ok(())
+        match first_error {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
     }
 
     /// Turns buffered inserts into segment files and applies buffered deletes, for the named collections
@@ -652,6 +732,23 @@ impl Engine {
         if taken.is_empty() {
             return Ok(());
         }
+        // Records up to `upto` may still be on their way to disk: wait for them, and leave out those whose
+        // write failed (their writers were told so).
+        let failed = match wal.settle(upto).await {
+            Ok(failed) => failed,
+            Err(e) => {
+                if let Ok(mut b) = self.buffers.lock() {
+                    for (table_id, mem) in taken {
+                        b.tables.entry(table_id).or_default().restore(mem);
+                    }
+                }
+                return Err(e.into());
+            }
+        };
+        let mut taken = taken;
+        for (_, mem) in &mut taken {
+            failed.iter().for_each(|lsn| mem.discard(*lsn));
+        }
         let mut first_error = None;
         let mut touched = Vec::new();
         for (table_id, mem) in taken {
@@ -669,18 +766,29 @@ impl Engine {
         if let Some(e) = first_error {
             return Err(e);
         }
+        if wanted.is_none() {
+            // Every buffered table was taken and cleaned: failed records up to `upto` are gone for good.
+            wal.forget_failed_through(upto);
+        }
         if everything {
             self.meta.set_global_lsn(upto as i64).await?;
             wal.checkpoint(upto);
         }
+        // The flushed data is safe whatever happens to the merge: a merge that fails leaves the small
+        // files as they are (all or nothing) and is tried again after the next flush.
         for table_id in &touched {
-            self.merge_small_files(table_id).await?;
+            if let Err(e) = self.merge_small_files(table_id).await {
+                tracing::warn!(table = %table_id, error = %e, "merging small files failed; they stay as they are");
+            }
         }
         drop(_m);
         self.schedule_index_builds();
         Ok(())
     }
 
+    /// Writes a table's buffered rows as a segment file and applies its buffered deletes; the new file
+    /// row, the deleted rows' counts and the table's `flush_lsn` land in one metadata transaction, so a
+    /// crash leaves either all of them (the log is not replayed again) or none (the log replays it all).
     async fn flush_table(
         &self,
         table_id: &str,
@@ -695,32 +803,43 @@ impl Engine {
         else {
             return Ok(()); // dropped meanwhile: nothing to keep
         };
-        if !mem.deletes.is_empty() {
-            self.apply_deletes(table_id, &mem.deletes).await?;
+        let mut changes = FileChanges {
+            flush_lsn: Some((table_id.to_string(), upto)),
+            ..FileChanges::default()
+        };
+        let deleted = mem.deleted_ids();
+        if !deleted.is_empty() {
+            changes.update = self.mark_deleted(table_id, &deleted).await?;
         }
-        if !mem.ids.is_empty() {
-            let file = self
-                .write_segment(&table, &mem.ids, &mem.vectors, upto)
-                .await?;
+        let (ids, vectors) = mem.live_rows();
+        if !ids.is_empty() {
+            changes.create.push(
+                self.write_segment(&table, &ids, &vectors, upto, false)
+                    .await?,
+            );
+        }
+        for file in self.meta.commit_files(&changes).await? {
             tracing::debug!(
                 table = table_id,
                 file = file.id,
                 rows = file.row_count,
+                file_type = %file.file_type,
                 "flushed a segment"
             );
         }
-        self.meta.update_table_flush_lsn(table_id, upto).await?;
         Ok(())
     }
 
-    /// Writes rows as a new RAW segment file and registers it.
+    /// Writes rows as a new segment file and returns the row to register for it: RAW, or TO_INDEX when
+    /// the collection's index is due for it (see `due_for_index`).
     async fn write_segment(
         &self,
         table: &TableRow,
         ids: &[i64],
         vectors: &[f32],
         flush_lsn: i64,
-    ) -> Result<FileRow, NodeError> {
+        index_by_rows: bool,
+    ) -> Result<NewFile, NodeError> {
         let new = NewFile {
             table_id: table.table_id.clone(),
             segment_id: segment::new_id(),
@@ -741,23 +860,29 @@ impl Engine {
         })
         .await
         .map_err(|e| NodeError::Internal(e.to_string()))??;
-        Ok(self
-            .meta
-            .create_file(&NewFile {
-                file_size: size as i64,
-                ..new
-            })
-            .await?)
+        let file_size = i64::try_from(size).unwrap_or(i64::MAX);
+        let file_type = if self.due_for_index(table, file_size, new.row_count, index_by_rows) {
+            FileType::ToIndex
+        } else {
+            FileType::Raw
+        };
+        Ok(NewFile {
+            file_size,
+            file_type,
+            ..new
+        })
     }
 
-    /// Marks `ids` deleted in every flushed segment of a table that holds them, and lowers those files'
-    /// row counts and stamps their `updated_time` so readers reload the marks.
-    async fn apply_deletes(&self, table_id: &str, ids: &[i64]) -> Result<(), NodeError> {
+    /// Marks `ids` deleted in every flushed segment of a table that holds them, and returns those
+    /// segments' file rows with lowered row counts and a new `updated_time` (so readers reload the
+    /// marks), for the caller to commit.
+    async fn mark_deleted(&self, table_id: &str, ids: &[i64]) -> Result<Vec<FileRow>, NodeError> {
         let wanted: HashSet<i64> = ids.iter().copied().collect();
         let files = self
             .meta
             .files_of_tables(&[table_id.to_string()], &SEGMENT_FILES)
             .await?;
+        let mut updates = Vec::new();
         for segment_files in group_by_segment(&files).values() {
             let Some(raw) = segment_files
                 .iter()
@@ -792,14 +917,17 @@ impl Engine {
                     let mut f = (*f).clone();
                     f.row_count = (rows - deleted.min(rows)) as i64;
                     f.updated_time = now;
-                    self.meta.update_file(&f).await?;
+                    updates.push(f);
                 }
             }
         }
-        Ok(())
+        Ok(updates)
     }
 
-    /// Merges a table's RAW files smaller than `index_file_size` into as few files as fit, as Milvus does.
+    /// Merges a table's RAW files smaller than `index_file_size`, as Milvus 1.1 does: in id order, small
+    /// files are gathered until together they reach `index_file_size`, and each such group (and the
+    /// rest, when it is more than one file) becomes one file. A merged file that reaches
+    /// `index_file_size` is due for the collection's index.
     async fn merge_small_files(&self, table_id: &str) -> Result<(), NodeError> {
         let Some(table) = self.meta.table(table_id).await? else {
             return Ok(());
@@ -808,38 +936,35 @@ impl Engine {
             .meta
             .files_of_tables(&[table_id.to_string()], &[FileType::Raw])
             .await?;
-        let small: Vec<&FileRow> = raws
-            .iter()
-            .filter(|f| f.file_size < table.index_file_size)
-            .collect();
+        let small = raws.iter().filter(|f| f.file_size < table.index_file_size);
         let mut groups: Vec<Vec<FileRow>> = Vec::new();
-        let mut size = 0;
+        let (mut group, mut size) = (Vec::new(), 0i64);
         for f in small {
-            match groups.last_mut() {
-                Some(g) if size + f.file_size <= table.index_file_size => {
-                    g.push(f.clone());
-                    size += f.file_size;
-                }
-                _ => {
-                    groups.push(vec![f.clone()]);
-                    size = f.file_size;
-                }
+            group.push(f.clone());
+            size = size.saturating_add(f.file_size);
+            if size >= table.index_file_size {
+                groups.push(std::mem::take(&mut group));
+                size = 0;
             }
         }
+        groups.push(group);
         for group in groups.into_iter().filter(|g| g.len() > 1) {
-            self.rewrite_files(&table, &group, false).await?;
+            self.rewrite_files(&table, &group, &[], false).await?;
         }
         Ok(())
     }
 
-    /// Writes the live rows of `files` (raw data) as one new file, then retires them. The new file becomes
-    /// TO_INDEX when the collection has an index and the file reached `index_file_size` (or, with
-    /// `index_by_rows`, the build threshold: compaction keeps indexed segments indexed).
+    /// Writes the live rows of `files` (raw data) as one new file, then retires them and `also_retire`,
+    /// in one metadata transaction (a crash never leaves both the new file and the old ones live). The
+    /// new file becomes TO_INDEX when the collection has an index and the file reached
+    /// `index_file_size` (or, for a compaction, the build threshold: compaction keeps indexed segments
+    /// indexed).
     async fn rewrite_files(
         &self,
         table: &TableRow,
         files: &[FileRow],
-        index_by_rows: bool,
+        also_retire: &[FileRow],
+        compaction: bool,
     ) -> Result<(), NodeError> {
         let storage = self.opts.storage.clone();
         let inputs = files.to_vec();
@@ -861,27 +986,38 @@ impl Engine {
             .await
             .map_err(|e| NodeError::Internal(e.to_string()))??;
         let flush_lsn = files.iter().map(|f| f.flush_lsn).max().unwrap_or(0);
+        let mut changes = FileChanges::default();
         if !ids.is_empty() {
-            let mut file = self.write_segment(table, &ids, &vectors, flush_lsn).await?;
-            if self.due_for_index(table, &file, index_by_rows) {
-                file.file_type = FileType::ToIndex;
-                self.meta.update_file(&file).await?;
-            }
+            changes.create.push(
+                self.write_segment(table, &ids, &vectors, flush_lsn, compaction)
+                    .await?,
+            );
         }
-        let old: Vec<i64> = files.iter().map(|f| f.id).collect();
-        self.meta
-            .set_files_type(&old, FileType::ToDelete, now_micros())
-            .await?;
+        let old: Vec<i64> = files.iter().chain(also_retire).map(|f| f.id).collect();
+        // A merge takes RAW files only; a compaction any live file of the segment.
+        let expected: &[FileType] = if compaction {
+            &SEGMENT_FILES
+        } else {
+            &[FileType::Raw]
+        };
+        changes.retype.push(Retype::expecting(
+            &old,
+            expected,
+            FileType::ToDelete,
+            now_micros(),
+        ));
+        self.meta.commit_files(&changes).await?;
         self.cache.evict(&old);
         Ok(())
     }
 
-    /// Whether a RAW file should get the collection's index: when it reached `index_file_size`, or on
-    /// CreateIndex when it has at least `index_build_rows` rows.
-    fn due_for_index(&self, table: &TableRow, file: &FileRow, on_create_index: bool) -> bool {
+    /// Whether a new RAW file should get the collection's index: when it reached `index_file_size` (on a
+    /// flush or a merge, as Milvus 1.1 does; built in the background), or, with `by_rows` (CreateIndex,
+    /// compaction), when it has at least `index_build_rows` rows.
+    fn due_for_index(&self, table: &TableRow, file_size: i64, rows: i64, by_rows: bool) -> bool {
         table.engine_type == EngineType::IvfFlat
-            && (file.file_size >= table.index_file_size
-                || (on_create_index && file.row_count >= self.opts.index_build_rows))
+            && (file_size >= table.index_file_size
+                || (by_rows && rows >= self.opts.index_build_rows))
     }
 
     // ---- Indexes ------------------------------------------------------------------------------------------
@@ -900,49 +1036,56 @@ impl Engine {
             let _m = self.maintenance.lock().await;
             let changed =
                 tables.collection.engine_type != engine || tables.collection.index_params != params;
-            self.meta
-                .update_collection_index(name, engine, &params)
-                .await?;
             let table_ids = table_ids(&tables);
             let files = self
                 .meta
                 .files_of_tables(&table_ids, &SEGMENT_FILES)
                 .await?;
             let now = now_micros();
+            let ids_of = |t: FileType| -> Vec<i64> {
+                files
+                    .iter()
+                    .filter(|f| f.file_type == t)
+                    .map(|f| f.id)
+                    .collect()
+            };
+            // The index, the retired index files and the files due for the new one: one transaction.
+            let mut changes = FileChanges {
+                collection_index: Some(CollectionIndex {
+                    collection: name.to_string(),
+                    engine_type: engine,
+                    index_params: params.clone(),
+                }),
+                ..FileChanges::default()
+            };
+            let mut raw: Vec<&FileRow> = files
+                .iter()
+                .filter(|f| f.file_type == FileType::Raw)
+                .collect();
+            let mut retired = Vec::new();
             if changed {
                 // A different index: retire built ones and bring their raw files back.
-                let index: Vec<i64> = files
-                    .iter()
-                    .filter(|f| f.file_type == FileType::Index)
-                    .map(|f| f.id)
-                    .collect();
-                let backups: Vec<i64> = files
-                    .iter()
-                    .filter(|f| f.file_type == FileType::Backup)
-                    .map(|f| f.id)
-                    .collect();
-                self.meta
-                    .set_files_type(&index, FileType::ToDelete, now)
-                    .await?;
-                self.meta
-                    .set_files_type(&backups, FileType::Raw, now)
-                    .await?;
-                self.cache.evict(&index);
+                retired = ids_of(FileType::Index);
+                changes
+                    .retype
+                    .push(Retype::any(&retired, FileType::ToDelete, now));
+                changes
+                    .retype
+                    .push(Retype::any(&ids_of(FileType::Backup), FileType::Raw, now));
+                raw.extend(files.iter().filter(|f| f.file_type == FileType::Backup));
             }
-            let files = self
-                .meta
-                .files_of_tables(&table_ids, &[FileType::Raw])
-                .await?;
             let mut table = tables.collection.clone();
             table.engine_type = engine;
-            let due: Vec<i64> = files
+            let due: Vec<i64> = raw
                 .iter()
-                .filter(|f| self.due_for_index(&table, f, true))
+                .filter(|f| self.due_for_index(&table, f.file_size, f.row_count, true))
                 .map(|f| f.id)
                 .collect();
-            self.meta
-                .set_files_type(&due, FileType::ToIndex, now)
-                .await?;
+            changes
+                .retype
+                .push(Retype::any(&due, FileType::ToIndex, now));
+            self.meta.commit_files(&changes).await?;
+            self.cache.evict(&retired);
         }
         // Milvus answers CreateIndex once the existing data is indexed.
         self.build_pending_indexes().await
@@ -952,9 +1095,6 @@ impl Engine {
         self.writer("DropIndex")?;
         let tables = self.collection(name).await?;
         let _m = self.maintenance.lock().await;
-        self.meta
-            .update_collection_index(name, EngineType::Flat, "{}")
-            .await?;
         let all = [FileType::ToIndex, FileType::Index, FileType::Backup];
         let files = self.meta.files_of_tables(&table_ids(&tables), &all).await?;
         let ids_of = |t: FileType| {
@@ -965,12 +1105,21 @@ impl Engine {
                 .collect::<Vec<_>>()
         };
         let now = now_micros();
-        self.meta
-            .set_files_type(&ids_of(FileType::Index), FileType::ToDelete, now)
-            .await?;
         let mut back = ids_of(FileType::Backup);
         back.extend(ids_of(FileType::ToIndex));
-        self.meta.set_files_type(&back, FileType::Raw, now).await?;
+        let changes = FileChanges {
+            collection_index: Some(CollectionIndex {
+                collection: name.to_string(),
+                engine_type: EngineType::Flat,
+                index_params: "{}".into(),
+            }),
+            retype: vec![
+                Retype::any(&ids_of(FileType::Index), FileType::ToDelete, now),
+                Retype::any(&back, FileType::Raw, now),
+            ],
+            ..FileChanges::default()
+        };
+        self.meta.commit_files(&changes).await?;
         self.cache.evict(&ids_of(FileType::Index));
         Ok(())
     }
@@ -1030,32 +1179,49 @@ impl Engine {
         .map_err(|e| NodeError::Internal(e.to_string()))??;
         let _m = self.maintenance.lock().await;
         let current = self.meta.files_by_ids(&[file.id]).await?;
-        if current.first().map(|f| f.file_type) != Some(FileType::ToIndex) {
+        let Some(current) = current
+            .into_iter()
+            .next()
+            .filter(|f| f.file_type == FileType::ToIndex)
+        else {
             let _ = std::fs::remove_file(&index_path); // the file was dropped or rebuilt meanwhile
             return Ok(());
-        }
+        };
         let now = now_micros();
-        let index_row = self
-            .meta
-            .create_file(&NewFile {
+        // The index file row and the raw file's move behind it: one transaction, so a crash never leaves
+        // the segment searchable twice (INDEX and TO_INDEX).
+        let changes = FileChanges {
+            create: vec![NewFile {
                 table_id: file.table_id.clone(),
                 segment_id: file.segment_id.clone(),
                 engine_type: EngineType::IvfFlat,
                 file_id: index_file_id,
                 file_type: FileType::Index,
-                file_size: size as i64,
-                row_count: current[0].row_count,
+                file_size: i64::try_from(size).unwrap_or(i64::MAX),
+                row_count: current.row_count,
                 now_us: now,
                 flush_lsn: file.flush_lsn,
-            })
-            .await?;
-        self.meta
-            .set_files_type(&[file.id], FileType::Backup, now)
-            .await?;
+            }],
+            retype: vec![Retype::expecting(
+                &[file.id],
+                &[FileType::ToIndex],
+                FileType::Backup,
+                now,
+            )],
+            ..FileChanges::default()
+        };
+        let index_row = match self.meta.commit_files(&changes).await {
+            Ok(created) => created.into_iter().next(),
+            Err(MetaError::Conflict(_)) => {
+                let _ = std::fs::remove_file(&index_path);
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
         self.cache.evict(&[file.id]);
         tracing::info!(
             file = file.id,
-            index_file = index_row.id,
+            index_file = index_row.map_or(0, |r| r.id),
             nlist,
             seconds = started.elapsed().as_secs_f64(),
             "built IVF_FLAT index"
@@ -1088,16 +1254,13 @@ impl Engine {
                     if deleted.is_empty() {
                         continue;
                     }
-                    self.rewrite_files(table, &[(*raw).clone()], true).await?;
-                    let rest: Vec<i64> = segment_files
+                    let rest: Vec<FileRow> = segment_files
                         .iter()
                         .filter(|f| f.id != raw.id)
-                        .map(|f| f.id)
+                        .map(|f| (*f).clone())
                         .collect();
-                    self.meta
-                        .set_files_type(&rest, FileType::ToDelete, now_micros())
+                    self.rewrite_files(table, &[(*raw).clone()], &rest, true)
                         .await?;
-                    self.cache.evict(&rest);
                 }
             }
         }
@@ -1191,6 +1354,7 @@ impl Engine {
         query: &Query<'_>,
     ) -> Result<Option<TopK>, NodeError> {
         let tables = self.collection(name).await?;
+        check_query(&tables.collection, query)?;
         let selected = select_tables(&tables, tags)?;
         let files = self.meta.searchable_files(&selected).await?;
         self.search_files(&tables.collection, files, query).await
@@ -1205,6 +1369,9 @@ impl Engine {
         query: &Query<'_>,
     ) -> Result<Option<TopK>, NodeError> {
         let tables = self.collection(name).await?;
+        // As in Milvus, the query is checked before the files: a wrong dimension is ILLEGAL_DIMENSION
+        // whatever files are named.
+        check_query(&tables.collection, query)?;
         if file_ids.is_empty() {
             return Err(NodeError::InvalidArgument("no file ids given".into()));
         }
@@ -1281,12 +1448,7 @@ impl Engine {
         segments: Vec<Arc<LoadedSegment>>,
         query: &Query<'_>,
     ) -> Result<TopK, NodeError> {
-        let dim = collection.dimension as usize;
-        if query.nq == 0 || query.vectors.len() != query.nq * dim {
-            return Err(NodeError::InvalidDimension(format!(
-                "every query vector must have the collection's dimension {dim}"
-            )));
-        }
+        check_query(collection, query)?;
         let metric = metric_of(collection.metric_type);
         let (vectors, nq, k, nprobe) = (query.vectors.to_vec(), query.nq, query.k, query.nprobe);
         // Segment spans run on rayon's threads: their parent is handed over explicitly.
@@ -1425,12 +1587,17 @@ impl Engine {
             .meta
             .searchable_files(&select_tables(&tables, tags)?)
             .await?;
-        let bytes: i64 = files.iter().map(|f| f.file_size).sum();
-        if bytes as usize > self.opts.cache_bytes {
-            return Err(NodeError::Internal(format!(
-                "collection `{name}` needs {} MB but the segment cache holds {} MB: raise the cache size",
-                bytes >> 20,
-                self.opts.cache_bytes >> 20
+        let bytes: u64 = files
+            .iter()
+            .map(|f| u64::try_from(f.file_size).unwrap_or(0))
+            .sum();
+        // The cache's size now: `set_config cache.cache_size` may have changed it since the start.
+        let capacity = self.cache.capacity() as u64;
+        if bytes > capacity {
+            return Err(NodeError::CacheFailed(format!(
+                "collection `{name}` needs {} MB but the segment cache holds {} MB: raise cache.cache_size",
+                bytes.div_ceil(1 << 20),
+                capacity >> 20
             )));
         }
         self.load_files(files).await.map(drop)
@@ -1454,6 +1621,18 @@ impl Engine {
         self.cache.forget_marks(&ids);
         Ok(())
     }
+}
+
+/// Query vectors must have the collection's dimension (ILLEGAL_DIMENSION otherwise), even when there is
+/// nothing to search.
+fn check_query(collection: &TableRow, query: &Query<'_>) -> Result<(), NodeError> {
+    let dim = collection.dimension as usize;
+    if query.nq == 0 || query.vectors.len() != query.nq * dim {
+        return Err(NodeError::InvalidDimension(format!(
+            "every query vector must have the collection's dimension {dim}"
+        )));
+    }
+    Ok(())
 }
 
 fn partition_table<'t>(tables: &'t CollectionTables, tag: &str) -> Result<&'t TableRow, NodeError> {
@@ -1523,25 +1702,186 @@ fn next_ids(b: &mut Buffers, n: usize) -> Result<Vec<i64>, NodeError> {
 }
 
 /// Applies a logged change to the in-memory buffers (on the write path and on replay alike).
-fn apply_record(b: &mut Buffers, record: WalRecord, dim: usize) {
+fn apply_record(b: &mut Buffers, lsn: u64, record: WalRecord, dim: usize) {
     match record {
         WalRecord::Insert {
             table_id,
             ids,
-            mut vectors,
+            vectors,
             ..
         } => {
             b.last_id = b.last_id.max(ids.iter().copied().max().unwrap_or(0));
             let mem = b.tables.entry(table_id).or_default();
             mem.dim = dim;
-            mem.ids.extend(ids);
-            mem.vectors.append(&mut vectors);
+            mem.push_insert(lsn, ids, vectors);
         }
         WalRecord::Delete { table_id, ids } => {
             let mem = b.tables.entry(table_id).or_default();
             mem.dim = dim;
-            mem.remove_rows(&ids.iter().copied().collect());
-            mem.deletes.extend(ids);
+            mem.deletes.push((lsn, ids));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::{MetaOptions, MetaUri, SqliteTarget};
+
+    fn mem_table(dim: usize) -> MemTable {
+        MemTable {
+            dim,
+            ..MemTable::default()
+        }
+    }
+
+    #[test]
+    fn a_delete_removes_only_buffered_rows_logged_before_it() {
+        let mut m = mem_table(1);
+        m.push_insert(1, vec![10, 11], vec![1.0, 1.1]);
+        m.deletes.push((2, vec![10, 12]));
+        m.push_insert(3, vec![10, 12], vec![2.0, 2.2]);
+        let (ids, vectors) = m.live_rows();
+        assert_eq!(&ids[..], [11, 10, 12]);
+        assert_eq!(&vectors[..], [1.1, 2.0, 2.2]);
+        assert_eq!(m.deleted_ids(), [10, 12]);
+    }
+
+    #[test]
+    fn discarding_a_record_takes_out_exactly_its_rows() {
+        let mut m = mem_table(2);
+        m.push_insert(1, vec![1], vec![1.0, 1.0]);
+        m.push_insert(2, vec![2, 3], vec![2.0, 2.0, 3.0, 3.0]);
+        m.deletes.push((3, vec![1]));
+        m.push_insert(4, vec![4], vec![4.0, 4.0]);
+        m.discard(2);
+        m.discard(3);
+        m.discard(99);
+        assert_eq!(m.ids, [1, 4]);
+        assert_eq!(m.vectors, [1.0, 1.0, 4.0, 4.0]);
+        assert_eq!(m.inserts, [(1, 0), (4, 1)]);
+        assert!(m.deletes.is_empty());
+        m.discard(4);
+        m.discard(1);
+        assert!(m.is_empty());
+    }
+
+    #[test]
+    fn a_restored_buffer_keeps_log_order() {
+        let mut older = mem_table(1);
+        older.push_insert(1, vec![1, 2], vec![1.0, 2.0]);
+        older.deletes.push((2, vec![5]));
+        let mut newer = mem_table(1);
+        newer.push_insert(3, vec![5], vec![5.0]);
+        newer.deletes.push((4, vec![1]));
+        newer.restore(older);
+        assert_eq!(newer.inserts, [(1, 0), (3, 2)]);
+        let (ids, _) = newer.live_rows();
+        assert_eq!(
+            &ids[..],
+            [2, 5],
+            "5 was inserted after its delete, 1 deleted after its insert"
+        );
+        newer.discard(3);
+        assert_eq!(newer.ids, [1, 2]);
+    }
+
+    fn options(storage: &std::path::Path) -> EngineOptions {
+        EngineOptions {
+            role: Role::Writer,
+            storage: storage.to_path_buf(),
+            auto_flush_interval: Duration::from_secs(3600),
+            gc_grace: Duration::from_secs(60),
+            cache_bytes: 1 << 30,
+            index_build_rows: 4096,
+        }
+    }
+
+    async fn open(storage: &std::path::Path) -> Arc<Engine> {
+        let uri = MetaUri::Sqlite(SqliteTarget::File(storage.join("meta.sqlite")));
+        let meta = MetaStore::open(&uri, &MetaOptions::default())
+            .await
+            .expect("metadata");
+        Engine::open(meta, options(storage)).await.expect("engine")
+    }
+
+    fn wal(engine: &Engine) -> &Wal {
+        engine.wal.as_ref().expect("a write node")
+    }
+
+    async fn found(engine: &Engine, ids: &[i64]) -> Vec<bool> {
+        engine
+            .vectors_by_id("c", "", ids)
+            .await
+            .expect("by id")
+            .iter()
+            .map(Option::is_some)
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_the_log_refused_never_reach_a_segment() {
+        for restart in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut engine = open(dir.path()).await;
+            engine.create_collection("c", 2, 1024, 1).await.unwrap();
+            engine
+                .insert("c", "", vec![1, 2], vec![1.0; 4], 2)
+                .await
+                .unwrap();
+            wal(&engine).fail_next_writes(1);
+            let refused = engine.insert("c", "", vec![3, 4], vec![3.0; 4], 2).await;
+            assert!(matches!(refused, Err(NodeError::Wal(_))), "{refused:?}");
+            wal(&engine).fail_next_writes(1);
+            let refused = engine.delete("c", "", vec![1]).await;
+            assert!(matches!(refused, Err(NodeError::Wal(_))), "{refused:?}");
+            // The log goes on after a failed write.
+            engine
+                .insert("c", "", vec![5], vec![5.0; 2], 1)
+                .await
+                .unwrap();
+            if restart {
+                drop(engine);
+                engine = open(dir.path()).await;
+            }
+            engine.flush(&[]).await.unwrap();
+            assert_eq!(engine.count("c").await.unwrap(), 3, "restart: {restart}");
+            assert_eq!(
+                found(&engine, &[1, 2, 3, 4, 5]).await,
+                [true, true, false, false, true],
+                "restart: {restart}"
+            );
+        }
+    }
+
+    /// A record whose write fails while a flush already took the buffer holding it is left out by the
+    /// flush, not by its writer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flush_leaves_out_records_whose_write_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = open(dir.path()).await;
+        engine.create_collection("c", 2, 1024, 1).await.unwrap();
+        engine
+            .insert("c", "", vec![1], vec![1.0; 2], 1)
+            .await
+            .unwrap();
+        wal(&engine).fail_next_writes(1);
+        let pending = {
+            // What `insert` does, short of taking its rows back after the failure.
+            let mut b = engine.buffers.lock().unwrap();
+            let record = WalRecord::Insert {
+                table_id: "c".into(),
+                dim: 2,
+                ids: vec![2],
+                vectors: vec![2.0; 2],
+            };
+            let (lsn, durable) = wal(&engine).submit(&record).unwrap();
+            apply_record(&mut b, lsn, record, 2);
+            durable
+        };
+        engine.flush(&[]).await.unwrap();
+        assert!(pending.wait().await.is_err());
+        assert_eq!(found(&engine, &[1, 2]).await, [true, false]);
+        assert_eq!(engine.count("c").await.unwrap(), 1);
     }
 }

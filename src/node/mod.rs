@@ -42,6 +42,8 @@ pub enum NodeError {
     InvalidMetric(String),
     #[error("{0}")]
     FileNotFound(String),
+    #[error("{0}")]
+    CacheFailed(String),
     #[error(
         "this node is a read node (role ro) and does not take writes; send {0} to the write node (role rw)"
     )]

@@ -5,10 +5,16 @@
 //! `[len u32][crc32 u32][lsn u64][kind u8][payload]` (little-endian; crc over lsn..payload).
 //! A torn record at the end of the newest file (a crash mid-write) is cut off on open; damage anywhere
 //! else is an error, because records after it would be lost silently.
+//!
+//! A batch whose write or `fsync` fails is cut off the file again at once and its writers get the error
+//! (`settle` tells a flush which lsns failed, so their data never reaches a segment); later records follow
+//! the last good one. If the cut fails too, the log refuses every later write until the node restarts.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -32,6 +38,10 @@ pub enum WalError {
     },
     #[error("the write-ahead log writer has stopped")]
     Stopped,
+    #[error(
+        "the write-ahead log takes no more writes: a failed write could not be undone ({0}); restart the node"
+    )]
+    Failed(String),
 }
 
 /// One logged change.
@@ -189,6 +199,8 @@ enum Command {
     },
     /// Every record with an lsn ≤ this is durable elsewhere: whole files of them may go.
     Checkpoint(u64),
+    /// Answered once every record submitted before it is on disk or has failed.
+    Barrier(oneshot::Sender<()>),
 }
 
 struct Submitter {
@@ -200,6 +212,11 @@ struct Submitter {
 #[derive(Clone)]
 pub struct Wal {
     submitter: Arc<Mutex<Submitter>>,
+    /// Lsns of records whose write failed (their submitters were told), until `forget_failed_through`.
+    failed: Arc<Mutex<BTreeSet<u64>>>,
+    /// Test hook: this many coming writes fail halfway.
+    #[cfg(test)]
+    fail_writes: Arc<AtomicUsize>,
 }
 
 /// Waits until a submitted record is on disk.
@@ -232,10 +249,15 @@ impl Wal {
             .unwrap_or(1)
             .max(min_next_lsn);
         let (tx, rx) = mpsc::channel();
+        let failed = Arc::new(Mutex::new(BTreeSet::new()));
+        let fail_writes = Arc::new(AtomicUsize::new(0));
         let writer = Writer {
             dir: dir.to_path_buf(),
             files,
             current: None,
+            failed: failed.clone(),
+            broken: None,
+            fail_writes: fail_writes.clone(),
         };
         std::thread::Builder::new()
             .name("mishards-wal".into())
@@ -244,6 +266,9 @@ impl Wal {
         Ok((
             Wal {
                 submitter: Arc::new(Mutex::new(Submitter { next_lsn, tx })),
+                failed,
+                #[cfg(test)]
+                fail_writes,
             },
             records,
         ))
@@ -275,6 +300,34 @@ impl Wal {
         if let Ok(s) = self.submitter.lock() {
             let _ = s.tx.send(Command::Checkpoint(lsn));
         }
+    }
+
+    /// Waits until every record submitted so far is on disk or has failed, and returns the lsns ≤ `upto`
+    /// whose write failed: their submitters were told the write failed, so nobody may apply them.
+    pub async fn settle(&self, upto: u64) -> Result<Vec<u64>, WalError> {
+        let (done, wait) = oneshot::channel();
+        self.submitter
+            .lock()
+            .map_err(|_| WalError::Stopped)?
+            .tx
+            .send(Command::Barrier(done))
+            .map_err(|_| WalError::Stopped)?;
+        wait.await.map_err(|_| WalError::Stopped)?;
+        let failed = self.failed.lock().map_err(|_| WalError::Stopped)?;
+        Ok(failed.range(..=upto).copied().collect())
+    }
+
+    /// Forgets the failed lsns ≤ `upto` once a flush has left them out.
+    pub fn forget_failed_through(&self, upto: u64) {
+        if let Ok(mut failed) = self.failed.lock() {
+            *failed = failed.split_off(&(upto.saturating_add(1)));
+        }
+    }
+
+    /// Makes the next `n` writes fail halfway through their record, as a full disk would.
+    #[cfg(test)]
+    pub(crate) fn fail_next_writes(&self, n: usize) {
+        self.fail_writes.store(n, Ordering::SeqCst);
     }
 }
 
@@ -367,6 +420,10 @@ struct Writer {
     /// (first lsn, path) of every file, oldest first; the last one is `current` once writing started.
     files: Vec<(u64, PathBuf)>,
     current: Option<(File, u64)>,
+    failed: Arc<Mutex<BTreeSet<u64>>>,
+    /// Why the log takes no more writes (a failed write could not be cut off again).
+    broken: Option<String>,
+    fail_writes: Arc<AtomicUsize>,
 }
 
 impl Writer {
@@ -375,35 +432,74 @@ impl Writer {
         while let Ok(first) = rx.recv() {
             let mut batch = vec![first];
             batch.extend(rx.try_iter());
-            let mut waiting = Vec::new();
-            let mut result = Ok(());
+            let mut appends = Vec::new();
+            let mut barriers = Vec::new();
             for command in batch {
                 match command {
-                    Command::Append { bytes, lsn, done } => {
-                        if result.is_ok() {
-                            result = self.write(&bytes, lsn);
-                        }
-                        waiting.push(done);
-                    }
+                    Command::Append { bytes, lsn, done } => appends.push((bytes, lsn, done)),
                     Command::Checkpoint(lsn) => self.drop_files_through(lsn),
+                    Command::Barrier(done) => barriers.push(done),
                 }
             }
-            if result.is_ok() && !waiting.is_empty() {
-                result = self.sync();
+            if let Some((_, first_lsn, _)) = appends.first() {
+                let result = self.append_batch(*first_lsn, appends.iter().map(|a| &a.0[..]));
+                if let Err(e) = &result {
+                    tracing::error!(error = %e, records = appends.len(), "write-ahead log write failed; the writes are refused");
+                    if let Ok(mut failed) = self.failed.lock() {
+                        failed.extend(appends.iter().map(|a| a.1));
+                    }
+                }
+                for (_, _, done) in appends {
+                    let _ = done.send(match &result {
+                        Ok(()) => Ok(()),
+                        Err(WalError::Failed(why)) => Err(WalError::Failed(why.clone())),
+                        Err(e) => Err(WalError::Io {
+                            path: self.dir.clone(),
+                            source: io::Error::other(e.to_string()),
+                        }),
+                    });
+                }
             }
-            for done in waiting {
-                let _ = done.send(match &result {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err(WalError::Io {
-                        path: self.dir.clone(),
-                        source: io::Error::other(e.to_string()),
-                    }),
-                });
+            for done in barriers {
+                let _ = done.send(());
             }
         }
     }
 
-    fn write(&mut self, bytes: &[u8], lsn: u64) -> Result<(), WalError> {
+    /// Writes a batch of records and syncs them. On failure the batch is cut off the file again, so
+    /// records written later follow the last good one; when that fails too, the log takes no more writes
+    /// (the damage stays at the tail, where the next open cuts it off).
+    fn append_batch<'a>(
+        &mut self,
+        first_lsn: u64,
+        records: impl Iterator<Item = &'a [u8]>,
+    ) -> Result<(), WalError> {
+        if let Some(why) = &self.broken {
+            return Err(WalError::Failed(why.clone()));
+        }
+        self.open_file(first_lsn)?;
+        let mark = self.current.as_ref().map_or(0, |(_, size)| *size);
+        let mut result = Ok(());
+        for bytes in records {
+            result = self.write(bytes);
+            if result.is_err() {
+                break;
+            }
+        }
+        if result.is_ok() {
+            result = self.sync();
+        }
+        if result.is_err()
+            && let Err(undo) = self.truncate(mark)
+        {
+            tracing::error!(error = %undo, "cannot cut a failed write off the write-ahead log; it takes no more writes");
+            self.broken = Some(undo.to_string());
+        }
+        result
+    }
+
+    /// Starts a new file when there is none or the current one is full.
+    fn open_file(&mut self, lsn: u64) -> Result<(), WalError> {
         let needs_new = match &self.current {
             None => true,
             Some((_, size)) => *size >= ROTATE_BYTES,
@@ -424,14 +520,43 @@ impl Writer {
             self.files.push((lsn, path));
             self.current = Some((file, size));
         }
+        Ok(())
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), WalError> {
         let Some((file, size)) = self.current.as_mut() else {
             return Err(WalError::Stopped);
         };
-        file.write_all(bytes).map_err(|source| WalError::Io {
+        let io_err = |source| WalError::Io {
             path: self.dir.clone(),
             source,
-        })?;
+        };
+        if self
+            .fail_writes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            // What a full disk does: part of the record lands, then the write fails.
+            *size += file.write(&bytes[..bytes.len() / 2]).map_err(io_err)? as u64;
+            return Err(io_err(io::Error::other("injected write failure")));
+        }
+        file.write_all(bytes).map_err(io_err)?;
         *size += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Cuts the current file back to `len` bytes, durably.
+    fn truncate(&mut self, len: u64) -> Result<(), WalError> {
+        let Some((file, size)) = self.current.as_mut() else {
+            return Ok(());
+        };
+        file.set_len(len)
+            .and_then(|_| file.sync_all())
+            .map_err(|source| WalError::Io {
+                path: self.dir.clone(),
+                source,
+            })?;
+        *size = len;
         Ok(())
     }
 
@@ -589,6 +714,9 @@ mod tests {
             dir: dir.path().into(),
             files: Vec::new(),
             current: None,
+            failed: Default::default(),
+            broken: None,
+            fail_writes: Default::default(),
         };
         for first in [1u64, 50, 90] {
             let path = dir.path().join(format!("{first:020}.wal"));
@@ -605,6 +733,51 @@ mod tests {
             [90],
             "the newest file stays"
         );
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_cut_off_reported_and_later_writes_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(dir.path(), 1).unwrap();
+        let (l1, d1) = wal.submit(&insert("t", &[1])).unwrap();
+        d1.wait().await.unwrap();
+        wal.fail_next_writes(1);
+        let (l2, d2) = wal.submit(&insert("t", &[2])).unwrap();
+        assert!(d2.wait().await.is_err(), "the write failed");
+        assert_eq!(wal.settle(u64::MAX).await.unwrap(), [l2]);
+        assert!(wal.settle(l1).await.unwrap().is_empty(), "only lsns ≤ upto");
+        let (l3, d3) = wal.submit(&insert("t", &[3])).unwrap();
+        d3.wait().await.unwrap();
+        assert_eq!(wal.settle(u64::MAX).await.unwrap(), [l2]);
+        wal.forget_failed_through(l2);
+        assert!(wal.settle(u64::MAX).await.unwrap().is_empty());
+        drop(wal);
+        // The half-written record was cut off: the record after it replays, the failed one does not.
+        let (_, replay) = Wal::open(dir.path(), 1).unwrap();
+        assert_eq!(
+            replay,
+            vec![(l1, insert("t", &[1])), (l3, insert("t", &[3]))]
+        );
+    }
+
+    #[tokio::test]
+    async fn settle_waits_for_records_submitted_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(dir.path(), 1).unwrap();
+        let pending: Vec<Durable> = (0..20)
+            .map(|i| wal.submit(&insert("t", &[i])).unwrap().1)
+            .collect();
+        assert!(wal.settle(u64::MAX).await.unwrap().is_empty());
+        drop(wal);
+        let (_, replay) = Wal::open(dir.path(), 1).unwrap();
+        assert_eq!(
+            replay.len(),
+            20,
+            "every record before the barrier is on disk"
+        );
+        for d in pending {
+            d.wait().await.unwrap();
+        }
     }
 
     #[test]

@@ -32,6 +32,7 @@ LISTENING = re.compile(r"^listening on 127\.0\.0\.1:(\d+)$")
 
 # The Milvus 1.1 ErrorCode values the tests assert on (status.proto).
 SUCCESS = Status.SUCCESS
+PERMISSION_DENIED = Status.PERMISSION_DENIED  # 3
 COLLECTION_NOT_EXISTS = Status.COLLECTION_NOT_EXISTS  # 4
 ILLEGAL_ARGUMENT = Status.ILLEGAL_ARGUMENT  # 5
 ILLEGAL_DIMENSION = Status.ILLEGAL_DIMENSION  # 7
@@ -313,7 +314,8 @@ def assert_error(status, codes=None, what=""):
 
 
 def assert_read_only_refusal(status, what):
-    assert_error(status, what=what + " on a read node")
+    """A write refused by a read node: PERMISSION_DENIED (3), with a reason that says why."""
+    assert_error(status, [PERMISSION_DENIED], what=what + " on a read node")
     assert READ_ONLY_WORDS.search(status.message), \
         "{} on a read node was refused, but the reason does not say it is read-only: {!r}".format(
             what, status.message)

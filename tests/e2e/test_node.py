@@ -8,18 +8,21 @@ Sections: server commands · collections · partitions · insert · flush/stats/
 delete/compact · indexes · search (brute-force equality, padding, bounds, partitions as regexes) ·
 load/release · SearchInFiles/ReloadSegments · read node · durability (kill -9) · malformed input.
 
-Not covered: SearchByID and the 14 Hybrid* RPCs, which pymilvus 1.1.2's public API does not reach.
-Requests pymilvus refuses to send (empty rows, ids for some rows only, unknown enum values, non-JSON
-params) go through pymilvus's own generated stub (`client.stub()`)."""
+SearchByID and the Hybrid* RPCs, which pymilvus 1.1.2's public API does not reach, and requests pymilvus
+refuses to send (empty rows, ids for some rows only, unknown enum values, non-JSON params) go through
+pymilvus's own generated stub (`client.stub()`); the oversize insert is serialized by hand."""
 
 import json
+import os
 import re
+import time
 import zlib
 
 import numpy as np
 import pytest
 
 from milvus import IndexType, MetricType
+from milvus.client.abstract import TopKQueryResult
 
 import helpers as h
 from helpers import (
@@ -175,6 +178,78 @@ def test_server_version_status_mode_and_commands(rw, client):
 
     # Only the one `listening on` line goes to stdout; logs go to stderr.
     assert rw.extra_stdout == [], "the node wrote more to stdout: {!r}".format(rw.extra_stdout[:5])
+
+
+def test_cmd_set_config_get_config_system_info_and_commit(start_node):
+    # Its own node: set_config changes the node it talks to.
+    node = start_node("rw")
+    c = node.client()
+
+    st, info = c._cmd("get_system_info")
+    assert_ok(st, "Cmd(get_system_info)")
+    try:
+        info = json.loads(info)
+    except ValueError:
+        raise AssertionError("Cmd(get_system_info) is not JSON: {!r}".format(info))
+    assert isinstance(info, dict) and info, "Cmd(get_system_info) answered {!r}".format(info)
+    assert info.get("role") == "rw", "get_system_info does not name the node's role: {}".format(info)
+    assert isinstance(info.get("cpu_count"), int) and info["cpu_count"] >= 1, info
+
+    st, commit = c._cmd("build_commit_id")
+    assert_ok(st, "Cmd(build_commit_id)")
+    assert commit and commit.strip() == commit and len(commit.split()) == 1, \
+        "Cmd(build_commit_id) answered {!r}".format(commit)
+
+    # pymilvus's get_config/set_config send `get_config parent.child` / `set_config parent.child value`
+    st, before = c.get_config("storage", "auto_flush_interval")
+    assert_ok(st, "get_config storage.auto_flush_interval")
+    assert float(before) > 0, before
+    assert_ok(c.set_config("storage", "auto_flush_interval", "5")[0], "set_config storage.auto_flush_interval 5")
+    st, after = c.get_config("storage", "auto_flush_interval")
+    assert_ok(st, "get_config after set_config")
+    assert float(after) == 5.0, "set_config 5 then get_config answered {!r}".format(after)
+
+    assert_ok(c.set_config("cache", "cache_size", "256")[0], "set_config cache.cache_size 256")
+    st, size = c.get_config("cache", "cache_size")
+    assert_ok(st, "get_config cache.cache_size")
+    assert re.fullmatch(r"256\s*(MB)?", size), "set_config 256 then get_config answered {!r}".format(size)
+
+    # a bad value is refused with a reason and changes nothing
+    assert_error(c.set_config("storage", "auto_flush_interval", "-3")[0], ILLEGAL_ARGUMENT,
+                 "set_config storage.auto_flush_interval -3")
+    st, unchanged = c.get_config("storage", "auto_flush_interval")
+    assert_ok(st, "get_config")
+    assert float(unchanged) == 5.0, unchanged
+    # an unknown key, for either
+    assert_error(c.set_config("no_such", "key", "1")[0], ILLEGAL_ARGUMENT, "set_config of an unknown key")
+    assert_error(c.get_config("no_such", "key")[0], ILLEGAL_ARGUMENT, "get_config of an unknown key")
+    # a setting fixed at start is refused, not silently ignored
+    st, path = c.get_config("storage", "path")
+    assert_ok(st, "get_config storage.path")
+    assert path, "get_config storage.path answered nothing"
+    assert_error(c.set_config("storage", "path", "/elsewhere")[0], what="set_config storage.path")
+    assert c.get_config("storage", "path")[1] == path
+
+
+def test_hybrid_rpcs_answer_unimplemented(client):
+    pb = h.milvus_pb2
+    stub = client.stub()
+    name = h.unique_name("hybrid")
+    for rpc, request in [
+        ("CreateHybridCollection", pb.Mapping(collection_name=name)),
+        ("DescribeHybridCollection", pb.CollectionName(collection_name=name)),
+        ("InsertEntity", pb.HInsertParam(collection_name=name)),
+        ("HybridSearch", pb.HSearchParam(collection_name=name)),
+    ]:
+        st, _ = h.raw_call(stub, rpc, request)
+        assert st.code == h.grpc.StatusCode.UNIMPLEMENTED, \
+            "{} answered {} ({}), expected gRPC UNIMPLEMENTED".format(rpc, st.code, st.message)
+        assert "hybrid" in st.message.lower(), "{}: the reason does not say what is unserved: {!r}".format(
+            rpc, st.message)
+    # nothing was created, and the node still serves
+    st, present = client.has_collection(name)
+    assert_ok(st, "has_collection after the Hybrid* calls")
+    assert present is False
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -563,6 +638,100 @@ def test_get_entity_by_id(client, rng):
 
     st, _ = client.get_entity_by_id(name, [3], partition_tag="no_such_tag")
     assert_error(st, what="get_entity_by_id in a missing partition")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# SearchByID (not in pymilvus 1.1.2's API: through its stub)
+# ------------------------------------------------------------------------------------------------------------
+
+def search_by_id(c, name, ids, topk, partition_tags=(), params=None):
+    return h.raw_call(c.stub(), "SearchByID", h.milvus_pb2.SearchByIDParam(
+        collection_name=name, id_array=[int(i) for i in ids], topk=topk,
+        partition_tag_array=list(partition_tags), extra_params=h.kv_params(params or {})))
+
+
+def assert_same_topk(resp, res, what):
+    """A raw TopKQueryResult equals a pymilvus search answer: row_num, ids and distances."""
+    assert resp.row_num == res.raw.row_num, "{}: row_num {} vs {}".format(what, resp.row_num, res.raw.row_num)
+    assert list(resp.ids) == list(res.raw.ids), "{}: ids differ\n{}\n{}".format(
+        what, list(resp.ids), list(res.raw.ids))
+    np.testing.assert_allclose(list(resp.distances), list(res.raw.distances), rtol=1e-6, atol=1e-6,
+                               err_msg=what)
+
+
+@pytest.mark.parametrize("metric_name,metric", METRICS)
+def test_search_by_id_equals_search_with_the_stored_vectors(client, rng, metric_name, metric):
+    name = new_collection(client, metric=metric, prefix="sbi")
+    assert_ok(client.create_partition(name, "p1"), "create_partition")
+    d = h.rand_vectors(rng, 150, DIM)
+    p = h.rand_vectors(rng, 50, DIM)
+    insert_ok(client, name, d, ids=range(10, 160))
+    insert_ok(client, name, p, ids=range(1000, 1050), partition_tag="p1")
+    flush_ok(client, name)
+    data = np.concatenate([d, p])
+    ids = list(range(10, 160)) + list(range(1000, 1050))
+
+    # ids from both partitions (vectors whose exact top-7 has no near tie), one of them twice
+    def tie_free(candidates):
+        return [i for i in candidates if not h.has_near_tie(data, data[ids.index(i)], 7, metric_name)]
+    picked = tie_free(range(10, 160))[:2] + tie_free(range(1000, 1050))[:1]
+    assert len(picked) == 3, "test data: too few tie-free stored vectors"
+    picked.append(picked[0])
+    vectors = np.stack([data[ids.index(i)] for i in picked])
+    st, resp = search_by_id(client, name, picked, 7)
+    assert_ok(st, "SearchByID")
+    assert_same_topk(resp, search_ok(client, name, vectors, 7), "SearchByID vs Search of the same vectors")
+    exp_ids, exp_d = h.brute_force(data, ids, vectors, 7, metric_name)
+    h.assert_results_match(TopKQueryResult(resp), exp_ids, exp_d, 7, what="SearchByID vs brute force")
+    if metric_name == "L2":
+        # the stored vector is its own nearest neighbour
+        assert [resp.ids[i * 7] for i in range(len(picked))] == picked, list(resp.ids)
+
+    # limited to a partition (given as a regex): the id is looked up anywhere, the search runs in p1
+    st, resp = search_by_id(client, name, [13, 1020], 5, partition_tags=["p.*"])
+    assert_ok(st, "SearchByID in p1")
+    res = search_ok(client, name, np.stack([d[3], p[20]]), 5, partition_tags=["p.*"])
+    assert_same_topk(resp, res, "SearchByID in p1 vs Search in p1")
+    assert set(resp.ids) <= set(range(1000, 1050)) | {-1}, list(resp.ids)
+
+    # topk larger than the collection: padded like Search
+    st, resp = search_by_id(client, name, [20], 300)
+    assert_ok(st, "SearchByID with topk 300")
+    assert_same_topk(resp, search_ok(client, name, d[10:11], 300), "SearchByID topk > rows")
+    assert list(resp.ids[200:]) == [-1] * 100
+
+
+def test_search_by_id_errors(client, rng):
+    name = new_collection(client, prefix="sbi_err")
+    d = h.rand_vectors(rng, 40, DIM)
+    insert_ok(client, name, d, ids=range(40))
+    flush_ok(client, name)
+
+    st, _ = search_by_id(client, h.unique_name("missing"), [1], 5)
+    assert_error(st, COLLECTION_NOT_EXISTS, "SearchByID in an unknown collection")
+    st, _ = search_by_id(client, name, [999999], 5)
+    assert_error(st, ILLEGAL_VECTOR_ID, "SearchByID of an unknown id")
+    assert "999999" in st.message, "the reason does not name the unknown id: {!r}".format(st.message)
+    st, _ = search_by_id(client, name, [3, 999998], 5)
+    assert_error(st, ILLEGAL_VECTOR_ID, "SearchByID of a known and an unknown id")
+    st, _ = search_by_id(client, name, [], 5)
+    assert_error(st, what="SearchByID without ids")
+    for topk in (0, -1, 16385):
+        st, _ = search_by_id(client, name, [3], topk)
+        assert_error(st, ILLEGAL_TOPK, "SearchByID with topk {}".format(topk))
+    st, _ = search_by_id(client, name, [3], 5, partition_tags=["no_such_tag"])
+    assert_error(st, what="SearchByID in a missing partition")
+    st, _ = search_by_id(client, "1bad-name", [3], 5)
+    assert_error(st, ILLEGAL_COLLECTION_NAME, "SearchByID with a bad collection name")
+
+    # a deleted id is unknown once the delete is flushed
+    assert_ok(client.delete_entity_by_id(name, [5]), "delete_entity_by_id")
+    flush_ok(client, name)
+    st, _ = search_by_id(client, name, [5], 5)
+    assert_error(st, ILLEGAL_VECTOR_ID, "SearchByID of a deleted id")
+    st, resp = search_by_id(client, name, [6], 5)
+    assert_ok(st, "SearchByID after a delete")
+    assert 5 not in list(resp.ids)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -1027,6 +1196,11 @@ def test_read_node_refuses_writes(start_node, rng):
     h.assert_read_only_refusal(cr.create_index(name, IndexType.IVF_FLAT, {"nlist": 4}), "create_index")
     h.assert_read_only_refusal(cr.drop_index(name), "drop_index")
     h.assert_read_only_refusal(cr.compact(name), "compact")
+    h.assert_read_only_refusal(cr.flush([name]), "flush")
+    h.assert_read_only_refusal(cr.flush(), "flush of every collection")
+    st, _ = h.raw_call(cr.stub(), "DeleteByID", h.milvus_pb2.DeleteByIDParam(
+        collection_name=name, partition_tag="p1", id_array=[1]))
+    h.assert_read_only_refusal(st, "delete_entity_by_id in a partition")
 
     # nothing changed, and both nodes still serve
     flush_ok(cw, name)
@@ -1117,6 +1291,71 @@ def test_kill9_before_flush_loses_no_acknowledged_write(start_node, rng):
     node.start()
     c = node.client()
     check_a(extra_deleted={7})
+
+
+# ------------------------------------------------------------------------------------------------------------
+# oversize insert: one insert carries at most 256 MB of vectors (Milvus 1.1's limit)
+# ------------------------------------------------------------------------------------------------------------
+
+def _varint(n):
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _field(number, payload):
+    """A length-delimited protobuf field (wire type 2)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+@pytest.mark.skipif(os.environ.get("MISHARDS_E2E_OVERSIZE") != "1",
+                    reason="needs ~1.2 GB of RAM (0.6 GB here, 0.55 GB in the node) and ~10 s; "
+                           "set MISHARDS_E2E_OVERSIZE=1 to run it")
+def test_oversize_insert_gets_a_clear_status(start_node):
+    """An insert just over 256 MB of vectors (2049 rows of dimension 32768, under the node's 300 MB message
+    limit) is refused with ILLEGAL_ROWRECORD naming the limit; the node keeps serving and stores nothing.
+    The request is serialized by hand (one row's bytes repeated): pymilvus would build a Python float per
+    value, several GB. Measured: peak RSS 0.61 GB in pytest (the request and gRPC's copy of it), 0.56 GB
+    in a debug-build node, ~10 s."""
+    node = start_node("rw")
+    c = node.client()
+    dim, rows = 32768, 2049
+    assert rows * dim * 4 > 256 << 20
+    name = new_collection(c, dim=dim, prefix="oversize")
+    row = _field(2, _field(1, np.full(dim, 0.5, dtype="<f4").tobytes()))  # InsertParam.row_record_array
+    request = b"".join([_field(1, name.encode())] + [row] * rows)         # + collection_name
+    assert len(request) < 300 << 20
+    del row
+
+    channel = h.grpc.insecure_channel("127.0.0.1:{}".format(node.port), options=[
+        ("grpc.max_send_message_length", 512 << 20), ("grpc.max_receive_message_length", 512 << 20)])
+    try:
+        insert = channel.unary_unary("/milvus.grpc.MilvusService/Insert", request_serializer=None,
+                                     response_deserializer=h.milvus_pb2.VectorIds.FromString)
+        started = time.monotonic()
+        reply = insert(request, timeout=h.RPC_TIMEOUT)
+        took = time.monotonic() - started
+    finally:
+        channel.close()
+        del request
+    assert node.alive(), "the node died on an oversize insert\n" + node.log_tail()
+    assert_error(h.Status(code=reply.status.error_code, message=reply.status.reason), ILLEGAL_ROWRECORD,
+                 "an insert of {} MB".format(rows * dim * 4 >> 20))
+    assert "256" in reply.status.reason, "the reason does not give the limit: {!r}".format(reply.status.reason)
+    assert not list(reply.vector_id_array)
+    assert took < h.RPC_TIMEOUT
+
+    flush_ok(c, name)
+    assert count_of(c, name) == 0, "a refused insert stored rows"
+    insert_ok(c, name, np.full((2, dim), 0.25, dtype=np.float32))
+    flush_ok(c, name)
+    assert count_of(c, name) == 2
 
 
 # ------------------------------------------------------------------------------------------------------------

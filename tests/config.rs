@@ -1,0 +1,262 @@
+//! Configuration layers as an operator meets them: every layer's value is checked, not only the one that
+//! wins, and the metadata URI is parsed as the gateway and the node parse it. Settings are resolved from
+//! injected maps and temporary files; the process environment is never read.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use mishards::config::{
+    ConfigError, GatewayConfig, LogConfig, NodeConfig, Origin, Scope, Settings,
+};
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn flags(pairs: &[(&'static str, &str)]) -> HashMap<&'static str, String> {
+    pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
+}
+
+fn file(text: &str) -> tempfile::NamedTempFile {
+    let f = tempfile::Builder::new()
+        .suffix(".toml")
+        .tempfile()
+        .expect("temp file");
+    std::fs::write(f.path(), text).expect("write temp file");
+    f
+}
+
+fn resolve(
+    scope: Scope,
+    f: &[(&'static str, &str)],
+    e: &[(&str, &str)],
+    path: Option<&Path>,
+) -> Result<Settings, ConfigError> {
+    Settings::resolve(scope, &flags(f), &env(e), path)
+}
+
+/// The error is `Invalid` for `key`, from the file at `path`.
+fn assert_invalid_in_file(err: &ConfigError, key: &str, path: &Path) {
+    let text = err.to_string();
+    match err {
+        ConfigError::Invalid { key: k, origin, .. } => {
+            assert_eq!(*k, key, "{text}");
+            assert_eq!(
+                origin,
+                &Origin::File(path.to_path_buf()).to_string(),
+                "{text}"
+            );
+        }
+        other => panic!("expected an invalid value of `{key}`, got {other:?}"),
+    }
+    assert!(text.contains(&format!("`{key}`")), "{text}");
+    assert!(
+        text.contains(&path.display().to_string()),
+        "the error does not name the file: {text}"
+    );
+}
+
+#[test]
+fn a_bad_value_in_the_file_is_rejected_naming_key_and_file() {
+    let f = file("server_port = \"http\"\nwoserver = \"w:1\"\n");
+    let err = resolve(Scope::Gateway, &[], &[], Some(f.path())).unwrap_err();
+    assert_invalid_in_file(&err, "server_port", f.path());
+    assert!(err.to_string().contains("`http` is not a port"), "{err}");
+}
+
+#[test]
+fn a_bad_value_in_the_file_is_rejected_even_when_a_flag_or_env_overrides_it() {
+    let cases: [(&str, &'static str, &'static str, &str, &str); 5] = [
+        (
+            "server_port = 70000",
+            "server_port",
+            "port",
+            "SERVER_PORT",
+            "19531",
+        ),
+        ("debug = \"maybe\"", "debug", "debug", "DEBUG", "true"),
+        ("max_retry = -1", "max_retry", "max-retry", "MAX_RETRY", "2"),
+        (
+            "discovery_class_name = \"zookeeper\"",
+            "discovery_class_name",
+            "discovery",
+            "DISCOVERY_CLASS_NAME",
+            "static",
+        ),
+        (
+            "timezone = \"Mars/Olympus\"",
+            "timezone",
+            "timezone",
+            "TIMEZONE",
+            "UTC",
+        ),
+    ];
+    for (line, key, flag, env_name, good) in cases {
+        let f = file(&format!("{line}\n"));
+        // Not overridden.
+        let err = resolve(Scope::Gateway, &[], &[], Some(f.path())).unwrap_err();
+        assert_invalid_in_file(&err, key, f.path());
+        // Overridden by a flag.
+        let err = resolve(Scope::Gateway, &[(flag, good)], &[], Some(f.path())).unwrap_err();
+        assert_invalid_in_file(&err, key, f.path());
+        // Overridden by the environment.
+        let err = resolve(Scope::Gateway, &[], &[(env_name, good)], Some(f.path())).unwrap_err();
+        assert_invalid_in_file(&err, key, f.path());
+        // The same good value in the file is accepted, and the override still wins.
+        let f = file(&format!(
+            "{key} = {}\n",
+            if good.parse::<f64>().is_ok() || good == "true" {
+                good.to_string()
+            } else {
+                format!("{good:?}")
+            }
+        ));
+        let s = resolve(Scope::Gateway, &[(flag, good)], &[], Some(f.path())).unwrap();
+        assert_eq!(s.origin(key), Some(&Origin::Flag(flag)));
+    }
+}
+
+#[test]
+fn a_bad_environment_value_is_rejected_even_when_a_flag_overrides_it() {
+    let err = resolve(
+        Scope::Gateway,
+        &[("port", "19531")],
+        &[("SERVER_PORT", "http")],
+        None,
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("`server_port` (from env SERVER_PORT)"),
+        "{text}"
+    );
+    // A bad flag is named as the flag, even with a good environment value under it.
+    let err = resolve(
+        Scope::Node,
+        &[("role", "writer")],
+        &[("MISHARDS_ROLE", "rw")],
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("`role` (from flag --role)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn file_values_of_the_wrong_shape_are_rejected_by_key() {
+    let f = file("woserver = [\"a:1\", \"b:2\"]\n");
+    let err = resolve(Scope::Gateway, &[], &[], Some(f.path())).unwrap_err();
+    assert_invalid_in_file(&err, "woserver", f.path());
+    assert!(err.to_string().contains("array"), "{err}");
+
+    let f = file("[woserver]\nhost = \"a\"\n");
+    let err = resolve(Scope::Gateway, &[], &[], Some(f.path())).unwrap_err();
+    assert_invalid_in_file(&err, "woserver", f.path());
+
+    // The same setting under its file key and its Mishards name.
+    let f = file("woserver = \"a:1\"\nWOSERVER = \"b:2\"\n");
+    let err = resolve(Scope::Gateway, &[], &[], Some(f.path())).unwrap_err();
+    assert_invalid_in_file(&err, "woserver", f.path());
+    assert!(err.to_string().contains("twice"), "{err}");
+
+    // A list setting still takes an array.
+    let f = file("discovery_static_hosts = [\"a\", \"b:2\"]\n");
+    let s = resolve(Scope::Gateway, &[], &[], Some(f.path())).unwrap();
+    assert_eq!(s.list("discovery_static_hosts"), ["a", "b:2"]);
+}
+
+#[test]
+fn a_bad_metadata_uri_names_the_key_and_masks_the_password() {
+    let base = [("woserver", "127.0.0.1:19530")];
+    for (uri, expected) in [
+        (
+            "postgres://u:secret@h/db",
+            "unsupported database `postgres`",
+        ),
+        ("mysql+pymysql://u:secret@h:3306/", "no database name"),
+        ("mysql://u:secret@h:notaport/milvus", "invalid port"),
+        ("secret", "expected `mysql://"),
+        ("sqlite://:@:/", "storage folder"),
+    ] {
+        let s = resolve(
+            Scope::Gateway,
+            &base,
+            &[("SQLALCHEMY_DATABASE_URI", uri)],
+            None,
+        )
+        .unwrap();
+        let err = GatewayConfig::from_settings(&s).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "invalid value for `sqlalchemy_database_uri` (from env SQLALCHEMY_DATABASE_URI)"
+            ),
+            "{uri}: {text}"
+        );
+        assert!(text.contains(expected), "{uri}: {text}");
+        if uri.contains("secret@") {
+            assert!(!text.contains("secret"), "{uri}: password shown: {text}");
+            assert!(text.contains(":***@"), "{uri}: {text}");
+        }
+        assert_eq!(text.lines().count(), 1, "{text}");
+    }
+    // The node parses it the same way, from the flag; its `sqlite://:@:/` is meta.sqlite in --storage.
+    let s = resolve(
+        Scope::Node,
+        &[
+            ("role", "rw"),
+            ("meta-uri", "postgresql://root:pw@db/milvus"),
+        ],
+        &[],
+        None,
+    )
+    .unwrap();
+    let text = NodeConfig::from_settings(&s).unwrap_err().to_string();
+    assert!(
+        text.contains("`sqlalchemy_database_uri` (from flag --meta-uri)")
+            && text.contains("root:***@db"),
+        "{text}"
+    );
+    let s = resolve(
+        Scope::Node,
+        &[("role", "ro"), ("meta-uri", "sqlite://:@:/")],
+        &[],
+        None,
+    )
+    .unwrap();
+    NodeConfig::from_settings(&s).unwrap();
+    // Every spelling the issue names is accepted.
+    for uri in [
+        "mysql://root:pw@127.0.0.1:3306/milvus",
+        "mysql+pymysql://root:pw@host:3306/milvus?charset=utf8mb4",
+        "sqlite:////abs/path/meta.sqlite",
+        "sqlite::memory:",
+    ] {
+        let s = resolve(Scope::Gateway, &[("meta-uri", uri), base[0]], &[], None).unwrap();
+        GatewayConfig::from_settings(&s).unwrap_or_else(|e| panic!("{uri}: {e}"));
+    }
+}
+
+#[test]
+fn timezone_accepts_utc_offsets_and_fixed_zones_and_explains_region_names() {
+    let offset = |tz: &str| {
+        let s = resolve(Scope::Node, &[("role", "rw")], &[("TIMEZONE", tz)], None)?;
+        LogConfig::from_settings(&s).map(|l| l.utc_offset_seconds)
+    };
+    assert_eq!(offset("UTC").unwrap(), Some(0));
+    assert_eq!(offset("Etc/UTC").unwrap(), Some(0));
+    assert_eq!(offset("+08:00").unwrap(), Some(8 * 3600));
+    assert_eq!(offset("UTC+8").unwrap(), Some(8 * 3600));
+    assert_eq!(offset("Etc/GMT-8").unwrap(), Some(8 * 3600));
+    assert_eq!(offset("local").unwrap(), None);
+    let err = offset("Asia/Shanghai").unwrap_err().to_string();
+    assert!(
+        err.contains("`timezone` (from env TIMEZONE)") && err.contains("+08:00"),
+        "{err}"
+    );
+}
