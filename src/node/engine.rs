@@ -561,12 +561,7 @@ impl Engine {
                 "every vector must have the collection's dimension {dim}"
             )));
         }
-        if vectors.len() * 4 > validate::MAX_INSERT_BYTES {
-            return Err(NodeError::InvalidRowRecord(format!(
-                "an insert may carry at most 256 MB of vectors; this one has {} MB: split it",
-                (vectors.len() * 4) >> 20
-            )));
-        }
+        validate::insert_size(vectors.len())?;
         if let Some(id) = ids.iter().find(|id| **id < 0) {
             return Err(NodeError::InvalidVectorId(format!(
                 "id {id} is negative: ids must be ≥ 0 (-1 marks a missing hit)"

@@ -14,6 +14,18 @@ pub const MAX_INSERT_BYTES: usize = 256 << 20;
 pub const MAX_NLIST: i64 = 65536;
 pub const MAX_NPROBE: i64 = 65536;
 
+/// An insert of `floats` float32 values: at most [`MAX_INSERT_BYTES`] of them.
+pub fn insert_size(floats: usize) -> Result<(), NodeError> {
+    let bytes = floats.saturating_mul(4);
+    if bytes > MAX_INSERT_BYTES {
+        return Err(NodeError::InvalidRowRecord(format!(
+            "an insert may carry at most 256 MB of vectors; this one has {} MB: split it",
+            bytes >> 20
+        )));
+    }
+    Ok(())
+}
+
 /// Collection names: letters, digits and `_`, starting with a letter or `_`, at most 255 characters.
 pub fn collection_name(name: &str) -> Result<(), NodeError> {
     let invalid = |reason: &str| {
@@ -170,6 +182,17 @@ pub fn nprobe(params: &serde_json::Map<String, Value>) -> Result<Option<usize>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inserts_over_256_mb_are_refused_naming_the_limit() {
+        assert!(insert_size(MAX_INSERT_BYTES / 4).is_ok());
+        let err = insert_size(MAX_INSERT_BYTES / 4 + 1).unwrap_err();
+        assert!(
+            matches!(&err, NodeError::InvalidRowRecord(r) if r.contains("256 MB")),
+            "{err}"
+        );
+        assert!(insert_size(usize::MAX).is_err());
+    }
 
     #[test]
     fn collection_names() {
