@@ -12,7 +12,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::time::{Duration, Instant};
 
-use mishards::config::{GatewayConfig, NodeConfig, Scope, Settings};
+use mishards::config::{GatewayConfig, NodeConfig, Scope};
 use mishards::proto::{self, milvus_service_client::MilvusServiceClient};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
@@ -20,52 +20,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use tonic::transport::Channel;
 
-type Client = MilvusServiceClient<Channel>;
-
-fn arg(n: usize, default: u64) -> u64 {
-    std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .nth(n)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(default)
-}
-
-fn settings(scope: Scope, flags: &[(&'static str, String)]) -> Settings {
-    let env: std::collections::HashMap<String, String> = Default::default();
-    Settings::resolve(scope, &flags.iter().cloned().collect(), &env, None).expect("settings")
-}
-
-fn vector(seed: &mut u64, dim: usize) -> Vec<f32> {
-    (0..dim)
-        .map(|_| {
-            *seed ^= *seed << 13;
-            *seed ^= *seed >> 7;
-            *seed ^= *seed << 17;
-            (*seed >> 40) as f32 / (1u64 << 24) as f32
-        })
-        .collect()
-}
-
-fn query(seed: &mut u64) -> proto::SearchParam {
-    proto::SearchParam {
-        collection_name: "bench".into(),
-        query_record_array: vec![proto::RowRecord {
-            float_data: vector(seed, 128),
-            binary_data: Vec::new(),
-        }],
-        topk: 10,
-        ..Default::default()
-    }
-}
-
-async fn connect(addr: std::net::SocketAddr) -> Client {
-    MilvusServiceClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect")
-}
+mod common;
+use common::{Client, arg, connect, query, settings, vector};
 
 /// Median and p99 of `n` sequential searches, in microseconds.
 async fn latency(
@@ -77,7 +34,7 @@ async fn latency(
     let mut seed = 7u64;
     let mut times = Vec::with_capacity(n);
     for _ in 0..n {
-        let q = query(&mut seed);
+        let q = query("bench", &mut seed, 128);
         let started = Instant::now();
         let reply = match direct_files {
             Some(files) => {
@@ -114,7 +71,7 @@ async fn throughput(
             let mut seed = 100 + i as u64;
             let mut done = 0u64;
             while Instant::now() < until {
-                let q = query(&mut seed);
+                let q = query("bench", &mut seed, 128);
                 let reply = match &files {
                     Some(files) => {
                         c.search_in_files(proto::SearchInFilesParam {
@@ -480,7 +437,7 @@ async fn main() {
     // Wait until the gateway sees the read node healthy and the file.
     for _ in 0..100 {
         let r = c
-            .search(query(&mut seed))
+            .search(query("bench", &mut seed, 128))
             .await
             .expect("search")
             .into_inner();

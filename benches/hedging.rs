@@ -14,11 +14,11 @@ mod proxy;
 
 use std::time::{Duration, Instant};
 
-use mishards::config::{GatewayConfig, NodeConfig, Scope, Settings};
-use mishards::proto::{self, milvus_service_client::MilvusServiceClient};
-use tonic::transport::Channel;
+use mishards::config::{GatewayConfig, NodeConfig, Scope};
+use mishards::proto;
 
-type Client = MilvusServiceClient<Channel>;
+mod common;
+use common::{Client, arg, connect, query, settings, vector};
 
 const DIM: usize = 128;
 /// Rows per flush: 3,000 × 128 floats is 1.5 MB, over index_file_size = 1 MB, so every flush stays a file.
@@ -26,51 +26,12 @@ const ROWS: usize = 3_000;
 /// Twelve files over three read nodes: the rendezvous load bound leaves every node at least two.
 const FILES: usize = 12;
 
-fn arg(n: usize, default: u64) -> u64 {
-    std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .nth(n)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(default)
-}
-
-fn settings(scope: Scope, flags: &[(&'static str, String)]) -> Settings {
-    let env: std::collections::HashMap<String, String> = Default::default();
-    Settings::resolve(scope, &flags.iter().cloned().collect(), &env, None).expect("settings")
-}
-
-fn vector(seed: &mut u64) -> Vec<f32> {
-    (0..DIM)
-        .map(|_| {
-            *seed ^= *seed << 13;
-            *seed ^= *seed >> 7;
-            *seed ^= *seed << 17;
-            (*seed >> 40) as f32 / (1u64 << 24) as f32
-        })
-        .collect()
-}
-
-fn query(seed: &mut u64) -> proto::SearchParam {
-    proto::SearchParam {
-        collection_name: "hedging".into(),
-        query_record_array: vec![proto::RowRecord {
-            float_data: vector(seed),
-            binary_data: Vec::new(),
-        }],
-        topk: 10,
-        ..Default::default()
-    }
-}
-
-async fn connect(addr: std::net::SocketAddr) -> Client {
-    MilvusServiceClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect")
-}
-
 async fn search(c: &mut Client, seed: &mut u64) {
-    let reply = c.search(query(seed)).await.expect("search").into_inner();
+    let reply = c
+        .search(query("hedging", seed, DIM))
+        .await
+        .expect("search")
+        .into_inner();
     assert_eq!(
         reply.status.as_ref().map(|s| s.error_code),
         Some(0),
@@ -112,7 +73,7 @@ async fn run(
     // Until the gateway has the collection's files and healthy nodes, then warm-up.
     for _ in 0..200 {
         let reply = c
-            .search(query(&mut seed))
+            .search(query("hedging", &mut seed, DIM))
             .await
             .expect("search")
             .into_inner();
@@ -215,7 +176,7 @@ async fn main() {
     for _ in 0..FILES {
         let records = (0..ROWS)
             .map(|_| proto::RowRecord {
-                float_data: vector(&mut seed),
+                float_data: vector(&mut seed, DIM),
                 binary_data: Vec::new(),
             })
             .collect();

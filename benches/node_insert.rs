@@ -3,32 +3,30 @@
 
 use std::time::Instant;
 
-use mishards::config::{NodeConfig, Scope, Settings};
+use mishards::config::{NodeConfig, Scope};
 use mishards::proto::{self, milvus_service_client::MilvusServiceClient};
 
-fn arg(n: usize, default: usize) -> usize {
-    std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .nth(n)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
+use common::{arg, settings, vector};
 
 #[tokio::main]
 async fn main() {
-    let (total, batch, clients, dim) = (arg(0, 1_000_000), arg(1, 10_000), arg(2, 4), 128usize);
+    let (total, batch, clients, dim) = (
+        arg(0, 1_000_000) as usize,
+        arg(1, 10_000) as usize,
+        arg(2, 4) as usize,
+        128usize,
+    );
     let dir = tempfile::tempdir().expect("temp dir");
-    let flags = [
-        ("role", "rw".to_string()),
-        ("host", "127.0.0.1".to_string()),
-        ("port", "0".to_string()),
-        ("storage", dir.path().display().to_string()),
-    ]
-    .into_iter()
-    .collect();
-    let env: std::collections::HashMap<String, String> = Default::default();
-    let settings = Settings::resolve(Scope::Node, &flags, &env, None).expect("settings");
+    let settings = settings(
+        Scope::Node,
+        &[
+            ("role", "rw".to_string()),
+            ("host", "127.0.0.1".to_string()),
+            ("port", "0".to_string()),
+            ("storage", dir.path().display().to_string()),
+        ],
+    );
     let node = mishards::node::start(&NodeConfig::from_settings(&settings).expect("config"))
         .await
         .expect("node");
@@ -48,14 +46,7 @@ async fn main() {
     let mut seed = 0x9E37_79B9_7F4A_7C15u64;
     let records: Vec<proto::RowRecord> = (0..batch)
         .map(|_| proto::RowRecord {
-            float_data: (0..dim)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    (seed >> 40) as f32 / (1u64 << 24) as f32
-                })
-                .collect(),
+            float_data: vector(&mut seed, dim),
             binary_data: Vec::new(),
         })
         .collect();

@@ -713,10 +713,7 @@ async fn run_demo(config: DemoConfig, out: &mut dyn Write) -> Result<(), CliErro
     let gateway = GatewayConfig {
         host: config.host.clone(),
         port: config.port,
-        write_node: NodeAddr {
-            host: "127.0.0.1".into(),
-            port: 0,
-        },
+        write_node: NodeAddr::loopback(0),
         meta_uri: String::new(),
         sql_echo: config.sql_echo,
         discovery: DiscoveryKind::File,

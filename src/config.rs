@@ -1026,6 +1026,14 @@ pub struct NodeAddr {
 }
 
 impl NodeAddr {
+    /// `127.0.0.1:port`.
+    pub fn loopback(port: u16) -> NodeAddr {
+        NodeAddr {
+            host: "127.0.0.1".into(),
+            port,
+        }
+    }
+
     pub fn parse(text: &str, default_port: u16) -> Result<NodeAddr, String> {
         let trimmed = text.trim();
         let rest = trimmed

@@ -1273,10 +1273,7 @@ mod tests {
     use super::*;
 
     fn node(port: u16) -> NodeAddr {
-        NodeAddr {
-            host: "127.0.0.1".into(),
-            port,
-        }
+        NodeAddr::loopback(port)
     }
 
     fn read_site(port: u16) -> Site {

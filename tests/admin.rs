@@ -4,9 +4,12 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{TestCluster, admin_get, admin_json, code, records, start_gateway_with};
+use common::{
+    TestCluster, admin_get, admin_json, code, newest_manifest, records, start_gateway_with,
+    wait_for,
+};
 use mishards::proto;
 use serde_json::Value;
 
@@ -37,51 +40,10 @@ async fn search(cluster: &TestCluster, name: &str) {
     assert_eq!(r.row_num, 2);
 }
 
-/// Polls `probe` every 50 ms until it gives `Ok`, at most `limit` long (and so at most limit / 50 ms
-/// times).
-async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    const EVERY: Duration = Duration::from_millis(50);
-    let deadline = Instant::now() + limit;
-    let attempts = (limit.as_millis() / EVERY.as_millis()).max(1) + 1;
-    let mut last = String::new();
-    for _ in 0..attempts {
-        match probe().await {
-            Ok(value) => return value,
-            Err(e) => last = e,
-        }
-        if Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(EVERY).await;
-    }
-    panic!("{what} not within {limit:?}; last: {last}");
-}
-
 /// The value of the sample `series` (name and labels exactly as printed) in a Prometheus text.
 fn sample_value(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-}
-
-/// The newest manifest of a search over `name`, once the inspector has it.
-async fn newest_manifest(cluster: &TestCluster, name: &str) -> Value {
-    let admin = cluster.admin();
-    wait_for("the search's manifest", Duration::from_secs(10), || {
-        let admin = admin.clone();
-        async move {
-            let (status, doc) = admin_json(&admin, "/requests?limit=10").await;
-            assert_eq!(status, 200, "{doc}");
-            doc["requests"]
-                .as_array()
-                .and_then(|r| r.iter().find(|m| m["collection"] == name).cloned())
-                .ok_or_else(|| doc.to_string())
-        }
-    })
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     Client, FAULT_TOKEN, Rng, TestCluster, admin_json, admin_request, brute_force, code,
-    fault_flags, records, start_gateway_with,
+    fault_flags, newest_manifest, records, start_gateway_with, wait_for,
 };
 use mishards::config::NodeAddr;
 use mishards::fault::{
@@ -88,29 +88,6 @@ fn on_node(node: &NodeAddr, kind: FaultKind) -> FaultRule {
     FaultRule::new(Target::Nodes(NodeSet::List(vec![node.clone()])), kind)
 }
 
-/// Polls `probe` every 50 ms until it gives `Ok`, at most `limit` long.
-async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    const EVERY: Duration = Duration::from_millis(50);
-    let deadline = Instant::now() + limit;
-    let attempts = limit.as_millis() / EVERY.as_millis() + 1;
-    let mut last = String::new();
-    for _ in 0..attempts {
-        match probe().await {
-            Ok(value) => return value,
-            Err(e) => last = e,
-        }
-        if Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(EVERY).await;
-    }
-    panic!("{what} not within {limit:?}; last: {last}");
-}
-
 /// A read node's entry in `conn_stats`.
 fn node_stats(stats: &Value, node: &NodeAddr) -> Value {
     stats["read_nodes"]
@@ -122,23 +99,6 @@ fn node_stats(stats: &Value, node: &NodeAddr) -> Value {
         })
         .cloned()
         .unwrap_or(Value::Null)
-}
-
-/// The manifest of the newest search over `name`.
-async fn newest_manifest(cluster: &TestCluster, name: &str) -> Value {
-    let admin = cluster.admin();
-    wait_for("the search's manifest", Duration::from_secs(5), || {
-        let admin = admin.clone();
-        async move {
-            let (status, doc) = admin_json(&admin, "/requests?limit=5").await;
-            assert_eq!(status, 200, "{doc}");
-            doc["requests"]
-                .as_array()
-                .and_then(|r| r.iter().find(|m| m["collection"] == name).cloned())
-                .ok_or_else(|| doc.to_string())
-        }
-    })
-    .await
 }
 
 fn attempts_on(manifest: &Value, node: &NodeAddr) -> Vec<Value> {

@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::{Client, Rng, TestCluster, brute_force, code, records};
+use common::{Client, Rng, TestCluster, assert_exact, code, records};
 use mishards::gateway::routing::GetOwners;
 use mishards::proto::{self, ErrorCode};
 
@@ -33,27 +33,6 @@ async fn search(
     .await
     .unwrap()
     .into_inner()
-}
-
-fn assert_exact(
-    result: &proto::TopKQueryResult,
-    data: &[(i64, Vec<f32>)],
-    queries: &[Vec<f32>],
-    k: usize,
-) {
-    assert_eq!(code(&result.status), 0, "{:?}", result.status);
-    assert_eq!(result.row_num as usize, queries.len());
-    for (q, query) in queries.iter().enumerate() {
-        let expected: Vec<i64> = brute_force(data, query, k, false)
-            .into_iter()
-            .map(|e| e.0)
-            .collect();
-        assert_eq!(
-            &result.ids[q * k..(q + 1) * k],
-            expected.as_slice(),
-            "query {q}"
-        );
-    }
 }
 
 /// `requests` per read node from conn_stats.

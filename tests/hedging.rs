@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{Client, Rng, TestCluster, brute_force, code, records};
+use common::{Client, Rng, TestCluster, records};
 use mishards::gateway::inspect::{Recent, SearchManifest};
 use mishards::gateway::routing::GetRoutingStats;
 use mishards::proto;
@@ -40,19 +40,7 @@ async fn exact_search(c: &mut Client, name: &str, data: &Data, queries: &[Vec<f3
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(code(&result.status), 0, "{:?}", result.status);
-    assert_eq!(result.row_num as usize, queries.len());
-    for (q, query) in queries.iter().enumerate() {
-        let expected: Vec<i64> = brute_force(data, query, k, false)
-            .into_iter()
-            .map(|e| e.0)
-            .collect();
-        assert_eq!(
-            &result.ids[q * k..(q + 1) * k],
-            expected.as_slice(),
-            "query {q}"
-        );
-    }
+    common::assert_exact(&result, data, queries, k);
 }
 
 /// The last `n` search manifests, oldest first.

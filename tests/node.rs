@@ -85,6 +85,17 @@ async fn search(
     .into_inner()
 }
 
+/// A write node that flushes only when asked (auto-flush every hour).
+async fn writer_without_auto_flush(dir: &std::path::Path) -> mishards::node::RunningNode {
+    mishards::node::start(&node_config(
+        "rw",
+        dir,
+        &[("auto-flush-interval", "3600".into())],
+    ))
+    .await
+    .unwrap()
+}
+
 async fn count(c: &mut Client, name: &str) -> i64 {
     let r = c
         .count_collection(proto::CollectionName {
@@ -131,13 +142,7 @@ fn assert_exact(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collections_partitions_and_exact_search() {
     let dir = tempfile::tempdir().unwrap();
-    let node = mishards::node::start(&node_config(
-        "rw",
-        dir.path(),
-        &[("auto-flush-interval", "3600".into())],
-    ))
-    .await
-    .unwrap();
+    let node = writer_without_auto_flush(dir.path()).await;
     let mut c = client(node.addr).await;
     let mut rng = Rng(7);
 
@@ -1010,13 +1015,7 @@ async fn index_info(c: &mut Client, name: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_that_reach_index_file_size_get_their_index_in_the_background() {
     let dir = tempfile::tempdir().unwrap();
-    let node = mishards::node::start(&node_config(
-        "rw",
-        dir.path(),
-        &[("auto-flush-interval", "3600".into())],
-    ))
-    .await
-    .unwrap();
+    let node = writer_without_auto_flush(dir.path()).await;
     let mut c = client(node.addr).await;
     let mut rng = Rng(17);
     let st = c
@@ -1101,13 +1100,7 @@ async fn files_that_reach_index_file_size_get_their_index_in_the_background() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_of_the_wrong_dimension_is_refused_even_without_data() {
     let dir = tempfile::tempdir().unwrap();
-    let node = mishards::node::start(&node_config(
-        "rw",
-        dir.path(),
-        &[("auto-flush-interval", "3600".into())],
-    ))
-    .await
-    .unwrap();
+    let node = writer_without_auto_flush(dir.path()).await;
     let mut c = client(node.addr).await;
     create(&mut c, "empty8", 8, 1).await;
     let wrong = vec![vec![0.5f32; 7]];
@@ -1154,13 +1147,7 @@ async fn a_query_of_the_wrong_dimension_is_refused_even_without_data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_preload_larger_than_the_cache_answers_cache_failed() {
     let dir = tempfile::tempdir().unwrap();
-    let node = mishards::node::start(&node_config(
-        "rw",
-        dir.path(),
-        &[("auto-flush-interval", "3600".into())],
-    ))
-    .await
-    .unwrap();
+    let node = writer_without_auto_flush(dir.path()).await;
     let mut c = client(node.addr).await;
     let mut rng = Rng(19);
     create(&mut c, "big", 128, 1).await;

@@ -564,10 +564,7 @@ mod tests {
     ) -> MilvusServiceClient<FaultChannel> {
         let mut book = FaultBook::new(9, now());
         book.add(rules, now()).unwrap();
-        let node = NodeAddr {
-            host: "127.0.0.1".into(),
-            port: 1,
-        };
+        let node = NodeAddr::loopback(1);
         let faults = SetLinkFaults {
             plan: book.plan(),
             role: NodeRole::Read,

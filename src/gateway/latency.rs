@@ -171,10 +171,7 @@ mod tests {
     use super::*;
 
     fn node(port: u16) -> NodeAddr {
-        NodeAddr {
-            host: "127.0.0.1".into(),
-            port,
-        }
+        NodeAddr::loopback(port)
     }
 
     fn ms(n: u64) -> Duration {

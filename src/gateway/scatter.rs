@@ -862,10 +862,7 @@ mod tests {
     use super::*;
 
     fn node(port: u16) -> NodeAddr {
-        NodeAddr {
-            host: "127.0.0.1".into(),
-            port,
-        }
+        NodeAddr::loopback(port)
     }
 
     /// A call that answers whatever its sender sends (a failure if the sender is dropped).

@@ -651,3 +651,70 @@ pub async fn insert_file(
     assert_eq!(st.error_code, 0, "{st:?}");
     r.vector_id_array.into_iter().zip(v).collect()
 }
+
+/// Polls `probe` every 50 ms until it gives `Ok`, at most `limit` long (and so at most limit / 50 ms
+/// times).
+pub async fn wait_for<T, F, Fut>(what: &str, limit: std::time::Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    const EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+    let deadline = std::time::Instant::now() + limit;
+    let attempts = (limit.as_millis() / EVERY.as_millis()).max(1) + 1;
+    let mut last = String::new();
+    for _ in 0..attempts {
+        match probe().await {
+            Ok(value) => return value,
+            Err(e) => last = e,
+        }
+        if std::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(EVERY).await;
+    }
+    panic!("{what} not within {limit:?}; last: {last}");
+}
+
+/// The newest manifest of a search over `name`, once the inspector has it.
+pub async fn newest_manifest(cluster: &TestCluster, name: &str) -> serde_json::Value {
+    let admin = cluster.admin();
+    wait_for(
+        "the search's manifest",
+        std::time::Duration::from_secs(10),
+        || {
+            let admin = admin.clone();
+            async move {
+                let (status, doc) = admin_json(&admin, "/requests?limit=10").await;
+                assert_eq!(status, 200, "{doc}");
+                doc["requests"]
+                    .as_array()
+                    .and_then(|r| r.iter().find(|m| m["collection"] == name).cloned())
+                    .ok_or_else(|| doc.to_string())
+            }
+        },
+    )
+    .await
+}
+
+/// Checks a search answer against brute force (L2): every query's top-`k` ids in order.
+pub fn assert_exact(
+    result: &mishards::proto::TopKQueryResult,
+    data: &[(i64, Vec<f32>)],
+    queries: &[Vec<f32>],
+    k: usize,
+) {
+    assert_eq!(code(&result.status), 0, "{:?}", result.status);
+    assert_eq!(result.row_num as usize, queries.len());
+    for (q, query) in queries.iter().enumerate() {
+        let expected: Vec<i64> = brute_force(data, query, k, false)
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(
+            &result.ids[q * k..(q + 1) * k],
+            expected.as_slice(),
+            "query {q}"
+        );
+    }
+}

@@ -1,0 +1,56 @@
+//! What the in-process benches share: positional arguments, settings without the process environment,
+//! deterministic vectors and queries, and a client. Each bench uses part of it.
+#![allow(dead_code)]
+
+use mishards::config::{Scope, Settings};
+use mishards::proto::{self, milvus_service_client::MilvusServiceClient};
+use tonic::transport::Channel;
+
+pub type Client = MilvusServiceClient<Channel>;
+
+/// The `n`th positional argument (flags starting with `-` skipped), or `default`.
+pub fn arg(n: usize, default: u64) -> u64 {
+    std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .nth(n)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Settings from these flags alone (no environment, no file).
+pub fn settings(scope: Scope, flags: &[(&'static str, String)]) -> Settings {
+    let env: std::collections::HashMap<String, String> = Default::default();
+    Settings::resolve(scope, &flags.iter().cloned().collect(), &env, None).expect("settings")
+}
+
+/// A vector of `dim` values in [0, 1) from a xorshift stream.
+pub fn vector(seed: &mut u64, dim: usize) -> Vec<f32> {
+    (0..dim)
+        .map(|_| {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            (*seed >> 40) as f32 / (1u64 << 24) as f32
+        })
+        .collect()
+}
+
+/// One query vector, top-10.
+pub fn query(collection: &str, seed: &mut u64, dim: usize) -> proto::SearchParam {
+    proto::SearchParam {
+        collection_name: collection.into(),
+        query_record_array: vec![proto::RowRecord {
+            float_data: vector(seed, dim),
+            binary_data: Vec::new(),
+        }],
+        topk: 10,
+        ..Default::default()
+    }
+}
+
+pub async fn connect(addr: std::net::SocketAddr) -> Client {
+    MilvusServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect")
+}
