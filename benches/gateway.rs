@@ -450,6 +450,23 @@ async fn main() {
     latency(reader.addr, 200, Some(&files)).await;
     latency(gateway.addr, 200, None).await;
 
+    // `--profile=gateway|relay|direct`: only that side's throughput, for `perf record` to attach to.
+    if let Some(side) = std::env::args().find_map(|a| a.strip_prefix("--profile=").map(str::to_string)) {
+        let target = match side.as_str() {
+            "relay" => bare_relay(reader.addr, files.clone()),
+            "direct" => reader.addr,
+            _ => gateway.addr,
+        };
+        let direct = (side == "direct").then(|| files.clone());
+        eprintln!("profiling {side}: pid {}", std::process::id());
+        let before = ThreadCpu::read();
+        let qps = throughput(target, 32, seconds, direct).await;
+        let mut cpu = ThreadCpu::default();
+        cpu.add(ThreadCpu::read().since(&before), qps * seconds as f64);
+        eprintln!("{side}: {qps:.0}/s; CPU per search: {}", cpu.per_search());
+        gateway.shutdown().await;
+        return;
+    }
     let n = 2000;
     let (direct_p50, direct_p99) = latency(reader.addr, n, Some(&files)).await;
     let (gw_p50, gw_p99) = latency(gateway.addr, n, None).await;
@@ -475,6 +492,7 @@ async fn main() {
         let before = ThreadCpu::read();
         let relayed = throughput(relay, 32, seconds, None).await;
         cpu_relay.add(ThreadCpu::read().since(&before), relayed * seconds as f64);
+        eprintln!("round: direct {direct:.0}/s, via gateway {via:.0}/s, bare relay {relayed:.0}/s");
         relay_runs.push(relayed / direct);
         direct_runs.push(direct);
         gw_runs.push(via);

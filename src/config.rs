@@ -1018,10 +1018,11 @@ fn parse_bool(text: &str) -> Result<bool, String> {
     }
 }
 
-/// A `host:port` address, from `tcp://host:port`, `host:port` or `host` (default port).
+/// A `host:port` address, from `tcp://host:port`, `host:port` or `host` (default port). The host is shared,
+/// so a clone (plans, leases and manifests carry one per node per search) allocates nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeAddr {
-    pub host: String,
+    pub host: std::sync::Arc<str>,
     pub port: u16,
 }
 
@@ -1059,7 +1060,7 @@ impl NodeAddr {
             return Err(format!("`{text}` is not host[:port]"));
         }
         Ok(NodeAddr {
-            host: host.to_string(),
+            host: host.into(),
             port,
         })
     }

@@ -51,7 +51,7 @@ fn port_after(first: u16, n: usize) -> u16 {
 
 fn to_node_addr(a: SocketAddr) -> NodeAddr {
     NodeAddr {
-        host: a.ip().to_string(),
+        host: a.ip().to_string().into(),
         port: a.port(),
     }
 }

@@ -569,6 +569,7 @@ impl<S, B, R> tower::Service<http::Request<B>> for RpcService<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<R>> + Send,
     S::Future: Send + 'static,
+    R: Default,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -612,6 +613,7 @@ where
             None => RequestTraceId::random(),
         };
         request.extensions_mut().insert(trace_id);
+        let deadline = grpc_timeout(request.headers());
         let started = Instant::now();
         let future = {
             let _entered = span.enter();
@@ -620,7 +622,14 @@ where
         let observer = self.layer.observer.clone();
         Box::pin(
             async move {
-                let result = future.await;
+                let result = match deadline {
+                    None => future.await,
+                    // The caller's deadline: past it, nobody waits for the answer.
+                    Some(deadline) => match tokio::time::timeout(deadline, future).await {
+                        Ok(result) => result,
+                        Err(_) => Ok(tonic::Status::cancelled("Timeout expired").into_http()),
+                    },
+                };
                 let code = match &result {
                     Ok(response) => response.extensions().get::<MilvusCode>().map(|c| c.0),
                     Err(_) => None,
@@ -645,6 +654,27 @@ where
             .instrument(span),
         )
     }
+}
+
+/// The caller's deadline from its `grpc-timeout` header (gRPC over HTTP/2: at most 8 digits and a unit,
+/// H M S m u n); `None` when absent or malformed, as gRPC servers treat it.
+fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    let unit = value.chars().last()?;
+    let digits = &value[..value.len() - unit.len_utf8()];
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        'H' => Duration::from_secs(n * 3600),
+        'M' => Duration::from_secs(n * 60),
+        'S' => Duration::from_secs(n),
+        'm' => Duration::from_millis(n),
+        'u' => Duration::from_micros(n),
+        'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 /// What an RPC span can say about a request (never vector data).
@@ -784,6 +814,25 @@ mod tests {
             name: "logfile".into(),
             utc_offset_seconds: Some(0),
         }
+    }
+
+    #[test]
+    fn grpc_timeout_headers_parse_as_grpc_defines_them() {
+        let parse = |v: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("grpc-timeout", http::HeaderValue::from_str(v).unwrap());
+            grpc_timeout(&headers)
+        };
+        assert_eq!(parse("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(parse("3S"), Some(Duration::from_secs(3)));
+        assert_eq!(parse("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse("99999999u"), Some(Duration::from_micros(99_999_999)));
+        assert_eq!(parse("7n"), Some(Duration::from_nanos(7)));
+        for bad in ["", "S", "123456789S", "10x", "-1S", "1.5S", "12"] {
+            assert_eq!(parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(grpc_timeout(&http::HeaderMap::new()), None);
     }
 
     #[test]

@@ -152,13 +152,13 @@ fn every_service_is_a_valid_mishards_process_and_they_point_at_each_other() {
 
     let (_, gateway, service) = &gateways[0];
     assert_eq!(
-        (gateway.write_node.host.as_str(), gateway.write_node.port),
+        (&*gateway.write_node.host, gateway.write_node.port),
         ("rw", writer.port)
     );
     let mut hosts: Vec<(String, u16)> = gateway
         .static_hosts
         .iter()
-        .map(|h| (h.host.clone(), h.port))
+        .map(|h| (h.host.to_string(), h.port))
         .collect();
     hosts.sort();
     let mut expected: Vec<(String, u16)> = readers

@@ -195,7 +195,7 @@ async fn a_read_node_added_takes_only_its_share() {
         .await
         .unwrap();
     let new_node = mishards::config::NodeAddr {
-        host: added.ip().to_string(),
+        host: added.ip().to_string().into(),
         port: added.port(),
     };
     let moved: Vec<i64> = before

@@ -747,7 +747,7 @@ impl Timeline {
                 crate::fault::NodeSet::Write => false,
                 crate::fault::NodeSet::List(nodes) => nodes
                     .iter()
-                    .any(|n| n.host == addr.ip().to_string() && n.port == addr.port()),
+                    .any(|n| *n.host == *addr.ip().to_string() && n.port == addr.port()),
             };
             if hit {
                 self.cut[i].push(Window { from, until });

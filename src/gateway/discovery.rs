@@ -136,14 +136,14 @@ async fn resolve(source: Source) -> Result<BTreeSet<NodeAddr>, String> {
             nodes.insert(host);
             continue;
         }
-        let resolved = tokio::net::lookup_host((host.host.as_str(), host.port))
+        let resolved = tokio::net::lookup_host((&*host.host, host.port))
             .await
             .map(|a| a.collect::<BTreeSet<_>>());
         match resolved {
             Ok(addrs) => {
                 if addrs.len() > 1 {
                     nodes.extend(addrs.into_iter().map(|a| NodeAddr {
-                        host: a.ip().to_string(),
+                        host: a.ip().to_string().into(),
                         port: a.port(),
                     }));
                 } else {

@@ -16,7 +16,9 @@ pub mod node_link;
 pub mod router;
 pub mod routing;
 pub mod scatter;
+pub mod server;
 pub mod service;
+pub mod transport;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -280,31 +282,29 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
     let grpc = MilvusServiceServer::new(service)
         .max_decoding_message_size(node_link::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(node_link::MAX_MESSAGE_BYTES);
-    let (stop, mut stopped) = watch::channel(false);
-    // The gRPC server runs on the actors' own thread, next to the actors and the node links' channels:
-    // a search then never crosses a thread inside the gateway (each crossing is a futex wake and a
-    // context switch, which cost more than the gateway's own work).
+    let (stop, stopped) = watch::channel(false);
+    // The gRPC server runs on the actors' own thread, its connections and requests local tasks of their
+    // arbiter (server.rs): a search never crosses a thread inside the gateway (each crossing is a futex
+    // wake and a context switch, which cost more than the gateway's own work), and its handler starts
+    // its scatter-gather actor in place.
     let listener = listener
         .into_std()
         .map_err(|e| GatewayError::Start(format!("cannot hand the gRPC listener over: {e}")))?;
-    let layer = RpcLayer::new(RpcSide::Gateway, Some(metrics.clone()));
+    let service =
+        tower::Layer::layer(&RpcLayer::new(RpcSide::Gateway, Some(metrics.clone())), grpc);
     let (served, server) = tokio::sync::oneshot::channel();
-    actors.home.spawn(async move {
-        let result = match tokio::net::TcpListener::from_std(listener) {
-            Ok(listener) => tonic::transport::Server::builder()
-                .layer(layer)
-                .add_service(grpc)
-                .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                    async move {
-                        let _ = stopped.wait_for(|s| *s).await;
-                    },
-                )
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(format!("cannot listen on the actors' thread: {e}")),
-        };
-        let _ = served.send(result);
+    // The server's tasks are local to the arbiter, so it is started there rather than sent to it.
+    actors.home.spawn_fn(move || {
+        actix::spawn(async move {
+            let result = match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => {
+                    server::serve(listener, service, stopped).await;
+                    Ok(())
+                }
+                Err(e) => Err(format!("cannot listen on the actors' thread: {e}")),
+            };
+            let _ = served.send(result);
+        });
     });
     tracing::info!(%addr, write_node = %config.write_node, "gateway serving");
     let (admin_addr, admin) = match admin_listener {

@@ -11,6 +11,7 @@ use tonic::transport::Endpoint;
 use super::GatewayError;
 use super::faults::{FaultChannel, SetLinkFaults, SiteFaults};
 use super::latency::RecentLatency;
+use super::transport::CoalescingConnector;
 use crate::config::NodeAddr;
 use crate::proto::{self, milvus_service_client::MilvusServiceClient};
 
@@ -181,19 +182,25 @@ impl NodeLink {
     }
 
     fn connect(&mut self) -> Result<(), GatewayError> {
+        let connect_timeout = self.options.probe_timeout.max(Duration::from_millis(200));
         let endpoint = Endpoint::from_shared(self.node.endpoint())
             .map_err(|e| GatewayError::Unreachable {
                 node: self.node.to_string(),
                 reason: e.to_string(),
             })?
-            .connect_timeout(self.options.probe_timeout.max(Duration::from_millis(200)))
+            .connect_timeout(connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_while_idle(true);
         self.pool = (0..self.options.pool_size.max(1))
             .map(|_| {
                 let faults = self.faults.as_ref().map(|rules| rules.subscribe());
-                MilvusServiceClient::new(FaultChannel::new(endpoint.connect_lazy(), faults))
+                MilvusServiceClient::new(FaultChannel::new(
+                    endpoint.connect_with_connector_lazy(CoalescingConnector::new(
+                        connect_timeout,
+                    )),
+                    faults,
+                ))
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES)
             })

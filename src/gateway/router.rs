@@ -348,7 +348,7 @@ mod tests {
 
     fn node(i: usize) -> NodeAddr {
         NodeAddr {
-            host: format!("10.0.0.{i}"),
+            host: format!("10.0.0.{i}").into(),
             port: 19530,
         }
     }

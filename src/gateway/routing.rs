@@ -28,6 +28,8 @@ pub struct PlannedFile {
     pub nodes: Vec<NodeAddr>,
     /// Nodes whose copy of this file's delete marks is older than the snapshot: reload before searching.
     pub stale_on: Vec<NodeAddr>,
+    /// Nodes known to have searched this file at its current version: their answers need no `Seen`.
+    pub current_on: Vec<NodeAddr>,
 }
 
 /// What a search needs to scatter.
@@ -228,21 +230,20 @@ impl Routing {
                         .map(Vec::as_slice)
                         .unwrap_or_default(),
                 );
-                let stale_on = nodes
-                    .iter()
-                    .filter(|n| {
-                        self.seen
-                            .get(*n)
-                            .and_then(|m| m.get(&f.id))
-                            .is_some_and(|t| *t != f.updated_time)
-                    })
-                    .cloned()
-                    .collect();
+                let (mut stale_on, mut current_on) = (Vec::new(), Vec::new());
+                for n in &nodes {
+                    match self.seen.get(n).and_then(|m| m.get(&f.id)) {
+                        Some(t) if *t == f.updated_time => current_on.push(n.clone()),
+                        Some(_) => stale_on.push(n.clone()),
+                        None => {}
+                    }
+                }
                 PlannedFile {
                     id: f.id,
                     updated_time: f.updated_time,
                     nodes,
                     stale_on,
+                    current_on,
                 }
             })
             .collect();

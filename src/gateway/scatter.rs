@@ -669,17 +669,19 @@ impl Job {
         let failed = matches!(attempt, Attempt::Failed(_));
         unanswered.0 = None;
         link.do_send(Report { latency, failed });
-        if !failed {
-            let seen = files
-                .iter()
-                .map(|i| (self.plan.files[*i].id, self.plan.files[*i].updated_time))
-                .collect();
-            self.routing.do_send(Seen {
-                node: node.clone(),
-                files: seen,
-            });
-        }
         tracing::debug!(%node, files = files.len(), ?latency, failed, "read node attempt");
+        if !failed {
+            // Only what Routing does not know yet: in the steady state, nothing to send.
+            let seen: Vec<(i64, i64)> = files
+                .iter()
+                .map(|i| &self.plan.files[*i])
+                .filter(|f| !f.current_on.contains(&node))
+                .map(|f| (f.id, f.updated_time))
+                .collect();
+            if !seen.is_empty() {
+                self.routing.do_send(Seen { node, files: seen });
+            }
+        }
         attempt
     }
 }

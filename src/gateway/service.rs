@@ -234,10 +234,9 @@ impl GatewayService {
             inspector: self.actors.inspector.clone(),
             hedging: self.hedging.clone(),
         };
-        // On the actors' own arbiter, so its messages to Routing and the node links never cross threads.
-        // The service runs on that arbiter's thread too (gateway::start), but in a task of tonic's outside
-        // the arbiter's local set, where actors cannot be spawned directly.
-        ScatterGather::start_in_arbiter(&self.actors.home, move |_| scatter);
+        // The handler runs as a local task of the actors' arbiter (server.rs), so the actor starts right
+        // here and its messages to Routing and the node links never cross threads.
+        scatter.start();
         let (outcome, unfiled) = rx.await.map_err(|_| GatewayError::Actor {
             actor: "scatter-gather",
             reason: "ended without an answer".into(),

@@ -1,0 +1,94 @@
+//! The gateway's gRPC server: hyper's HTTP/2 server, run on the actors' thread with every connection and
+//! request a local task of the actors' arbiter.
+//!
+//! Why not `tonic::transport::Server`: it spawns connections and requests with `tokio::spawn`, outside
+//! the arbiter's local set, where an actor cannot be started — each search then had to hand its
+//! scatter-gather actor to the arbiter through a channel (`start_in_arbiter`) — and it routes every
+//! request through an axum router and per-connection layers the gateway does not use. Here a handler
+//! starts its actor in place. What tonic's server also did is kept: TCP_NODELAY, HTTP/2 only, no limit
+//! on concurrent streams, graceful shutdown that lets open requests finish, and `grpc-timeout`
+//! (in `telemetry::RpcService`).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Runs hyper's tasks (a connection's request handlers) as local tasks of the current local set.
+#[derive(Clone, Copy)]
+struct LocalExec;
+
+impl<F> hyper::rt::Executor<F> for LocalExec
+where
+    F: Future + 'static,
+{
+    fn execute(&self, future: F) {
+        tokio::task::spawn_local(future);
+    }
+}
+
+/// How long an accept error (out of file descriptors, say) pauses the accept loop.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Serves `service` on `listener` until `stop` turns true, then lets open connections finish their
+/// requests. Must run inside a `tokio::task::LocalSet` (the actors' arbiter).
+pub async fn serve<S, B>(listener: TcpListener, service: S, mut stop: watch::Receiver<bool>)
+where
+    S: tower::Service<http::Request<Incoming>, Response = http::Response<B>, Error = Infallible>
+        + Clone
+        + 'static,
+    S::Future: 'static,
+    B: http_body::Body + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut http2 = hyper::server::conn::http2::Builder::new(LocalExec);
+    http2
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(None)
+        .keep_alive_timeout(Duration::from_secs(20));
+    let mut connections = tokio::task::JoinSet::new();
+    let connection_stop = stop.clone();
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!(error = %e, "cannot set TCP_NODELAY on a client connection");
+                    }
+                    let connection = http2.serve_connection(
+                        TokioIo::new(stream),
+                        TowerToHyperService::new(service.clone()),
+                    );
+                    let mut stop = connection_stop.clone();
+                    connections.spawn_local(async move {
+                        let mut connection = std::pin::pin!(connection);
+                        let result = tokio::select! {
+                            result = connection.as_mut() => result,
+                            _ = stop.wait_for(|s| *s) => {
+                                connection.as_mut().graceful_shutdown();
+                                connection.await
+                            }
+                        };
+                        if let Err(e) = result {
+                            tracing::debug!(error = %e, "client connection ended with an error");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot accept a gRPC connection");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            },
+            // Finished connections are reaped as they go, so a long-lived gateway keeps none.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    while connections.join_next().await.is_some() {}
+}
