@@ -451,7 +451,9 @@ async fn main() {
     latency(gateway.addr, 200, None).await;
 
     // `--profile=gateway|relay|direct`: only that side's throughput, for `perf record` to attach to.
-    if let Some(side) = std::env::args().find_map(|a| a.strip_prefix("--profile=").map(str::to_string)) {
+    if let Some(side) =
+        std::env::args().find_map(|a| a.strip_prefix("--profile=").map(str::to_string))
+    {
         let target = match side.as_str() {
             "relay" => bare_relay(reader.addr, files.clone()),
             "direct" => reader.addr,

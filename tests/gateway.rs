@@ -680,3 +680,65 @@ async fn the_version_gate_keeps_out_nodes_of_another_version() {
     picky.shutdown().await;
     cluster.shutdown().await;
 }
+
+/// The files each attempt of the newest search reloaded, and its result.
+async fn search_and_reloads(
+    cluster: &TestCluster,
+    c: &mut Client,
+    query: &[f32],
+) -> (proto::TopKQueryResult, Vec<i64>) {
+    let result = search(c, "marks", &[query.to_vec()], 5).await;
+    assert_eq!(code(&result.status), 0, "{:?}", result.status);
+    let recent = cluster
+        .gateway
+        .actors
+        .inspector
+        .send(mishards::gateway::inspect::Recent { limit: 1 })
+        .await
+        .unwrap();
+    let reloaded = recent[0]
+        .nodes
+        .iter()
+        .flat_map(|n| &n.attempts)
+        .flat_map(|a| a.reloaded.clone())
+        .collect();
+    (result, reloaded)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_node_reloads_a_file_once_after_its_delete_marks_change() {
+    let cluster = TestCluster::start(1, None).await;
+    let mut c = cluster.client().await;
+    let mut rng = Rng(31);
+    let data = load(&mut c, "marks", 1, &mut rng).await;
+    let (deleted, query) = data[0].clone();
+    // The node's first search of the file, then one at the same version: nothing to reload.
+    for _ in 0..2 {
+        let (result, reloaded) = search_and_reloads(&cluster, &mut c, &query).await;
+        assert_eq!(result.ids[0], deleted);
+        assert!(reloaded.is_empty(), "{reloaded:?}");
+    }
+    let st = c
+        .delete_by_id(proto::DeleteByIdParam {
+            collection_name: "marks".into(),
+            partition_tag: String::new(),
+            id_array: vec![deleted],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.error_code, 0, "{st:?}");
+    c.flush(proto::FlushParam {
+        collection_name_array: vec!["marks".into()],
+    })
+    .await
+    .unwrap();
+    // The file's delete marks changed: the node reloads it before searching, once.
+    let (result, reloaded) = search_and_reloads(&cluster, &mut c, &query).await;
+    assert!(!result.ids.contains(&deleted), "{:?}", result.ids);
+    assert_eq!(reloaded.len(), 1, "{reloaded:?}");
+    let (result, reloaded) = search_and_reloads(&cluster, &mut c, &query).await;
+    assert!(!result.ids.contains(&deleted));
+    assert!(reloaded.is_empty(), "reloaded again: {reloaded:?}");
+    cluster.shutdown().await;
+}

@@ -63,7 +63,7 @@ fn attempts(m: &SearchManifest) -> Vec<(String, &'static str, &'static str)> {
         .flat_map(|n| {
             n.attempts
                 .iter()
-                .map(|a| (n.node.clone(), a.why.as_str(), a.outcome))
+                .map(|a| (n.node.to_string(), a.why.as_str(), a.outcome))
         })
         .collect()
 }
@@ -94,7 +94,11 @@ fn describe(searches: &[SearchManifest], slow: &str) -> String {
             for a in &n.attempts {
                 tried.push(format!(
                     "{}{} {} {} @{:.0}+{:.0}",
-                    if n.node == slow { "SLOW " } else { "" },
+                    if n.node.to_string() == slow {
+                        "SLOW "
+                    } else {
+                        ""
+                    },
                     a.why.as_str(),
                     a.outcome,
                     a.files.len(),
@@ -402,7 +406,7 @@ async fn a_node_far_slower_than_its_peers_is_ranked_after_them() {
     }
     for m in manifests(&cluster.gateway, searches).await {
         assert_each_file_answered_once(&m);
-        assert!(m.nodes.iter().all(|n| n.node != slow), "{m:#?}");
+        assert!(m.nodes.iter().all(|n| n.node.to_string() != slow), "{m:#?}");
     }
     cluster.shutdown().await;
 }

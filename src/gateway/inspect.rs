@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+use crate::config::NodeAddr;
+
 /// Why a node was asked for a set of files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -50,10 +52,15 @@ pub struct AttemptManifest {
     pub reason: String,
 }
 
+fn serde_display<S: serde::Serializer>(value: &NodeAddr, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(value)
+}
+
 /// All attempts one search made on one node.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeManifest {
-    pub node: String,
+    #[serde(serialize_with = "serde_display")]
+    pub node: NodeAddr,
     pub attempts: Vec<AttemptManifest>,
 }
 
@@ -533,7 +540,7 @@ mod tests {
         m.files = 6;
         m.nodes = vec![
             NodeManifest {
-                node: "127.0.0.1:19531".into(),
+                node: NodeAddr::loopback(19531),
                 attempts: vec![AttemptManifest {
                     round: 0,
                     why: AttemptWhy::First,
@@ -546,7 +553,7 @@ mod tests {
                 }],
             },
             NodeManifest {
-                node: "127.0.0.1:19532".into(),
+                node: NodeAddr::loopback(19532),
                 attempts: vec![
                     AttemptManifest {
                         round: 0,

@@ -11,6 +11,9 @@ use std::collections::{BinaryHeap, HashSet};
 /// The id Milvus pads short rows with; never a hit.
 pub const PADDING_ID: i64 = -1;
 
+/// Up to this k, duplicate ids are found by scanning the row merged so far rather than by a hash set.
+const LINEAR_DEDUP_K: usize = 64;
+
 /// One node's partial answer to the same nq queries: row-major `ids`/`distances`, `k` per row (rows may be
 /// padded with id -1). Parts may have different k (a node may answer fewer per row).
 #[derive(Debug, Clone, Copy)]
@@ -128,8 +131,14 @@ pub fn merge_topk(
         let row_start = ids.len();
         while ids.len() - row_start < k {
             let Some(head) = heap.pop() else { break };
-            // Runs are in order, so an id's first appearance is its best distance.
-            if seen.insert(head.hit.id) {
+            // Runs are in order, so an id's first appearance is its best distance. A short row is
+            // searched instead of hashed: cheaper for the usual top-k of tens.
+            let first = if k <= LINEAR_DEDUP_K {
+                !ids[row_start..].contains(&head.hit.id)
+            } else {
+                seen.insert(head.hit.id)
+            };
+            if first {
                 ids.push(head.hit.id);
                 distances.push(head.hit.distance);
             }
@@ -358,19 +367,35 @@ mod tests {
     /// in several parts with different distances, different k per part), merged vs brute force.
     #[test]
     fn random_splits_match_brute_force() {
-        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-        for case in 0..400 {
+        random_splits(0x2545_f491_4f6c_dd1d, 400, 1..13, 40);
+    }
+
+    /// Rows longer than `LINEAR_DEDUP_K`, where duplicates are found by hashing.
+    #[test]
+    fn random_splits_with_a_large_k_match_brute_force() {
+        random_splits(
+            0x6a09_e667_f3bc_c908,
+            60,
+            LINEAR_DEDUP_K + 1..LINEAR_DEDUP_K + 40,
+            200,
+        );
+    }
+
+    fn random_splits(seed: u64, cases: usize, ks: std::ops::Range<usize>, max_ids: usize) {
+        let mut rng = Rng(seed);
+        for case in 0..cases {
             let nq = 1 + rng.below(4);
-            let k = 1 + rng.below(12);
+            let k = ks.start + rng.below(ks.len());
             let n_parts = 1 + rng.below(5);
             let hib = rng.below(2) == 1;
-            let id_space = 1 + rng.below(40) as i64;
+            let id_space = 1 + rng.below(max_ids) as i64;
             // A small set of distance values makes ties common.
             let levels = 1 + rng.below(8);
             let mut part_rows: Vec<Vec<Vec<(i64, f32)>>> = vec![vec![Vec::new(); nq]; n_parts];
             let mut all_rows: Vec<Vec<(i64, f32)>> = vec![Vec::new(); nq];
-            for row in 0..nq * 30 {
-                let row = row / 30;
+            let per_row = 3 * k.max(10);
+            for row in 0..nq * per_row {
+                let row = row / per_row;
                 if rng.below(2) == 0 {
                     continue;
                 }

@@ -290,8 +290,10 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
     let listener = listener
         .into_std()
         .map_err(|e| GatewayError::Start(format!("cannot hand the gRPC listener over: {e}")))?;
-    let service =
-        tower::Layer::layer(&RpcLayer::new(RpcSide::Gateway, Some(metrics.clone())), grpc);
+    let service = tower::Layer::layer(
+        &RpcLayer::new(RpcSide::Gateway, Some(metrics.clone())),
+        grpc,
+    );
     let (served, server) = tokio::sync::oneshot::channel();
     // The server's tasks are local to the arbiter, so it is started there rather than sent to it.
     actors.home.spawn_fn(move || {

@@ -196,13 +196,11 @@ impl NodeLink {
             .map(|_| {
                 let faults = self.faults.as_ref().map(|rules| rules.subscribe());
                 MilvusServiceClient::new(FaultChannel::new(
-                    endpoint.connect_with_connector_lazy(CoalescingConnector::new(
-                        connect_timeout,
-                    )),
+                    endpoint.connect_with_connector_lazy(CoalescingConnector::new(connect_timeout)),
                     faults,
                 ))
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_MESSAGE_BYTES)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES)
             })
             .collect();
         Ok(())

@@ -229,11 +229,10 @@ impl SearchManifest {
     }
 
     fn add_attempt(&mut self, node: &NodeAddr, attempt: AttemptManifest) {
-        let name = node.to_string();
-        match self.nodes.iter_mut().find(|n| n.node == name) {
+        match self.nodes.iter_mut().find(|n| n.node == *node) {
             Some(n) => n.attempts.push(attempt),
             None => self.nodes.push(NodeManifest {
-                node: name,
+                node: node.clone(),
                 attempts: vec![attempt],
             }),
         }
@@ -338,7 +337,8 @@ impl Job {
         let mut failures: Vec<(NodeAddr, String)> = Vec::new();
         let mut unanswered: Vec<usize> = Vec::new();
         let mut pending: BTreeMap<NodeAddr, Vec<usize>> = BTreeMap::new();
-        let mut asked: std::collections::HashSet<NodeAddr> = std::collections::HashSet::new();
+        // Few nodes per search: a list is cheaper than hashing their names.
+        let mut asked: Vec<NodeAddr> = Vec::new();
         for (i, f) in self.plan.files.iter().enumerate() {
             match f.nodes.first() {
                 Some(node) => pending.entry(node.clone()).or_default().push(i),
@@ -362,7 +362,9 @@ impl Job {
             for outcome in outcomes {
                 for (node, record) in outcome.records {
                     manifest.add_attempt(&node, record);
-                    asked.insert(node);
+                    if !asked.contains(&node) {
+                        asked.push(node);
+                    }
                 }
                 if let Some(status) = outcome.refused {
                     return Err(GatewayError::Node(status));
