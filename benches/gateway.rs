@@ -4,7 +4,8 @@
 //! gateway` process. Run: `cargo bench --bench gateway -- [rows] [seconds] [--tracing=none|off|on]`:
 //! `none` installs no subscriber, `off` the production logging with tracing off, `on` exports every
 //! span over OTLP to a sink in this process (sampler const 1). `--rounds=N` alternates N throughput rounds
-//! of each side and reports the median, with the CPU each thread kind spent per search.
+//! of each side and reports the median, with the CPU each thread kind spent per search. `--profile=gateway`
+//! (or `relay`, `direct`) runs only that side's throughput for `seconds`, for `perf record -t` to attach to.
 
 // The allocator the `mishards` binary uses, so the gateway and nodes here cost what they cost there.
 #[global_allocator]
