@@ -613,7 +613,11 @@ where
             None => RequestTraceId::random(),
         };
         request.extensions_mut().insert(trace_id);
-        let deadline = grpc_timeout(request.headers());
+        // The node's tonic server applies `grpc-timeout` itself; the gateway's hyper server does not.
+        let deadline = match self.layer.side {
+            RpcSide::Gateway => grpc_timeout(request.headers()),
+            RpcSide::Node => None,
+        };
         let started = Instant::now();
         let future = {
             let _entered = span.enter();
