@@ -6,6 +6,7 @@
 //! span over OTLP to a sink in this process (sampler const 1). `--rounds=N` alternates N throughput rounds
 //! of each side and reports the median, with the CPU each thread kind spent per search. `--profile=gateway`
 //! (or `relay`, `direct`) runs only that side's throughput for `seconds`, for `perf record -t` to attach to.
+//! `--search-batch=N` sets the gateway's `search_batch` (default 32; 1 sends each search alone).
 
 // The allocator the `mishards` binary uses, so the gateway and nodes here cost what they cost there.
 #[global_allocator]
@@ -380,6 +381,13 @@ async fn main() {
         ("meta-uri", meta.clone()),
         ("static-hosts", reader.addr.to_string()),
         ("admin-port", "0".to_string()),
+        // `--search-batch=N`: most searches per read-node call (1: each search is a call of its own).
+        (
+            "search-batch",
+            std::env::args()
+                .find_map(|a| a.strip_prefix("--search-batch=").map(str::to_string))
+                .unwrap_or_else(|| "32".into()),
+        ),
     ];
     let gateway_config = GatewayConfig::from_settings(&settings(Scope::Gateway, &gateway_flags))
         .expect("gateway config");
@@ -543,6 +551,26 @@ async fn main() {
         "CPU per search by thread, bare relay:  {}",
         cpu_relay.per_search()
     );
+    let links = gateway
+        .actors
+        .cluster
+        .send(mishards::gateway::cluster::GetLinks)
+        .await
+        .expect("links");
+    for link in links.values() {
+        let s = link
+            .send(mishards::gateway::node_link::GetLinkStats)
+            .await
+            .expect("link stats");
+        println!(
+            "read node {}: {} searches in {} SearchInFiles calls (mean batch {:.1}), {} of them batched",
+            s.node,
+            s.requests,
+            s.search_calls,
+            s.requests as f64 / s.search_calls.max(1) as f64,
+            s.batched_searches
+        );
+    }
     if let Some(sink) = &sink {
         tokio::time::sleep(Duration::from_secs(1)).await;
         println!(

@@ -727,6 +727,7 @@ async fn run_demo(config: DemoConfig, out: &mut dyn Write) -> Result<(), CliErro
         version_gate: "1.1.".into(),
         admin: config.admin.clone(),
         hedge: config.hedge.clone(),
+        search_batch: config.search_batch,
         faults: Default::default(),
         log: config.log.clone(),
         tracing: config.tracing.clone(),

@@ -301,6 +301,15 @@ pub static SPECS: &[Spec] = &[
         "seconds a read node may take to answer its part of a search before its files go to a fallback node"
     ),
     spec!(
+        "search_batch",
+        ["MISHARDS_SEARCH_BATCH"],
+        "search-batch",
+        Kind::Count,
+        Some("32"),
+        GATEWAY_DEMO,
+        "most searches one read-node call carries: concurrent searches of the same files, topk and parameters share one SearchInFiles (1 turns batching off; at most 1024)"
+    ),
+    spec!(
         "hedge",
         ["MISHARDS_HEDGE"],
         "hedge",
@@ -1477,6 +1486,8 @@ pub struct GatewayConfig {
     pub version_gate: String,
     pub admin: AdminConfig,
     pub hedge: HedgeConfig,
+    /// Most searches one read-node call carries (1: no batching).
+    pub search_batch: usize,
     pub faults: FaultConfig,
     pub log: LogConfig,
     pub tracing: TracingConfig,
@@ -1536,6 +1547,7 @@ impl GatewayConfig {
             version: s.text("node_version").unwrap_or("1.1.1").to_string(),
             admin: AdminConfig::from_settings(s)?,
             hedge: HedgeConfig::from_settings(s)?,
+            search_batch: search_batch(s)?,
             faults: FaultConfig::from_settings(s)?,
             log: LogConfig::from_settings(s)?,
             tracing: TracingConfig::from_settings(s, "mishards")?,
@@ -1650,6 +1662,17 @@ fn seconds(
     Ok(std::time::Duration::from_secs_f64(value))
 }
 
+/// `search_batch`: 1 (off) to 1024.
+fn search_batch(s: &Settings) -> Result<usize, ConfigError> {
+    match s.int("search_batch").unwrap_or(32) {
+        n @ 1..=1024 => Ok(n as usize),
+        n => Err(s.invalid(
+            "search_batch",
+            format!("{n}: choose 1 (no batching) to 1024 searches per read-node call"),
+        )),
+    }
+}
+
 /// Everything `mishards demo` needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DemoConfig {
@@ -1660,6 +1683,7 @@ pub struct DemoConfig {
     pub sql_echo: bool,
     pub admin: AdminConfig,
     pub hedge: HedgeConfig,
+    pub search_batch: usize,
     pub log: LogConfig,
     pub tracing: TracingConfig,
 }
@@ -1680,6 +1704,7 @@ impl DemoConfig {
             sql_echo: s.flag("sql_echo"),
             admin: AdminConfig::from_settings(s)?,
             hedge: HedgeConfig::from_settings(s)?,
+            search_batch: search_batch(s)?,
             log: LogConfig::from_settings(s)?,
             tracing: TracingConfig::from_settings(s, "mishards")?,
         })
@@ -2000,6 +2025,40 @@ mod tests {
         assert_eq!(DemoConfig::from_settings(&again).unwrap().admin.port, None);
         // The node has no admin listener.
         assert!(specs_for(Scope::Node).all(|spec| !spec.key.starts_with("admin")));
+    }
+
+    #[test]
+    fn search_batch_setting() {
+        let gateway = |f: &[(&'static str, &str)], e: &[(&str, &str)]| {
+            let mut all = vec![("woserver", "w"), ("meta-uri", "sqlite::memory:")];
+            all.extend_from_slice(f);
+            let s = Settings::resolve(Scope::Gateway, &flags(&all), &env(e), None)?;
+            GatewayConfig::from_settings(&s).map(|g| g.search_batch)
+        };
+        assert_eq!(gateway(&[], &[]).unwrap(), 32);
+        assert_eq!(gateway(&[("search-batch", "1")], &[]).unwrap(), 1);
+        assert_eq!(
+            gateway(&[], &[("MISHARDS_SEARCH_BATCH", "64")]).unwrap(),
+            64
+        );
+        for value in ["0", "1025"] {
+            let err = gateway(&[("search-batch", value)], &[])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("`search_batch`") && err.contains("1 (no batching) to 1024"),
+                "{err}"
+            );
+        }
+        let s = Settings::resolve(
+            Scope::Demo,
+            &flags(&[("search-batch", "4")]),
+            &env(&[]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(DemoConfig::from_settings(&s).unwrap().search_batch, 4);
+        assert!(specs_for(Scope::Node).all(|spec| spec.key != "search_batch"));
     }
 
     #[test]

@@ -482,6 +482,17 @@ pub fn outgoing<T>(message: T) -> tonic::Request<T> {
     }
 }
 
+/// `outgoing`, and whether the request carries a sampled trace (one the receiver's spans join): such a
+/// request is not batched with others, whose traces it would not carry.
+pub fn outgoing_traced<T>(message: T) -> (tonic::Request<T>, bool) {
+    if !exporting() {
+        return (tonic::Request::new(message), false);
+    }
+    let cx = Span::current().context();
+    let sampled = cx.span().span_context().is_sampled();
+    (with_context(message, &cx), sampled)
+}
+
 /// An outgoing request that its receiver must not trace (health probes): a `traceparent` whose
 /// sampled flag is off, which the receiver's parent-based sampler follows. Sent whether or not this
 /// process exports: the receiver may.

@@ -50,6 +50,9 @@ pub struct AttemptManifest {
     pub outcome: &'static str,
     /// Why it failed or was refused; empty when ok.
     pub reason: String,
+    /// How many searches the node call carried: concurrent searches of the same shape share one
+    /// (node_link.rs, batch.rs); 1 when it went alone.
+    pub batch: usize,
 }
 
 fn serde_display<S: serde::Serializer>(value: &NodeAddr, s: S) -> Result<S::Ok, S::Error> {
@@ -550,6 +553,7 @@ mod tests {
                     latency_ms: 3.12,
                     outcome: "ok",
                     reason: String::new(),
+                    batch: 1,
                 }],
             },
             NodeManifest {
@@ -564,6 +568,7 @@ mod tests {
                         latency_ms: 10000.0,
                         outcome: "failed",
                         reason: "no answer within 10s".into(),
+                        batch: 1,
                     },
                     AttemptManifest {
                         round: 1,
@@ -574,6 +579,7 @@ mod tests {
                         latency_ms: 2.0,
                         outcome: "ok",
                         reason: String::new(),
+                        batch: 1,
                     },
                 ],
             },

@@ -420,6 +420,8 @@ fn register_sample(registry: &mut Registry, sample: &ClusterSample) {
     let errors = Family::<NodeLabels, Counter>::default();
     let restarts = Family::<NodeLabels, Counter>::default();
     let cancelled = Family::<NodeLabels, Counter>::default();
+    let search_calls = Family::<NodeLabels, Counter>::default();
+    let batched = Family::<NodeLabels, Counter>::default();
     let latency_p95 = Family::<NodeLabels, F64Gauge>::default();
     let state = Family::<NodeStateLabels, Gauge>::default();
     let nodes = sample
@@ -445,6 +447,12 @@ fn register_sample(registry: &mut Registry, sample: &ClusterSample) {
         errors.get_or_create(&labels).inc_by(stats.errors);
         restarts.get_or_create(&labels).inc_by(stats.restarts);
         cancelled.get_or_create(&labels).inc_by(stats.cancelled);
+        search_calls
+            .get_or_create(&labels)
+            .inc_by(stats.search_calls);
+        batched
+            .get_or_create(&labels)
+            .inc_by(stats.batched_searches);
         if let Some(p95) = stats.latency_p95_ms {
             latency_p95.get_or_create(&labels).set(p95 / 1000.0);
         }
@@ -480,6 +488,16 @@ fn register_sample(registry: &mut Registry, sample: &ClusterSample) {
         "node_cancelled",
         "Calls to the node dropped unanswered because another node's answer won",
         cancelled,
+    );
+    registry.register(
+        "node_search_calls",
+        "SearchInFiles calls the node link made for searches (batched or alone)",
+        search_calls,
+    );
+    registry.register(
+        "node_batched_searches",
+        "Searches that shared a SearchInFiles call with other searches of the same shape",
+        batched,
     );
     registry.register_with_unit(
         "node_latency_p95",
@@ -635,6 +653,8 @@ mod tests {
             errors: 1,
             cancelled: 0,
             restarts: 0,
+            search_calls: 5,
+            batched_searches: 3,
         }
     }
 
@@ -733,6 +753,8 @@ mod tests {
             "mishards_node_in_flight{node=\"127.0.0.1:1\",role=\"read\"} 2",
             "mishards_node_latency_ewma_seconds{node=\"127.0.0.1:1\",role=\"read\"} 0.0015",
             "mishards_node_requests_total{node=\"127.0.0.1:3\",role=\"write\"} 7",
+            "mishards_node_search_calls_total{node=\"127.0.0.1:3\",role=\"write\"} 5",
+            "mishards_node_batched_searches_total{node=\"127.0.0.1:3\",role=\"write\"} 3",
             "mishards_node_state{node=\"127.0.0.1:1\",role=\"read\",state=\"healthy\"} 1",
             "mishards_node_state{node=\"127.0.0.1:3\",role=\"write\",state=\"healthy\"} 0",
             "mishards_node_state{node=\"127.0.0.1:3\",role=\"write\",state=\"down\"} 1",

@@ -3,6 +3,7 @@
 //! public Milvus 1.1 API and never imports `node`.
 
 pub mod admin;
+pub mod batch;
 pub mod cluster;
 pub mod discovery;
 pub mod faults;
@@ -175,6 +176,7 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
         down_after: 2,
         max_backoff: Duration::from_secs(8),
         fault_injection: config.faults.enabled,
+        search_batch: config.search_batch,
     };
     // Fault injection: one seed for every decision, logged so a run can be replayed.
     let fault_seed = config

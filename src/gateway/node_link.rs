@@ -1,14 +1,18 @@
 //! One actor per node: its small pool of gRPC channels, the version gate, a health probe, the
 //! healthy / suspect / down state with exponential-backoff reconnects, in-flight count, latency EWMA and
-//! request/error counters. Callers lease a client, make the call themselves (so a slow call never blocks
-//! the link), and report the outcome back.
+//! request/error counters. Searches are sent through the link (`SearchFiles`), which batches those of
+//! the same shape that arrive together into one call (batch.rs) and keeps its own counts; other calls
+//! lease a client, are made by the caller (so a slow call never blocks the link), and report back.
 
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use futures::future::{Either, join_all, select};
+use tokio::sync::oneshot;
 use tonic::transport::Endpoint;
 
 use super::GatewayError;
+use super::batch;
 use super::faults::{FaultChannel, SetLinkFaults, SiteFaults};
 use super::latency::RecentLatency;
 use super::transport::CoalescingConnector;
@@ -46,6 +50,8 @@ pub struct LinkOptions {
     pub max_backoff: Duration,
     /// Fault injection is on: the channels apply the rules the link is sent (`SetLinkFaults`).
     pub fault_injection: bool,
+    /// Most searches one `SearchInFiles` carries (1: each search is a call of its own).
+    pub search_batch: usize,
 }
 
 /// A node's health as the router needs it: sent when its state changes or its p95 moves.
@@ -76,6 +82,31 @@ pub struct Lease {
 pub struct Report {
     pub latency: Duration,
     pub failed: bool,
+}
+
+/// One search's `SearchInFiles`, made by the link: alone, or together with the other searches of the
+/// same shape that reach the link before it next runs (batch.rs). The answer comes on `reply` by
+/// `deadline`; a caller that drops its receiver has cancelled (a hedge won), and a call whose every
+/// caller cancelled is dropped, which resets its HTTP/2 stream.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SearchFiles {
+    /// With the caller's `traceparent`, when it has one (`telemetry::outgoing`).
+    pub request: tonic::Request<proto::SearchInFilesParam>,
+    pub deadline: Instant,
+    /// Never batched: the request carries a sampled trace of its own.
+    pub alone: bool,
+    pub reply: oneshot::Sender<LinkAnswer>,
+}
+
+/// The link's answer to one `SearchFiles`.
+#[derive(Debug)]
+pub struct LinkAnswer {
+    /// The node's answer to this search's queries, or why there is none (unreachable, transport
+    /// error, deadline, malformed answer).
+    pub result: Result<proto::TopKQueryResult, String>,
+    /// How many searches the call carried (1: alone).
+    pub batch: usize,
 }
 
 /// The lease holder dropped its call before an answer (a hedge won): neither a success nor a failure,
@@ -112,6 +143,10 @@ pub struct LinkStats {
     /// Calls dropped before they answered because another node's answer won.
     pub cancelled: u64,
     pub restarts: u64,
+    /// `SearchInFiles` calls the link made for searches, and the searches that shared a call with
+    /// others: `searches / search_calls` is the mean batch.
+    pub search_calls: u64,
+    pub batched_searches: u64,
 }
 
 pub struct NodeLink {
@@ -139,6 +174,11 @@ pub struct NodeLink {
     recent_restarts: std::collections::VecDeque<Instant>,
     /// With fault injection on: this node's rules, read by its channels on every call.
     faults: Option<tokio::sync::watch::Sender<Option<std::sync::Arc<SiteFaults>>>>,
+    /// Searches waiting for the next flush, and whether one is scheduled.
+    pending: Vec<SearchFiles>,
+    flush_scheduled: bool,
+    search_calls: u64,
+    batched_searches: u64,
 }
 
 /// More restarts than this within `RESTART_WINDOW` mark the node down until a probe succeeds after the
@@ -178,6 +218,10 @@ impl NodeLink {
                 .fault_injection
                 .then(|| tokio::sync::watch::channel(None).0),
             options,
+            pending: Vec::new(),
+            flush_scheduled: false,
+            search_calls: 0,
+            batched_searches: 0,
         }
     }
 
@@ -328,7 +372,163 @@ impl NodeLink {
             errors: self.errors,
             cancelled: self.cancelled,
             restarts: self.restarts,
+            search_calls: self.search_calls,
+            batched_searches: self.batched_searches,
         }
+    }
+
+    /// Why the link takes no calls now, if it does not.
+    fn unusable(&self) -> Option<GatewayError> {
+        (matches!(self.state, LinkState::Down) || self.pool.is_empty()).then(|| {
+            GatewayError::Unreachable {
+                node: self.node.to_string(),
+                reason: self
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| "not connected".into()),
+            }
+        })
+    }
+
+    /// The next client of the pool, round robin.
+    fn next_client(&mut self) -> Option<Client> {
+        if self.pool.is_empty() {
+            return None;
+        }
+        self.next = (self.next + 1) % self.pool.len();
+        Some(self.pool[self.next].clone())
+    }
+
+    /// A call's outcome for the node's latency and health (`failed`: no usable answer).
+    fn call_ended(&mut self, latency: Duration, failed: bool, ctx: &mut Context<Self>) {
+        let ms = latency.as_secs_f64() * 1000.0;
+        self.ewma_ms = if self.ewma_ms == 0.0 {
+            ms
+        } else {
+            0.8 * self.ewma_ms + 0.2 * ms
+        };
+        if !failed && self.recent.record(Instant::now(), latency) {
+            self.tell_health();
+        }
+        if failed {
+            self.failed("a request got no answer".into());
+            self.next_probe = self.next_probe.min(Instant::now());
+            self.probe(ctx);
+        } else if self.state != LinkState::Healthy && self.version.is_some() {
+            self.succeeded();
+        }
+    }
+
+    /// Sends every pending search, batched by shape.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        self.flush_scheduled = false;
+        let mut pending = std::mem::take(&mut self.pending);
+        while !pending.is_empty() {
+            let searches = batch::take_batch(
+                &mut pending,
+                self.options.search_batch,
+                |s| s.request.get_ref(),
+                |s| s.alone,
+            );
+            self.send_batch(searches, ctx);
+        }
+    }
+
+    /// One `SearchInFiles` for `searches` (all of one shape); their answers are split back by rows.
+    fn send_batch(&mut self, searches: Vec<SearchFiles>, ctx: &mut Context<Self>) {
+        let size = searches.len();
+        if size == 0 {
+            return;
+        }
+        let Some(mut client) = self.next_client() else {
+            let reason = self.unusable().map_or_else(String::new, |e| e.to_string());
+            self.in_flight = self.in_flight.saturating_sub(size as u64);
+            for s in searches {
+                let _ = s.reply.send(LinkAnswer {
+                    result: Err(reason.clone()),
+                    batch: size,
+                });
+            }
+            return;
+        };
+        self.search_calls += 1;
+        if size > 1 {
+            self.batched_searches += size as u64;
+        }
+        let deadline = searches.iter().map(|s| s.deadline).min();
+        let deadline = tokio::time::Instant::from_std(deadline.unwrap_or_else(Instant::now));
+        let (requests, mut replies): (Vec<_>, Vec<_>) =
+            searches.into_iter().map(|s| (s.request, s.reply)).unzip();
+        let mut requests = requests.into_iter();
+        let Some(first) = requests.next() else {
+            return;
+        };
+        let (request, rows) = if size == 1 {
+            (first, Vec::new())
+        } else {
+            // The first caller's metadata (its traceparent, if any) goes with the call.
+            let (metadata, extensions, first) = first.into_parts();
+            let searches = std::iter::once(first).chain(requests.map(tonic::Request::into_inner));
+            let (combined, rows) = batch::combine(searches.collect());
+            (
+                tonic::Request::from_parts(metadata, extensions, combined),
+                rows,
+            )
+        };
+        let started = Instant::now();
+        let call = async move {
+            let answer = tokio::time::timeout_at(deadline, client.search_in_files(request));
+            let all_cancelled = join_all(replies.iter_mut().map(|r| r.closed()));
+            let answer = match select(std::pin::pin!(answer), std::pin::pin!(all_cancelled)).await {
+                Either::Left((answer, _)) => Some(answer),
+                Either::Right(_) => None,
+            };
+            (answer, replies)
+        };
+        ctx.spawn(
+            call.into_actor(self)
+                .map(move |(answer, replies), act, ctx| {
+                    act.in_flight = act.in_flight.saturating_sub(size as u64);
+                    let latency = started.elapsed();
+                    let answers: Vec<Result<proto::TopKQueryResult, String>> = match answer {
+                        None => {
+                            // Every caller went away: neither a success nor a failure for the node.
+                            act.cancelled += size as u64;
+                            return;
+                        }
+                        Some(Err(_)) => vec![
+                            Err(format!(
+                                "no answer within {:?}",
+                                deadline.saturating_duration_since(started.into())
+                            ));
+                            size
+                        ],
+                        Some(Ok(Err(status))) => {
+                            vec![Err(format!("SearchInFiles failed: {}", status.message())); size]
+                        }
+                        Some(Ok(Ok(answer))) if size == 1 => vec![Ok(answer.into_inner())],
+                        Some(Ok(Ok(answer))) => match batch::split(answer.into_inner(), &rows) {
+                            Ok(parts) => parts.into_iter().map(Ok).collect(),
+                            Err(reason) => vec![Err(reason); size],
+                        },
+                    };
+                    let failed = answers.iter().any(Result::is_err);
+                    if failed {
+                        act.errors += size as u64;
+                    }
+                    act.call_ended(latency, failed, ctx);
+                    for (reply, result) in replies.into_iter().zip(answers) {
+                        if reply.is_closed() {
+                            act.cancelled += 1;
+                        } else {
+                            let _ = reply.send(LinkAnswer {
+                                result,
+                                batch: size,
+                            });
+                        }
+                    }
+                }),
+        );
     }
 }
 
@@ -359,6 +559,9 @@ impl Supervised for NodeLink {
         self.pool.clear();
         self.probing = false;
         self.in_flight = 0;
+        // Their callers see the link gone and send the files on.
+        self.pending.clear();
+        self.flush_scheduled = false;
         self.version = None;
         self.state = LinkState::Connecting;
         self.next_probe = Instant::now();
@@ -386,23 +589,48 @@ impl Supervised for NodeLink {
 impl Handler<Acquire> for NodeLink {
     type Result = Result<Lease, GatewayError>;
     fn handle(&mut self, _: Acquire, _: &mut Context<Self>) -> Self::Result {
-        if matches!(self.state, LinkState::Down) || self.pool.is_empty() {
-            return Err(GatewayError::Unreachable {
-                node: self.node.to_string(),
-                reason: self
-                    .reason
-                    .clone()
-                    .unwrap_or_else(|| "not connected".into()),
-            });
+        if let Some(e) = self.unusable() {
+            return Err(e);
         }
-        self.next = (self.next + 1) % self.pool.len();
+        let client = self
+            .next_client()
+            .ok_or_else(|| GatewayError::Unreachable {
+                node: self.node.to_string(),
+                reason: "not connected".into(),
+            })?;
         self.in_flight += 1;
         self.requests += 1;
         Ok(Lease {
-            client: self.pool[self.next].clone(),
+            client,
             node: self.node.clone(),
             started: Instant::now(),
         })
+    }
+}
+
+impl Handler<SearchFiles> for NodeLink {
+    type Result = ();
+    fn handle(&mut self, search: SearchFiles, ctx: &mut Context<Self>) {
+        if let Some(e) = self.unusable() {
+            let _ = search.reply.send(LinkAnswer {
+                result: Err(e.to_string()),
+                batch: 1,
+            });
+            return;
+        }
+        self.in_flight += 1;
+        self.requests += 1;
+        self.pending.push(search);
+        if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            // Flushed once the tasks already woken have run: the searches they carry join this batch,
+            // so batches form under load and a lone search waits for nothing.
+            ctx.spawn(
+                tokio::task::yield_now()
+                    .into_actor(self)
+                    .map(|(), act, ctx| act.flush(ctx)),
+            );
+        }
     }
 }
 
@@ -410,23 +638,10 @@ impl Handler<Report> for NodeLink {
     type Result = ();
     fn handle(&mut self, r: Report, ctx: &mut Context<Self>) {
         self.in_flight = self.in_flight.saturating_sub(1);
-        let ms = r.latency.as_secs_f64() * 1000.0;
-        self.ewma_ms = if self.ewma_ms == 0.0 {
-            ms
-        } else {
-            0.8 * self.ewma_ms + 0.2 * ms
-        };
-        if !r.failed && self.recent.record(Instant::now(), r.latency) {
-            self.tell_health();
-        }
         if r.failed {
             self.errors += 1;
-            self.failed("a request got no answer".into());
-            self.next_probe = self.next_probe.min(Instant::now());
-            self.probe(ctx);
-        } else if self.state != LinkState::Healthy && self.version.is_some() {
-            self.succeeded();
         }
+        self.call_ended(r.latency, r.failed, ctx);
     }
 }
 

@@ -27,12 +27,12 @@ use super::inspect::{
     AttemptManifest, AttemptWhy, Inspector, NodeManifest, Record, SearchManifest,
 };
 use super::merge::{Partial, merge_topk};
-use super::node_link::{Acquire, Cancelled, Lease, NodeLink, Report};
+use super::node_link::{Acquire, Cancelled, Lease, LinkAnswer, NodeLink, Report, SearchFiles};
 use super::routing::{Plan, Routing, SearchPlan, Seen};
 use crate::config::NodeAddr;
 use crate::error::{MilvusError, success};
 use crate::proto::{self, ErrorCode};
-use crate::telemetry::{RequestTraceId, outgoing};
+use crate::telemetry::{RequestTraceId, outgoing, outgoing_traced};
 
 /// What a scatter-gather ends with: the merged answer, or the request back when the snapshot does not
 /// know the collection (the caller asks the write node, which may have just created it).
@@ -285,12 +285,50 @@ struct Job {
 
 /// What one call to a node came to.
 enum Attempt {
-    Answered(proto::TopKQueryResult),
+    /// The node's answer, and how many searches its call carried (1: alone).
+    Answered(proto::TopKQueryResult, usize),
     /// The node did not answer usefully; its files go to their fallbacks.
     Failed(String),
     /// The node answered with a client error (bad dimension, bad tag…): the search itself is wrong.
     Refused(proto::Status),
 }
+
+impl From<Result<proto::TopKQueryResult, String>> for Attempt {
+    /// A node's answer (or why there is none) as an attempt: its own trouble fails the attempt, a
+    /// client error refuses the search.
+    fn from(answer: Result<proto::TopKQueryResult, String>) -> Attempt {
+        let result = match answer {
+            Err(reason) => return Attempt::Failed(reason),
+            Ok(result) => result,
+        };
+        match result.status.as_ref().map_or(0, |s| s.error_code) {
+            0 => Attempt::Answered(result, 1),
+            code if node_trouble(code) => Attempt::Failed(format!(
+                "answered {code}: {}",
+                result
+                    .status
+                    .as_ref()
+                    .map(|s| s.reason.as_str())
+                    .unwrap_or_default()
+            )),
+            _ => Attempt::Refused(result.status.unwrap_or_default()),
+        }
+    }
+}
+
+impl Attempt {
+    fn name(&self) -> &'static str {
+        match self {
+            Attempt::Answered(..) => "answered",
+            Attempt::Failed(_) => "failed",
+            Attempt::Refused(_) => "refused",
+        }
+    }
+}
+
+/// How long past its node deadline a search waits for its link, which answers by that deadline
+/// unless it stopped.
+const LINK_GRACE: Duration = Duration::from_secs(1);
 
 /// Status codes a node may answer that another node might not (its own trouble, not the request's).
 /// COLLECTION_NOT_EXISTS is one: the plan came from a snapshot that has the collection, so a node
@@ -564,16 +602,26 @@ impl Job {
             latency_ms: 0.0,
             outcome: "ok",
             reason: String::new(),
+            batch: 1,
         };
-        // Leased before the call starts, so a call dropped unanswered always holds a lease to give back.
-        let future: LocalBoxFuture<'_, Attempt> =
+        let future: LocalBoxFuture<'_, Attempt> = if stale.is_empty() {
+            // The common case: the link makes the call, batched with other searches of the same shape.
+            let sent = span.in_scope(|| self.send_to_link(&node, &files));
+            Box::pin(
+                self.answer_from_link(node.clone(), files.clone(), sent)
+                    .instrument(span.clone()),
+            )
+        } else {
+            // Leased before the call starts, so a call dropped unanswered always holds a lease to give
+            // back.
             match self.lease(&node).instrument(span.clone()).await {
                 Ok((link, lease)) => Box::pin(
                     self.call_node(node.clone(), files.clone(), stale, link, lease)
                         .instrument(span.clone()),
                 ),
                 Err(reason) => Box::pin(std::future::ready(Attempt::Failed(reason))),
-            };
+            }
+        };
         Call {
             node,
             files,
@@ -636,16 +684,9 @@ impl Job {
                     Err(s) => return Err(format!("ReloadSegments failed: {}", s.message())),
                 }
             }
-            let request = proto::SearchInFilesParam {
-                file_id_array: files
-                    .iter()
-                    .map(|i| self.plan.files[*i].id.to_string())
-                    .collect(),
-                search_param: Some(self.param.clone()),
-            };
             lease
                 .client
-                .search_in_files(outgoing(request))
+                .search_in_files(outgoing(self.search_request(&files)))
                 .await
                 .map(|r| r.into_inner())
                 .map_err(|s| format!("SearchInFiles failed: {}", s.message()))
@@ -654,37 +695,83 @@ impl Job {
         let latency = started.elapsed();
         let attempt = match outcome {
             Err(_) => Attempt::Failed(format!("no answer within {deadline:?}")),
-            Ok(Err(reason)) => Attempt::Failed(reason),
-            Ok(Ok(result)) => match result.status.as_ref().map_or(0, |s| s.error_code) {
-                0 => Attempt::Answered(result),
-                code if node_trouble(code) => Attempt::Failed(format!(
-                    "answered {code}: {}",
-                    result
-                        .status
-                        .as_ref()
-                        .map(|s| s.reason.as_str())
-                        .unwrap_or_default()
-                )),
-                _ => Attempt::Refused(result.status.unwrap_or_default()),
-            },
+            Ok(answer) => Attempt::from(answer),
         };
         let failed = matches!(attempt, Attempt::Failed(_));
         unanswered.0 = None;
         link.do_send(Report { latency, failed });
-        tracing::debug!(%node, files = files.len(), ?latency, failed, "read node attempt");
-        if !failed {
-            // Only what Routing does not know yet: in the steady state, nothing to send.
-            let seen: Vec<(i64, i64)> = files
-                .iter()
-                .map(|i| &self.plan.files[*i])
-                .filter(|f| !f.current_on.contains(&node))
-                .map(|f| (f.id, f.updated_time))
-                .collect();
-            if !seen.is_empty() {
-                self.routing.do_send(Seen { node, files: seen });
-            }
-        }
+        self.answered(node, &files, &attempt);
         attempt
+    }
+
+    /// This attempt's `SearchInFiles`: its files, the client's query.
+    fn search_request(&self, files: &[usize]) -> proto::SearchInFilesParam {
+        proto::SearchInFilesParam {
+            file_id_array: files
+                .iter()
+                .map(|i| self.plan.files[*i].id.to_string())
+                .collect(),
+            search_param: Some(self.param.clone()),
+        }
+    }
+
+    /// Hands the search to `node`'s link, which answers on the returned receiver (`None`: no link).
+    fn send_to_link(
+        &self,
+        node: &NodeAddr,
+        files: &[usize],
+    ) -> Option<oneshot::Receiver<LinkAnswer>> {
+        let link = self.links.get(node)?;
+        let (reply, answer) = oneshot::channel();
+        let (request, alone) = outgoing_traced(self.search_request(files));
+        link.do_send(SearchFiles {
+            request,
+            deadline: Instant::now() + self.node_timeout,
+            alone,
+            reply,
+        });
+        Some(answer)
+    }
+
+    /// Waits for the link's answer. The link answers by the deadline; the grace covers a link that
+    /// stops without answering (its receiver then closes at once).
+    async fn answer_from_link(
+        &self,
+        node: NodeAddr,
+        files: Vec<usize>,
+        sent: Option<oneshot::Receiver<LinkAnswer>>,
+    ) -> Attempt {
+        let Some(answer) = sent else {
+            return Attempt::Failed("no link to this node (it left the cluster)".into());
+        };
+        let attempt = match tokio::time::timeout(self.node_timeout + LINK_GRACE, answer).await {
+            Err(_) => Attempt::Failed(format!("no answer within {:?}", self.node_timeout)),
+            Ok(Err(_)) => Attempt::Failed("the node link stopped before answering".into()),
+            Ok(Ok(LinkAnswer { result, batch })) => match Attempt::from(result) {
+                Attempt::Answered(result, _) => Attempt::Answered(result, batch),
+                other => other,
+            },
+        };
+        self.answered(node, &files, &attempt);
+        attempt
+    }
+
+    /// After a node answered: tells Routing which files it now has current (in the steady state,
+    /// none it did not know).
+    fn answered(&self, node: NodeAddr, files: &[usize], attempt: &Attempt) {
+        tracing::debug!(%node, files = files.len(), outcome = attempt.name(), "read node attempt");
+        if matches!(attempt, Attempt::Failed(_)) {
+            return;
+        }
+        let seen: Vec<(i64, i64)> = files
+            .iter()
+            .map(|i| &self.plan.files[*i])
+            .filter(|f| !f.current_on.contains(&node))
+            .map(|f| (f.id, f.updated_time))
+            .collect();
+        if !seen.is_empty() {
+            self.routing.do_send(Seen { node, files: seen });
+        }
     }
 }
 
@@ -752,10 +839,13 @@ impl Call<'_> {
         } = self;
         drop(future);
         record.latency_ms = millis(took.unwrap_or_else(|| started.elapsed()));
+        if let Some(Attempt::Answered(_, batch)) = &result {
+            record.batch = *batch;
+        }
         (record.outcome, record.reason) = match &result {
             None => ("cancelled", String::new()),
-            Some(Attempt::Answered(_)) if used => ("ok", String::new()),
-            Some(Attempt::Answered(_)) => ("unused", String::new()),
+            Some(Attempt::Answered(..)) if used => ("ok", String::new()),
+            Some(Attempt::Answered(..)) => ("unused", String::new()),
             Some(Attempt::Failed(reason)) => ("failed", reason.clone()),
             Some(Attempt::Refused(status)) => ("refused", status.reason.clone()),
         };
@@ -786,7 +876,7 @@ enum Decision {
 /// Who answers, once that is settled (`None`: wait for more calls).
 fn decide(original: &Call<'_>, hedges: &[Call<'_>]) -> Option<Decision> {
     match &original.result {
-        Some(Attempt::Answered(_)) => return Some(Decision::Original),
+        Some(Attempt::Answered(..)) => return Some(Decision::Original),
         Some(Attempt::Refused(status)) => return Some(Decision::Refused(status.clone())),
         _ => {}
     }
@@ -796,7 +886,7 @@ fn decide(original: &Call<'_>, hedges: &[Call<'_>]) -> Option<Decision> {
     }) {
         return Some(Decision::Refused(status));
     }
-    let answered = |h: &Call<'_>| matches!(h.result, Some(Attempt::Answered(_)));
+    let answered = |h: &Call<'_>| matches!(h.result, Some(Attempt::Answered(..)));
     if !hedges.is_empty() && hedges.iter().all(answered) {
         return Some(Decision::Hedges);
     }
@@ -832,7 +922,7 @@ fn settle(decision: Decision, original: Call<'_>, hedges: Vec<Call<'_>>) -> Node
         let files = call.files.clone();
         let (node, record, result) = call.close(used);
         match result {
-            Some(Attempt::Answered(answer)) if used => out.answers.push(answer),
+            Some(Attempt::Answered(answer, _)) if used => out.answers.push(answer),
             Some(Attempt::Failed(reason)) => {
                 tracing::warn!(%node, files = files.len(), round = record.round, why = record.why.as_str(), %reason, "read node attempt failed");
                 // Files go on when no answer covers them: a failed hedge's when the original failed
@@ -887,6 +977,7 @@ mod tests {
                 latency_ms: 0.0,
                 outcome: "ok",
                 reason: String::new(),
+                batch: 1,
             },
             files,
             span: Span::none(),
@@ -902,12 +993,15 @@ mod tests {
     }
 
     fn answer(ids: &[i64]) -> Attempt {
-        Attempt::Answered(proto::TopKQueryResult {
-            status: Some(success()),
-            row_num: 1,
-            ids: ids.to_vec(),
-            distances: vec![0.0; ids.len()],
-        })
+        Attempt::Answered(
+            proto::TopKQueryResult {
+                status: Some(success()),
+                row_num: 1,
+                ids: ids.to_vec(),
+                distances: vec![0.0; ids.len()],
+            },
+            1,
+        )
     }
 
     fn outcomes(out: &NodeOutcome) -> Vec<(u16, &'static str)> {

@@ -12,8 +12,9 @@ merged) and a search has several files to split. Seven files over three read nod
 bound (no node owns more than ceil(1.25 · 7 / 3) = 3 files of a search) every read node owns at least one
 file of every search, so "every read node served" is a fact to check, not luck.
 
-Sections: split search and pass-through · a read node killed under load, then replaced · the write node
-killed, then restarted · every read node killed · the demo, stopped with Ctrl-C and restarted."""
+Sections: split search and pass-through · concurrent clients sharing node calls · a read node killed under
+load, then replaced · the write node killed, then restarted · every read node killed · the demo, stopped with
+Ctrl-C and restarted."""
 
 import re
 import threading
@@ -262,6 +263,46 @@ def test_search_split_across_read_nodes_is_exact_and_other_calls_pass_through(st
 # ------------------------------------------------------------------------------------------------------------
 # 2. a read node killed under load costs no answer; a replacement joins through the hosts file
 # ------------------------------------------------------------------------------------------------------------
+
+def test_concurrent_clients_get_exact_answers_while_their_searches_share_node_calls(start_cluster, rng):
+    """Sixteen pymilvus clients searching at once: the read nodes' links batch searches of the same shape
+    into one SearchInFiles (conn_stats: batched_searches), and every search still gets its exact answer."""
+    cluster = start_cluster(readers=2)
+    c = cluster.client()
+    h.wait_read_nodes(c, healthy(cluster.readers), what="two read nodes healthy")
+    name = create(c, prefix="batched")
+    data, ids = load_files(c, name, rng, 4)
+    assert_own_files(c, cluster.storage, name, 4)
+    clients = [cluster.client() for _ in range(16)]
+    failures = []
+
+    def searches(client, queries):
+        try:
+            for q in queries:
+                search_and_check(client, name, data, ids, q, "L2", what="concurrent search")
+        except Exception as e:  # noqa: BLE001 - reported by the main thread
+            failures.append(repr(e))
+
+    batched = 0
+    for round_ in range(5):   # bounded: at most 5 rounds of 16 clients × 8 searches
+        work = [[h.tie_free_queries(rng, data, TOPK, "L2", 1 + (i + j) % 3) for j in range(8)]
+                for i in range(len(clients))]
+        threads = [threading.Thread(target=searches, args=(cl, qs)) for cl, qs in zip(clients, work)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not any(t.is_alive() for t in threads), "concurrent searches did not finish within 120 s"
+        assert not failures, "round {}: {}".format(round_, failures[:3])
+        stats = h.read_node_stats(h.conn_stats(c))
+        batched = sum(n.get("batched_searches", 0) for n in stats.values())
+        calls = sum(n.get("search_calls", 0) for n in stats.values())
+        requests = sum(n.get("requests", 0) for n in stats.values())
+        assert 0 < calls <= requests, "conn_stats: {} search calls for {} requests".format(calls, requests)
+        if batched:
+            break
+    assert batched > 0, "16 clients searching at once, yet no read-node call carried more than one search"
+
 
 def test_read_node_killed_under_search_load_then_replaced(start_cluster, rng):
     cluster = start_cluster(readers=3)
