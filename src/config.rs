@@ -1973,14 +1973,21 @@ mod tests {
         );
     }
 
+    /// The gateway's config from flags `f` (with a write node and metadata URI) and environment `e`.
+    fn gateway_config(
+        f: &[(&'static str, &str)],
+        e: &[(&str, &str)],
+    ) -> Result<GatewayConfig, ConfigError> {
+        let mut all = vec![("woserver", "w"), ("meta-uri", "sqlite::memory:")];
+        all.extend_from_slice(f);
+        let s = Settings::resolve(Scope::Gateway, &flags(&all), &env(e), None)?;
+        GatewayConfig::from_settings(&s)
+    }
+
     #[test]
     fn admin_listener_settings() {
-        let gateway = |f: &[(&'static str, &str)], e: &[(&str, &str)]| {
-            let mut all = vec![("woserver", "w"), ("meta-uri", "sqlite::memory:")];
-            all.extend_from_slice(f);
-            let s = Settings::resolve(Scope::Gateway, &flags(&all), &env(e), None)?;
-            GatewayConfig::from_settings(&s).map(|g| g.admin)
-        };
+        let gateway =
+            |f: &[(&'static str, &str)], e: &[(&str, &str)]| gateway_config(f, e).map(|g| g.admin);
         // Loopback on Milvus 1.1's HTTP port unless told.
         assert_eq!(gateway(&[], &[]).unwrap(), AdminConfig::default());
         assert_eq!(AdminConfig::default().host, "127.0.0.1");
@@ -2030,10 +2037,7 @@ mod tests {
     #[test]
     fn search_batch_setting() {
         let gateway = |f: &[(&'static str, &str)], e: &[(&str, &str)]| {
-            let mut all = vec![("woserver", "w"), ("meta-uri", "sqlite::memory:")];
-            all.extend_from_slice(f);
-            let s = Settings::resolve(Scope::Gateway, &flags(&all), &env(e), None)?;
-            GatewayConfig::from_settings(&s).map(|g| g.search_batch)
+            gateway_config(f, e).map(|g| g.search_batch)
         };
         assert_eq!(gateway(&[], &[]).unwrap(), 32);
         assert_eq!(gateway(&[("search-batch", "1")], &[]).unwrap(), 1);
@@ -2063,12 +2067,8 @@ mod tests {
 
     #[test]
     fn hedge_settings() {
-        let gateway = |f: &[(&'static str, &str)], e: &[(&str, &str)]| {
-            let mut all = vec![("woserver", "w"), ("meta-uri", "sqlite::memory:")];
-            all.extend_from_slice(f);
-            let s = Settings::resolve(Scope::Gateway, &flags(&all), &env(e), None)?;
-            GatewayConfig::from_settings(&s).map(|g| g.hedge)
-        };
+        let gateway =
+            |f: &[(&'static str, &str)], e: &[(&str, &str)]| gateway_config(f, e).map(|g| g.hedge);
         // On, adaptive, 5%, demoting, unless told.
         assert_eq!(gateway(&[], &[]).unwrap(), HedgeConfig::default());
         assert!(HedgeConfig::default().on && HedgeConfig::default().demote_slow_nodes);

@@ -475,11 +475,7 @@ impl Injector for MetadataInjector<'_> {
 
 /// An outgoing request carrying the current span as W3C `traceparent` (when tracing is on).
 pub fn outgoing<T>(message: T) -> tonic::Request<T> {
-    if exporting() {
-        with_context(message, &Span::current().context())
-    } else {
-        tonic::Request::new(message)
-    }
+    outgoing_traced(message).0
 }
 
 /// `outgoing`, and whether the request carries a sampled trace (one the receiver's spans join): such a

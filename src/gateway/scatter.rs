@@ -645,7 +645,8 @@ impl Job {
         }
     }
 
-    /// Reload where needed, then one SearchInFiles within the deadline; reports to the link.
+    /// For files whose delete marks changed: `ReloadSegments`, then its own `SearchInFiles`, both within
+    /// the deadline, on a leased client; reports to the link.
     async fn call_node(
         &self,
         node: NodeAddr,
@@ -659,30 +660,25 @@ impl Job {
         let started = Instant::now();
         let deadline = self.node_timeout;
         let outcome = tokio::time::timeout(deadline, async {
-            if !stale.is_empty() {
-                let reload = proto::ReLoadSegmentsParam {
-                    collection_name: self.param.collection_name.clone(),
-                    segment_id_array: stale.iter().map(i64::to_string).collect(),
-                };
-                let span = tracing::info_span!(
-                    "reload_segments",
-                    otel.kind = "client",
-                    files = stale.len()
-                );
-                let answer = async { lease.client.reload_segments(outgoing(reload)).await }
-                    .instrument(span)
-                    .await;
-                match answer {
-                    Ok(r) if r.get_ref().error_code == 0 => {}
-                    Ok(r) => {
-                        return Err(format!(
-                            "ReloadSegments answered {}: {}",
-                            r.get_ref().error_code,
-                            r.get_ref().reason
-                        ));
-                    }
-                    Err(s) => return Err(format!("ReloadSegments failed: {}", s.message())),
+            let reload = proto::ReLoadSegmentsParam {
+                collection_name: self.param.collection_name.clone(),
+                segment_id_array: stale.iter().map(i64::to_string).collect(),
+            };
+            let span =
+                tracing::info_span!("reload_segments", otel.kind = "client", files = stale.len());
+            let answer = async { lease.client.reload_segments(outgoing(reload)).await }
+                .instrument(span)
+                .await;
+            match answer {
+                Ok(r) if r.get_ref().error_code == 0 => {}
+                Ok(r) => {
+                    return Err(format!(
+                        "ReloadSegments answered {}: {}",
+                        r.get_ref().error_code,
+                        r.get_ref().reason
+                    ));
                 }
+                Err(s) => return Err(format!("ReloadSegments failed: {}", s.message())),
             }
             lease
                 .client
