@@ -352,7 +352,7 @@ pub fn config_check(
 
 /// `mishards inspect`: fetches one search's manifest from the admin listener and prints it as a tree.
 async fn inspect(trace_id: &str, admin: &str, out: &mut dyn Write) -> Result<(), CliError> {
-    use crate::gateway::admin::{AdminClientError, fetch};
+    use crate::gateway::admin_client::{AdminClientError, fetch};
     use crate::gateway::inspect::{is_trace_id, render_tree};
     // Also accept the listener's URL as a browser shows it.
     let admin = admin.trim_start_matches("http://").trim_end_matches('/');
@@ -830,7 +830,7 @@ async fn chaos_run(m: &ArgMatches, out: &mut dyn Write) -> Result<(), CliError> 
     let seed = m
         .get_one::<u64>("seed")
         .copied()
-        .unwrap_or_else(crate::gateway::faults::random_seed);
+        .unwrap_or_else(crate::gateway::injection::random_seed);
     let _telemetry = telemetry::init(
         &config::LogConfig {
             debug: false,

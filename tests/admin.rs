@@ -187,7 +187,7 @@ async fn every_endpoint_answers_json_or_prometheus_text() {
     );
 
     // /metrics: Prometheus text; the Search counter grows with each search; node gauges are there.
-    let reply = mishards::gateway::admin::fetch(&admin, "/metrics", Duration::from_secs(10))
+    let reply = mishards::gateway::admin_client::fetch(&admin, "/metrics", Duration::from_secs(10))
         .await
         .expect("GET /metrics");
     assert_eq!(reply.status, 200);
@@ -359,7 +359,7 @@ async fn the_admin_listener_binds_the_host_it_is_told_or_none() {
     // The admin listener stops with the gateway.
     let admin = cluster.admin();
     cluster.shutdown().await;
-    let refused = mishards::gateway::admin::fetch(&admin, "/healthz", Duration::from_secs(5)).await;
+    let refused = mishards::gateway::admin_client::fetch(&admin, "/healthz", Duration::from_secs(5)).await;
     assert!(refused.is_err(), "{refused:?}");
 }
 

@@ -7,14 +7,14 @@ use std::collections::HashMap;
 
 use mishards::config::{GatewayConfig, NodeConfig, Role, Scope, Settings};
 use mishards::meta::MetaUri;
-use serde_yaml::Value;
+use serde_yaml_ng::Value;
 
 fn compose() -> Value {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/docker-compose/docker-compose.yml"
     );
-    serde_yaml::from_str(&std::fs::read_to_string(path).expect("compose file")).expect("valid YAML")
+    serde_yaml_ng::from_str(&std::fs::read_to_string(path).expect("compose file")).expect("valid YAML")
 }
 
 fn strings(v: &Value) -> Vec<String> {

@@ -520,7 +520,7 @@ async fn searches_go_on_through_a_metadata_outage_and_it_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_node_link_is_restarted_and_restart_intensity_is_bounded() {
     use mishards::gateway::cluster::GetLinks;
-    use mishards::gateway::node_link::Crash;
+    use mishards::gateway::control::Crash;
     let cluster = TestCluster::start(2, None).await;
     let mut c = cluster.client().await;
     let mut rng = Rng(27);

@@ -307,7 +307,7 @@ impl TestCluster {
     }
 
     /// The gateway's in-process fault handle (fault injection must be on).
-    pub fn faults(&self) -> mishards::gateway::faults::FaultHandle {
+    pub fn faults(&self) -> mishards::gateway::injection::FaultHandle {
         self.gateway
             .faults()
             .expect("the test gateway runs with fault injection")
@@ -504,7 +504,7 @@ pub async fn start_gateway_with(
 
 /// `GET path` from an admin listener at `addr`: status and body (bounded to 10 s).
 pub async fn admin_get(addr: &str, path: &str) -> (u16, String) {
-    let reply = mishards::gateway::admin::fetch(addr, path, std::time::Duration::from_secs(10))
+    let reply = mishards::gateway::admin_client::fetch(addr, path, std::time::Duration::from_secs(10))
         .await
         .unwrap_or_else(|e| panic!("GET {path}: {e}"));
     (reply.status, reply.body)
@@ -561,7 +561,7 @@ pub async fn admin_request(
         .as_deref()
         .map(|a| vec![("Authorization", a)])
         .unwrap_or_default();
-    let reply = mishards::gateway::admin::request(
+    let reply = mishards::gateway::admin_client::request(
         addr,
         method,
         path,

@@ -1,0 +1,3 @@
+//! Small helpers that every layer shares and none owns.
+
+pub mod rng;

@@ -1,0 +1,693 @@
+//! One actor per node: its small pool of gRPC channels, the version gate, a health probe, the
+//! healthy / suspect / down state with exponential-backoff reconnects, in-flight count, latency EWMA and
+//! request/error counters. Searches are sent through the link (`SearchFiles`), which batches those of
+//! the same shape that arrive together into one call (batch.rs) and keeps its own counts; other calls
+//! lease a client, are made by the caller (so a slow call never blocks the link), and report back.
+
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures::future::{Either, join_all, select};
+use tokio::sync::oneshot;
+use tonic::transport::Endpoint;
+
+use super::GatewayError;
+use super::batch;
+use crate::control::{Crash, SetLinkFaults, SiteFaults};
+use crate::fault_channel::FaultChannel;
+use super::latency::RecentLatency;
+use super::transport::CoalescingConnector;
+use mishards_config::NodeAddr;
+use mishards_proto::limits::MAX_MESSAGE_BYTES;
+use mishards_proto::{self as proto, milvus_service_client::MilvusServiceClient};
+
+/// A node's client. Its calls go through the fault layer, a plain tonic channel unless fault
+/// injection is on.
+pub type Client = MilvusServiceClient<FaultChannel>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkState {
+    /// Not probed yet.
+    Connecting,
+    Healthy,
+    /// Recent failures; still used, ranked after healthy nodes.
+    Suspect,
+    /// Unreachable or refused by the version gate; not used until a probe succeeds.
+    Down,
+}
+
+#[derive(Debug, Clone)]
+pub struct LinkOptions {
+    pub pool_size: usize,
+    pub probe_interval: Duration,
+    pub probe_timeout: Duration,
+    /// The prefix `Cmd("version")` must start with (pymilvus 1.1.2 needs `1.1.`).
+    pub version_prefix: String,
+    /// Consecutive failures that make a suspect node down.
+    pub down_after: u32,
+    pub max_backoff: Duration,
+    /// Fault injection is on: the channels apply the rules the link is sent (`SetLinkFaults`).
+    pub fault_injection: bool,
+    /// Most searches one `SearchInFiles` carries (1: each search is a call of its own).
+    pub search_batch: usize,
+}
+
+/// A node's health as the router needs it: sent when its state changes or its p95 moves.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct NodeHealth {
+    pub node: NodeAddr,
+    pub state: LinkState,
+    /// The p95 of its recent answered calls (`None`: too few samples).
+    pub p95: Option<Duration>,
+}
+
+/// Borrow a client for one call; `Report` the outcome.
+#[derive(Message)]
+#[rtype(result = "Result<Lease, GatewayError>")]
+pub struct Acquire;
+
+pub struct Lease {
+    pub client: Client,
+    pub node: NodeAddr,
+    pub started: Instant,
+}
+
+/// The outcome of a leased call. `failed` = the node did not answer (transport error or deadline), not
+/// a Milvus error status, which is an answer.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Report {
+    pub latency: Duration,
+    pub failed: bool,
+}
+
+/// One search's `SearchInFiles`, made by the link: alone, or together with the other searches of the
+/// same shape that reach the link before it next runs (batch.rs). The answer comes on `reply` by
+/// `deadline`; a caller that drops its receiver has cancelled (a hedge won), and a call whose every
+/// caller cancelled is dropped, which resets its HTTP/2 stream.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SearchFiles {
+    /// With the caller's `traceparent`, when it has one (`telemetry::outgoing`).
+    pub request: tonic::Request<proto::SearchInFilesParam>,
+    pub deadline: Instant,
+    /// Never batched: the request carries a sampled trace of its own.
+    pub alone: bool,
+    pub reply: oneshot::Sender<LinkAnswer>,
+}
+
+/// The link's answer to one `SearchFiles`.
+#[derive(Debug)]
+pub struct LinkAnswer {
+    /// The node's answer to this search's queries, or why there is none (unreachable, transport
+    /// error, deadline, malformed answer).
+    pub result: Result<proto::TopKQueryResult, String>,
+    /// How many searches the call carried (1: alone).
+    pub batch: usize,
+}
+
+/// The lease holder dropped its call before an answer (a hedge won): neither a success nor a failure,
+/// so the node's health and latency are left as they are.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Cancelled;
+
+#[derive(Message)]
+#[rtype(result = "LinkStats")]
+pub struct GetLinkStats;
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SubscribeHealth(pub Recipient<NodeHealth>);
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LinkStats {
+    pub node: String,
+    pub state: LinkState,
+    pub reason: Option<String>,
+    pub version: Option<String>,
+    pub in_flight: u64,
+    pub latency_ewma_ms: f64,
+    /// p95 of the recent answered calls (`None`: too few in the last 30 s).
+    pub latency_p95_ms: Option<f64>,
+    pub requests: u64,
+    pub errors: u64,
+    /// Calls dropped before they answered because another node's answer won.
+    pub cancelled: u64,
+    pub restarts: u64,
+    /// `SearchInFiles` calls the link made for searches, and the searches that shared a call with
+    /// others: `searches / search_calls` is the mean batch.
+    pub search_calls: u64,
+    pub batched_searches: u64,
+}
+
+pub struct NodeLink {
+    node: NodeAddr,
+    options: LinkOptions,
+    pool: Vec<Client>,
+    next: usize,
+    state: LinkState,
+    reason: Option<String>,
+    version: Option<String>,
+    failures: u32,
+    backoff: Duration,
+    next_probe: Instant,
+    probing: bool,
+    in_flight: u64,
+    ewma_ms: f64,
+    recent: RecentLatency,
+    requests: u64,
+    errors: u64,
+    cancelled: u64,
+    restarts: u64,
+    subscribers: Vec<Recipient<NodeHealth>>,
+    probe_timer: Option<SpawnHandle>,
+    /// When recent restarts happened, to bound restart intensity.
+    recent_restarts: std::collections::VecDeque<Instant>,
+    /// With fault injection on: this node's rules, read by its channels on every call.
+    faults: Option<tokio::sync::watch::Sender<Option<std::sync::Arc<SiteFaults>>>>,
+    /// Searches waiting for the next flush, and whether one is scheduled.
+    pending: Vec<SearchFiles>,
+    flush_scheduled: bool,
+    search_calls: u64,
+    batched_searches: u64,
+}
+
+/// More restarts than this within `RESTART_WINDOW` mark the node down until a probe succeeds after the
+/// longest backoff, instead of restarting it hot.
+const MAX_RESTARTS: usize = 5;
+const RESTART_WINDOW: Duration = Duration::from_secs(60);
+
+/// The node left the cluster: stop probing and refuse leases; the actor ends once nobody holds it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire;
+
+impl NodeLink {
+    pub fn new(node: NodeAddr, options: LinkOptions) -> Self {
+        NodeLink {
+            node,
+            pool: Vec::new(),
+            next: 0,
+            state: LinkState::Connecting,
+            reason: None,
+            version: None,
+            failures: 0,
+            backoff: options.probe_interval,
+            next_probe: Instant::now(),
+            probing: false,
+            in_flight: 0,
+            ewma_ms: 0.0,
+            recent: RecentLatency::default(),
+            requests: 0,
+            errors: 0,
+            cancelled: 0,
+            restarts: 0,
+            subscribers: Vec::new(),
+            probe_timer: None,
+            recent_restarts: std::collections::VecDeque::new(),
+            faults: options
+                .fault_injection
+                .then(|| tokio::sync::watch::channel(None).0),
+            options,
+            pending: Vec::new(),
+            flush_scheduled: false,
+            search_calls: 0,
+            batched_searches: 0,
+        }
+    }
+
+    fn connect(&mut self) -> Result<(), GatewayError> {
+        let connect_timeout = self.options.probe_timeout.max(Duration::from_millis(200));
+        let endpoint = Endpoint::from_shared(self.node.endpoint())
+            .map_err(|e| GatewayError::Unreachable {
+                node: self.node.to_string(),
+                reason: e.to_string(),
+            })?
+            .connect_timeout(connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
+        self.pool = (0..self.options.pool_size.max(1))
+            .map(|_| {
+                let faults = self.faults.as_ref().map(|rules| rules.subscribe());
+                MilvusServiceClient::new(FaultChannel::new(
+                    endpoint.connect_with_connector_lazy(CoalescingConnector::new(connect_timeout)),
+                    faults,
+                ))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            })
+            .collect();
+        Ok(())
+    }
+
+    fn set_state(&mut self, state: LinkState, reason: Option<String>) {
+        if state != self.state {
+            match state {
+                LinkState::Down => {
+                    tracing::warn!(node = %self.node, reason = reason.as_deref().unwrap_or(""), "node down")
+                }
+                LinkState::Healthy => {
+                    tracing::info!(node = %self.node, version = self.version.as_deref().unwrap_or(""), "node healthy")
+                }
+                _ => tracing::debug!(node = %self.node, ?state, "node state"),
+            }
+            self.state = state;
+            self.tell_health();
+        }
+        self.reason = reason;
+    }
+
+    fn health(&self) -> NodeHealth {
+        NodeHealth {
+            node: self.node.clone(),
+            state: self.state,
+            p95: self.recent.p95(),
+        }
+    }
+
+    fn tell_health(&self) {
+        for s in &self.subscribers {
+            s.do_send(self.health());
+        }
+    }
+
+    fn failed(&mut self, reason: String) {
+        self.failures += 1;
+        if self.failures >= self.options.down_after || self.state == LinkState::Connecting {
+            self.set_state(LinkState::Down, Some(reason));
+            self.next_probe = Instant::now() + self.backoff;
+            self.backoff = (self.backoff * 2).min(self.options.max_backoff);
+        } else {
+            self.set_state(LinkState::Suspect, Some(reason));
+        }
+    }
+
+    fn succeeded(&mut self) {
+        self.failures = 0;
+        self.backoff = self.options.probe_interval;
+        self.set_state(LinkState::Healthy, None);
+    }
+
+    /// Probes the node: `Cmd("version")` (the gate) until it passed once, then `Cmd("status")`.
+    fn probe(&mut self, ctx: &mut Context<Self>) {
+        if self.probing || Instant::now() < self.next_probe {
+            return;
+        }
+        let Some(mut client) = self.pool.first().cloned() else {
+            return;
+        };
+        self.probing = true;
+        let timeout = self.options.probe_timeout;
+        let gate = self
+            .version
+            .is_none()
+            .then(|| self.options.version_prefix.clone());
+        let fut = async move {
+            let cmd = if gate.is_some() { "version" } else { "status" };
+            let reply = tokio::time::timeout(
+                timeout,
+                client.cmd(mishards_telemetry::unsampled(proto::Command {
+                    cmd: cmd.into(),
+                })),
+            )
+            .await;
+            match reply {
+                Err(_) => Err(format!("no answer to a health probe within {timeout:?}")),
+                Ok(Err(status)) => Err(format!("health probe failed: {}", status.message())),
+                Ok(Ok(reply)) => {
+                    let reply = reply.into_inner();
+                    match (&gate, reply.status.as_ref().map(|s| s.error_code)) {
+                        (_, Some(code)) if code != 0 => {
+                            Err(format!("health probe answered error {code}"))
+                        }
+                        (Some(prefix), _) if !reply.string_reply.starts_with(prefix.as_str()) => {
+                            Err(format!(
+                                "version gate: node runs {:?}, this gateway needs {prefix}x",
+                                reply.string_reply
+                            ))
+                        }
+                        (Some(_), _) => Ok(Some(reply.string_reply)),
+                        (None, _) => Ok(None),
+                    }
+                }
+            }
+        };
+        ctx.spawn(fut.into_actor(self).map(|outcome, act, _| {
+            act.probing = false;
+            match outcome {
+                Ok(version) => {
+                    if version.is_some() {
+                        act.version = version;
+                    }
+                    act.succeeded();
+                }
+                Err(reason) => act.failed(reason),
+            }
+        }));
+    }
+
+    pub fn stats(&self) -> LinkStats {
+        LinkStats {
+            node: self.node.to_string(),
+            state: self.state,
+            reason: self.reason.clone(),
+            version: self.version.clone(),
+            in_flight: self.in_flight,
+            latency_ewma_ms: (self.ewma_ms * 1000.0).round() / 1000.0,
+            latency_p95_ms: self
+                .recent
+                .p95()
+                .map(|d| (d.as_secs_f64() * 1e6).round() / 1000.0),
+            requests: self.requests,
+            errors: self.errors,
+            cancelled: self.cancelled,
+            restarts: self.restarts,
+            search_calls: self.search_calls,
+            batched_searches: self.batched_searches,
+        }
+    }
+
+    /// Why the link takes no calls now, if it does not.
+    fn unusable(&self) -> Option<GatewayError> {
+        (matches!(self.state, LinkState::Down) || self.pool.is_empty()).then(|| {
+            GatewayError::Unreachable {
+                node: self.node.to_string(),
+                reason: self
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| "not connected".into()),
+            }
+        })
+    }
+
+    /// The next client of the pool, round robin.
+    fn next_client(&mut self) -> Option<Client> {
+        if self.pool.is_empty() {
+            return None;
+        }
+        self.next = (self.next + 1) % self.pool.len();
+        Some(self.pool[self.next].clone())
+    }
+
+    /// A call's outcome for the node's latency and health (`failed`: no usable answer).
+    fn call_ended(&mut self, latency: Duration, failed: bool, ctx: &mut Context<Self>) {
+        let ms = latency.as_secs_f64() * 1000.0;
+        self.ewma_ms = if self.ewma_ms == 0.0 {
+            ms
+        } else {
+            0.8 * self.ewma_ms + 0.2 * ms
+        };
+        if !failed && self.recent.record(Instant::now(), latency) {
+            self.tell_health();
+        }
+        if failed {
+            self.failed("a request got no answer".into());
+            self.next_probe = self.next_probe.min(Instant::now());
+            self.probe(ctx);
+        } else if self.state != LinkState::Healthy && self.version.is_some() {
+            self.succeeded();
+        }
+    }
+
+    /// Sends every pending search, batched by shape.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        self.flush_scheduled = false;
+        let mut pending = std::mem::take(&mut self.pending);
+        while !pending.is_empty() {
+            let searches = batch::take_batch(
+                &mut pending,
+                self.options.search_batch,
+                |s| s.request.get_ref(),
+                |s| s.alone,
+            );
+            self.send_batch(searches, ctx);
+        }
+    }
+
+    /// One `SearchInFiles` for `searches` (all of one shape); their answers are split back by rows.
+    fn send_batch(&mut self, searches: Vec<SearchFiles>, ctx: &mut Context<Self>) {
+        let size = searches.len();
+        if size == 0 {
+            return;
+        }
+        let Some(mut client) = self.next_client() else {
+            let reason = self.unusable().map_or_else(String::new, |e| e.to_string());
+            self.in_flight = self.in_flight.saturating_sub(size as u64);
+            for s in searches {
+                let _ = s.reply.send(LinkAnswer {
+                    result: Err(reason.clone()),
+                    batch: size,
+                });
+            }
+            return;
+        };
+        self.search_calls += 1;
+        if size > 1 {
+            self.batched_searches += size as u64;
+        }
+        let deadline = searches.iter().map(|s| s.deadline).min();
+        let deadline = tokio::time::Instant::from_std(deadline.unwrap_or_else(Instant::now));
+        let (requests, mut replies): (Vec<_>, Vec<_>) =
+            searches.into_iter().map(|s| (s.request, s.reply)).unzip();
+        let mut requests = requests.into_iter();
+        let Some(first) = requests.next() else {
+            return;
+        };
+        let (request, rows) = if size == 1 {
+            (first, Vec::new())
+        } else {
+            // The first caller's metadata (its traceparent, if any) goes with the call.
+            let (metadata, extensions, first) = first.into_parts();
+            let searches = std::iter::once(first).chain(requests.map(tonic::Request::into_inner));
+            let (combined, rows) = batch::combine(searches.collect());
+            (
+                tonic::Request::from_parts(metadata, extensions, combined),
+                rows,
+            )
+        };
+        let started = Instant::now();
+        let call = async move {
+            let answer = tokio::time::timeout_at(deadline, client.search_in_files(request));
+            let all_cancelled = join_all(replies.iter_mut().map(|r| r.closed()));
+            let answer = match select(std::pin::pin!(answer), std::pin::pin!(all_cancelled)).await {
+                Either::Left((answer, _)) => Some(answer),
+                Either::Right(_) => None,
+            };
+            (answer, replies)
+        };
+        ctx.spawn(
+            call.into_actor(self)
+                .map(move |(answer, replies), act, ctx| {
+                    act.in_flight = act.in_flight.saturating_sub(size as u64);
+                    let latency = started.elapsed();
+                    let answers: Vec<Result<proto::TopKQueryResult, String>> = match answer {
+                        None => {
+                            // Every caller went away: neither a success nor a failure for the node.
+                            act.cancelled += size as u64;
+                            return;
+                        }
+                        Some(Err(_)) => vec![
+                            Err(format!(
+                                "no answer within {:?}",
+                                deadline.saturating_duration_since(started.into())
+                            ));
+                            size
+                        ],
+                        Some(Ok(Err(status))) => {
+                            vec![Err(format!("SearchInFiles failed: {}", status.message())); size]
+                        }
+                        Some(Ok(Ok(answer))) if size == 1 => vec![Ok(answer.into_inner())],
+                        Some(Ok(Ok(answer))) => match batch::split(answer.into_inner(), &rows) {
+                            Ok(parts) => parts.into_iter().map(Ok).collect(),
+                            Err(reason) => vec![Err(reason); size],
+                        },
+                    };
+                    let failed = answers.iter().any(Result::is_err);
+                    if failed {
+                        act.errors += size as u64;
+                    }
+                    act.call_ended(latency, failed, ctx);
+                    for (reply, result) in replies.into_iter().zip(answers) {
+                        if reply.is_closed() {
+                            act.cancelled += 1;
+                        } else {
+                            let _ = reply.send(LinkAnswer {
+                                result,
+                                batch: size,
+                            });
+                        }
+                    }
+                }),
+        );
+    }
+}
+
+impl Actor for NodeLink {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(super::REQUEST_MAILBOX);
+        if let Err(e) = self.connect() {
+            self.set_state(LinkState::Down, Some(e.to_string()));
+        }
+        self.probe(ctx);
+        let every = self.options.probe_interval;
+        self.probe_timer = Some(ctx.run_interval(every, |act, ctx| act.probe(ctx)));
+        // Let an idle node's latencies age out, and tell Routing when that changes its p95.
+        ctx.run_interval(Duration::from_secs(1), |act, _| {
+            if act.recent.expire(Instant::now()) {
+                act.tell_health();
+            }
+        });
+    }
+}
+
+impl Supervised for NodeLink {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        tracing::warn!(node = %self.node, "node link restarted with a fresh channel pool");
+        self.restarts += 1;
+        self.pool.clear();
+        self.probing = false;
+        self.in_flight = 0;
+        // Their callers see the link gone and send the files on.
+        self.pending.clear();
+        self.flush_scheduled = false;
+        self.version = None;
+        self.state = LinkState::Connecting;
+        self.next_probe = Instant::now();
+        let now = Instant::now();
+        self.recent_restarts.push_back(now);
+        while self
+            .recent_restarts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > RESTART_WINDOW)
+        {
+            self.recent_restarts.pop_front();
+        }
+        if self.recent_restarts.len() > MAX_RESTARTS {
+            let reason = format!(
+                "restarted {} times within {RESTART_WINDOW:?}",
+                self.recent_restarts.len()
+            );
+            tracing::error!(node = %self.node, %reason, "node link restarting too often: holding it down");
+            self.set_state(LinkState::Down, Some(reason));
+            self.next_probe = now + self.options.max_backoff;
+        }
+    }
+}
+
+impl Handler<Acquire> for NodeLink {
+    type Result = Result<Lease, GatewayError>;
+    fn handle(&mut self, _: Acquire, _: &mut Context<Self>) -> Self::Result {
+        if let Some(e) = self.unusable() {
+            return Err(e);
+        }
+        let client = self
+            .next_client()
+            .ok_or_else(|| GatewayError::Unreachable {
+                node: self.node.to_string(),
+                reason: "not connected".into(),
+            })?;
+        self.in_flight += 1;
+        self.requests += 1;
+        Ok(Lease {
+            client,
+            node: self.node.clone(),
+            started: Instant::now(),
+        })
+    }
+}
+
+impl Handler<SearchFiles> for NodeLink {
+    type Result = ();
+    fn handle(&mut self, search: SearchFiles, ctx: &mut Context<Self>) {
+        if let Some(e) = self.unusable() {
+            let _ = search.reply.send(LinkAnswer {
+                result: Err(e.to_string()),
+                batch: 1,
+            });
+            return;
+        }
+        self.in_flight += 1;
+        self.requests += 1;
+        self.pending.push(search);
+        if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            // Flushed once the tasks already woken have run: the searches they carry join this batch,
+            // so batches form under load and a lone search waits for nothing.
+            ctx.spawn(
+                tokio::task::yield_now()
+                    .into_actor(self)
+                    .map(|(), act, ctx| act.flush(ctx)),
+            );
+        }
+    }
+}
+
+impl Handler<Report> for NodeLink {
+    type Result = ();
+    fn handle(&mut self, r: Report, ctx: &mut Context<Self>) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if r.failed {
+            self.errors += 1;
+        }
+        self.call_ended(r.latency, r.failed, ctx);
+    }
+}
+
+impl Handler<GetLinkStats> for NodeLink {
+    type Result = MessageResult<GetLinkStats>;
+    fn handle(&mut self, _: GetLinkStats, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.stats())
+    }
+}
+
+impl Handler<SubscribeHealth> for NodeLink {
+    type Result = ();
+    fn handle(&mut self, SubscribeHealth(r): SubscribeHealth, _: &mut Context<Self>) {
+        r.do_send(self.health());
+        self.subscribers.push(r);
+    }
+}
+
+impl Handler<Cancelled> for NodeLink {
+    type Result = ();
+    fn handle(&mut self, _: Cancelled, _: &mut Context<Self>) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.cancelled += 1;
+    }
+}
+
+impl Handler<Retire> for NodeLink {
+    type Result = ();
+    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
+        if let Some(timer) = self.probe_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        self.pool.clear();
+        self.set_state(LinkState::Down, Some("left the cluster".into()));
+    }
+}
+
+impl Handler<Crash> for NodeLink {
+    type Result = ();
+    fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<SetLinkFaults> for NodeLink {
+    type Result = ();
+    fn handle(&mut self, rules: SetLinkFaults, _: &mut Context<Self>) {
+        if let Some(faults) = &self.faults {
+            // Kept across restarts: a crash does not lift the node's faults.
+            faults.send_modify(|current| {
+                *current = Some(rules.for_link(&self.node, current.as_deref()));
+            });
+        }
+    }
+}

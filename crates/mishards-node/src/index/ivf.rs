@@ -1,0 +1,1028 @@
+//! IVF_FLAT: k-means coarse centroids, each vector stored uncompressed in its nearest centroid's
+//! list; a search scans only the `nprobe` lists nearest each query.
+//!
+//! Training follows faiss's `IndexIVFFlat` so recall and build cost are comparable: 10 Lloyd
+//! iterations, at most 256 training points per centroid (a seeded random sample beyond that),
+//! random initial centroids, empty clusters re-seeded by splitting a large one, and for inner
+//! product the lists are assigned by maximum inner product with spherical (unit-norm) centroids,
+//! as faiss does for `METRIC_INNER_PRODUCT`.
+//!
+//! A batch of queries is searched list by list: the queries probing a list are scored against it
+//! together, so a list is read from memory once per batch rather than once per query.
+
+use mishards_common::rng::SplitMix64;
+use std::fmt;
+use std::io::{self, Read, Write};
+
+use rayon::prelude::*;
+
+use super::kernel::{self, Isa};
+use super::scan::{self, Heaps, Offsets, Rows, Scratch};
+use super::topk::{Metric, RowBitmap, TopK};
+
+/// Lloyd iterations. faiss's `IndexIVF` lowers its clustering default (25) to 10 for the coarse
+/// quantizer ("a low # iterations because this is typically used for large clusterings"), so
+/// Milvus 1.1's IVF_FLAT trains with 10; so do we.
+const NITER: usize = 10;
+/// Training sample cap per centroid (faiss `max_points_per_centroid`).
+const MAX_POINTS_PER_CENTROID: usize = 256;
+
+/// Per-task heap entries (query block × k) a batched IVF search may hold.
+const IVF_HEAP_BUDGET: usize = 1 << 18;
+/// Below this much work (≈ multiply-adds plus floats streamed) the lists are scanned on the
+/// caller's thread alone: waking a pool thread would cost more than it saves.
+const SERIAL_WORK: usize = 1 << 18;
+
+/// Most queries scored against one list in one pass.
+const LIST_QUERY_GROUP: usize = 256;
+
+/// Serialized form: magic, then a format version.
+const MAGIC: [u8; 8] = *b"MSIVFFL\0";
+const VERSION: u32 = 1;
+
+/// An IVF_FLAT index over one segment.
+///
+/// Lists are stored back to back (CSR): list `l` holds entries `list_starts[l]..list_starts[l+1]`
+/// of `offsets` (row offsets into the original segment, for the deleted bitmap), `ids`, `vectors`
+/// (contiguous, `dim` floats each) and, for L2, the vectors' squared norms. Within a list,
+/// entries keep segment row order.
+#[derive(Clone, PartialEq)]
+pub struct IvfFlat {
+    dim: usize,
+    metric: Metric,
+    centroids: Vec<f32>,
+    /// Squared norms of the centroids (L2 only; derived, not serialized).
+    centroid_norms: Vec<f32>,
+    list_starts: Vec<usize>,
+    offsets: Vec<u32>,
+    ids: Vec<i64>,
+    vectors: Vec<f32>,
+    /// Squared norms of `vectors` (L2 only; derived, not serialized).
+    norms: Vec<f32>,
+}
+
+impl fmt::Debug for IvfFlat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IvfFlat")
+            .field("dim", &self.dim)
+            .field("metric", &self.metric)
+            .field("nlist", &self.nlist())
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl IvfFlat {
+    /// Trains `nlist` centroids on `data` (`rows × dim` f32, row-major) with seeded k-means, then
+    /// files every row under its nearest centroid (largest inner product for [`Metric::Ip`]).
+    ///
+    /// Deterministic for a given seed, whatever the thread count. `nlist` is clamped to
+    /// `1..=rows` (more lists than rows would leave lists empty by construction); with no rows the
+    /// index is empty (`nlist() == 0`) and every search returns padding. The segment has
+    /// `min(data.len() / dim, ids.len())` rows.
+    ///
+    /// # Panics
+    /// If the segment has more than `u32::MAX + 1` rows (row offsets are stored as u32).
+    pub fn build(
+        data: &[f32],
+        ids: &[i64],
+        dim: usize,
+        nlist: usize,
+        metric: Metric,
+        seed: u64,
+    ) -> IvfFlat {
+        Self::build_with(Isa::detect(), data, ids, dim, nlist, metric, seed)
+    }
+
+    pub(crate) fn build_with(
+        isa: Isa,
+        data: &[f32],
+        ids: &[i64],
+        dim: usize,
+        nlist: usize,
+        metric: Metric,
+        seed: u64,
+    ) -> IvfFlat {
+        let rows = data.len().checked_div(dim).unwrap_or(0).min(ids.len());
+        assert!(
+            rows <= u32::MAX as usize + 1,
+            "IVF_FLAT: a segment is limited to 2^32 rows"
+        );
+        let nlist = if rows == 0 { 0 } else { nlist.clamp(1, rows) };
+        let data = &data[..rows * dim];
+        let centroids = if nlist == 0 {
+            Vec::new()
+        } else {
+            kmeans(isa, data, dim, nlist, metric, seed)
+        };
+        Self::from_centroids(isa, dim, metric, centroids, data, &ids[..rows])
+    }
+
+    /// Files `data` under the given centroids.
+    fn from_centroids(
+        isa: Isa,
+        dim: usize,
+        metric: Metric,
+        centroids: Vec<f32>,
+        data: &[f32],
+        ids: &[i64],
+    ) -> IvfFlat {
+        let nlist = centroids.len().checked_div(dim).unwrap_or(0);
+        let centroid_norms = l2_norms(isa, metric, &centroids, nlist, dim);
+        let assign = assign(isa, metric, dim, &centroids, &centroid_norms, data, None);
+        let mut list_starts = vec![0usize; nlist + 1];
+        for &l in &assign {
+            list_starts[l as usize + 1] += 1;
+        }
+        for l in 0..nlist {
+            list_starts[l + 1] += list_starts[l];
+        }
+        let n = assign.len();
+        let mut next = list_starts.clone();
+        let mut offsets = vec![0u32; n];
+        let mut out_ids = vec![0i64; n];
+        let mut vectors = vec![0.0f32; n * dim];
+        for (r, &l) in assign.iter().enumerate() {
+            let at = next[l as usize];
+            next[l as usize] += 1;
+            // `build_with` bounds rows by u32::MAX + 1, so every offset fits.
+            offsets[at] = r as u32;
+            out_ids[at] = ids[r];
+            vectors[at * dim..(at + 1) * dim].copy_from_slice(&data[r * dim..(r + 1) * dim]);
+        }
+        let norms = l2_norms(isa, metric, &vectors, n, dim);
+        IvfFlat {
+            dim,
+            metric,
+            centroids,
+            centroid_norms,
+            list_starts,
+            offsets,
+            ids: out_ids,
+            vectors,
+            norms,
+        }
+    }
+
+    /// Searches the `nprobe` lists nearest each of the `queries.len() / dim` queries (`nprobe` is
+    /// clamped to `1..=nlist`, so `nprobe >= nlist` is an exact search) and returns the top `k`
+    /// per query. Rows in `deleted` (by original segment row offset) are skipped. Distances and
+    /// order are exactly what [`super::search_flat`] reports for the same rows.
+    pub fn search(
+        &self,
+        queries: &[f32],
+        k: usize,
+        nprobe: usize,
+        deleted: Option<&RowBitmap>,
+    ) -> TopK {
+        self.search_with(Isa::detect(), queries, k, nprobe, deleted)
+    }
+
+    pub(crate) fn search_with(
+        &self,
+        isa: Isa,
+        queries: &[f32],
+        k: usize,
+        nprobe: usize,
+        deleted: Option<&RowBitmap>,
+    ) -> TopK {
+        let (dim, metric, nlist) = (self.dim, self.metric, self.nlist());
+        if dim == 0 {
+            return TopK::empty(0, k, metric);
+        }
+        let nq = queries.len() / dim;
+        let queries = &queries[..nq * dim];
+        let mut out = TopK::empty(nq, k, metric);
+        if nq == 0 || k == 0 || self.is_empty() {
+            return out;
+        }
+        let nprobe = nprobe.clamp(1, nlist);
+        let qnorms = l2_norms(isa, metric, queries, nq, dim);
+        let list_ids: Vec<i64> = (0..nlist as i64).collect();
+        let centroids = Rows {
+            vecs: &self.centroids,
+            norms: (metric == Metric::L2).then_some(&self.centroid_norms[..]),
+            ids: &list_ids,
+            offsets: Offsets::Base(0),
+        };
+        let qn = (metric == Metric::L2).then_some(&qnorms[..]);
+        let probes = scan::knn(isa, metric, dim, queries, qn, centroids, nprobe, None);
+
+        let threads = rayon::current_num_threads().max(1);
+        // Large query blocks: a list is read from memory once per block, for all the block's
+        // queries that probe it. The bound keeps per-task heaps (block × k entries) modest.
+        let qb = (IVF_HEAP_BUDGET / k).clamp(1, nq);
+        let mut q0 = 0;
+        while q0 < nq {
+            let q1 = (q0 + qb).min(nq);
+            let m = q1 - q0;
+            // Invert the probes: for each list, the block's queries that probe it.
+            let mut qstart = vec![0usize; nlist + 1];
+            for q in q0..q1 {
+                for &l in probes.row_ids(q).iter().filter(|&&l| l >= 0) {
+                    qstart[l as usize + 1] += 1;
+                }
+            }
+            for l in 0..nlist {
+                qstart[l + 1] += qstart[l];
+            }
+            let mut fill = qstart.clone();
+            let mut qs = vec![0usize; qstart[nlist]];
+            for q in q0..q1 {
+                for &l in probes.row_ids(q).iter().filter(|&&l| l >= 0) {
+                    qs[fill[l as usize]] = q - q0;
+                    fill[l as usize] += 1;
+                }
+            }
+            // Lists with work, split into contiguous runs of similar cost for the threads.
+            let cost = |l: usize| {
+                (qstart[l + 1] - qstart[l]) * self.list_len(l) * dim + self.list_len(l) * dim
+            };
+            let work: Vec<usize> = (0..nlist)
+                .filter(|&l| qstart[l + 1] > qstart[l] && self.list_len(l) > 0)
+                .collect();
+            let total: usize = work.iter().map(|&l| cost(l)).sum();
+            // Too little work to be worth waking the pool: one run on this thread.
+            let tasks = if total < SERIAL_WORK {
+                1
+            } else {
+                work.len().min(4 * threads).max(1)
+            };
+            let mut runs: Vec<&[usize]> = Vec::with_capacity(tasks);
+            let (mut start, mut acc) = (0, 0u128);
+            for (i, &l) in work.iter().enumerate() {
+                acc += cost(l) as u128;
+                if acc * tasks as u128 >= total as u128 * (runs.len() as u128 + 1)
+                    || i + 1 == work.len()
+                {
+                    runs.push(&work[start..=i]);
+                    start = i + 1;
+                }
+            }
+            let scan_run = |run: &&[usize]| {
+                // No heap needs more slots than there are vectors.
+                let mut heaps = Heaps::new(m, k.min(self.len()));
+                let mut scratch = Scratch::default();
+                let (mut qbuf, mut qnb) = (Vec::new(), Vec::new());
+                for &l in run.iter() {
+                    let (s, e) = (self.list_starts[l], self.list_starts[l + 1]);
+                    let rows = Rows {
+                        vecs: &self.vectors[s * dim..e * dim],
+                        norms: (metric == Metric::L2).then(|| &self.norms[s..e]),
+                        ids: &self.ids[s..e],
+                        offsets: Offsets::List(&self.offsets[s..e]),
+                    };
+                    // A popular list is scored in groups of queries, so the dot buffer stays
+                    // small; the list itself stays in cache between groups.
+                    for members in qs[qstart[l]..qstart[l + 1]].chunks(LIST_QUERY_GROUP) {
+                        qbuf.clear();
+                        qnb.clear();
+                        for &lq in members {
+                            let q = q0 + lq;
+                            qbuf.extend_from_slice(&queries[q * dim..(q + 1) * dim]);
+                            if metric == Metric::L2 {
+                                qnb.push(qnorms[q]);
+                            }
+                        }
+                        let (qv, qn) = (&qbuf[..], &qnb[..]);
+                        scan::scan(
+                            isa,
+                            metric,
+                            dim,
+                            qv,
+                            qn,
+                            members,
+                            rows,
+                            deleted,
+                            &mut heaps,
+                            &mut scratch,
+                        );
+                    }
+                }
+                heaps
+            };
+            let parts: Vec<Heaps> = scan::par_map(&runs, scan_run);
+            let (ids, dists) = (
+                &mut out.ids[q0 * k..q1 * k],
+                &mut out.distances[q0 * k..q1 * k],
+            );
+            Heaps::combine(&parts, m, k, metric, ids, dists);
+            q0 = q1;
+        }
+        out
+    }
+
+    /// The number of lists (after clamping at build time).
+    pub fn nlist(&self) -> usize {
+        self.list_starts.len().saturating_sub(1)
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    pub fn metric(&self) -> Metric {
+        self.metric
+    }
+
+    /// The number of vectors indexed.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The number of vectors in list `list` (0 past the end).
+    pub fn list_len(&self, list: usize) -> usize {
+        match (self.list_starts.get(list), self.list_starts.get(list + 1)) {
+            (Some(s), Some(e)) => e - s,
+            _ => 0,
+        }
+    }
+
+    /// Serializes the index, little-endian:
+    /// magic `MSIVFFL\0`, version u32, metric u32 (0 = L2, 1 = IP), dim u64, nlist u64, len u64,
+    /// centroids (nlist × dim f32), list lengths (nlist × u64), row offsets (len × u32),
+    /// ids (len × i64), vectors (len × dim f32), then a CRC-32 of everything before it.
+    /// Norms are derived data and are recomputed on read.
+    pub fn write_to(&self, w: &mut impl Write) -> io::Result<()> {
+        let mut w = CrcWriter {
+            inner: w,
+            crc: crc32fast::Hasher::new(),
+        };
+        w.write_all(&MAGIC)?;
+        w.write_all(&VERSION.to_le_bytes())?;
+        let metric: u32 = match self.metric {
+            Metric::L2 => 0,
+            Metric::Ip => 1,
+        };
+        w.write_all(&metric.to_le_bytes())?;
+        for v in [self.dim, self.nlist(), self.len()] {
+            w.write_all(&(v as u64).to_le_bytes())?;
+        }
+        put_slice(&mut w, &self.centroids, |v| v.to_le_bytes())?;
+        let lens: Vec<u64> = (0..self.nlist()).map(|l| self.list_len(l) as u64).collect();
+        put_slice(&mut w, &lens, |v| v.to_le_bytes())?;
+        put_slice(&mut w, &self.offsets, |v| v.to_le_bytes())?;
+        put_slice(&mut w, &self.ids, |v| v.to_le_bytes())?;
+        put_slice(&mut w, &self.vectors, |v| v.to_le_bytes())?;
+        let crc = w.crc.finalize();
+        w.inner.write_all(&crc.to_le_bytes())
+    }
+
+    /// Reads what [`IvfFlat::write_to`] wrote. A wrong magic or version, inconsistent lengths, an
+    /// out-of-range or repeated row offset, a checksum mismatch or a truncated stream is an
+    /// `Err` (`InvalidData` or `UnexpectedEof`), never a panic; memory grows only as bytes arrive,
+    /// so a corrupt length cannot trigger a huge allocation.
+    pub fn read_from(r: &mut impl Read) -> io::Result<IvfFlat> {
+        let mut r = CrcReader {
+            inner: r,
+            crc: crc32fast::Hasher::new(),
+        };
+        let mut magic = [0u8; 8];
+        r.read_exact(&mut magic)?;
+        if magic != MAGIC {
+            return Err(invalid("not an IVF_FLAT index (bad magic)"));
+        }
+        let version = read_u32(&mut r)?;
+        if version != VERSION {
+            return Err(invalid(format!(
+                "unsupported IVF_FLAT format version {version}"
+            )));
+        }
+        let metric = match read_u32(&mut r)? {
+            0 => Metric::L2,
+            1 => Metric::Ip,
+            m => return Err(invalid(format!("unknown metric code {m}"))),
+        };
+        let dim = read_len(&mut r)?;
+        let nlist = read_len(&mut r)?;
+        let len = read_len(&mut r)?;
+        if (nlist == 0) != (len == 0) || nlist > len || (len > 0 && dim == 0) {
+            return Err(invalid(format!(
+                "inconsistent header: dim {dim}, nlist {nlist}, len {len}"
+            )));
+        }
+        if len > u32::MAX as usize + 1 {
+            return Err(invalid("more rows than u32 offsets can address"));
+        }
+        let too_big = || invalid("index size overflows");
+        let centroids = get_vec(
+            &mut r,
+            nlist.checked_mul(dim).ok_or_else(too_big)?,
+            f32::from_le_bytes,
+        )?;
+        let lens = get_vec(&mut r, nlist, u64::from_le_bytes)?;
+        let mut list_starts = Vec::with_capacity(nlist + 1);
+        list_starts.push(0usize);
+        let mut total = 0usize;
+        for &l in &lens {
+            total = usize::try_from(l)
+                .ok()
+                .and_then(|l| total.checked_add(l))
+                .ok_or_else(too_big)?;
+            list_starts.push(total);
+        }
+        if total != len {
+            return Err(invalid(format!(
+                "list lengths add up to {total}, header says {len}"
+            )));
+        }
+        let offsets = get_vec(&mut r, len, u32::from_le_bytes)?;
+        let mut seen = RowBitmap::new(len);
+        for &o in &offsets {
+            let o = o as usize;
+            if o >= len || seen.contains(o) {
+                return Err(invalid(format!("row offset {o} out of range or repeated")));
+            }
+            seen.set(o);
+        }
+        let ids = get_vec(&mut r, len, i64::from_le_bytes)?;
+        let vectors = get_vec(
+            &mut r,
+            len.checked_mul(dim).ok_or_else(too_big)?,
+            f32::from_le_bytes,
+        )?;
+        let computed = r.crc.finalize();
+        let mut stored = [0u8; 4];
+        r.inner.read_exact(&mut stored)?;
+        if u32::from_le_bytes(stored) != computed {
+            return Err(invalid("checksum mismatch"));
+        }
+        let isa = Isa::detect();
+        let centroid_norms = l2_norms(isa, metric, &centroids, nlist, dim);
+        let norms = l2_norms(isa, metric, &vectors, len, dim);
+        Ok(IvfFlat {
+            dim,
+            metric,
+            centroids,
+            centroid_norms,
+            list_starts,
+            offsets,
+            ids,
+            vectors,
+            norms,
+        })
+    }
+}
+
+/// Squared norms of `n` rows for L2 (empty for IP, which never uses them).
+fn l2_norms(isa: Isa, metric: Metric, x: &[f32], n: usize, dim: usize) -> Vec<f32> {
+    match metric {
+        Metric::L2 => kernel::norms_vec(isa, x, n, dim),
+        Metric::Ip => Vec::new(),
+    }
+}
+
+/// The nearest centroid (largest inner product for IP) of every row of `data`; ties go to the
+/// smaller list number. A row whose distance to every centroid is NaN goes to list 0.
+fn assign(
+    isa: Isa,
+    metric: Metric,
+    dim: usize,
+    centroids: &[f32],
+    centroid_norms: &[f32],
+    data: &[f32],
+    data_norms: Option<&[f32]>,
+) -> Vec<u32> {
+    let nlist = centroids.len() / dim;
+    let list_ids: Vec<i64> = (0..nlist as i64).collect();
+    let rows = Rows {
+        vecs: centroids,
+        norms: (metric == Metric::L2).then_some(centroid_norms),
+        ids: &list_ids,
+        offsets: Offsets::Base(0),
+    };
+    let top = scan::knn(isa, metric, dim, data, data_norms, rows, 1, None);
+    top.ids
+        .iter()
+        .map(|&l| u32::try_from(l).unwrap_or(0))
+        .collect()
+}
+
+/// Seeded, deterministic k-means (see the module doc for how it mirrors faiss). Requires
+/// `1 <= k <= rows`.
+fn kmeans(isa: Isa, data: &[f32], dim: usize, k: usize, metric: Metric, seed: u64) -> Vec<f32> {
+    let n = data.len() / dim;
+    let mut rng = SplitMix64::new(seed);
+    let max_points = k.saturating_mul(MAX_POINTS_PER_CENTROID);
+    let sample;
+    let x: &[f32] = if n > max_points {
+        let mut pick = sample_indices(&mut rng, n, max_points);
+        pick.sort_unstable();
+        sample = gather(data, dim, &pick);
+        &sample
+    } else {
+        data
+    };
+    let nx = x.len() / dim;
+    let spherical = metric == Metric::Ip;
+    let mut centroids = gather(x, dim, &sample_indices(&mut rng, nx, k));
+    if spherical {
+        normalize_rows(&mut centroids, dim);
+    }
+    let xnorms = l2_norms(isa, metric, x, nx, dim);
+    let xn = (metric == Metric::L2).then_some(&xnorms[..]);
+    for _ in 0..NITER {
+        let cnorms = l2_norms(isa, metric, &centroids, k, dim);
+        let a = assign(isa, metric, dim, &centroids, &cnorms, x, xn);
+        // Group points by cluster (counting sort, stable), then average each cluster in f64.
+        let mut starts = vec![0usize; k + 1];
+        for &c in &a {
+            starts[c as usize + 1] += 1;
+        }
+        for c in 0..k {
+            starts[c + 1] += starts[c];
+        }
+        let mut fill = starts.clone();
+        let mut order = vec![0usize; nx];
+        for (p, &c) in a.iter().enumerate() {
+            order[fill[c as usize]] = p;
+            fill[c as usize] += 1;
+        }
+        centroids
+            .par_chunks_mut(dim)
+            .enumerate()
+            .for_each(|(c, cent)| {
+                let members = &order[starts[c]..starts[c + 1]];
+                if members.is_empty() {
+                    return;
+                }
+                let mut sum = vec![0.0f64; dim];
+                for &p in members {
+                    for (s, &v) in sum.iter_mut().zip(&x[p * dim..(p + 1) * dim]) {
+                        *s += v as f64;
+                    }
+                }
+                let inv = 1.0 / members.len() as f64;
+                for (c, s) in cent.iter_mut().zip(&sum) {
+                    *c = (s * inv) as f32;
+                }
+            });
+        let mut counts: Vec<usize> = (0..k).map(|c| starts[c + 1] - starts[c]).collect();
+        split_empty_clusters(&mut centroids, &mut counts, dim, nx, &mut rng);
+        if spherical {
+            normalize_rows(&mut centroids, dim);
+        }
+    }
+    centroids
+}
+
+/// Re-seeds each empty cluster by splitting a populated one, as faiss does: pick cluster `j` with
+/// probability ∝ (size − 1), copy its centroid and nudge the two copies apart symmetrically.
+fn split_empty_clusters(
+    centroids: &mut [f32],
+    counts: &mut [usize],
+    dim: usize,
+    n: usize,
+    rng: &mut SplitMix64,
+) {
+    const EPS: f32 = 1.0 / 1024.0;
+    let k = counts.len();
+    for ci in 0..k {
+        if counts[ci] != 0 {
+            continue;
+        }
+        let mut cj = 0;
+        let mut tries = 0usize;
+        loop {
+            // n == k gives p = +inf for any cluster with two points: it is then taken at once.
+            let p = (counts[cj] as f64 - 1.0) / (n - k) as f64;
+            if rng.next_f64() < p {
+                break;
+            }
+            cj = (cj + 1) % k;
+            tries += 1;
+            if tries > 64 * k {
+                // Vanishingly unlikely; take the largest so the loop always ends.
+                cj = (0..k)
+                    .max_by_key(|&c| (counts[c], std::cmp::Reverse(c)))
+                    .unwrap_or(0);
+                break;
+            }
+        }
+        if cj == ci {
+            continue;
+        }
+        for d in 0..dim {
+            let v = centroids[cj * dim + d];
+            let (a, b) = if d % 2 == 0 {
+                (1.0 + EPS, 1.0 - EPS)
+            } else {
+                (1.0 - EPS, 1.0 + EPS)
+            };
+            centroids[ci * dim + d] = v * a;
+            centroids[cj * dim + d] = v * b;
+        }
+        counts[ci] = counts[cj] / 2;
+        counts[cj] -= counts[ci];
+    }
+}
+
+fn normalize_rows(x: &mut [f32], dim: usize) {
+    for row in x.chunks_exact_mut(dim) {
+        let norm = row.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt();
+        if norm > 0.0 {
+            let inv = (1.0 / norm) as f32;
+            row.iter_mut().for_each(|v| *v *= inv);
+        }
+    }
+}
+
+fn gather(x: &[f32], dim: usize, rows: &[usize]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(rows.len() * dim);
+    for &r in rows {
+        out.extend_from_slice(&x[r * dim..(r + 1) * dim]);
+    }
+    out
+}
+
+/// `m` distinct indices from `0..n` (m ≤ n), by a partial Fisher–Yates shuffle.
+fn sample_indices(rng: &mut SplitMix64, n: usize, m: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..n).collect();
+    for i in 0..m.min(n) {
+        let j = i + rng.below((n - i) as u64) as usize;
+        idx.swap(i, j);
+    }
+    idx.truncate(m);
+    idx
+}
+
+fn invalid(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+/// Feeds every byte written through a CRC-32.
+struct CrcWriter<'a, W: Write> {
+    inner: &'a mut W,
+    crc: crc32fast::Hasher,
+}
+
+impl<W: Write> Write for CrcWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Feeds every byte read through a CRC-32.
+struct CrcReader<'a, R: Read> {
+    inner: &'a mut R,
+    crc: crc32fast::Hasher,
+}
+
+impl<R: Read> Read for CrcReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.crc.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Elements per I/O chunk (64 KiB of f32).
+const IO_CHUNK: usize = 16 * 1024;
+
+fn put_slice<T: Copy, const N: usize>(
+    w: &mut impl Write,
+    xs: &[T],
+    le: impl Fn(T) -> [u8; N],
+) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(IO_CHUNK.min(xs.len()) * N);
+    for chunk in xs.chunks(IO_CHUNK) {
+        buf.clear();
+        for &x in chunk {
+            buf.extend_from_slice(&le(x));
+        }
+        w.write_all(&buf)?;
+    }
+    Ok(())
+}
+
+/// Reads `n` little-endian values, growing the vector only as data arrives.
+fn get_vec<T, const N: usize>(
+    r: &mut impl Read,
+    n: usize,
+    from: impl Fn([u8; N]) -> T,
+) -> io::Result<Vec<T>> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; IO_CHUNK.min(n) * N];
+    let mut left = n;
+    while left > 0 {
+        let m = left.min(IO_CHUNK);
+        r.read_exact(&mut buf[..m * N])?;
+        out.reserve(m);
+        for c in buf[..m * N].chunks_exact(N) {
+            let mut a = [0u8; N];
+            a.copy_from_slice(c);
+            out.push(from(a));
+        }
+        left -= m;
+    }
+    Ok(out)
+}
+
+fn read_u32(r: &mut impl Read) -> io::Result<u32> {
+    let mut b = [0u8; 4];
+    r.read_exact(&mut b)?;
+    Ok(u32::from_le_bytes(b))
+}
+
+fn read_len(r: &mut impl Read) -> io::Result<usize> {
+    let mut b = [0u8; 8];
+    r.read_exact(&mut b)?;
+    usize::try_from(u64::from_le_bytes(b)).map_err(|_| invalid("length does not fit in memory"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::flat::search_flat_with;
+    use crate::index::testutil::{Rng, check, clustered, exact as exact_distance};
+
+    fn seq_ids(n: usize) -> Vec<i64> {
+        (0..n as i64).map(|i| 10 * i + 1).collect()
+    }
+
+    fn recall(got: &TopK, exact: &TopK) -> f64 {
+        let mut hit = 0;
+        for q in 0..got.nq {
+            let want = exact.row_ids(q);
+            hit += got
+                .row_ids(q)
+                .iter()
+                .filter(|id| **id != -1 && want.contains(id))
+                .count();
+        }
+        hit as f64 / (exact.nq * exact.k) as f64
+    }
+
+    /// Recall@10 of nprobe 16 (of 64 lists) against the exact search, on clustered data.
+    fn recall_at_nprobe_16(metric: Metric) {
+        let mut rng = Rng::new(42);
+        let (rows, dim, nq) = (4000, 32, 50);
+        // One generator call for data + queries so both come from the same clusters.
+        let all = clustered(&mut rng, rows + nq, dim, 100, 0.3);
+        let (data, queries) = all.split_at(rows * dim);
+        let ids = seq_ids(rows);
+        let index = IvfFlat::build(data, &ids, dim, 64, metric, 7);
+        assert_eq!(
+            (index.nlist(), index.len(), index.dim(), index.metric()),
+            (64, rows, dim, metric)
+        );
+        let exact = search_flat_with(Isa::detect(), queries, data, &ids, dim, 10, metric, None);
+        let got = index.search(queries, 10, 16, None);
+        let r = recall(&got, &exact);
+        assert!(r >= 0.95, "{metric:?}: recall@10 {r}");
+        // Every returned hit carries its true distance.
+        for (s, &id) in got.ids.iter().enumerate() {
+            assert!(id != -1, "slot {s} padded");
+            let (row, q) = (((id - 1) / 10) as usize, s / 10);
+            let want = exact_distance(
+                metric,
+                &queries[q * dim..(q + 1) * dim],
+                &data[row * dim..(row + 1) * dim],
+            );
+            assert!((got.distances[s] as f64 - want).abs() < 1e-3 * (1.0 + want.abs()));
+        }
+    }
+
+    #[test]
+    fn ivf_l2_recall_at_nprobe_16_on_clustered_data() {
+        recall_at_nprobe_16(Metric::L2);
+    }
+
+    #[test]
+    fn ivf_ip_recall_at_nprobe_16_on_clustered_data() {
+        recall_at_nprobe_16(Metric::Ip);
+    }
+
+    #[test]
+    fn ivf_full_probe_equals_flat_exactly() {
+        let mut rng = Rng::new(1);
+        let (rows, dim, nq) = (700, 13, 7);
+        let data = clustered(&mut rng, rows, dim, 20, 0.5);
+        let queries = rng.normals(nq * dim);
+        let ids: Vec<i64> = (0..rows as i64).map(|r| (r * 37) % 701).collect();
+        let mut deleted = RowBitmap::new(rows);
+        for r in (0..rows).step_by(4) {
+            deleted.set(r);
+        }
+        for metric in [Metric::L2, Metric::Ip] {
+            let index = IvfFlat::build(&data, &ids, dim, 16, metric, 3);
+            for k in [1, 10, 200, 800] {
+                for del in [None, Some(&deleted)] {
+                    let flat =
+                        search_flat_with(Isa::detect(), &queries, &data, &ids, dim, k, metric, del);
+                    assert_eq!(index.search(&queries, k, 16, del), flat, "{metric:?} k={k}");
+                    // nprobe beyond nlist is clamped.
+                    assert_eq!(
+                        index.search(&queries, k, 1000, del),
+                        flat,
+                        "{metric:?} k={k}"
+                    );
+                }
+            }
+            // Every one of the few IVF results is a correct exact neighbour set in its lists.
+            let partial = index.search(&queries, 5, 3, Some(&deleted));
+            for &id in partial.ids.iter().filter(|&&id| id != -1) {
+                let row = ids.iter().position(|&x| x == id).unwrap_or(usize::MAX);
+                assert!(row < rows && !deleted.contains(row));
+            }
+        }
+    }
+
+    #[test]
+    fn ivf_honours_deletions() {
+        let mut rng = Rng::new(8);
+        let (rows, dim) = (2000, 16);
+        let data = clustered(&mut rng, rows, dim, 30, 0.3);
+        let ids = seq_ids(rows);
+        let queries = data[..5 * dim].to_vec();
+        let index = IvfFlat::build(&data, &ids, dim, 32, Metric::L2, 11);
+        // Delete each query's first 5 exact neighbours (including itself), then check the
+        // search at nprobe 8 never returns them and agrees with the exact search on what is left.
+        let before = search_flat_with(
+            Isa::detect(),
+            &queries,
+            &data,
+            &ids,
+            dim,
+            5,
+            Metric::L2,
+            None,
+        );
+        let mut deleted = RowBitmap::new(rows);
+        for &id in &before.ids {
+            deleted.set(((id - 1) / 10) as usize);
+        }
+        let got = index.search(&queries, 10, 8, Some(&deleted));
+        for &id in &got.ids {
+            assert!(
+                id != -1 && !deleted.contains(((id - 1) / 10) as usize),
+                "deleted id {id} returned"
+            );
+        }
+        let exact = search_flat_with(
+            Isa::detect(),
+            &queries,
+            &data,
+            &ids,
+            dim,
+            10,
+            Metric::L2,
+            Some(&deleted),
+        );
+        assert!(recall(&got, &exact) >= 0.9);
+        let full = index.search(&queries, 10, 32, Some(&deleted));
+        check(
+            &full,
+            Metric::L2,
+            &queries,
+            &data,
+            &ids,
+            dim,
+            10,
+            Some(&deleted),
+        );
+    }
+
+    #[test]
+    fn ivf_ip_assigns_by_max_inner_product() {
+        let mut rng = Rng::new(4);
+        let (rows, dim) = (600, 8);
+        let data = rng.normals(rows * dim);
+        let index = IvfFlat::build(&data, &seq_ids(rows), dim, 12, Metric::Ip, 5);
+        // Spherical centroids, and each vector sits in its max-inner-product list.
+        for c in index.centroids.chunks(dim) {
+            let n: f32 = c.iter().map(|v| v * v).sum();
+            assert!((n - 1.0).abs() < 1e-4, "centroid norm² {n}");
+        }
+        for l in 0..index.nlist() {
+            for e in index.list_starts[l]..index.list_starts[l + 1] {
+                let x = &index.vectors[e * dim..(e + 1) * dim];
+                let ip = |c: usize| {
+                    crate::index::testutil::exact(
+                        Metric::Ip,
+                        x,
+                        &index.centroids[c * dim..(c + 1) * dim],
+                    )
+                };
+                let best = (0..index.nlist()).map(ip).fold(f64::MIN, f64::max);
+                assert!(
+                    ip(l) >= best - 1e-5,
+                    "entry {e} in list {l}: {} < {best}",
+                    ip(l)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ivf_build_is_deterministic_and_clamps_nlist() {
+        let mut rng = Rng::new(6);
+        let (rows, dim) = (300, 5);
+        let data = rng.normals(rows * dim);
+        let ids = seq_ids(rows);
+        let a = IvfFlat::build(&data, &ids, dim, 10, Metric::L2, 99);
+        let b = IvfFlat::build(&data, &ids, dim, 10, Metric::L2, 99);
+        assert_eq!(a, b);
+        assert_eq!(a.len(), rows);
+        assert_eq!((0..a.nlist()).map(|l| a.list_len(l)).sum::<usize>(), rows);
+        let c = IvfFlat::build(&data, &ids, dim, 10, Metric::L2, 100);
+        assert_ne!(a.centroids, c.centroids);
+        // More lists than rows: clamped to the row count, still exact at full probe.
+        let small = IvfFlat::build(&data[..7 * dim], &ids[..7], dim, 50, Metric::L2, 1);
+        assert_eq!(small.nlist(), 7);
+        let q = &data[..2 * dim];
+        assert_eq!(
+            small.search(q, 3, 7, None),
+            search_flat_with(
+                Isa::detect(),
+                q,
+                &data[..7 * dim],
+                &ids[..7],
+                dim,
+                3,
+                Metric::L2,
+                None
+            )
+        );
+        // No rows: an empty index that answers padding.
+        let empty = IvfFlat::build(&[], &[], dim, 8, Metric::Ip, 1);
+        assert_eq!((empty.nlist(), empty.len()), (0, 0));
+        assert_eq!(empty.search(q, 4, 2, None), TopK::empty(2, 4, Metric::Ip));
+        assert_eq!(a.search(q, 0, 2, None), TopK::empty(2, 0, Metric::L2));
+    }
+
+    #[test]
+    fn ivf_write_read_round_trip() {
+        let mut rng = Rng::new(10);
+        let (rows, dim) = (400, 9);
+        let data = clustered(&mut rng, rows, dim, 10, 0.5);
+        let ids = seq_ids(rows);
+        let queries = rng.normals(3 * dim);
+        for metric in [Metric::L2, Metric::Ip] {
+            let index = IvfFlat::build(&data, &ids, dim, 8, metric, 2);
+            let mut bytes = Vec::new();
+            index.write_to(&mut bytes).expect("write to a Vec");
+            let back = IvfFlat::read_from(&mut bytes.as_slice()).expect("read back");
+            assert_eq!(back, index);
+            assert_eq!(
+                back.search(&queries, 5, 3, None),
+                index.search(&queries, 5, 3, None)
+            );
+        }
+        let empty = IvfFlat::build(&[], &[], dim, 8, Metric::L2, 1);
+        let mut bytes = Vec::new();
+        empty.write_to(&mut bytes).expect("write");
+        assert_eq!(
+            IvfFlat::read_from(&mut bytes.as_slice()).expect("read"),
+            empty
+        );
+    }
+
+    #[test]
+    fn ivf_truncated_or_corrupt_input_is_err() {
+        let mut rng = Rng::new(12);
+        let (rows, dim) = (60, 4);
+        let data = rng.normals(rows * dim);
+        let index = IvfFlat::build(&data, &seq_ids(rows), dim, 4, Metric::L2, 2);
+        let mut bytes = Vec::new();
+        index.write_to(&mut bytes).expect("write");
+        // Every truncation fails.
+        for cut in 0..bytes.len() {
+            assert!(
+                IvfFlat::read_from(&mut &bytes[..cut]).is_err(),
+                "truncated at {cut} accepted"
+            );
+        }
+        // Every single flipped byte fails (header checks, offset checks or the checksum).
+        for at in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x5A;
+            assert!(
+                IvfFlat::read_from(&mut bad.as_slice()).is_err(),
+                "corruption at {at} accepted"
+            );
+        }
+        // A header claiming an enormous index fails on the missing bytes, without allocating it.
+        let mut huge = bytes[..16].to_vec();
+        for v in [1u64 << 20, 1u64 << 30, 1u64 << 32] {
+            huge.extend_from_slice(&v.to_le_bytes());
+        }
+        let err = IvfFlat::read_from(&mut huge.as_slice()).expect_err("huge header");
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        let mut overflow = bytes[..16].to_vec();
+        for v in [u64::MAX, u64::MAX, u64::MAX] {
+            overflow.extend_from_slice(&v.to_le_bytes());
+        }
+        assert!(IvfFlat::read_from(&mut overflow.as_slice()).is_err());
+    }
+}

@@ -1,0 +1,89 @@
+//! The data node (`mishards node --role rw|ro`): a Milvus 1.1-compatible write or read node on shared
+//! storage. The gateway never imports this module.
+
+pub mod cache;
+pub mod engine;
+pub mod index;
+pub mod segment;
+pub mod server;
+pub mod service;
+pub mod validate;
+pub mod wal;
+
+pub use server::{RunningNode, start};
+
+/// The write node's log folder inside its storage folder.
+pub const WAL_DIR_NAME: &str = "wal";
+
+use mishards_meta::{MetaError, PartitionSelectError};
+use mishards_proto::ErrorCode;
+use mishards_proto::error::MilvusError;
+
+/// Everything a node request can fail with; its `MilvusError` impl below maps each to a Milvus status code.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("collection `{0}` does not exist")]
+    CollectionNotFound(String),
+    #[error("{0}")]
+    InvalidName(String),
+    #[error("{0}")]
+    InvalidDimension(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    InvalidTopk(String),
+    #[error("{0}")]
+    InvalidRowRecord(String),
+    #[error("{0}")]
+    InvalidVectorId(String),
+    #[error("{0}")]
+    InvalidIndexType(String),
+    #[error("{0}")]
+    InvalidNlist(String),
+    #[error("{0}")]
+    InvalidMetric(String),
+    #[error("{0}")]
+    FileNotFound(String),
+    #[error("{0}")]
+    CacheFailed(String),
+    #[error(
+        "this node is a read node (role ro) and does not take writes; send {0} to the write node (role rw)"
+    )]
+    ReadOnly(&'static str),
+    #[error(transparent)]
+    Partition(#[from] PartitionSelectError),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Wal(#[from] wal::WalError),
+    #[error(transparent)]
+    Segment(#[from] segment::SegmentError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl MilvusError for NodeError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            NodeError::CollectionNotFound(_) => ErrorCode::CollectionNotExists,
+            NodeError::InvalidName(_) => ErrorCode::IllegalCollectionName,
+            NodeError::InvalidDimension(_) => ErrorCode::IllegalDimension,
+            NodeError::InvalidArgument(_) => ErrorCode::IllegalArgument,
+            NodeError::InvalidTopk(_) => ErrorCode::IllegalTopk,
+            NodeError::InvalidRowRecord(_) => ErrorCode::IllegalRowrecord,
+            NodeError::InvalidVectorId(_) => ErrorCode::IllegalVectorId,
+            NodeError::InvalidIndexType(_) => ErrorCode::IllegalIndexType,
+            NodeError::InvalidNlist(_) => ErrorCode::IllegalNlist,
+            NodeError::InvalidMetric(_) => ErrorCode::IllegalMetricType,
+            NodeError::FileNotFound(_) => ErrorCode::FileNotFound,
+            NodeError::CacheFailed(_) => ErrorCode::CacheFailed,
+            NodeError::ReadOnly(_) => ErrorCode::PermissionDenied,
+            NodeError::Partition(e) => e.code(),
+            NodeError::Meta(e) => e.code(),
+            NodeError::Segment(e) if e.is_not_found() => ErrorCode::FileNotFound,
+            NodeError::Wal(_) | NodeError::Segment(_) | NodeError::Internal(_) => {
+                ErrorCode::UnexpectedError
+            }
+        }
+    }
+}

@@ -1,0 +1,437 @@
+//! Segment files on the shared storage folder.
+//!
+//! Layout: `<storage>/tables/<table>/<segment_id>/<file_id>` for each `TableFiles` row, and
+//! `<storage>/tables/<table>/<segment_id>/deleted.ids` for the segment's delete marks (shared by its raw
+//! file and its index file). Every file is written to a temporary name, fsynced and renamed into place,
+//! so a reader sees either the old file or the complete new one; each ends in a CRC32 of its content.
+//!
+//! Raw file: `MSRAW001 | dim u32 | rows u64 | ids [i64; rows] | vectors [f32; rows*dim] | crc u32`.
+//! Ids come first so the ids alone can be read without the vectors.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::index::IvfFlat;
+use mishards_meta::FileRow;
+
+const RAW_MAGIC: &[u8; 8] = b"MSRAW001";
+const INDEX_MAGIC: &[u8; 8] = b"MSIVF001";
+const DELETED_MAGIC: &[u8; 8] = b"MSDEL001";
+pub const DELETED_FILE: &str = "deleted.ids";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SegmentError {
+    #[error("segment file {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("segment file {path} is damaged: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+impl SegmentError {
+    fn io(path: &Path) -> impl FnOnce(io::Error) -> SegmentError + '_ {
+        move |source| SegmentError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    fn corrupt(path: &Path, reason: impl Into<String>) -> SegmentError {
+        SegmentError::Corrupt {
+            path: path.to_path_buf(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, SegmentError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+}
+
+/// A table name as a directory name: letters, digits, `_` and `-` stay, anything else becomes `%XX`.
+fn dir_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+pub fn table_dir(storage: &Path, table_id: &str) -> PathBuf {
+    storage.join("tables").join(dir_name(table_id))
+}
+
+pub fn segment_dir(storage: &Path, table_id: &str, segment_id: &str) -> PathBuf {
+    table_dir(storage, table_id).join(segment_id)
+}
+
+pub fn file_path(storage: &Path, file: &FileRow) -> PathBuf {
+    segment_dir(storage, &file.table_id, &file.segment_id).join(&file.file_id)
+}
+
+pub fn deleted_path(storage: &Path, file: &FileRow) -> PathBuf {
+    segment_dir(storage, &file.table_id, &file.segment_id).join(DELETED_FILE)
+}
+
+/// A fresh id for a segment or a file: microseconds since the epoch with a process-wide counter, so ids
+/// sort by creation and never repeat within a process.
+pub fn new_id() -> String {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = mishards_meta::now_micros().max(0) as u64;
+    let next = |prev: u64| (prev + 1).max(now);
+    let prev = LAST
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |prev| Some(next(prev)))
+        .unwrap_or(0);
+    next(prev).to_string()
+}
+
+/// Writes `path` atomically: `fill` writes the content, a CRC32 of it is appended, the temporary file is
+/// fsynced and renamed over `path`, and the directory entry made durable. Returns the file's size.
+pub fn write_atomic(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<u64, SegmentError> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| SegmentError::corrupt(path, "no parent folder"))?;
+    fs::create_dir_all(dir).map_err(SegmentError::io(dir))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("segment"),
+        new_id()
+    ));
+    let result = (|| {
+        let file = File::create(&tmp)?;
+        let mut out = CrcWriter {
+            inner: BufWriter::with_capacity(1 << 20, file),
+            crc: crc32fast::Hasher::new(),
+            len: 0,
+        };
+        fill(&mut out)?;
+        let crc = out.crc.clone().finalize();
+        out.inner.write_all(&crc.to_le_bytes())?;
+        let len = out.len + 4;
+        let file = out.inner.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        Ok(len)
+    })();
+    match result {
+        Ok(len) => {
+            crate::wal::sync_dir(dir);
+            Ok(len)
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(SegmentError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            })
+        }
+    }
+}
+
+struct CrcWriter<W: Write> {
+    inner: W,
+    crc: crc32fast::Hasher,
+    len: u64,
+}
+
+impl<W: Write> Write for CrcWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Reads a whole file and checks its trailing CRC32; returns the content without it.
+pub fn read_checked(path: &Path) -> Result<Vec<u8>, SegmentError> {
+    let mut bytes = fs::read(path).map_err(SegmentError::io(path))?;
+    if bytes.len() < 4 {
+        return Err(SegmentError::corrupt(path, "shorter than its checksum"));
+    }
+    let body_len = bytes.len() - 4;
+    let stored = u32::from_le_bytes([
+        bytes[body_len],
+        bytes[body_len + 1],
+        bytes[body_len + 2],
+        bytes[body_len + 3],
+    ]);
+    if crc32fast::hash(&bytes[..body_len]) != stored {
+        return Err(SegmentError::corrupt(path, "checksum mismatch"));
+    }
+    bytes.truncate(body_len);
+    Ok(bytes)
+}
+
+/// The vectors of a raw segment file, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawSegment {
+    pub dim: usize,
+    pub ids: Vec<i64>,
+    pub vectors: Vec<f32>,
+}
+
+impl RawSegment {
+    pub fn rows(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.ids.len() * 8 + self.vectors.len() * 4
+    }
+
+    pub fn vector(&self, row: usize) -> &[f32] {
+        &self.vectors[row * self.dim..(row + 1) * self.dim]
+    }
+}
+
+pub fn write_raw(
+    path: &Path,
+    dim: usize,
+    ids: &[i64],
+    vectors: &[f32],
+) -> Result<u64, SegmentError> {
+    debug_assert_eq!(ids.len() * dim, vectors.len());
+    write_atomic(path, |w| {
+        w.write_all(RAW_MAGIC)?;
+        w.write_all(&(dim as u32).to_le_bytes())?;
+        w.write_all(&(ids.len() as u64).to_le_bytes())?;
+        write_i64s(w, ids)?;
+        write_f32s(w, vectors)
+    })
+}
+
+/// Writes values little-endian through a bounded buffer (a segment can be hundreds of MB).
+fn write_le<T: Copy, const N: usize>(
+    w: &mut dyn Write,
+    values: &[T],
+    bytes: fn(T) -> [u8; N],
+) -> io::Result<()> {
+    const CHUNK_BYTES: usize = 1 << 20;
+    let mut buf = Vec::with_capacity(CHUNK_BYTES.min(values.len() * N));
+    for chunk in values.chunks(CHUNK_BYTES / N) {
+        buf.clear();
+        chunk.iter().for_each(|v| buf.extend_from_slice(&bytes(*v)));
+        w.write_all(&buf)?;
+    }
+    Ok(())
+}
+
+fn write_i64s(w: &mut dyn Write, values: &[i64]) -> io::Result<()> {
+    write_le(w, values, i64::to_le_bytes)
+}
+
+fn write_f32s(w: &mut dyn Write, values: &[f32]) -> io::Result<()> {
+    write_le(w, values, f32::to_le_bytes)
+}
+
+fn le_i64s(bytes: &[u8]) -> Vec<i64> {
+    bytes
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+        .collect()
+}
+
+fn le_f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// Parses the raw header: (dim, rows).
+fn raw_header(path: &Path, bytes: &[u8]) -> Result<(usize, usize), SegmentError> {
+    if bytes.len() < 20 || &bytes[..8] != RAW_MAGIC {
+        return Err(SegmentError::corrupt(path, "not a raw segment file"));
+    }
+    let dim = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
+    let rows = u64::from_le_bytes(bytes[12..20].try_into().unwrap_or_default()) as usize;
+    Ok((dim, rows))
+}
+
+fn size_mismatch(path: &Path, dim: usize, rows: usize) -> SegmentError {
+    SegmentError::corrupt(
+        path,
+        format!("{rows} rows of dimension {dim} do not fit its size"),
+    )
+}
+
+pub fn read_raw(path: &Path) -> Result<RawSegment, SegmentError> {
+    let bytes = read_checked(path)?;
+    let (dim, rows) = raw_header(path, &bytes)?;
+    let ids_end = rows.checked_mul(8).and_then(|n| n.checked_add(20));
+    let end = ids_end.and_then(|e| rows.checked_mul(dim)?.checked_mul(4)?.checked_add(e));
+    match (ids_end, end) {
+        (Some(ids_end), Some(end)) if end == bytes.len() => Ok(RawSegment {
+            dim,
+            ids: le_i64s(&bytes[20..ids_end]),
+            vectors: le_f32s(&bytes[ids_end..]),
+        }),
+        _ => Err(size_mismatch(path, dim, rows)),
+    }
+}
+
+/// Only the ids of a raw file (its first part), without reading the vectors.
+pub fn read_raw_ids(path: &Path) -> Result<Vec<i64>, SegmentError> {
+    let mut file = File::open(path).map_err(SegmentError::io(path))?;
+    let mut header = [0u8; 20];
+    file.read_exact(&mut header)
+        .map_err(|_| SegmentError::corrupt(path, "truncated header"))?;
+    let (dim, rows) = raw_header(path, &header)?;
+    let file_len = file.metadata().map_err(SegmentError::io(path))?.len();
+    let ids_len = rows
+        .checked_mul(8)
+        .filter(|n| (*n as u64).saturating_add(20) <= file_len);
+    let mut ids = vec![0u8; ids_len.ok_or_else(|| size_mismatch(path, dim, rows))?];
+    file.read_exact(&mut ids)
+        .map_err(|_| SegmentError::corrupt(path, "truncated ids"))?;
+    Ok(le_i64s(&ids))
+}
+
+/// Writes an index file: `MSIVF001 | rows u64 | ids [i64; rows] (raw row order) | the index's own bytes`.
+/// The ids let delete marks (kept by id) become row offsets without reading the raw file.
+pub fn write_index(path: &Path, index: &IvfFlat, ids: &[i64]) -> Result<u64, SegmentError> {
+    write_atomic(path, |mut w| {
+        w.write_all(INDEX_MAGIC)?;
+        w.write_all(&(ids.len() as u64).to_le_bytes())?;
+        write_i64s(w, ids)?;
+        index.write_to(&mut w)
+    })
+}
+
+pub fn read_index(path: &Path) -> Result<(IvfFlat, Vec<i64>), SegmentError> {
+    let bytes = read_checked(path)?;
+    if bytes.len() < 16 || &bytes[..8] != INDEX_MAGIC {
+        return Err(SegmentError::corrupt(path, "not an index file"));
+    }
+    let rows = u64::from_le_bytes(bytes[8..16].try_into().unwrap_or_default()) as usize;
+    let ids_end = rows
+        .checked_mul(8)
+        .and_then(|n| n.checked_add(16))
+        .filter(|e| *e <= bytes.len());
+    let ids_end = ids_end.ok_or_else(|| SegmentError::corrupt(path, "ids do not fit its size"))?;
+    let index = IvfFlat::read_from(&mut &bytes[ids_end..])
+        .map_err(|e| SegmentError::corrupt(path, e.to_string()))?;
+    if index.len() != rows {
+        return Err(SegmentError::corrupt(
+            path,
+            format!("index holds {} rows, ids {rows}", index.len()),
+        ));
+    }
+    Ok((index, le_i64s(&bytes[16..ids_end])))
+}
+
+/// The deleted ids of a segment, sorted; none when the segment has no delete marks yet.
+pub fn read_deleted(path: &Path) -> Result<Vec<i64>, SegmentError> {
+    let bytes = match read_checked(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.is_not_found() => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    if bytes.len() < 16 || &bytes[..8] != DELETED_MAGIC {
+        return Err(SegmentError::corrupt(path, "not a delete-marks file"));
+    }
+    let n = u64::from_le_bytes(bytes[8..16].try_into().unwrap_or_default()) as usize;
+    if n.checked_mul(8).and_then(|b| b.checked_add(16)) != Some(bytes.len()) {
+        return Err(SegmentError::corrupt(
+            path,
+            "length does not match its count",
+        ));
+    }
+    Ok(le_i64s(&bytes[16..]))
+}
+
+/// Adds `ids` to a segment's delete marks (rewriting the file atomically). Returns how many were new.
+pub fn add_deleted(path: &Path, ids: &[i64]) -> Result<usize, SegmentError> {
+    let mut all = read_deleted(path)?;
+    let before = all.len();
+    all.extend_from_slice(ids);
+    all.sort_unstable();
+    all.dedup();
+    let added = all.len() - before;
+    if added > 0 {
+        write_atomic(path, |w| {
+            w.write_all(DELETED_MAGIC)?;
+            w.write_all(&(all.len() as u64).to_le_bytes())?;
+            write_i64s(w, &all)
+        })?;
+    }
+    Ok(added)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_files_round_trip_and_damage_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t/s/f");
+        let ids = [5i64, -1, 7];
+        let vectors: Vec<f32> = (0..9).map(|i| i as f32 * 0.5).collect();
+        let size = write_raw(&path, 3, &ids, &vectors).unwrap();
+        assert_eq!(size, fs::metadata(&path).unwrap().len());
+        let raw = read_raw(&path).unwrap();
+        assert_eq!(
+            raw,
+            RawSegment {
+                dim: 3,
+                ids: ids.to_vec(),
+                vectors: vectors.clone()
+            }
+        );
+        assert_eq!(raw.vector(2), &[3.0, 3.5, 4.0]);
+        assert_eq!(read_raw_ids(&path).unwrap(), ids);
+
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[30] ^= 1;
+        fs::write(&path, &bytes).unwrap();
+        assert!(matches!(read_raw(&path), Err(SegmentError::Corrupt { .. })));
+        fs::write(&path, &bytes[..10]).unwrap();
+        assert!(read_raw(&path).is_err());
+        assert!(read_raw_ids(&path).is_err());
+        assert!(
+            read_raw(&dir.path().join("missing"))
+                .unwrap_err()
+                .is_not_found()
+        );
+        // No temporary files are left behind.
+        assert_eq!(fs::read_dir(dir.path().join("t/s")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn delete_marks_accumulate_without_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DELETED_FILE);
+        assert!(read_deleted(&path).unwrap().is_empty());
+        assert_eq!(add_deleted(&path, &[9, 3, 3]).unwrap(), 2);
+        assert_eq!(add_deleted(&path, &[3, 1]).unwrap(), 1);
+        assert_eq!(add_deleted(&path, &[1]).unwrap(), 0);
+        assert_eq!(read_deleted(&path).unwrap(), [1, 3, 9]);
+    }
+
+    #[test]
+    fn table_names_become_safe_directory_names() {
+        assert_eq!(dir_name("c_2024-01"), "c_2024-01");
+        assert_eq!(dir_name("a/../b c"), "a%2F%2E%2E%2Fb%20c");
+    }
+
+    #[test]
+    fn new_ids_are_unique_and_increasing() {
+        let ids: Vec<u64> = (0..1000).map(|_| new_id().parse().unwrap()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    }
+}

@@ -1,0 +1,222 @@
+//! Starting and stopping a node: metadata, engine, background work, and the gRPC listener.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use futures::TryStreamExt;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::NodeError;
+use super::engine::{Engine, EngineOptions};
+use super::service::NodeService;
+use mishards_config::{NodeConfig, Role};
+use mishards_meta::{MetaOptions, MetaStore, MetaUri, SQLITE_FILE_NAME, SqliteTarget};
+use mishards_proto::limits::MAX_MESSAGE_BYTES;
+use mishards_proto::milvus_service_server::MilvusServiceServer;
+use mishards_telemetry::{RpcLayer, RpcSide};
+
+/// A node that serves until `shutdown` is called.
+pub struct RunningNode {
+    pub addr: SocketAddr,
+    pub engine: Arc<Engine>,
+    /// Set by `abort`: every open connection fails its next read or write.
+    killed: Arc<AtomicBool>,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    background: JoinHandle<()>,
+}
+
+impl RunningNode {
+    /// Stops taking requests, lets the write node flush once more, and waits for both.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        if let Ok(Err(e)) = self.server.await {
+            tracing::warn!(error = %e, "gRPC server ended with an error");
+        }
+        let _ = self.background.await;
+    }
+
+    /// Stops at once, as `kill -9` would: the listener closes, in-flight calls and background work
+    /// are dropped, nothing is flushed (the write-ahead log already holds every acknowledged write).
+    pub async fn abort(self) {
+        self.killed.store(true, Ordering::Relaxed);
+        self.server.abort();
+        self.background.abort();
+        let _ = self.server.await;
+        let _ = self.background.await;
+    }
+}
+
+/// The metadata URI a node uses: the configured one, else `meta.sqlite` in its storage folder.
+pub fn meta_uri(config: &NodeConfig) -> Result<MetaUri, NodeError> {
+    match &config.meta_uri {
+        Some(text) => Ok(MetaUri::parse(text, Some(&config.storage))?),
+        None => Ok(MetaUri::Sqlite(SqliteTarget::File(
+            config.storage.join(SQLITE_FILE_NAME),
+        ))),
+    }
+}
+
+/// Opens the metadata (a write node creates the schema; a read node needs it to exist), the engine, and
+/// starts serving on `config.host:config.port` (port 0 picks a free port; see `RunningNode::addr`).
+pub async fn start(config: &NodeConfig) -> Result<RunningNode, NodeError> {
+    let uri = meta_uri(config)?;
+    tracing::debug!(
+        auto_flush = ?config.auto_flush_interval,
+        gc_grace = ?config.gc_grace,
+        cache_mb = config.cache_bytes >> 20,
+        index_build_rows = config.index_build_rows,
+        "engine settings"
+    );
+    let options = MetaOptions {
+        echo: config.sql_echo,
+        ..MetaOptions::default()
+    };
+    let meta = match config.role {
+        Role::Writer => MetaStore::open(&uri, &options).await?,
+        Role::Reader => {
+            let meta = MetaStore::connect(&uri, &options).await?;
+            meta.check_schema().await?;
+            meta
+        }
+    };
+    let engine = Engine::open(
+        meta,
+        EngineOptions {
+            role: config.role,
+            storage: config.storage.clone(),
+            auto_flush_interval: config.auto_flush_interval,
+            gc_grace: config.gc_grace,
+            cache_bytes: config.cache_bytes,
+            index_build_rows: config.index_build_rows,
+        },
+    )
+    .await?;
+    let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port))
+        .await
+        .map_err(|e| {
+            NodeError::Internal(format!(
+                "cannot listen on {}:{}: {e}",
+                config.host, config.port
+            ))
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| NodeError::Internal(e.to_string()))?;
+    let (stop, stopped) = watch::channel(false);
+    let background = engine.spawn_background(stopped.clone());
+    let service =
+        MilvusServiceServer::new(NodeService::new(engine.clone(), config.version.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let mut stopped = stopped;
+    let killed = Arc::new(AtomicBool::new(false));
+    let connections_killed = killed.clone();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .layer(RpcLayer::new(RpcSide::Node, None))
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener)
+                    .with_nodelay(Some(true))
+                    .map_ok(move |stream| Killable {
+                        inner: stream,
+                        killed: connections_killed.clone(),
+                    }),
+                async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                },
+            ),
+    );
+    tracing::info!(role = config.role.name(), %addr, meta = %uri, storage = %config.storage.display(), "node serving");
+    Ok(RunningNode {
+        addr,
+        engine,
+        killed,
+        stop,
+        server,
+        background,
+    })
+}
+
+/// A connection `RunningNode::abort` can cut (the server's spawned connection tasks outlive its accept
+/// loop): once the node is killed, the next read or write fails as a reset connection would. One relaxed
+/// load per poll while alive.
+struct Killable {
+    inner: tokio::net::TcpStream,
+    killed: Arc<AtomicBool>,
+}
+
+impl Killable {
+    fn cut(&self) -> Option<std::io::Error> {
+        self.killed.load(Ordering::Relaxed).then(|| {
+            std::io::Error::new(std::io::ErrorKind::ConnectionReset, "the node was killed")
+        })
+    }
+}
+
+impl tonic::transport::server::Connected for Killable {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl AsyncRead for Killable {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if let Some(e) = self.cut() {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Killable {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if let Some(e) = self.cut() {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        if let Some(e) = self.cut() {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if let Some(e) = self.cut() {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
