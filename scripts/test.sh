@@ -16,16 +16,17 @@ if [[ ! -x "$venv/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]]; 
 fi
 export MISHARDS_TEST_PYTHON="$PWD/$venv/bin/python"
 
-echo "== Rust tests (metadata on SQLite${MISHARDS_TEST_MYSQL_URL:+ and MySQL at ${MISHARDS_TEST_MYSQL_URL}})"
+if [[ -n "${MISHARDS_TEST_MYSQL_URL:-}" ]]; then backends="SQLite and MySQL (${MISHARDS_TEST_MYSQL_URL})"; else backends="SQLite only (MISHARDS_TEST_MYSQL_URL is not set: the MySQL tests are skipped)"; fi
+echo "== Rust tests of every crate; metadata backends tested: ${backends}"
 # The chaos scenarios and the hedging tests compare latencies within a run: they run last, one at a time
 # (.config/nextest.toml), with nothing else on the machine.
 status=0
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --no-fail-fast -E 'not (binary(chaos) | binary(hedging))' || status=$?
+    cargo nextest run --workspace --no-fail-fast -E 'not (binary(chaos) | binary(hedging))' || status=$?
     echo "== Rust timing-sensitive tests: chaos scenarios and hedging, one at a time"
-    cargo nextest run --no-fail-fast -E 'binary(chaos) | binary(hedging)' || status=$?
+    cargo nextest run --workspace --no-fail-fast -E 'binary(chaos) | binary(hedging)' || status=$?
 else
-    cargo test --no-fail-fast -- --test-threads=1 || status=$?
+    cargo test --workspace --no-fail-fast -- --test-threads=1 || status=$?
 fi
 
 shopt -s nullglob
@@ -35,4 +36,5 @@ if (( ${#e2e[@]} )); then
     cargo build --quiet
     MISHARDS_BIN="$PWD/target/debug/mishards" "$venv/bin/python" -m pytest -q -p no:cacheprovider "${e2e[@]}" || status=$?
 fi
+echo "== metadata backends tested: ${backends}"
 exit "$status"
