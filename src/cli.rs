@@ -217,6 +217,32 @@ fn config_file(matches: &ArgMatches, env: &dyn Source) -> Option<PathBuf> {
 }
 
 /// Parses `args` and runs the chosen subcommand. `env` is the environment to read settings from;
+/// The settings of `scope` from the subcommand's flags, the environment and its config file.
+fn resolve(scope: Scope, m: &ArgMatches, env: &dyn Source) -> Result<Settings, CliError> {
+    Ok(Settings::resolve(
+        scope,
+        &given_flags(m, scope),
+        env,
+        config_file(m, env).as_deref(),
+    )?)
+}
+
+/// Logging and trace export for a process that is one service (a gateway or a node).
+fn init_process_telemetry(
+    log: &config::LogConfig,
+    tracing: &config::TracingConfig,
+) -> Result<telemetry::TelemetryGuard, CliError> {
+    let guard = telemetry::init(
+        log,
+        &[Export {
+            config: tracing,
+            component: Component::Process,
+        }],
+    )?;
+    telemetry::set_log_payload(tracing.log_payload);
+    Ok(guard)
+}
+
 /// `out` receives what the command prints for a person.
 pub async fn run(
     args: Vec<OsString>,
@@ -226,48 +252,17 @@ pub async fn run(
     let matches = command().try_get_matches_from(args)?;
     match matches.subcommand() {
         Some(("gateway", m)) => {
-            let settings = Settings::resolve(
-                Scope::Gateway,
-                &given_flags(m, Scope::Gateway),
-                env,
-                config_file(m, env).as_deref(),
-            )?;
-            let config = GatewayConfig::from_settings(&settings)?;
-            let _telemetry = telemetry::init(
-                &config.log,
-                &[Export {
-                    config: &config.tracing,
-                    component: Component::Process,
-                }],
-            )?;
-            telemetry::set_log_payload(config.tracing.log_payload);
+            let config = GatewayConfig::from_settings(&resolve(Scope::Gateway, m, env)?)?;
+            let _telemetry = init_process_telemetry(&config.log, &config.tracing)?;
             run_gateway(config, out).await
         }
         Some(("node", m)) => {
-            let settings = Settings::resolve(
-                Scope::Node,
-                &given_flags(m, Scope::Node),
-                env,
-                config_file(m, env).as_deref(),
-            )?;
-            let config = NodeConfig::from_settings(&settings)?;
-            let _telemetry = telemetry::init(
-                &config.log,
-                &[Export {
-                    config: &config.tracing,
-                    component: Component::Process,
-                }],
-            )?;
-            telemetry::set_log_payload(config.tracing.log_payload);
+            let config = NodeConfig::from_settings(&resolve(Scope::Node, m, env)?)?;
+            let _telemetry = init_process_telemetry(&config.log, &config.tracing)?;
             run_node(config, out).await
         }
         Some(("demo", m)) => {
-            let settings = Settings::resolve(
-                Scope::Demo,
-                &given_flags(m, Scope::Demo),
-                env,
-                config_file(m, env).as_deref(),
-            )?;
+            let settings = resolve(Scope::Demo, m, env)?;
             let config = DemoConfig::from_settings(&settings)?;
             // One process, two services in the traces: the gateway's spans and the nodes' spans.
             let node_tracing = config::TracingConfig {

@@ -201,6 +201,23 @@ fn the_dockerfile_builds_the_binary_the_services_run() {
     .unwrap();
     assert!(dockerfile.contains("cargo build --release --bin mishards"));
     assert!(dockerfile.contains("ENTRYPOINT [\"mishards\"]"));
+    // The build stage gets every top-level path the workspace build reads, and each exists.
+    let copied: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|line| line.strip_prefix("COPY "))
+        .filter(|args| !args.starts_with("--from"))
+        .flat_map(|args| {
+            let parts: Vec<&str> = args.split_whitespace().collect();
+            parts[..parts.len().saturating_sub(1)].to_vec()
+        })
+        .collect();
+    for needed in ["Cargo.toml", "Cargo.lock", "crates", "proto", "src", "benches"] {
+        assert!(copied.contains(&needed), "the Dockerfile does not copy {needed}");
+    }
+    for path in &copied {
+        let on_disk = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+        assert!(on_disk.exists(), "the Dockerfile copies {path}, which does not exist");
+    }
     let doc = compose();
     for (name, service) in doc["services"].as_mapping().unwrap() {
         if !THIRD_PARTY.contains(&name.as_str().unwrap_or_default()) {
