@@ -1174,7 +1174,7 @@ async fn a_preload_larger_than_the_cache_answers_cache_failed() {
     ok(&Some(preload(&mut c).await));
     // The cache's live size counts, not the one the node started with.
     let st = c
-        .cmd(cmd("set_config cache.cache_size 1"))
+        .cmd(cmd("set_config cache.cache_size 1MB"))
         .await
         .unwrap()
         .into_inner();
@@ -1187,13 +1187,138 @@ async fn a_preload_larger_than_the_cache_answers_cache_failed() {
     );
     assert!(refused.reason.contains("cache"), "{refused:?}");
     let st = c
-        .cmd(cmd("set_config cache.cache_size 64"))
+        .cmd(cmd("set_config cache.cache_size 64MB"))
         .await
         .unwrap()
         .into_inner();
     ok(&st.status);
     ok(&Some(preload(&mut c).await));
     node.shutdown().await;
+}
+
+/// Milvus 1.1's config tree over gRPC: values the node really runs with, a change in service that reads
+/// back, and Milvus's refusals (unknown or padded keys, wrong values, keys read only at start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_config_tree_over_cmd() {
+    let dir = tempfile::tempdir().unwrap();
+    let rw = mishards::node::start(&node_config(
+        "rw",
+        dir.path(),
+        &[("cache-size", "256".into())],
+    ))
+    .await
+    .unwrap();
+    let ro = mishards::node::start(&node_config("ro", dir.path(), &[]))
+        .await
+        .unwrap();
+    let mut c = client(rw.addr).await;
+    let mut r = client(ro.addr).await;
+    let cmd = |s: &str| proto::Command { cmd: s.into() };
+    async fn answer(c: &mut Client, text: &str) -> (i32, String) {
+        let reply = c
+            .cmd(proto::Command { cmd: text.into() })
+            .await
+            .unwrap()
+            .into_inner();
+        (code(&reply.status), reply.string_reply)
+    }
+    let get = |key: &str| format!("get_config {key}");
+
+    assert_eq!(answer(&mut c, "mode").await, (0, "CPU".to_string()));
+    let storage = dir.path().display().to_string();
+    for (key, want) in [
+        ("storage.path", storage.clone()),
+        ("wal.enable", "true".to_string()),
+        ("wal.path", dir.path().join("wal").display().to_string()),
+        ("cache.cache_size", "256MB".to_string()),
+        ("cluster.enable", "true".to_string()),
+        ("cluster.role", "rw".to_string()),
+        ("network.bind.port", rw.addr.port().to_string()),
+        ("gpu.enable", "false".to_string()),
+        ("tracing_config.json_config_path", String::new()),
+    ] {
+        assert_eq!(answer(&mut c, &get(key)).await, (0, want), "{key}");
+    }
+    assert_eq!(
+        answer(&mut r, &get("wal.enable")).await,
+        (0, "false".to_string())
+    );
+    assert_eq!(
+        answer(&mut r, &get("cluster.role")).await,
+        (0, "ro".to_string())
+    );
+    let (status, tree) = answer(&mut c, "get_config *").await;
+    assert_eq!(status, 0);
+    let tree: serde_json::Value = serde_json::from_str(&tree).unwrap();
+    assert_eq!(tree["storage"]["path"], storage.as_str());
+    assert_eq!(tree.as_object().unwrap().len(), 13);
+
+    // Changes in service read back as written and act: the cache is now 1 MB.
+    assert_eq!(
+        answer(&mut c, "set_config cache.cache_size 1MB").await,
+        (0, String::new())
+    );
+    assert_eq!(
+        answer(&mut c, &get("cache.cache_size")).await,
+        (0, "1MB".to_string())
+    );
+    let info = c
+        .cmd(cmd("get_system_info"))
+        .await
+        .unwrap()
+        .into_inner()
+        .string_reply;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&info).unwrap()["cache_capacity_bytes"],
+        1 << 20
+    );
+    assert_eq!(
+        answer(&mut c, "set_config engine_config.use_blas_threshold 2000").await,
+        (0, String::new())
+    );
+    assert_eq!(
+        answer(&mut c, &get("engine_config.use_blas_threshold")).await,
+        (0, "2000".to_string())
+    );
+
+    // Refusals, with Milvus 1.1's codes; none changes anything.
+    let unexpected = ErrorCode::UnexpectedError as i32;
+    let illegal = ErrorCode::IllegalArgument as i32;
+    for (text, want) in [
+        ("get_config no_such.key", unexpected),
+        ("get_config cache.Cache_size", unexpected),
+        ("get_config cache.cache_size ", unexpected),
+        ("get_config  cache.cache_size", unexpected),
+        ("get_config cache_size", unexpected),
+        ("get_config", unexpected),
+        ("set_config cache.cache_size", unexpected),
+        ("set_config gpu.enable true", unexpected),
+        ("set_config cache.cache_size lots", illegal),
+        (
+            "set_config cache.cache_size 99999999999999999999GB",
+            illegal,
+        ),
+        ("set_config storage.auto_flush_interval 1.5", illegal),
+        ("set_config storage.path /var/lib/milvus", illegal),
+        ("set_config network.bind.port 19531", illegal),
+        (
+            "set_config tracing_config.json_config_path /x.json",
+            illegal,
+        ),
+    ] {
+        let (status, _) = answer(&mut c, text).await;
+        assert_eq!(status, want, "{text:?}");
+    }
+    assert_eq!(
+        answer(&mut c, &get("storage.path")).await,
+        (0, storage.clone())
+    );
+    assert_eq!(
+        answer(&mut c, &get("cache.cache_size")).await,
+        (0, "1MB".to_string())
+    );
+    ro.shutdown().await;
+    rw.shutdown().await;
 }
 
 /// Makes the metadata database refuse one kind of change, as a crash or an outage at that moment would.

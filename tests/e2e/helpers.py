@@ -32,6 +32,7 @@ LISTENING = re.compile(r"^listening on 127\.0\.0\.1:(\d+)$")
 
 # The Milvus 1.1 ErrorCode values the tests assert on (status.proto).
 SUCCESS = Status.SUCCESS
+UNEXPECTED_ERROR = Status.UNEXPECTED_ERROR  # 1
 PERMISSION_DENIED = Status.PERMISSION_DENIED  # 3
 COLLECTION_NOT_EXISTS = Status.COLLECTION_NOT_EXISTS  # 4
 ILLEGAL_ARGUMENT = Status.ILLEGAL_ARGUMENT  # 5

@@ -36,6 +36,7 @@ from helpers import (
     ILLEGAL_ROWRECORD,
     ILLEGAL_TOPK,
     ILLEGAL_VECTOR_ID,
+    UNEXPECTED_ERROR,
     assert_error,
     assert_ok,
 )
@@ -209,10 +210,11 @@ def test_cmd_set_config_get_config_system_info_and_commit(start_node):
     assert_ok(st, "get_config after set_config")
     assert float(after) == 5.0, "set_config 5 then get_config answered {!r}".format(after)
 
-    assert_ok(c.set_config("cache", "cache_size", "256")[0], "set_config cache.cache_size 256")
+    # Milvus 1.1 sizes: bytes, or digits with a unit; read back as written.
+    assert_ok(c.set_config("cache", "cache_size", "256MB")[0], "set_config cache.cache_size 256MB")
     st, size = c.get_config("cache", "cache_size")
     assert_ok(st, "get_config cache.cache_size")
-    assert re.fullmatch(r"256\s*(MB)?", size), "set_config 256 then get_config answered {!r}".format(size)
+    assert size == "256MB", "set_config 256MB then get_config answered {!r}".format(size)
 
     # a bad value is refused with a reason and changes nothing
     assert_error(c.set_config("storage", "auto_flush_interval", "-3")[0], ILLEGAL_ARGUMENT,
@@ -220,15 +222,58 @@ def test_cmd_set_config_get_config_system_info_and_commit(start_node):
     st, unchanged = c.get_config("storage", "auto_flush_interval")
     assert_ok(st, "get_config")
     assert float(unchanged) == 5.0, unchanged
-    # an unknown key, for either
-    assert_error(c.set_config("no_such", "key", "1")[0], ILLEGAL_ARGUMENT, "set_config of an unknown key")
-    assert_error(c.get_config("no_such", "key")[0], ILLEGAL_ARGUMENT, "get_config of an unknown key")
+    # an unknown key, for either: Milvus 1.1's "Config node invalid" (UNEXPECTED_ERROR)
+    assert_error(c.set_config("no_such", "key", "1")[0], UNEXPECTED_ERROR, "set_config of an unknown key")
+    assert_error(c.get_config("no_such", "key")[0], UNEXPECTED_ERROR, "get_config of an unknown key")
     # a setting fixed at start is refused, not silently ignored
     st, path = c.get_config("storage", "path")
     assert_ok(st, "get_config storage.path")
     assert path, "get_config storage.path answered nothing"
     assert_error(c.set_config("storage", "path", "/elsewhere")[0], what="set_config storage.path")
     assert c.get_config("storage", "path")[1] == path
+
+
+def test_config_tree_round_trip_and_refusals(start_node):
+    # Milvus 1.1's server_config tree through pymilvus's get_config/set_config.
+    node = start_node("rw")
+    c = node.client()
+    st, mode = c._cmd("mode")
+    assert_ok(st, "Cmd(mode)")
+    assert mode == "CPU", mode
+    for parent, child, expected in (("cluster", "role", "rw"), ("wal", "enable", "true"),
+                                    ("gpu", "enable", "false"), ("network", "http.enable", "false")):
+        st, value = c.get_config(parent, child)
+        assert_ok(st, "get_config {}.{}".format(parent, child))
+        assert value == expected, "get_config {}.{} answered {!r}".format(parent, child, value)
+    st, tree = c._cmd("get_config *")
+    assert_ok(st, "get_config *")
+    tree = json.loads(tree)
+    assert {"cluster", "general", "network", "storage", "wal", "cache", "gpu", "fpga", "logs", "metric",
+            "tracing_config"} <= set(tree), sorted(tree)
+
+    # changeable in service: read back exactly as written
+    for parent, child, value in (("cache", "insert_buffer_size", "2m"), ("cache", "cache_insert_data", "yES"),
+                                 ("engine_config", "use_blas_threshold", "2000")):
+        assert_ok(c.set_config(parent, child, value)[0], "set_config {}.{} {}".format(parent, child, value))
+        st, got = c.get_config(parent, child)
+        assert_ok(st, "get_config {}.{}".format(parent, child))
+        assert got == value, "set_config {!r} then get_config answered {!r}".format(value, got)
+
+    # misspelt or padded keys, as Milvus 1.1's own tests send them
+    for parent, child in (("cache", "Cache_size"), ("cache", "cache_size "), ("Cache", "cache_size"),
+                          ("cache config", "cache_size"), ("network", "address"), ("wal", "wal_path")):
+        assert_error(c.get_config(parent, child)[0], UNEXPECTED_ERROR, "get_config {!r}.{!r}".format(parent, child))
+    # wrong types, out of range, CPU-only
+    for parent, child, value, code in (("cache", "cache_size", "lots", ILLEGAL_ARGUMENT),
+                                       ("cache", "cpu_cache_threshold", "1.5", ILLEGAL_ARGUMENT),
+                                       ("network", "http.port", "1024", ILLEGAL_ARGUMENT),
+                                       ("storage", "auto_flush_interval", "1.5", ILLEGAL_ARGUMENT),
+                                       ("gpu", "enable", "true", UNEXPECTED_ERROR)):
+        assert_error(c.set_config(parent, child, value)[0], code,
+                     "set_config {}.{} {}".format(parent, child, value))
+    st, got = c.get_config("cache", "cpu_cache_threshold")
+    assert_ok(st, "get_config cache.cpu_cache_threshold")
+    assert got == "0.7", got
 
 
 def test_hybrid_rpcs_answer_unimplemented(client):

@@ -299,62 +299,13 @@ impl Engine {
         })
     }
 
-    /// The settings `Cmd("get_config …")` answers and `Cmd("set_config …")` changes.
-    pub const CONFIG_KEYS: [&'static str; 5] = [
-        "storage.path",
-        "storage.auto_flush_interval",
-        "storage.gc_grace_seconds",
-        "cache.cache_size",
-        "engine.build_index_threshold",
-    ];
-
-    pub fn config_value(&self, key: &str) -> Option<String> {
-        Some(match key {
-            "storage.path" => self.opts.storage.display().to_string(),
-            "storage.auto_flush_interval" => {
-                (self.auto_flush_ms.load(Ordering::Relaxed) as f64 / 1000.0).to_string()
-            }
-            "storage.gc_grace_seconds" => self.opts.gc_grace.as_secs_f64().to_string(),
-            "cache.cache_size" => format!("{}MB", self.cache.capacity() >> 20),
-            "engine.build_index_threshold" => self.opts.index_build_rows.to_string(),
-            _ => return None,
-        })
-    }
-
-    /// Changes a setting at run time; only the flush interval and the cache size can change.
-    pub fn set_config(&self, key: &str, value: &str) -> Result<(), NodeError> {
-        let bad =
-            |what: &str| NodeError::InvalidArgument(format!("`{value}` is not {what} for `{key}`"));
-        match key {
-            "storage.auto_flush_interval" => {
-                let seconds: f64 = value
-                    .parse()
-                    .ok()
-                    .filter(|s: &f64| *s > 0.0 && *s <= 86_400.0)
-                    .ok_or_else(|| bad("a number of seconds (0 < s ≤ 86400)"))?;
-                self.auto_flush_ms
-                    .store((seconds * 1000.0).max(1.0) as u64, Ordering::Relaxed);
-            }
-            "cache.cache_size" => {
-                let mb: usize = value
-                    .trim_end_matches("MB")
-                    .parse()
-                    .map_err(|_| bad("a size in MB"))?;
-                self.cache.set_capacity(mb << 20);
-            }
-            other if Self::CONFIG_KEYS.contains(&other) => {
-                return Err(NodeError::InvalidArgument(format!(
-                    "`{other}` cannot change while the node runs"
-                )));
-            }
-            other => {
-                return Err(NodeError::InvalidArgument(format!(
-                    "unknown config `{other}`; known: {}",
-                    Self::CONFIG_KEYS.join(", ")
-                )));
-            }
-        }
-        Ok(())
+    /// Changes the auto-flush interval at run time (`Cmd("set_config storage.auto_flush_interval …")`);
+    /// `None` stops the regular flush.
+    pub fn set_auto_flush(&self, every: Option<Duration>) {
+        let ms = every.map_or(u64::MAX, |d| {
+            u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+        });
+        self.auto_flush_ms.store(ms, Ordering::Relaxed);
     }
 
     // ---- Collections and partitions -----------------------------------------------------------------------

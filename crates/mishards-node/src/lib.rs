@@ -6,6 +6,7 @@ pub mod engine;
 pub mod index;
 pub mod segment;
 pub mod server;
+pub mod server_config;
 pub mod service;
 pub mod validate;
 pub mod wal;
@@ -58,6 +59,8 @@ pub enum NodeError {
     Wal(#[from] wal::WalError),
     #[error(transparent)]
     Segment(#[from] segment::SegmentError),
+    #[error(transparent)]
+    Config(#[from] server_config::ConfigError),
     #[error("{0}")]
     Internal(String),
 }
@@ -80,6 +83,7 @@ impl MilvusError for NodeError {
             NodeError::ReadOnly(_) => ErrorCode::PermissionDenied,
             NodeError::Partition(e) => e.code(),
             NodeError::Meta(e) => e.code(),
+            NodeError::Config(e) => e.code(),
             NodeError::Segment(e) if e.is_not_found() => ErrorCode::FileNotFound,
             NodeError::Wal(_) | NodeError::Segment(_) | NodeError::Internal(_) => {
                 ErrorCode::UnexpectedError

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use super::NodeError;
 use super::engine::{Engine, EngineOptions};
+use super::server_config::ServerConfig;
 use super::service::NodeService;
 use mishards_config::{NodeConfig, Role};
 use mishards_meta::{MetaOptions, MetaStore, MetaUri, SQLITE_FILE_NAME, SqliteTarget};
@@ -111,10 +112,14 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, NodeError> {
         .map_err(|e| NodeError::Internal(e.to_string()))?;
     let (stop, stopped) = watch::channel(false);
     let background = engine.spawn_background(stopped.clone());
-    let service =
-        MilvusServiceServer::new(NodeService::new(engine.clone(), config.version.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let server_config = ServerConfig::for_node(config, addr.port(), engine.clone());
+    let service = MilvusServiceServer::new(NodeService::new(
+        engine.clone(),
+        server_config,
+        config.version.clone(),
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let mut stopped = stopped;
     let killed = Arc::new(AtomicBool::new(false));
     let connections_killed = killed.clone();

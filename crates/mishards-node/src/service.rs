@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 use super::NodeError;
 use super::engine::{Engine, Query};
 use super::index::TopK;
+use super::server_config::ServerConfig;
 use super::validate;
 use mishards_proto::error::{MilvusError, success};
 use mishards_proto::{self as proto, WithStatus, milvus_service_server::MilvusService};
@@ -98,14 +99,16 @@ fn topk_reply(result: Option<TopK>) -> proto::TopKQueryResult {
 
 pub struct NodeService {
     engine: Arc<Engine>,
+    config: ServerConfig,
     version: String,
     started: Instant,
 }
 
 impl NodeService {
-    pub fn new(engine: Arc<Engine>, version: String) -> Self {
+    pub fn new(engine: Arc<Engine>, config: ServerConfig, version: String) -> Self {
         NodeService {
             engine,
+            config,
             version,
             started: Instant::now(),
         }
@@ -146,6 +149,10 @@ impl NodeService {
     }
 
     fn cmd_reply(&self, cmd: &str) -> Result<String, NodeError> {
+        // As Milvus 1.1: any command starting so goes to the config tree, which judges the rest.
+        if cmd.starts_with("get_config") || cmd.starts_with("set_config") {
+            return Ok(self.config.answer(cmd)?);
+        }
         let mut words = cmd.split_whitespace();
         let opts = self.engine.options();
         Ok(match words.next().unwrap_or_default() {
@@ -163,23 +170,6 @@ impl NodeService {
                 "uptime_seconds": self.started.elapsed().as_secs(),
             })
             .to_string(),
-            "get_config" => {
-                let key = words.next().unwrap_or_default();
-                self.engine.config_value(key).ok_or_else(|| {
-                    NodeError::InvalidArgument(format!(
-                        "unknown config `{key}`; known: {}",
-                        Engine::CONFIG_KEYS.join(", ")
-                    ))
-                })?
-            }
-            "set_config" => {
-                let (key, value) = (
-                    words.next().unwrap_or_default(),
-                    words.next().unwrap_or_default(),
-                );
-                self.engine.set_config(key, value)?;
-                String::new()
-            }
             _ => "Unknown command".to_string(),
         })
     }
