@@ -316,7 +316,7 @@ async fn tracing_mode() -> (
         filter: None,
         path: None,
         name: "bench".into(),
-        utc_offset_seconds: Some(0),
+        timezone: mishards::config::TimeZone::UTC,
     };
     let init = |exports: &[mishards::telemetry::Export<'_>]| {
         mishards::telemetry::init(&log, exports).expect("telemetry")

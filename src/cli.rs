@@ -839,7 +839,7 @@ async fn chaos_run(m: &ArgMatches, out: &mut dyn Write) -> Result<(), CliError> 
             ),
             path: None,
             name: "chaos".into(),
-            utc_offset_seconds: Some(0),
+            timezone: config::TimeZone::UTC,
         },
         &[],
     )?;

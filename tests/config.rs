@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use mishards::config::{
-    ConfigError, GatewayConfig, LogConfig, NodeConfig, Origin, Scope, Settings,
+    ConfigError, GatewayConfig, LogConfig, NodeConfig, Origin, Scope, Settings, TimeZone,
 };
 
 fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -243,20 +243,34 @@ fn a_bad_metadata_uri_names_the_key_and_masks_the_password() {
 }
 
 #[test]
-fn timezone_accepts_utc_offsets_and_fixed_zones_and_explains_region_names() {
-    let offset = |tz: &str| {
+fn timezone_accepts_utc_offsets_fixed_zones_and_regions() {
+    let zone = |tz: &str| {
         let s = resolve(Scope::Node, &[("role", "rw")], &[("TIMEZONE", tz)], None)?;
-        LogConfig::from_settings(&s).map(|l| l.utc_offset_seconds)
+        LogConfig::from_settings(&s).map(|l| l.timezone)
     };
-    assert_eq!(offset("UTC").unwrap(), Some(0));
-    assert_eq!(offset("Etc/UTC").unwrap(), Some(0));
-    assert_eq!(offset("+08:00").unwrap(), Some(8 * 3600));
-    assert_eq!(offset("UTC+8").unwrap(), Some(8 * 3600));
-    assert_eq!(offset("Etc/GMT-8").unwrap(), Some(8 * 3600));
-    assert_eq!(offset("local").unwrap(), None);
-    let err = offset("Asia/Shanghai").unwrap_err().to_string();
+    // Seconds east of UTC in mid-January and mid-July.
+    let offsets = |tz: &str| {
+        let zone = zone(tz).unwrap_or_else(|e| panic!("{tz}: {e}"));
+        ["2026-01-15T12:00:00Z", "2026-07-15T12:00:00Z"].map(|instant| {
+            zone.to_offset(instant.parse().expect("an instant"))
+                .seconds()
+        })
+    };
+    assert_eq!(offsets("UTC"), [0, 0]);
+    assert_eq!(offsets("Etc/UTC"), [0, 0]);
+    assert_eq!(offsets("+08:00"), [8 * 3600; 2]);
+    assert_eq!(offsets("UTC+8"), [8 * 3600; 2]);
+    assert_eq!(offsets("Etc/GMT-8"), [8 * 3600; 2]);
+    assert_eq!(zone("local").unwrap(), TimeZone::system());
+    assert_eq!(offsets("Asia/Shanghai"), [8 * 3600; 2]);
+    assert_eq!(
+        offsets("Europe/Berlin"),
+        [3600, 2 * 3600],
+        "daylight saving"
+    );
+    let err = zone("Asia/Shangai").unwrap_err().to_string();
     assert!(
-        err.contains("`timezone` (from env TIMEZONE)") && err.contains("+08:00"),
+        err.contains("`timezone` (from env TIMEZONE)") && err.contains("Asia/Shanghai"),
         "{err}"
     );
 }

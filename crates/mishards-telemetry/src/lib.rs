@@ -23,13 +23,16 @@ use tracing::{Instrument, Metadata, Span};
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::filter::{FilterExt, filter_fn};
-use tracing_subscriber::fmt::time::OffsetTime;
 use tracing_subscriber::layer::{Filter, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use mishards_config::{LogConfig, TracingConfig};
 use mishards_proto as proto;
+
+mod log_time;
+
+use log_time::ZonedTime;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
@@ -144,13 +147,7 @@ pub fn init(config: &LogConfig, exports: &[Export<'_>]) -> Result<TelemetryGuard
             reason: e.to_string(),
         })
     };
-    let offset = match config.utc_offset_seconds {
-        Some(seconds) => {
-            time::UtcOffset::from_whole_seconds(seconds).unwrap_or(time::UtcOffset::UTC)
-        }
-        None => time::UtcOffset::current_local_offset().unwrap_or(time::UtcOffset::UTC),
-    };
-    let timer = OffsetTime::new(offset, time::format_description::well_known::Rfc3339);
+    let timer = ZonedTime::new(config.timezone.clone());
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -823,7 +820,7 @@ mod tests {
             filter: filter.map(str::to_string),
             path: None,
             name: "logfile".into(),
-            utc_offset_seconds: Some(0),
+            timezone: mishards_config::TimeZone::UTC,
         }
     }
 

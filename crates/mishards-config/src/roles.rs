@@ -1,0 +1,428 @@
+//! The config of each role (`mishards gateway`, `node` and `demo`): everything its subcommand needs,
+//! built from [`Settings`] with the checks that span several settings.
+
+use std::path::{Path, PathBuf};
+
+use mishards_meta::{MetaError, MetaUri};
+
+use crate::error::ConfigError;
+use crate::node_addr::NodeAddr;
+use crate::sections::{
+    AdminConfig, DEFAULT_NODE_SERVICE_NAME, FaultConfig, HedgeConfig, LogConfig, TracingConfig,
+};
+use crate::settings::Settings;
+use crate::specs::DEFAULT_PORT;
+
+/// Warns about Mishards settings that are accepted but have no effect here.
+fn warn_inert(s: &Settings) {
+    for key in [
+        "discovery_plugin_path",
+        "router_plugin_path",
+        "tracer_plugin_path",
+    ] {
+        if s.path(key).is_some() {
+            tracing::warn!(
+                setting = key,
+                "Python plugins are not loaded by mishards; this setting has no effect"
+            );
+        }
+    }
+}
+
+/// How the gateway finds its read nodes (`discovery_class_name`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiscoveryKind {
+    Static,
+    File,
+}
+
+/// How segments are placed on read nodes (`router_class_name`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouterKind {
+    Rendezvous,
+    HashRing,
+}
+
+/// Everything `mishards gateway` needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayConfig {
+    pub host: String,
+    pub port: u16,
+    pub write_node: NodeAddr,
+    pub meta_uri: String,
+    pub sql_echo: bool,
+    pub discovery: DiscoveryKind,
+    pub static_hosts: Vec<NodeAddr>,
+    pub discovery_file: Option<PathBuf>,
+    pub router: RouterKind,
+    pub max_retry: u32,
+    pub node_timeout: std::time::Duration,
+    pub version: String,
+    pub meta_poll_interval: std::time::Duration,
+    pub version_gate: String,
+    pub admin: AdminConfig,
+    pub hedge: HedgeConfig,
+    /// Most searches one read-node call carries (1: no batching).
+    pub search_batch: usize,
+    pub faults: FaultConfig,
+    pub log: LogConfig,
+    pub tracing: TracingConfig,
+}
+
+impl GatewayConfig {
+    pub fn from_settings(s: &Settings) -> Result<GatewayConfig, ConfigError> {
+        warn_inert(s);
+        let write_node = NodeAddr::parse(s.required_text("woserver")?, DEFAULT_PORT)
+            .map_err(|r| s.invalid("woserver", r))?;
+        let static_port = s.port("discovery_static_port");
+        let static_hosts = s
+            .list("discovery_static_hosts")
+            .iter()
+            .map(|h| NodeAddr::parse(h, static_port))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|r| s.invalid("discovery_static_hosts", r))?;
+        let discovery = match s.text("discovery_class_name") {
+            Some("file") => DiscoveryKind::File,
+            Some("kubernetes") => {
+                return Err(s.invalid(
+                    "discovery_class_name",
+                    "kubernetes discovery is not available; use static (DNS names allowed) or file",
+                ));
+            }
+            _ => DiscoveryKind::Static,
+        };
+        let discovery_file = s.path("discovery_file");
+        if discovery == DiscoveryKind::File && discovery_file.is_none() {
+            return Err(s.invalid(
+                "discovery_file",
+                "file discovery needs DISCOVERY_FILE (--discovery-file)",
+            ));
+        }
+        let router = match s.text("router_class_name") {
+            Some("FileBasedHashRingRouter") => RouterKind::HashRing,
+            _ => RouterKind::Rendezvous,
+        };
+        let max_retry = u32::try_from(s.int("max_retry").unwrap_or(3))
+            .map_err(|_| s.invalid("max_retry", "too large"))?;
+        let meta_uri = s.required_text("sqlalchemy_database_uri")?.to_string();
+        check_meta_uri(s, &meta_uri, None)?;
+        Ok(GatewayConfig {
+            host: s.text("host").unwrap_or("0.0.0.0").to_string(),
+            port: s.port("server_port"),
+            write_node,
+            meta_uri,
+            sql_echo: s.flag("sql_echo"),
+            discovery,
+            static_hosts,
+            discovery_file,
+            router,
+            max_retry,
+            node_timeout: seconds(s, "node_timeout", 10.0)?,
+            meta_poll_interval: seconds(s, "meta_poll_interval", 1.0)?,
+            version_gate: s.text("version_gate").unwrap_or("1.1.").to_string(),
+            version: s.text("node_version").unwrap_or("1.1.1").to_string(),
+            admin: AdminConfig::from_settings(s)?,
+            hedge: HedgeConfig::from_settings(s)?,
+            search_batch: search_batch(s)?,
+            faults: FaultConfig::from_settings(s)?,
+            log: LogConfig::from_settings(s)?,
+            tracing: TracingConfig::from_settings(s, "mishards")?,
+        })
+    }
+}
+
+/// A node's part in the cluster (`role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The one node that writes data files and metadata.
+    Writer,
+    /// A node that serves reads and searches from the shared storage.
+    Reader,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Writer => "rw",
+            Role::Reader => "ro",
+        }
+    }
+}
+
+/// Everything `mishards node` needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeConfig {
+    pub role: Role,
+    pub host: String,
+    pub port: u16,
+    pub storage: PathBuf,
+    /// `None`: `meta.sqlite` inside `storage`.
+    pub meta_uri: Option<String>,
+    pub sql_echo: bool,
+    pub version: String,
+    pub auto_flush_interval: std::time::Duration,
+    pub gc_grace: std::time::Duration,
+    pub cache_bytes: usize,
+    pub index_build_rows: i64,
+    pub log: LogConfig,
+    pub tracing: TracingConfig,
+}
+
+impl NodeConfig {
+    pub fn from_settings(s: &Settings) -> Result<NodeConfig, ConfigError> {
+        warn_inert(s);
+        let role = match s.required_text("role")? {
+            "rw" => Role::Writer,
+            _ => Role::Reader,
+        };
+        let version = s.text("node_version").unwrap_or("1.1.1").to_string();
+        if !version.starts_with("1.1.") {
+            tracing::warn!(%version, "pymilvus 1.1.2 refuses servers whose version is not 1.1.x");
+        }
+        let storage = s
+            .path("storage")
+            .unwrap_or_else(|| PathBuf::from("./mishards-data"));
+        let meta_uri = s
+            .text("sqlalchemy_database_uri")
+            .filter(|u| !u.trim().is_empty())
+            .map(str::to_string);
+        if let Some(uri) = &meta_uri {
+            check_meta_uri(s, uri, Some(&storage))?;
+        }
+        Ok(NodeConfig {
+            role,
+            host: s.text("host").unwrap_or("0.0.0.0").to_string(),
+            port: s.port("server_port"),
+            storage,
+            meta_uri,
+            sql_echo: s.flag("sql_echo"),
+            version,
+            auto_flush_interval: seconds(s, "auto_flush_interval", 1.0)?,
+            gc_grace: seconds(s, "gc_grace", 60.0)?,
+            cache_bytes: (s.int("cache_size").unwrap_or(4096) as usize).saturating_mul(1 << 20),
+            index_build_rows: s
+                .int("index_build_threshold")
+                .unwrap_or(4096)
+                .min(i64::MAX as u64) as i64,
+            log: LogConfig::from_settings(s)?,
+            tracing: TracingConfig::from_settings(s, DEFAULT_NODE_SERVICE_NAME)?,
+        })
+    }
+}
+
+/// Parses a metadata URI as the gateway and the node will (`MetaUri::parse`), so a URI they would refuse
+/// fails here, naming the setting and where it came from, with the password masked. Nothing connects.
+fn check_meta_uri(s: &Settings, uri: &str, storage: Option<&Path>) -> Result<(), ConfigError> {
+    match MetaUri::parse(uri, storage) {
+        Ok(_) => Ok(()),
+        Err(MetaError::InvalidUri { uri, reason }) => Err(s.invalid(
+            "sqlalchemy_database_uri",
+            format!("`{uri}` is not a metadata URI: {reason}"),
+        )),
+        Err(other) => Err(s.invalid("sqlalchemy_database_uri", other.to_string())),
+    }
+}
+
+/// A positive number of seconds, at most a day.
+fn seconds(
+    s: &Settings,
+    key: &'static str,
+    default: f64,
+) -> Result<std::time::Duration, ConfigError> {
+    let value = s.number(key).unwrap_or(default);
+    if !(value > 0.0 && value <= 86_400.0) {
+        return Err(s.invalid(
+            key,
+            format!("{value} seconds: choose more than 0 and at most 86400"),
+        ));
+    }
+    Ok(std::time::Duration::from_secs_f64(value))
+}
+
+/// `search_batch`: 1 (off) to 1024.
+fn search_batch(s: &Settings) -> Result<usize, ConfigError> {
+    match s.int("search_batch").unwrap_or(32) {
+        n @ 1..=1024 => Ok(n as usize),
+        n => Err(s.invalid(
+            "search_batch",
+            format!("{n}: choose 1 (no batching) to 1024 searches per read-node call"),
+        )),
+    }
+}
+
+/// Everything `mishards demo` needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DemoConfig {
+    pub host: String,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub readers: u32,
+    pub sql_echo: bool,
+    pub admin: AdminConfig,
+    pub hedge: HedgeConfig,
+    pub search_batch: usize,
+    pub log: LogConfig,
+    pub tracing: TracingConfig,
+}
+
+impl DemoConfig {
+    pub fn from_settings(s: &Settings) -> Result<DemoConfig, ConfigError> {
+        let readers = s.int("readers").unwrap_or(2);
+        if !(1..=64).contains(&readers) {
+            return Err(s.invalid("readers", format!("{readers} read nodes: choose 1 to 64")));
+        }
+        Ok(DemoConfig {
+            host: s.text("host").unwrap_or("0.0.0.0").to_string(),
+            port: s.port("server_port"),
+            data_dir: s
+                .path("data_dir")
+                .unwrap_or_else(|| PathBuf::from("./mishards-data")),
+            readers: readers as u32,
+            sql_echo: s.flag("sql_echo"),
+            admin: AdminConfig::from_settings(s)?,
+            hedge: HedgeConfig::from_settings(s)?,
+            search_batch: search_batch(s)?,
+            log: LogConfig::from_settings(s)?,
+            tracing: TracingConfig::from_settings(s, "mishards")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{env, flags, gateway_config};
+    use crate::{DEFAULT_OTLP_ENDPOINT, Scope, TimeZone, specs_for};
+
+    #[test]
+    fn gateway_config_from_mishards_environment() {
+        let e = env(&[
+            ("WOSERVER", "tcp://127.0.0.1:19530"),
+            (
+                "SQLALCHEMY_DATABASE_URI",
+                "mysql+pymysql://root:root@127.0.0.1:3306/milvus?charset=utf8mb4",
+            ),
+            ("DISCOVERY_STATIC_HOSTS", "ro-1, ro-2:19540"),
+            ("DISCOVERY_STATIC_PORT", "19531"),
+            ("ROUTER_CLASS_NAME", "filebasedhashringrouter"),
+            ("TRACER_CLASS_NAME", "Jaeger"),
+            ("DEBUG", "True"),
+            ("TIMEZONE", "+08:00"),
+        ]);
+        let s = Settings::resolve(Scope::Gateway, &flags(&[]), &e, None).unwrap();
+        let g = GatewayConfig::from_settings(&s).unwrap();
+        assert_eq!(
+            g.write_node,
+            NodeAddr {
+                host: "127.0.0.1".into(),
+                port: 19530
+            }
+        );
+        assert_eq!(
+            g.static_hosts,
+            [
+                NodeAddr {
+                    host: "ro-1".into(),
+                    port: 19531
+                },
+                NodeAddr {
+                    host: "ro-2".into(),
+                    port: 19540
+                }
+            ]
+        );
+        assert_eq!(g.router, RouterKind::HashRing);
+        assert_eq!(
+            g.tracing.otlp_endpoint.as_deref(),
+            Some(DEFAULT_OTLP_ENDPOINT)
+        );
+        assert_eq!(g.tracing.service_name, "mishards");
+        assert!(g.log.debug);
+        assert_eq!(
+            g.log.timezone,
+            TimeZone::fixed(jiff::tz::offset(8)),
+            "TIMEZONE=+08:00"
+        );
+        assert!(s.render().contains("mysql+pymysql://root:***@127.0.0.1"));
+        assert!(!s.render().contains("root:root"));
+    }
+
+    #[test]
+    fn gateway_requires_write_node_and_metadata() {
+        let s = Settings::resolve(Scope::Gateway, &flags(&[]), &env(&[]), None).unwrap();
+        let err = GatewayConfig::from_settings(&s).unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::Missing {
+                key: "woserver",
+                flag: "woserver",
+                env: "WOSERVER"
+            }
+        );
+        let s = Settings::resolve(
+            Scope::Gateway,
+            &flags(&[("woserver", "w")]),
+            &env(&[]),
+            None,
+        )
+        .unwrap();
+        let err = GatewayConfig::from_settings(&s).unwrap_err().to_string();
+        assert!(err.contains("SQLALCHEMY_DATABASE_URI"), "{err}");
+    }
+
+    #[test]
+    fn node_and_demo_configs() {
+        let s = Settings::resolve(
+            Scope::Node,
+            &flags(&[("role", "RO"), ("port", "19541")]),
+            &env(&[]),
+            None,
+        )
+        .unwrap();
+        let n = NodeConfig::from_settings(&s).unwrap();
+        assert_eq!(
+            (n.role, n.port, n.meta_uri.clone()),
+            (Role::Reader, 19541, None)
+        );
+        assert_eq!(n.tracing.service_name, "mishards-node");
+        let s =
+            Settings::resolve(Scope::Demo, &flags(&[("readers", "0")]), &env(&[]), None).unwrap();
+        assert!(
+            DemoConfig::from_settings(&s)
+                .unwrap_err()
+                .to_string()
+                .contains("readers")
+        );
+    }
+
+    #[test]
+    fn search_batch_setting() {
+        let gateway = |f: &[(&'static str, &str)], e: &[(&str, &str)]| {
+            gateway_config(f, e).map(|g| g.search_batch)
+        };
+        assert_eq!(gateway(&[], &[]).unwrap(), 32);
+        assert_eq!(gateway(&[("search-batch", "1")], &[]).unwrap(), 1);
+        assert_eq!(
+            gateway(&[], &[("MISHARDS_SEARCH_BATCH", "64")]).unwrap(),
+            64
+        );
+        for value in ["0", "1025"] {
+            let err = gateway(&[("search-batch", value)], &[])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("`search_batch`") && err.contains("1 (no batching) to 1024"),
+                "{err}"
+            );
+        }
+        let s = Settings::resolve(
+            Scope::Demo,
+            &flags(&[("search-batch", "4")]),
+            &env(&[]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(DemoConfig::from_settings(&s).unwrap().search_batch, 4);
+        assert!(specs_for(Scope::Node).all(|spec| spec.key != "search_batch"));
+    }
+}

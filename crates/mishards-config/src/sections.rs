@@ -1,0 +1,410 @@
+//! The sections several roles' configs share: logs, tracing, the admin listener, hedging and fault
+//! injection. Each is built from [`Settings`] and checks what one setting's kind cannot.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::error::ConfigError;
+use crate::settings::{SECRET_MASK, Settings};
+use crate::specs::DEFAULT_ADMIN_PORT;
+use crate::timezone::{TimeZone, parse_timezone};
+
+/// Log settings shared by all subcommands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    pub debug: bool,
+    pub filter: Option<String>,
+    pub path: Option<PathBuf>,
+    pub name: String,
+    /// The zone of log timestamps: each line carries the zone's offset at its instant, daylight saving
+    /// included.
+    pub timezone: TimeZone,
+}
+
+impl LogConfig {
+    pub fn from_settings(s: &Settings) -> Result<LogConfig, ConfigError> {
+        Ok(LogConfig {
+            debug: s.flag("debug"),
+            filter: s.text("log_filter").map(str::to_string),
+            path: s.path("log_path"),
+            name: s.text("log_name").unwrap_or("logfile").to_string(),
+            timezone: parse_timezone(s.text("timezone").unwrap_or("UTC"))
+                .map_err(|reason| s.invalid("timezone", reason))?,
+        })
+    }
+}
+
+/// The nodes' service name in traces unless TRACING_SERVICE_NAME says otherwise.
+pub const DEFAULT_NODE_SERVICE_NAME: &str = "mishards-node";
+
+/// Jaeger's own OTLP/gRPC port on this machine.
+pub const DEFAULT_OTLP_ENDPOINT: &str = "http://127.0.0.1:4317";
+
+/// Tracing settings shared by all subcommands (exported by the tracing issue's telemetry).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingConfig {
+    /// Where to send spans; `None` = tracing off.
+    pub otlp_endpoint: Option<String>,
+    pub service_name: String,
+    pub sampler_type: String,
+    pub sampler_param: f64,
+    pub log_payload: bool,
+}
+
+impl TracingConfig {
+    pub fn from_settings(
+        s: &Settings,
+        default_service: &str,
+    ) -> Result<TracingConfig, ConfigError> {
+        let jaeger = s.text("tracer_class_name") == Some("jaeger");
+        let otlp_endpoint = s
+            .text("otlp_endpoint")
+            .map(str::to_string)
+            .or_else(|| jaeger.then(|| DEFAULT_OTLP_ENDPOINT.to_string()));
+        let sampler_type = s
+            .text("tracing_sampler_type")
+            .unwrap_or("const")
+            .to_string();
+        let sampler_param = s.number("tracing_sampler_param").unwrap_or(1.0);
+        let param_ok = match sampler_type.as_str() {
+            "const" => sampler_param == 0.0 || sampler_param == 1.0,
+            "probabilistic" => (0.0..=1.0).contains(&sampler_param),
+            _ => sampler_param > 0.0,
+        };
+        if !param_ok {
+            return Err(s.invalid(
+                "tracing_sampler_param",
+                format!("{sampler_param} does not suit the {sampler_type} sampler (const: 0 or 1, probabilistic: 0..1, ratelimiting: > 0)"),
+            ));
+        }
+        Ok(TracingConfig {
+            otlp_endpoint,
+            service_name: s
+                .text("tracing_service_name")
+                .unwrap_or(default_service)
+                .to_string(),
+            sampler_type,
+            sampler_param,
+            log_payload: s.flag("tracing_log_payload"),
+        })
+    }
+}
+
+/// Most search manifests (and as many slow ones) the gateway keeps for inspection: bounds its memory.
+pub const MAX_INSPECT_KEEP: usize = 65_536;
+
+/// The gateway's admin HTTP listener and its request inspection (gateway and demo).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    pub host: String,
+    /// `None`: no admin listener (`admin_port = "off"`); 0 picks a free port.
+    pub port: Option<u16>,
+    /// How many recent search manifests are kept, and as many slow ones.
+    pub inspect_keep: usize,
+    /// Searches taking at least this long are logged as slow and kept apart.
+    pub slow_query: std::time::Duration,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            host: "127.0.0.1".into(),
+            port: Some(DEFAULT_ADMIN_PORT),
+            inspect_keep: 256,
+            slow_query: std::time::Duration::from_millis(1000),
+        }
+    }
+}
+
+impl AdminConfig {
+    pub fn from_settings(s: &Settings) -> Result<AdminConfig, ConfigError> {
+        let defaults = AdminConfig::default();
+        let keep = s
+            .int("inspect_keep")
+            .unwrap_or(defaults.inspect_keep as u64);
+        if !(1..=MAX_INSPECT_KEEP as u64).contains(&keep) {
+            return Err(s.invalid(
+                "inspect_keep",
+                format!("{keep} manifests: choose 1 to {MAX_INSPECT_KEEP}"),
+            ));
+        }
+        let host = s.text("admin_host").unwrap_or(&defaults.host).trim();
+        if host.is_empty() {
+            return Err(s.invalid("admin_host", "empty address"));
+        }
+        Ok(AdminConfig {
+            host: host.to_string(),
+            port: s.port_or_off("admin_port"),
+            inspect_keep: keep as usize,
+            slow_query: std::time::Duration::from_millis(s.int("slow_query_ms").unwrap_or(1000)),
+        })
+    }
+}
+
+/// Slow-node mitigation (gateway and demo): hedged requests and ranking slow read nodes last.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HedgeConfig {
+    /// Hedged requests on or off.
+    pub on: bool,
+    /// Hedge after this long; `None`: after each node's recent p95.
+    pub delay: Option<std::time::Duration>,
+    /// Most hedge requests per search, on average.
+    pub max_share: f64,
+    /// Rank read nodes far slower than their peers after them.
+    pub demote_slow_nodes: bool,
+}
+
+impl Default for HedgeConfig {
+    fn default() -> Self {
+        HedgeConfig {
+            on: true,
+            delay: None,
+            max_share: 0.05,
+            demote_slow_nodes: true,
+        }
+    }
+}
+
+impl HedgeConfig {
+    pub fn from_settings(s: &Settings) -> Result<HedgeConfig, ConfigError> {
+        let defaults = HedgeConfig::default();
+        let delay = match s.int("hedge_delay_ms") {
+            None => None,
+            Some(ms @ 1..=3_600_000) => Some(std::time::Duration::from_millis(ms)),
+            Some(ms) => {
+                return Err(s.invalid(
+                    "hedge_delay_ms",
+                    format!("{ms} ms: choose 1 to 3600000, or leave it unset for each node's p95"),
+                ));
+            }
+        };
+        let max_share = s.number("hedge_max_share").unwrap_or(defaults.max_share);
+        if !(max_share > 0.0 && max_share <= 1.0) {
+            return Err(s.invalid(
+                "hedge_max_share",
+                format!("{max_share}: choose more than 0 and at most 1 (hedge = false turns hedging off)"),
+            ));
+        }
+        Ok(HedgeConfig {
+            on: s.flag("hedge"),
+            delay,
+            max_share,
+            demote_slow_nodes: s.flag("demote_slow_nodes"),
+        })
+    }
+}
+
+/// Shortest fault token accepted: it guards the power to break the cluster.
+pub const MIN_FAULT_TOKEN_CHARS: usize = 16;
+
+/// Fault injection (gateway): off unless enabled, and then only with a token.
+#[derive(Clone, PartialEq, Default)]
+pub struct FaultConfig {
+    pub enabled: bool,
+    /// The bearer token `/faults` requires; always set when `enabled`.
+    pub token: Option<String>,
+    /// `None`: a random seed, logged at start.
+    pub seed: Option<u64>,
+}
+
+impl fmt::Debug for FaultConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FaultConfig")
+            .field("enabled", &self.enabled)
+            .field("token", &self.token.as_ref().map(|_| SECRET_MASK))
+            .field("seed", &self.seed)
+            .finish()
+    }
+}
+
+impl FaultConfig {
+    pub fn from_settings(s: &Settings) -> Result<FaultConfig, ConfigError> {
+        let enabled = s.flag("enable_fault_injection");
+        let token = s
+            .text("fault_token")
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string);
+        if enabled {
+            match &token {
+                None => {
+                    return Err(s.invalid(
+                        "enable_fault_injection",
+                        "fault injection needs a token for /faults: set --fault-token or MISHARDS_FAULT_TOKEN",
+                    ));
+                }
+                Some(t) if t.chars().count() < MIN_FAULT_TOKEN_CHARS => {
+                    return Err(s.invalid(
+                        "fault_token",
+                        format!(
+                            "{} characters: give at least {MIN_FAULT_TOKEN_CHARS} (e.g. `openssl rand -hex 16`)",
+                            t.chars().count()
+                        ),
+                    ));
+                }
+                Some(t) if t.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                    return Err(s.invalid(
+                        "fault_token",
+                        "has spaces or control characters: it must fit an Authorization header",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(FaultConfig {
+            enabled,
+            token: enabled.then_some(token).flatten(),
+            seed: s.int("fault_seed"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{env, file, flags, gateway_config};
+    use crate::{DemoConfig, GatewayConfig, NodeConfig, Scope, specs_for};
+
+    #[test]
+    fn admin_listener_settings() {
+        let gateway =
+            |f: &[(&'static str, &str)], e: &[(&str, &str)]| gateway_config(f, e).map(|g| g.admin);
+        // Loopback on Milvus 1.1's HTTP port unless told.
+        assert_eq!(gateway(&[], &[]).unwrap(), AdminConfig::default());
+        assert_eq!(AdminConfig::default().host, "127.0.0.1");
+        assert_eq!(AdminConfig::default().port, Some(19121));
+        let a = gateway(
+            &[("admin-port", "0"), ("slow-query-ms", "5")],
+            &[("ADMIN_HOST", "0.0.0.0"), ("MISHARDS_INSPECT_KEEP", "10")],
+        )
+        .unwrap();
+        assert_eq!(
+            (a.host.as_str(), a.port, a.inspect_keep, a.slow_query),
+            ("0.0.0.0", Some(0), 10, std::time::Duration::from_millis(5))
+        );
+        assert_eq!(gateway(&[("admin-port", "OFF")], &[]).unwrap().port, None);
+        assert_eq!(gateway(&[], &[("ADMIN_PORT", "off")]).unwrap().port, None);
+        let err = gateway(&[("admin-port", "none")], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`admin_port`") && err.contains("`off`"),
+            "{err}"
+        );
+        let err = gateway(&[("inspect-keep", "0")], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`inspect_keep`"), "{err}");
+        // `off` survives `config check`: the rendered file reads back the same.
+        let s = Settings::resolve(
+            Scope::Demo,
+            &flags(&[("admin-port", "off")]),
+            &env(&[]),
+            None,
+        )
+        .unwrap();
+        let rendered = s.render();
+        assert!(
+            rendered.contains("admin_port = \"off\"  # flag --admin-port"),
+            "{rendered}"
+        );
+        let f = file(&rendered);
+        let again = Settings::resolve(Scope::Demo, &flags(&[]), &env(&[]), Some(f.path())).unwrap();
+        assert_eq!(DemoConfig::from_settings(&again).unwrap().admin.port, None);
+        // The node has no admin listener.
+        assert!(specs_for(Scope::Node).all(|spec| !spec.key.starts_with("admin")));
+    }
+
+    #[test]
+    fn hedge_settings() {
+        let gateway =
+            |f: &[(&'static str, &str)], e: &[(&str, &str)]| gateway_config(f, e).map(|g| g.hedge);
+        // On, adaptive, 5%, demoting, unless told.
+        assert_eq!(gateway(&[], &[]).unwrap(), HedgeConfig::default());
+        assert!(HedgeConfig::default().on && HedgeConfig::default().demote_slow_nodes);
+        let h = gateway(
+            &[("hedge-delay-ms", "25"), ("hedge-max-share", "0.1")],
+            &[
+                ("MISHARDS_HEDGE", "false"),
+                ("MISHARDS_DEMOTE_SLOW_NODES", "off"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            h,
+            HedgeConfig {
+                on: false,
+                delay: Some(std::time::Duration::from_millis(25)),
+                max_share: 0.1,
+                demote_slow_nodes: false,
+            }
+        );
+        for (flag, value, key) in [
+            ("hedge-max-share", "0", "hedge_max_share"),
+            ("hedge-max-share", "1.5", "hedge_max_share"),
+            ("hedge-delay-ms", "0", "hedge_delay_ms"),
+        ] {
+            let err = gateway(&[(flag, value)], &[]).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{key}`")), "{err}");
+        }
+        // The demo takes the same settings; the node does not.
+        let s =
+            Settings::resolve(Scope::Demo, &flags(&[("hedge", "false")]), &env(&[]), None).unwrap();
+        assert!(!DemoConfig::from_settings(&s).unwrap().hedge.on);
+        assert!(specs_for(Scope::Node).all(|spec| !spec.key.contains("hedge")));
+    }
+
+    #[test]
+    fn fault_injection_is_off_unless_enabled_with_a_token_which_config_check_hides() {
+        let gateway = |f: &[(&'static str, &str)], e: &[(&str, &str)]| {
+            let mut all = vec![("woserver", "w"), ("meta-uri", "sqlite::memory:")];
+            all.extend_from_slice(f);
+            let s = Settings::resolve(Scope::Gateway, &flags(&all), &env(e), None)?;
+            GatewayConfig::from_settings(&s).map(|g| (g.faults, s.render()))
+        };
+        let (off, _) = gateway(&[], &[("MISHARDS_FAULT_TOKEN", "0123456789abcdef")]).unwrap();
+        assert_eq!(off, FaultConfig::default(), "a token alone enables nothing");
+        let err = gateway(&[("enable-fault-injection", "true")], &[]).unwrap_err();
+        assert!(err.to_string().contains("MISHARDS_FAULT_TOKEN"), "{err}");
+        let err = gateway(
+            &[],
+            &[
+                ("MISHARDS_ENABLE_FAULT_INJECTION", "1"),
+                ("MISHARDS_FAULT_TOKEN", "abc"),
+            ],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("`fault_token`"), "{err}");
+        let (on, rendered) = gateway(
+            &[("enable-fault-injection", "true"), ("fault-seed", "42")],
+            &[("MISHARDS_FAULT_TOKEN", "0123456789abcdef-secret")],
+        )
+        .unwrap();
+        assert!(on.enabled);
+        assert_eq!(on.seed, Some(42));
+        assert_eq!(on.token.as_deref(), Some("0123456789abcdef-secret"));
+        assert!(!rendered.contains("secret"), "{rendered}");
+        assert!(
+            rendered.contains("fault_token = \"***\"  # env MISHARDS_FAULT_TOKEN"),
+            "{rendered}"
+        );
+        assert!(rendered.contains("# fault_seed =") || rendered.contains("fault_seed = 42"));
+        let err = gateway(&[("fault-seed", "-1")], &[]).unwrap_err();
+        assert!(err.to_string().contains("`fault_seed`"), "{err}");
+    }
+
+    #[test]
+    fn tracing_sampler_params_are_checked() {
+        let e = env(&[
+            ("TRACING_SAMPLER_TYPE", "const"),
+            ("TRACING_SAMPLER_PARAM", "0.5"),
+        ]);
+        let s = Settings::resolve(Scope::Node, &flags(&[("role", "rw")]), &e, None).unwrap();
+        assert!(
+            NodeConfig::from_settings(&s)
+                .unwrap_err()
+                .to_string()
+                .contains("tracing_sampler_param")
+        );
+    }
+}
