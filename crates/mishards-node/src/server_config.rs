@@ -584,8 +584,8 @@ fn node_values(config: &NodeConfig, port: u16) -> Vec<(&'static str, &'static st
     if let Some(path) = &config.log.path {
         values.push(("logs", "path", path.display().to_string()));
     }
-    if let Some(offset) = config.log.utc_offset_seconds {
-        values.push(("general", "timezone", timezone_text(offset)));
+    if let Some(zone) = timezone_text(&config.log.timezone) {
+        values.push(("general", "timezone", zone));
     }
     values
 }
@@ -599,12 +599,17 @@ fn seconds_text(d: Duration) -> String {
     }
 }
 
-fn timezone_text(offset_seconds: i32) -> String {
+/// A region by its IANA name, a fixed zone in Milvus's `UTC+8` form; `None` for a zone with neither.
+fn timezone_text(zone: &jiff::tz::TimeZone) -> Option<String> {
+    if let Some(name) = zone.iana_name() {
+        return Some(name.to_string());
+    }
+    let offset_seconds = zone.to_fixed_offset().ok()?.seconds();
     let sign = if offset_seconds < 0 { '-' } else { '+' };
     let minutes = offset_seconds.unsigned_abs() / 60;
     match minutes % 60 {
-        0 => format!("UTC{sign}{}", minutes / 60),
-        m => format!("UTC{sign}{}:{m:02}", minutes / 60),
+        0 => Some(format!("UTC{sign}{}", minutes / 60)),
+        m => Some(format!("UTC{sign}{}:{m:02}", minutes / 60)),
     }
 }
 

@@ -411,6 +411,11 @@ fn the_forms_follow_milvus_rules() {
         "mysql://root:***@db:3306/milvus"
     );
     assert_eq!(without_password("sqlite://:@:/"), "sqlite://:@:/");
-    assert_eq!(timezone_text(8 * 3600), "UTC+8");
-    assert_eq!(timezone_text(-(5 * 3600 + 1800)), "UTC-5:30");
+    let zone = |text: &str| mishards_config::parse_timezone(text).expect("a zone");
+    assert_eq!(timezone_text(&zone("UTC+8")).as_deref(), Some("UTC+8"));
+    assert_eq!(timezone_text(&zone("-05:30")).as_deref(), Some("UTC-5:30"));
+    assert_eq!(
+        timezone_text(&zone("Asia/Shanghai")).as_deref(),
+        Some("Asia/Shanghai")
+    );
 }
