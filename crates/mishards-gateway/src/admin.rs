@@ -1,9 +1,10 @@
 //! The admin HTTP listener (`--admin-port`, loopback by default): recent and slow search manifests, the
 //! cluster's state, liveness and readiness, Prometheus metrics, and — with `--enable-fault-injection`,
-//! behind a bearer token — the fault rules (`/faults`). Every answer is JSON except `/metrics`. Handlers run on the gateway's tokio runtime and ask the actors with `Addr::send`, bounded
-//! in time: an actor that does not answer makes a 503, never a hung request or a panic.
+//! behind a bearer token — the fault rules (`/faults`). Every answer is JSON except `/metrics`. Handlers
+//! run on the gateway's tokio runtime and ask the actors with `Addr::send`, bounded in time: an actor
+//! that does not answer makes a 503, never a hung request or a panic.
 //!
-//! Also the small HTTP client `mishards inspect` uses to read it.
+//! The small HTTP client `mishards inspect` uses to read it is admin_client.rs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,10 +17,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use serde_json::{Value, json};
 
-use crate::injection::FaultHandle;
-use super::inspect::{Find, Recent, Slow, is_trace_id};
+use super::inspect::{Find, Inspector, Recent, SearchManifest, Slow, is_trace_id};
 use super::metrics::{self, ClusterSample, GatewayMetrics, NodeSample};
 use super::service::Actors;
+use crate::injection::FaultHandle;
 use mishards_fault::{FaultError, rules_from_json};
 
 /// How long a handler waits for an actor.
@@ -101,40 +102,40 @@ fn limit(query: Option<&str>, keep: usize) -> Result<usize, String> {
     }
 }
 
-async fn recent_requests(State(s): Shared, RawQuery(query): RawQuery) -> Response {
-    let limit = match limit(query.as_deref(), s.inspect_keep) {
-        Ok(n) => n,
-        Err(message) => return error(StatusCode::BAD_REQUEST, message),
-    };
-    match s
-        .actors
+/// Asks the inspector for manifests with the `limit` of the query string; the error answer when the
+/// limit is malformed or the inspector does not answer.
+async fn inspected<M>(
+    s: &AdminState,
+    query: Option<&str>,
+    ask: impl FnOnce(usize) -> M,
+) -> Result<Vec<SearchManifest>, Response>
+where
+    M: actix::Message<Result = Vec<SearchManifest>> + Send + 'static,
+    Inspector: actix::Handler<M>,
+{
+    let limit = limit(query, s.inspect_keep).map_err(|m| error(StatusCode::BAD_REQUEST, m))?;
+    s.actors
         .inspector
-        .send(Recent { limit })
+        .send(ask(limit))
         .timeout(ASK_TIMEOUT)
         .await
-    {
+        .map_err(|e| unavailable("inspector", e))
+}
+
+async fn recent_requests(State(s): Shared, RawQuery(query): RawQuery) -> Response {
+    match inspected(&s, query.as_deref(), |limit| Recent { limit }).await {
         Ok(requests) => Json(json!({
             "count": requests.len(),
             "keep": s.inspect_keep,
             "requests": requests,
         }))
         .into_response(),
-        Err(e) => unavailable("inspector", e),
+        Err(answer) => answer,
     }
 }
 
 async fn slow_requests(State(s): Shared, RawQuery(query): RawQuery) -> Response {
-    let limit = match limit(query.as_deref(), s.inspect_keep) {
-        Ok(n) => n,
-        Err(message) => return error(StatusCode::BAD_REQUEST, message),
-    };
-    match s
-        .actors
-        .inspector
-        .send(Slow { limit })
-        .timeout(ASK_TIMEOUT)
-        .await
-    {
+    match inspected(&s, query.as_deref(), |limit| Slow { limit }).await {
         Ok(requests) => Json(json!({
             "count": requests.len(),
             "keep": s.inspect_keep,
@@ -142,7 +143,7 @@ async fn slow_requests(State(s): Shared, RawQuery(query): RawQuery) -> Response 
             "requests": requests,
         }))
         .into_response(),
-        Err(e) => unavailable("inspector", e),
+        Err(answer) => answer,
     }
 }
 

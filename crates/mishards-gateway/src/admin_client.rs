@@ -144,9 +144,6 @@ mod tests {
         let err = fetch(&addr, "/healthz", Duration::from_secs(5))
             .await
             .unwrap_err();
-        assert!(
-            matches!(err, AdminClientError::Unreachable { .. }),
-            "{err}"
-        );
+        assert!(matches!(err, AdminClientError::Unreachable { .. }), "{err}");
     }
 }

@@ -7,8 +7,8 @@
 //!
 //! Pure functions; the node link (node_link.rs) decides when to batch and makes the call.
 
-use mishards_proto::limits::MAX_RESULT_ENTRIES;
 use mishards_proto as proto;
+use mishards_proto::limits::MAX_RESULT_ENTRIES;
 
 /// Most query floats one batched call carries (16 MiB of vectors), so a batch never makes a message
 /// much larger than its largest search.
@@ -289,7 +289,10 @@ mod tests {
     fn errors_and_empty_answers_go_to_every_search_and_bad_shapes_are_refused() {
         let rows = [1, 2];
         let refusal = proto::TopKQueryResult {
-            status: Some(mishards_proto::error::status(proto::ErrorCode::FileNotFound, "gone")),
+            status: Some(mishards_proto::error::status(
+                proto::ErrorCode::FileNotFound,
+                "gone",
+            )),
             ..Default::default()
         };
         let parts = split(refusal.clone(), &rows).unwrap();

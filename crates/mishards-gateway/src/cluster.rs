@@ -8,10 +8,10 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use super::discovery::{Discovery, GetDiscoveryStats, Membership};
-use crate::control::{Crash, CrashLink, SetFaults, SetLinkFaults};
 use super::metadata::{GetPollerStats, MetadataPoller};
 use super::node_link::{GetLinkStats, LinkOptions, NodeLink, Retire, SubscribeHealth};
 use super::routing::{GetRoutingStats, Links, Routing};
+use crate::control::{Crash, CrashLink, SetFaults, SetLinkFaults};
 use mishards_config::NodeAddr;
 use mishards_fault::NodeRole;
 

@@ -151,7 +151,6 @@ fn failure_response(rpc: &str, failure: Failure) -> http::Response<Body> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,8 +21,8 @@ use crate::discovery::Discovery;
 use crate::metadata::MetadataPoller;
 use crate::routing::Routing;
 use mishards_fault::{
-    ActorName, FaultBook, FaultError, FaultInjector, FaultKind, FaultReport, FaultRule, LoggedFault,
-    Outcome, Site, Target,
+    ActorName, FaultBook, FaultError, FaultInjector, FaultKind, FaultReport, FaultRule,
+    LoggedFault, Outcome, Site, Target,
 };
 
 /// Arms rules; answers their ids (all are checked first: all or none).
@@ -295,4 +295,3 @@ pub fn random_seed() -> u64 {
     h.write_u32(std::process::id());
     h.finish()
 }
-

@@ -6,8 +6,8 @@ pub mod admin;
 pub mod admin_client;
 pub mod batch;
 pub mod cluster;
-pub mod discovery;
 pub mod control;
+pub mod discovery;
 pub mod fault_channel;
 pub mod hedge;
 pub mod injection;
@@ -18,6 +18,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod node_link;
 pub mod placement;
+mod race;
 pub mod routing;
 pub mod scatter;
 pub mod server;
@@ -33,10 +34,10 @@ use tokio::sync::watch;
 
 use mishards_config::{DiscoveryKind, GatewayConfig};
 use mishards_meta::{MetaError, MetaOptions, MetaUri, PartitionSelectError};
-use mishards_proto::milvus_service_server::MilvusServiceServer;
-use mishards_telemetry::{RpcLayer, RpcSide};
 use mishards_proto::error::{MilvusError, status};
+use mishards_proto::milvus_service_server::MilvusServiceServer;
 use mishards_proto::{ErrorCode, Status};
+use mishards_telemetry::{RpcLayer, RpcSide};
 
 /// Everything a gateway request can fail with; its `MilvusError` impl below maps each to a Milvus status code.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +65,7 @@ pub enum GatewayError {
     #[error("{}", .0.reason)]
     Node(mishards_proto::Status),
     #[error("the read nodes' answers do not fit together: {0}")]
-    Merge(merge::MergeError),
+    Merge(merge::PartialMergeError),
     #[error("gateway actor {actor} is unavailable: {reason}")]
     Actor { actor: &'static str, reason: String },
     #[error(transparent)]

@@ -27,7 +27,7 @@ pub struct Partial<'a> {
 /// A part that cannot be merged: the reply of a misbehaving node, named by its index in `parts`, so the
 /// caller can report (or retry) that node rather than return a silently wrong answer.
 #[derive(thiserror::Error, Debug, PartialEq)]
-pub enum MergeError {
+pub enum PartialMergeError {
     #[error("partial result {part} answers {got} queries, expected {expected}")]
     QueryCount {
         part: usize,
@@ -69,13 +69,13 @@ pub fn merge_topk(
     nq: usize,
     k: usize,
     higher_is_better: bool,
-) -> Result<(Vec<i64>, Vec<f32>), MergeError> {
+) -> Result<(Vec<i64>, Vec<f32>), PartialMergeError> {
     for (i, part) in parts.iter().enumerate() {
         check_part(i, part, nq)?;
     }
     let len = nq
         .checked_mul(k)
-        .ok_or(MergeError::ResultTooLarge { nq, k })?;
+        .ok_or(PartialMergeError::ResultTooLarge { nq, k })?;
     let worst = if higher_is_better {
         -f32::MAX
     } else {
@@ -158,19 +158,19 @@ pub fn merge_topk(
     Ok((ids, distances))
 }
 
-fn check_part(part: usize, p: &Partial<'_>, nq: usize) -> Result<(), MergeError> {
+fn check_part(part: usize, p: &Partial<'_>, nq: usize) -> Result<(), PartialMergeError> {
     if p.nq != nq {
-        return Err(MergeError::QueryCount {
+        return Err(PartialMergeError::QueryCount {
             part,
             expected: nq,
             got: p.nq,
         });
     }
-    let expected = nq
-        .checked_mul(p.k)
-        .ok_or(MergeError::PartTooLarge { part, nq, k: p.k })?;
+    let expected =
+        nq.checked_mul(p.k)
+            .ok_or(PartialMergeError::PartTooLarge { part, nq, k: p.k })?;
     if p.ids.len() != expected {
-        return Err(MergeError::IdCount {
+        return Err(PartialMergeError::IdCount {
             part,
             nq,
             k: p.k,
@@ -179,7 +179,7 @@ fn check_part(part: usize, p: &Partial<'_>, nq: usize) -> Result<(), MergeError>
         });
     }
     if p.distances.len() != expected {
-        return Err(MergeError::DistanceCount {
+        return Err(PartialMergeError::DistanceCount {
             part,
             nq,
             k: p.k,
@@ -629,7 +629,7 @@ mod tests {
         };
         assert_eq!(
             merge_topk(&views(&wrong_nq), 2, 1, false),
-            Err(MergeError::QueryCount {
+            Err(PartialMergeError::QueryCount {
                 part: 1,
                 expected: 2,
                 got: 3
@@ -641,7 +641,7 @@ mod tests {
         };
         assert_eq!(
             merge_topk(&views(&short_ids), 2, 1, false),
-            Err(MergeError::IdCount {
+            Err(PartialMergeError::IdCount {
                 part: 1,
                 nq: 2,
                 k: 1,
@@ -656,7 +656,7 @@ mod tests {
         let err = merge_topk(&views(&long_distances), 2, 1, false);
         assert_eq!(
             err,
-            Err(MergeError::DistanceCount {
+            Err(PartialMergeError::DistanceCount {
                 part: 1,
                 nq: 2,
                 k: 1,
@@ -677,7 +677,7 @@ mod tests {
         };
         assert_eq!(
             merge_topk(&[huge], 2, 1, false),
-            Err(MergeError::PartTooLarge {
+            Err(PartialMergeError::PartTooLarge {
                 part: 0,
                 nq: 2,
                 k: usize::MAX
@@ -685,7 +685,7 @@ mod tests {
         );
         assert_eq!(
             merge_topk(&[], 2, usize::MAX, false),
-            Err(MergeError::ResultTooLarge {
+            Err(PartialMergeError::ResultTooLarge {
                 nq: 2,
                 k: usize::MAX
             })

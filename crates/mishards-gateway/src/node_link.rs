@@ -13,17 +13,17 @@ use tonic::transport::Endpoint;
 
 use super::GatewayError;
 use super::batch;
-use crate::control::{Crash, SetLinkFaults, SiteFaults};
-use crate::fault_channel::FaultChannel;
 use super::latency::RecentLatency;
 use super::transport::CoalescingConnector;
+use crate::control::{Crash, SetLinkFaults, SiteFaults};
+use crate::fault_channel::FaultChannel;
 use mishards_config::NodeAddr;
 use mishards_proto::limits::MAX_MESSAGE_BYTES;
 use mishards_proto::{self as proto, milvus_service_client::MilvusServiceClient};
 
 /// A node's client. Its calls go through the fault layer, a plain tonic channel unless fault
 /// injection is on.
-pub type Client = MilvusServiceClient<FaultChannel>;
+pub type NodeClient = MilvusServiceClient<FaultChannel>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -63,13 +63,13 @@ pub struct NodeHealth {
     pub p95: Option<Duration>,
 }
 
-/// Borrow a client for one call; `Report` the outcome.
+/// Borrow a client for one call; send a `LeaseReport` with its outcome.
 #[derive(Message)]
 #[rtype(result = "Result<Lease, GatewayError>")]
 pub struct Acquire;
 
 pub struct Lease {
-    pub client: Client,
+    pub client: NodeClient,
     pub node: NodeAddr,
     pub started: Instant,
 }
@@ -78,7 +78,7 @@ pub struct Lease {
 /// a Milvus error status, which is an answer.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Report {
+pub struct LeaseReport {
     pub latency: Duration,
     pub failed: bool,
 }
@@ -146,7 +146,7 @@ pub struct LinkStats {
 pub struct NodeLink {
     node: NodeAddr,
     options: LinkOptions,
-    pool: Vec<Client>,
+    pool: Vec<NodeClient>,
     next: usize,
     state: LinkState,
     reason: Option<String>,
@@ -385,7 +385,7 @@ impl NodeLink {
     }
 
     /// The next client of the pool, round robin.
-    fn next_client(&mut self) -> Option<Client> {
+    fn next_client(&mut self) -> Option<NodeClient> {
         if self.pool.is_empty() {
             return None;
         }
@@ -628,9 +628,9 @@ impl Handler<SearchFiles> for NodeLink {
     }
 }
 
-impl Handler<Report> for NodeLink {
+impl Handler<LeaseReport> for NodeLink {
     type Result = ();
-    fn handle(&mut self, r: Report, ctx: &mut Context<Self>) {
+    fn handle(&mut self, r: LeaseReport, ctx: &mut Context<Self>) {
         self.in_flight = self.in_flight.saturating_sub(1);
         if r.failed {
             self.errors += 1;

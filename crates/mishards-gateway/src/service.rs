@@ -15,12 +15,12 @@ use super::GatewayError;
 use super::cluster::{Cluster, ConnStats, GetLinks};
 use super::inspect::Record;
 use super::metadata::{GetSnapshot, MetadataPoller, Refresh, Snapshot};
-use super::node_link::{Acquire, Client, NodeLink, Report};
+use super::node_link::{Acquire, LeaseReport, NodeClient, NodeLink};
 use super::routing::Routing;
 use super::scatter::{ScatterGather, Scattered};
 use mishards_config::NodeAddr;
-use mishards_proto::error::{MilvusError, success};
 use mishards_meta::DEFAULT_PARTITION_TAG;
+use mishards_proto::error::{MilvusError, success};
 use mishards_proto::{self as proto, WithStatus, milvus_service_server::MilvusService};
 use mishards_telemetry::{RequestTraceId, outgoing, record_request, response_with_code};
 
@@ -107,7 +107,7 @@ impl GatewayService {
         call: F,
     ) -> Result<Resp, GatewayError>
     where
-        F: FnOnce(Client, Request<Req>) -> Fut,
+        F: FnOnce(NodeClient, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
         let node = self.actors.write_node.to_string();
@@ -142,7 +142,7 @@ impl GatewayService {
             Ok(Err(s)) => unanswered(s),
             Err(_) => true,
         };
-        self.actors.write.do_send(Report {
+        self.actors.write.do_send(LeaseReport {
             latency: started.elapsed(),
             failed,
         });
@@ -182,7 +182,7 @@ impl GatewayService {
     ) -> Result<Resp, GatewayError>
     where
         Resp: WithStatus,
-        F: FnOnce(Client, Request<Req>) -> Fut,
+        F: FnOnce(NodeClient, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
         let result = self.relay(req, timeout, call).await;
@@ -200,7 +200,7 @@ impl GatewayService {
         from_snapshot: impl FnOnce(&Snapshot) -> Result<Resp, GatewayError>,
     ) -> Result<Resp, GatewayError>
     where
-        F: FnOnce(Client, Request<Req>) -> Fut,
+        F: FnOnce(NodeClient, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
         match self.relay(req, QUICK, call).await {
@@ -286,16 +286,51 @@ fn collection_of<'s>(
         .ok_or_else(|| GatewayError::CollectionNotFound(name.to_string()))
 }
 
+/// The RPCs relayed to the write node as they are, each a row: `rpc(request) -> reply: "Name", path,
+/// timeout`, where the path is `relay` (as is) or `write` (the metadata is refreshed after a success).
+/// Expand it inside the `impl MilvusService` block. Written as `#[async_trait]` expands an `async fn`
+/// (as `mishards_proto::unserved_hybrid_rpcs!` is), because the tonic trait is declared through it and
+/// an attribute on the impl does not see inside a macro call.
+macro_rules! relayed_rpcs {
+    ($($rpc:ident($req:ident) -> $resp:ident: $name:literal, $path:ident, $timeout:ident;)*) => {$(
+        fn $rpc<'life0, 'async_trait>(
+            &'life0 self,
+            r: Request<proto::$req>,
+        ) -> ::std::pin::Pin<Box<dyn Future<Output = Reply<proto::$resp>> + Send + 'async_trait>>
+        where
+            'life0: 'async_trait,
+            Self: 'async_trait,
+        {
+            Box::pin(async move {
+                reply(
+                    $name,
+                    self.$path(r.into_inner(), $timeout, |mut c, r| async move { c.$rpc(r).await })
+                        .await,
+                )
+            })
+        }
+    )*};
+}
+
 #[tonic::async_trait]
 impl MilvusService for GatewayService {
-    async fn create_collection(&self, r: Request<proto::CollectionSchema>) -> Reply<proto::Status> {
-        reply(
-            "CreateCollection",
-            self.write(r.into_inner(), QUICK, |mut c, r| async move {
-                c.create_collection(r).await
-            })
-            .await,
-        )
+    relayed_rpcs! {
+        create_collection(CollectionSchema) -> Status: "CreateCollection", write, QUICK;
+        show_collection_info(CollectionName) -> CollectionInfo: "ShowCollectionInfo", relay, QUICK;
+        drop_collection(CollectionName) -> Status: "DropCollection", write, QUICK;
+        create_index(IndexParam) -> Status: "CreateIndex", write, SLOW;
+        describe_index(CollectionName) -> IndexParam: "DescribeIndex", relay, QUICK;
+        drop_index(CollectionName) -> Status: "DropIndex", write, SLOW;
+        create_partition(PartitionParam) -> Status: "CreatePartition", write, QUICK;
+        drop_partition(PartitionParam) -> Status: "DropPartition", write, QUICK;
+        insert(InsertParam) -> VectorIds: "Insert", relay, QUICK;
+        get_vectors_by_id(VectorsIdentity) -> VectorsData: "GetVectorsByID", relay, QUICK;
+        get_vector_i_ds(GetVectorIDsParam) -> VectorIds: "GetVectorIDs", relay, QUICK;
+        search_by_id(SearchByIdParam) -> TopKQueryResult: "SearchByID", relay, QUICK;
+        search_in_files(SearchInFilesParam) -> TopKQueryResult: "SearchInFiles", relay, QUICK;
+        delete_by_id(DeleteByIdParam) -> Status: "DeleteByID", relay, QUICK;
+        flush(FlushParam) -> Status: "Flush", write, SLOW;
+        compact(CollectionName) -> Status: "Compact", write, SLOW;
     }
 
     async fn has_collection(&self, r: Request<proto::CollectionName>) -> Reply<proto::BoolReply> {
@@ -387,69 +422,6 @@ impl MilvusService for GatewayService {
         reply("ShowCollections", result)
     }
 
-    async fn show_collection_info(
-        &self,
-        r: Request<proto::CollectionName>,
-    ) -> Reply<proto::CollectionInfo> {
-        reply(
-            "ShowCollectionInfo",
-            self.relay(r.into_inner(), QUICK, |mut c, r| async move {
-                c.show_collection_info(r).await
-            })
-            .await,
-        )
-    }
-
-    async fn drop_collection(&self, r: Request<proto::CollectionName>) -> Reply<proto::Status> {
-        reply(
-            "DropCollection",
-            self.write(r.into_inner(), QUICK, |mut c, r| async move {
-                c.drop_collection(r).await
-            })
-            .await,
-        )
-    }
-
-    async fn create_index(&self, r: Request<proto::IndexParam>) -> Reply<proto::Status> {
-        reply(
-            "CreateIndex",
-            self.write(r.into_inner(), SLOW, |mut c, r| async move {
-                c.create_index(r).await
-            })
-            .await,
-        )
-    }
-
-    async fn describe_index(&self, r: Request<proto::CollectionName>) -> Reply<proto::IndexParam> {
-        reply(
-            "DescribeIndex",
-            self.relay(r.into_inner(), QUICK, |mut c, r| async move {
-                c.describe_index(r).await
-            })
-            .await,
-        )
-    }
-
-    async fn drop_index(&self, r: Request<proto::CollectionName>) -> Reply<proto::Status> {
-        reply(
-            "DropIndex",
-            self.write(r.into_inner(), SLOW, |mut c, r| async move {
-                c.drop_index(r).await
-            })
-            .await,
-        )
-    }
-
-    async fn create_partition(&self, r: Request<proto::PartitionParam>) -> Reply<proto::Status> {
-        reply(
-            "CreatePartition",
-            self.write(r.into_inner(), QUICK, |mut c, r| async move {
-                c.create_partition(r).await
-            })
-            .await,
-        )
-    }
-
     async fn has_partition(&self, r: Request<proto::PartitionParam>) -> Reply<proto::BoolReply> {
         let (name, tag) = (
             r.get_ref().collection_name.clone(),
@@ -497,82 +469,10 @@ impl MilvusService for GatewayService {
         reply("ShowPartitions", result)
     }
 
-    async fn drop_partition(&self, r: Request<proto::PartitionParam>) -> Reply<proto::Status> {
-        reply(
-            "DropPartition",
-            self.write(r.into_inner(), QUICK, |mut c, r| async move {
-                c.drop_partition(r).await
-            })
-            .await,
-        )
-    }
-
-    async fn insert(&self, r: Request<proto::InsertParam>) -> Reply<proto::VectorIds> {
-        reply(
-            "Insert",
-            self.relay(r.into_inner(), QUICK, |mut c, r| async move {
-                c.insert(r).await
-            })
-            .await,
-        )
-    }
-
-    async fn get_vectors_by_id(
-        &self,
-        r: Request<proto::VectorsIdentity>,
-    ) -> Reply<proto::VectorsData> {
-        reply(
-            "GetVectorsByID",
-            self.relay(r.into_inner(), QUICK, |mut c, r| async move {
-                c.get_vectors_by_id(r).await
-            })
-            .await,
-        )
-    }
-
-    async fn get_vector_i_ds(
-        &self,
-        r: Request<proto::GetVectorIDsParam>,
-    ) -> Reply<proto::VectorIds> {
-        reply(
-            "GetVectorIDs",
-            self.relay(r.into_inner(), QUICK, |mut c, r| async move {
-                c.get_vector_i_ds(r).await
-            })
-            .await,
-        )
-    }
-
     async fn search(&self, r: Request<proto::SearchParam>) -> Reply<proto::TopKQueryResult> {
         record_request(r.get_ref());
         let trace_id = RequestTraceId::of(&r);
         reply("Search", self.search_plan(r.into_inner(), trace_id).await)
-    }
-
-    async fn search_by_id(
-        &self,
-        r: Request<proto::SearchByIdParam>,
-    ) -> Reply<proto::TopKQueryResult> {
-        reply(
-            "SearchByID",
-            self.relay(r.into_inner(), QUICK, |mut c, r| async move {
-                c.search_by_id(r).await
-            })
-            .await,
-        )
-    }
-
-    async fn search_in_files(
-        &self,
-        r: Request<proto::SearchInFilesParam>,
-    ) -> Reply<proto::TopKQueryResult> {
-        reply(
-            "SearchInFiles",
-            self.relay(r.into_inner(), QUICK, |mut c, r| async move {
-                c.search_in_files(r).await
-            })
-            .await,
-        )
     }
 
     async fn cmd(&self, r: Request<proto::Command>) -> Reply<proto::StringReply> {
@@ -600,33 +500,18 @@ impl MilvusService for GatewayService {
         reply("Cmd", result)
     }
 
-    async fn delete_by_id(&self, r: Request<proto::DeleteByIdParam>) -> Reply<proto::Status> {
-        reply(
-            "DeleteByID",
-            self.relay(r.into_inner(), QUICK, |mut c, r| async move {
-                c.delete_by_id(r).await
-            })
-            .await,
-        )
-    }
-
     async fn preload_collection(
         &self,
         r: Request<proto::PreloadCollectionParam>,
     ) -> Reply<proto::Status> {
-        let param = r.into_inner();
         let result = self
-            .relay(param.clone(), SLOW, |mut c, r| async move {
-                c.preload_collection(r).await
-            })
-            .await;
-        if succeeded(&result) {
-            self.on_read_nodes(
-                param,
-                |mut c, p| async move { c.preload_collection(p).await },
+            .relay_to_every_node(
+                r.into_inner(),
+                SLOW,
+                ReadNodes::IfSucceeded,
+                |mut c, r| async move { c.preload_collection(r).await },
             )
             .await;
-        }
         reply("PreloadCollection", result)
     }
 
@@ -634,17 +519,14 @@ impl MilvusService for GatewayService {
         &self,
         r: Request<proto::PreloadCollectionParam>,
     ) -> Reply<proto::Status> {
-        let param = r.into_inner();
         let result = self
-            .relay(param.clone(), QUICK, |mut c, r| async move {
-                c.release_collection(r).await
-            })
+            .relay_to_every_node(
+                r.into_inner(),
+                QUICK,
+                ReadNodes::Always,
+                |mut c, r| async move { c.release_collection(r).await },
+            )
             .await;
-        self.on_read_nodes(
-            param,
-            |mut c, p| async move { c.release_collection(p).await },
-        )
-        .await;
         reply("ReleaseCollection", result)
     }
 
@@ -652,48 +534,58 @@ impl MilvusService for GatewayService {
         &self,
         r: Request<proto::ReLoadSegmentsParam>,
     ) -> Reply<proto::Status> {
-        let param = r.into_inner();
         let result = self
-            .relay(param.clone(), QUICK, |mut c, r| async move {
-                c.reload_segments(r).await
-            })
-            .await;
-        self.on_read_nodes(param, |mut c, p| async move { c.reload_segments(p).await })
+            .relay_to_every_node(
+                r.into_inner(),
+                QUICK,
+                ReadNodes::Always,
+                |mut c, r| async move { c.reload_segments(r).await },
+            )
             .await;
         reply("ReloadSegments", result)
-    }
-
-    async fn flush(&self, r: Request<proto::FlushParam>) -> Reply<proto::Status> {
-        reply(
-            "Flush",
-            self.write(
-                r.into_inner(),
-                SLOW,
-                |mut c, r| async move { c.flush(r).await },
-            )
-            .await,
-        )
-    }
-
-    async fn compact(&self, r: Request<proto::CollectionName>) -> Reply<proto::Status> {
-        reply(
-            "Compact",
-            self.write(r.into_inner(), SLOW, |mut c, r| async move {
-                c.compact(r).await
-            })
-            .await,
-        )
     }
 
     proto::unserved_hybrid_rpcs!();
 }
 
+/// When a call relayed to the write node also goes to every read node.
+enum ReadNodes {
+    /// Only when the write node answered with success (preloading: nothing to warm otherwise).
+    IfSucceeded,
+    /// Whatever the write node answered (releasing and reloading: the read nodes' caches must follow).
+    Always,
+}
+
 impl GatewayService {
+    /// Relays a call to the write node, then makes it on every read node as `read_nodes` says; the
+    /// client hears the write node's answer.
+    async fn relay_to_every_node<P, R, F, Fut>(
+        &self,
+        param: P,
+        timeout: Duration,
+        read_nodes: ReadNodes,
+        call: F,
+    ) -> Result<R, GatewayError>
+    where
+        P: Clone,
+        R: WithStatus,
+        F: Fn(NodeClient, Request<P>) -> Fut,
+        Fut: Future<Output = Result<Response<R>, Status>>,
+    {
+        let result = self.relay(param.clone(), timeout, &call).await;
+        if matches!(read_nodes, ReadNodes::Always) || succeeded(&result) {
+            // `Request::new` is what tonic makes of a bare message, as the read node calls always had.
+            self.on_read_nodes(param, |c, p| call(c, Request::new(p)))
+                .await;
+        }
+        result
+    }
+
     /// Sends a call to every read node (best effort: warming and releasing caches), waiting for all.
     async fn on_read_nodes<P, R, F, Fut>(&self, param: P, call: F)
     where
         P: Clone,
-        F: Fn(Client, P) -> Fut,
+        F: Fn(NodeClient, P) -> Fut,
         Fut: Future<Output = Result<Response<R>, Status>>,
     {
         let Ok(links) = self.actors.cluster.send(GetLinks).await else {
@@ -708,7 +600,7 @@ impl GatewayService {
                 let started = Instant::now();
                 let outcome = tokio::time::timeout(SLOW, call(lease.client, param)).await;
                 let failed = !matches!(outcome, Ok(Ok(_)));
-                link.do_send(Report {
+                link.do_send(LeaseReport {
                     latency: started.elapsed(),
                     failed,
                 });
