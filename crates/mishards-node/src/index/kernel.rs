@@ -74,15 +74,7 @@ pub(crate) fn dots(
         return;
     }
     // These checks keep the unsafe tiles below in bounds.
-    assert!(dim > 0 && nx <= out_stride, "dots: bad shape");
-    assert!(
-        q.len() >= mq * dim && x.len() >= nx * dim,
-        "dots: short input"
-    );
-    assert!(
-        out.len() >= (mq - 1) * out_stride + nx,
-        "dots: short output"
-    );
+    check_dots_shape("dots", q, mq, x, nx, dim, out, out_stride);
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx2Fma && avx2_fma_available() {
         // SAFETY: AVX2 and FMA are present (checked just above) and the shape checks above
@@ -102,6 +94,30 @@ pub(crate) fn dots(
     }
     let _ = isa;
     portable::dots(q, mq, x, nx, dim, out, out_stride);
+}
+
+/// The shape checks of [`dots`] and [`dots_streaming`] (for `mq, nx ≥ 1`): every pointer the
+/// unsafe tiles form stays inside `q`, `x` and `out`.
+#[allow(clippy::too_many_arguments)]
+fn check_dots_shape(
+    what: &str,
+    q: &[f32],
+    mq: usize,
+    x: &[f32],
+    nx: usize,
+    dim: usize,
+    out: &[f32],
+    out_stride: usize,
+) {
+    assert!(dim > 0 && nx <= out_stride, "{what}: bad shape");
+    assert!(
+        q.len() >= mq * dim && x.len() >= nx * dim,
+        "{what}: short input"
+    );
+    assert!(
+        out.len() >= (mq - 1) * out_stride + nx,
+        "{what}: short output"
+    );
 }
 
 /// `out[j] = ⟨x_j, x_j⟩` for `j < n`, bit-identical to what [`dots`] gives for the pair `(x_j, x_j)`.
@@ -163,15 +179,7 @@ pub(crate) fn dots_streaming(
     if nx == 0 {
         return;
     }
-    assert!(dim > 0 && nx <= out_stride, "dots_streaming: bad shape");
-    assert!(
-        q.len() >= mq * dim && x.len() >= nx * dim,
-        "dots_streaming: short input"
-    );
-    assert!(
-        out.len() >= (mq - 1) * out_stride + nx,
-        "dots_streaming: short output"
-    );
+    check_dots_shape("dots_streaming", q, mq, x, nx, dim, out, out_stride);
     if let Some(n) = &norms_out {
         assert!(n.len() >= nx, "dots_streaming: short norms output");
     }
