@@ -3,7 +3,8 @@
 //! Layout: `<storage>/tables/<table>/<segment_id>/<file_id>` for each `TableFiles` row, and
 //! `<storage>/tables/<table>/<segment_id>/deleted.ids` for the segment's delete marks (shared by its raw
 //! file and its index file). Every file is written to a temporary name, fsynced and renamed into place,
-//! so a reader sees either the old file or the complete new one; each ends in a CRC32 of its content.
+//! so a reader sees either the old file or the complete new one; each ends in a CRC32 of its content
+//! (written and checked by `checked_io`).
 //!
 //! Raw file: `MSRAW001 | dim u32 | rows u64 | ids [i64; rows] | vectors [f32; rows*dim] | crc u32`.
 //! Ids come first so the ids alone can be read without the vectors.
@@ -347,6 +348,66 @@ mod tests {
         );
         // No temporary files are left behind.
         assert_eq!(fs::read_dir(dir.path().join("t/s")).unwrap().count(), 1);
+    }
+
+    /// The layouts documented above, built by hand: files written by earlier versions still load,
+    /// and new files are byte for byte what they wrote.
+    #[test]
+    fn files_keep_their_byte_layout() {
+        fn with_crc(mut bytes: Vec<u8>) -> Vec<u8> {
+            let crc = crc32fast::hash(&bytes);
+            bytes.extend_from_slice(&crc.to_le_bytes());
+            bytes
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (ids, vectors) = ([7i64, -3], [0.5f32, -1.0, 2.0, 8.25]);
+
+        let mut raw = RAW_MAGIC.to_vec();
+        raw.extend_from_slice(&2u32.to_le_bytes());
+        raw.extend_from_slice(&2u64.to_le_bytes());
+        ids.iter()
+            .for_each(|i| raw.extend_from_slice(&i.to_le_bytes()));
+        vectors
+            .iter()
+            .for_each(|v| raw.extend_from_slice(&v.to_le_bytes()));
+        let raw = with_crc(raw);
+        let path = dir.path().join("raw");
+        assert_eq!(
+            write_raw(&path, 2, &ids, &vectors).unwrap(),
+            raw.len() as u64
+        );
+        assert_eq!(fs::read(&path).unwrap(), raw);
+        let old = dir.path().join("old_raw");
+        fs::write(&old, &raw).unwrap();
+        assert_eq!(read_raw(&old).unwrap().vectors, vectors);
+        assert_eq!(read_raw_ids(&old).unwrap(), ids);
+
+        let mut marks = DELETED_MAGIC.to_vec();
+        marks.extend_from_slice(&2u64.to_le_bytes());
+        [-3i64, 7]
+            .iter()
+            .for_each(|i| marks.extend_from_slice(&i.to_le_bytes()));
+        let marks = with_crc(marks);
+        let path = dir.path().join(DELETED_FILE);
+        add_deleted(&path, &ids).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), marks);
+        let old = dir.path().join("old_marks");
+        fs::write(&old, &marks).unwrap();
+        assert_eq!(read_deleted(&old).unwrap(), [-3, 7]);
+
+        let index = IvfFlat::build(&vectors, &ids, 2, 1, crate::index::Metric::L2, 1);
+        let mut file = INDEX_MAGIC.to_vec();
+        file.extend_from_slice(&2u64.to_le_bytes());
+        ids.iter()
+            .for_each(|i| file.extend_from_slice(&i.to_le_bytes()));
+        index.write_to(&mut file).unwrap();
+        let file = with_crc(file);
+        let path = dir.path().join("index");
+        assert_eq!(write_index(&path, &index, &ids).unwrap(), file.len() as u64);
+        assert_eq!(fs::read(&path).unwrap(), file);
+        let old = dir.path().join("old_index");
+        fs::write(&old, &file).unwrap();
+        assert_eq!(read_index(&old).unwrap(), (index, ids.to_vec()));
     }
 
     #[test]

@@ -4,8 +4,8 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use super::super::wal::WalRecord;
 use crate::NodeError;
+use crate::wal::WalRecord;
 use mishards_meta::now_micros;
 
 /// Inserts and deletes not yet flushed, per table, each tagged with the lsn of its log record (so a
