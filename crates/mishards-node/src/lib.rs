@@ -2,6 +2,7 @@
 //! storage. The gateway never imports this module.
 
 pub mod cache;
+mod checked_io;
 pub mod engine;
 pub mod index;
 pub mod segment;

@@ -3,7 +3,8 @@
 //! Layout: `<storage>/tables/<table>/<segment_id>/<file_id>` for each `TableFiles` row, and
 //! `<storage>/tables/<table>/<segment_id>/deleted.ids` for the segment's delete marks (shared by its raw
 //! file and its index file). Every file is written to a temporary name, fsynced and renamed into place,
-//! so a reader sees either the old file or the complete new one; each ends in a CRC32 of its content.
+//! so a reader sees either the old file or the complete new one; each ends in a CRC32 of its content
+//! (written and checked by `checked_io`).
 //!
 //! Raw file: `MSRAW001 | dim u32 | rows u64 | ids [i64; rows] | vectors [f32; rows*dim] | crc u32`.
 //! Ids come first so the ids alone can be read without the vectors.
@@ -13,7 +14,8 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::index::IvfFlat;
+use crate::checked_io::{CrcWriter, checked_content, from_le, write_le};
+use crate::index::IvfFlat;
 use mishards_meta::FileRow;
 
 const RAW_MAGIC: &[u8; 8] = b"MSRAW001";
@@ -109,16 +111,10 @@ pub fn write_atomic(
     ));
     let result = (|| {
         let file = File::create(&tmp)?;
-        let mut out = CrcWriter {
-            inner: BufWriter::with_capacity(1 << 20, file),
-            crc: crc32fast::Hasher::new(),
-            len: 0,
-        };
+        let mut out = CrcWriter::new(BufWriter::with_capacity(1 << 20, file));
         fill(&mut out)?;
-        let crc = out.crc.clone().finalize();
-        out.inner.write_all(&crc.to_le_bytes())?;
-        let len = out.len + 4;
-        let file = out.inner.into_inner().map_err(|e| e.into_error())?;
+        let (out, len) = out.finish()?;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
         Ok(len)
@@ -138,41 +134,13 @@ pub fn write_atomic(
     }
 }
 
-struct CrcWriter<W: Write> {
-    inner: W,
-    crc: crc32fast::Hasher,
-    len: u64,
-}
-
-impl<W: Write> Write for CrcWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.crc.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// Reads a whole file and checks its trailing CRC32; returns the content without it.
 pub fn read_checked(path: &Path) -> Result<Vec<u8>, SegmentError> {
     let mut bytes = fs::read(path).map_err(SegmentError::io(path))?;
-    if bytes.len() < 4 {
-        return Err(SegmentError::corrupt(path, "shorter than its checksum"));
-    }
-    let body_len = bytes.len() - 4;
-    let stored = u32::from_le_bytes([
-        bytes[body_len],
-        bytes[body_len + 1],
-        bytes[body_len + 2],
-        bytes[body_len + 3],
-    ]);
-    if crc32fast::hash(&bytes[..body_len]) != stored {
-        return Err(SegmentError::corrupt(path, "checksum mismatch"));
-    }
-    bytes.truncate(body_len);
+    let content_len = checked_content(&bytes)
+        .map_err(|e| SegmentError::corrupt(path, e.to_string()))?
+        .len();
+    bytes.truncate(content_len);
     Ok(bytes)
 }
 
@@ -210,46 +178,16 @@ pub fn write_raw(
         w.write_all(&(dim as u32).to_le_bytes())?;
         w.write_all(&(ids.len() as u64).to_le_bytes())?;
         write_i64s(w, ids)?;
-        write_f32s(w, vectors)
+        write_le(w, vectors, f32::to_le_bytes)
     })
-}
-
-/// Writes values little-endian through a bounded buffer (a segment can be hundreds of MB).
-fn write_le<T: Copy, const N: usize>(
-    w: &mut dyn Write,
-    values: &[T],
-    bytes: fn(T) -> [u8; N],
-) -> io::Result<()> {
-    const CHUNK_BYTES: usize = 1 << 20;
-    let mut buf = Vec::with_capacity(CHUNK_BYTES.min(values.len() * N));
-    for chunk in values.chunks(CHUNK_BYTES / N) {
-        buf.clear();
-        chunk.iter().for_each(|v| buf.extend_from_slice(&bytes(*v)));
-        w.write_all(&buf)?;
-    }
-    Ok(())
 }
 
 fn write_i64s(w: &mut dyn Write, values: &[i64]) -> io::Result<()> {
     write_le(w, values, i64::to_le_bytes)
 }
 
-fn write_f32s(w: &mut dyn Write, values: &[f32]) -> io::Result<()> {
-    write_le(w, values, f32::to_le_bytes)
-}
-
 fn le_i64s(bytes: &[u8]) -> Vec<i64> {
-    bytes
-        .chunks_exact(8)
-        .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-        .collect()
-}
-
-fn le_f32s(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
+    from_le(bytes, i64::from_le_bytes)
 }
 
 /// Parses the raw header: (dim, rows).
@@ -278,7 +216,7 @@ pub fn read_raw(path: &Path) -> Result<RawSegment, SegmentError> {
         (Some(ids_end), Some(end)) if end == bytes.len() => Ok(RawSegment {
             dim,
             ids: le_i64s(&bytes[20..ids_end]),
-            vectors: le_f32s(&bytes[ids_end..]),
+            vectors: from_le(&bytes[ids_end..], f32::from_le_bytes),
         }),
         _ => Err(size_mismatch(path, dim, rows)),
     }
@@ -410,6 +348,66 @@ mod tests {
         );
         // No temporary files are left behind.
         assert_eq!(fs::read_dir(dir.path().join("t/s")).unwrap().count(), 1);
+    }
+
+    /// The layouts documented above, built by hand: files written by earlier versions still load,
+    /// and new files are byte for byte what they wrote.
+    #[test]
+    fn files_keep_their_byte_layout() {
+        fn with_crc(mut bytes: Vec<u8>) -> Vec<u8> {
+            let crc = crc32fast::hash(&bytes);
+            bytes.extend_from_slice(&crc.to_le_bytes());
+            bytes
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (ids, vectors) = ([7i64, -3], [0.5f32, -1.0, 2.0, 8.25]);
+
+        let mut raw = RAW_MAGIC.to_vec();
+        raw.extend_from_slice(&2u32.to_le_bytes());
+        raw.extend_from_slice(&2u64.to_le_bytes());
+        ids.iter()
+            .for_each(|i| raw.extend_from_slice(&i.to_le_bytes()));
+        vectors
+            .iter()
+            .for_each(|v| raw.extend_from_slice(&v.to_le_bytes()));
+        let raw = with_crc(raw);
+        let path = dir.path().join("raw");
+        assert_eq!(
+            write_raw(&path, 2, &ids, &vectors).unwrap(),
+            raw.len() as u64
+        );
+        assert_eq!(fs::read(&path).unwrap(), raw);
+        let old = dir.path().join("old_raw");
+        fs::write(&old, &raw).unwrap();
+        assert_eq!(read_raw(&old).unwrap().vectors, vectors);
+        assert_eq!(read_raw_ids(&old).unwrap(), ids);
+
+        let mut marks = DELETED_MAGIC.to_vec();
+        marks.extend_from_slice(&2u64.to_le_bytes());
+        [-3i64, 7]
+            .iter()
+            .for_each(|i| marks.extend_from_slice(&i.to_le_bytes()));
+        let marks = with_crc(marks);
+        let path = dir.path().join(DELETED_FILE);
+        add_deleted(&path, &ids).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), marks);
+        let old = dir.path().join("old_marks");
+        fs::write(&old, &marks).unwrap();
+        assert_eq!(read_deleted(&old).unwrap(), [-3, 7]);
+
+        let index = IvfFlat::build(&vectors, &ids, 2, 1, crate::index::Metric::L2, 1);
+        let mut file = INDEX_MAGIC.to_vec();
+        file.extend_from_slice(&2u64.to_le_bytes());
+        ids.iter()
+            .for_each(|i| file.extend_from_slice(&i.to_le_bytes()));
+        index.write_to(&mut file).unwrap();
+        let file = with_crc(file);
+        let path = dir.path().join("index");
+        assert_eq!(write_index(&path, &index, &ids).unwrap(), file.len() as u64);
+        assert_eq!(fs::read(&path).unwrap(), file);
+        let old = dir.path().join("old_index");
+        fs::write(&old, &file).unwrap();
+        assert_eq!(read_index(&old).unwrap(), (index, ids.to_vec()));
     }
 
     #[test]

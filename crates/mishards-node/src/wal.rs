@@ -20,6 +20,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
+use crate::checked_io::{extend_le, from_le};
+
 /// Start a new log file once the current one is this large.
 const ROTATE_BYTES: u64 = 64 << 20;
 const HEADER_BYTES: usize = 8;
@@ -84,18 +86,14 @@ impl WalRecord {
                 put_table(&mut body, table_id);
                 body.extend_from_slice(&dim.to_le_bytes());
                 body.extend_from_slice(&(ids.len() as u64).to_le_bytes());
-                ids.iter()
-                    .for_each(|id| body.extend_from_slice(&id.to_le_bytes()));
-                vectors
-                    .iter()
-                    .for_each(|v| body.extend_from_slice(&v.to_le_bytes()));
+                extend_le(&mut body, ids, i64::to_le_bytes);
+                extend_le(&mut body, vectors, f32::to_le_bytes);
             }
             WalRecord::Delete { table_id, ids } => {
                 body.push(KIND_DELETE);
                 put_table(&mut body, table_id);
                 body.extend_from_slice(&(ids.len() as u64).to_le_bytes());
-                ids.iter()
-                    .for_each(|id| body.extend_from_slice(&id.to_le_bytes()));
+                extend_le(&mut body, ids, i64::to_le_bytes);
             }
         }
         let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
@@ -172,22 +170,10 @@ impl<'a> Cursor<'a> {
             .map(u64::from_le_bytes)
     }
     fn i64s(&mut self, n: usize) -> Option<Vec<i64>> {
-        let bytes = self.take(n.checked_mul(8)?)?;
-        Some(
-            bytes
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-                .collect(),
-        )
+        Some(from_le(self.take(n.checked_mul(8)?)?, i64::from_le_bytes))
     }
     fn f32s(&mut self, n: usize) -> Option<Vec<f32>> {
-        let bytes = self.take(n.checked_mul(4)?)?;
-        Some(
-            bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        )
+        Some(from_le(self.take(n.checked_mul(4)?)?, f32::from_le_bytes))
     }
 }
 

@@ -11,6 +11,7 @@ pub mod ivf;
 pub mod topk;
 
 mod kernel;
+mod kmeans;
 mod scan;
 
 #[cfg(test)]

@@ -19,6 +19,14 @@ fn block_rows(dim: usize) -> usize {
     (fit / 24 * 24).clamp(24, 480)
 }
 
+/// Squared norms of `n` rows for L2 (empty for IP, which never uses them).
+pub(crate) fn l2_norms(isa: Isa, metric: Metric, x: &[f32], n: usize, dim: usize) -> Vec<f32> {
+    match metric {
+        Metric::L2 => kernel::norms_vec(isa, x, n, dim),
+        Metric::Ip => Vec::new(),
+    }
+}
+
 /// Per-query heaps' total entry budget per task, so a large k shrinks the query block instead of
 /// growing memory.
 const HEAP_BUDGET: usize = 1 << 16;

@@ -1,0 +1,256 @@
+//! The node's engine: collections and partitions, the write path (WAL → memory buffer → flush into
+//! segment files), merging small files, index builds, deletes, compaction, garbage collection, and the
+//! read path (segment cache → kernels → merged top-k).
+//!
+//! Only a write node (`Role::Writer`) changes metadata or files. Every state change that rewrites files or
+//! metadata runs under `maintenance`, so flush, merge, index commit, compaction and GC never interleave.
+//!
+//! One job per file: `catalogue` (collections, partitions, count and stats), `write` (insert, delete,
+//! flush) over the `buffer` of unflushed writes, `indexing` (index builds), `maintenance` (merge,
+//! compaction, garbage collection) and `read` (search, get by id, cache loading). This file holds the
+//! `Engine` itself, its options and settings, the background loop and the helpers they share.
+
+mod buffer;
+mod catalogue;
+mod indexing;
+mod maintenance;
+mod read;
+mod write;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use self::buffer::{Buffers, apply_record};
+use crate::NodeError;
+use crate::cache::SegmentCache;
+use crate::index::Metric;
+use crate::wal::Wal;
+use mishards_config::Role;
+use mishards_meta::{
+    CollectionTables, FileRow, FileType, MetaStore, MetricType, TableRow, TableState,
+};
+
+/// The files a segment can consist of while it is live: its raw data (searchable, waiting for an index,
+/// or kept behind one) and its index.
+const SEGMENT_FILES: [FileType; 4] = [
+    FileType::Raw,
+    FileType::ToIndex,
+    FileType::Index,
+    FileType::Backup,
+];
+/// The live files that hold a segment's vectors in row order (by-id reads use these).
+const RAW_FILES: [FileType; 3] = [FileType::Raw, FileType::ToIndex, FileType::Backup];
+
+/// How an engine runs: its role, where its files live, and its flush, GC, cache and index settings.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub role: Role,
+    pub storage: PathBuf,
+    /// How often buffered inserts become a segment file.
+    pub auto_flush_interval: Duration,
+    /// How long a replaced file stays on disk for readers still searching it.
+    pub gc_grace: Duration,
+    pub cache_bytes: usize,
+    /// Files with fewer rows than this stay exact (FLAT) even when the collection has an index.
+    pub index_build_rows: i64,
+}
+
+/// A query against one collection.
+pub struct Query<'a> {
+    pub vectors: &'a [f32],
+    pub nq: usize,
+    pub k: usize,
+    pub nprobe: Option<usize>,
+}
+
+pub struct Engine {
+    meta: MetaStore,
+    opts: EngineOptions,
+    /// `storage.auto_flush_interval` in milliseconds; `set_config` changes it at run time.
+    auto_flush_ms: AtomicU64,
+    wal: Option<Wal>,
+    buffers: Mutex<Buffers>,
+    maintenance: tokio::sync::Mutex<()>,
+    index_builder: tokio::sync::Mutex<()>,
+    cache: Arc<SegmentCache>,
+    /// The last metadata read of each collection, for riding out a metadata outage.
+    known: Mutex<HashMap<String, CollectionTables>>,
+}
+
+fn lock_error<T>(_: T) -> NodeError {
+    NodeError::Internal("an engine lock was poisoned by a panic".into())
+}
+
+fn metric_of(m: MetricType) -> Metric {
+    if m == MetricType::Ip {
+        Metric::Ip
+    } else {
+        Metric::L2
+    }
+}
+
+impl Engine {
+    /// Opens the engine. A write node opens its write-ahead log and replays every record newer than its
+    /// table's `flush_lsn` into memory, so acknowledged writes survive a crash.
+    pub async fn open(meta: MetaStore, opts: EngineOptions) -> Result<Arc<Engine>, NodeError> {
+        std::fs::create_dir_all(&opts.storage).map_err(|e| {
+            NodeError::Internal(format!(
+                "cannot create storage folder {}: {e}",
+                opts.storage.display()
+            ))
+        })?;
+        let mut buffers = Buffers::default();
+        let wal = match opts.role {
+            Role::Reader => None,
+            Role::Writer => {
+                let tables: HashMap<String, TableRow> = meta
+                    .all_tables()
+                    .await?
+                    .into_iter()
+                    .map(|t| (t.table_id.clone(), t))
+                    .collect();
+                let flushed = tables
+                    .values()
+                    .map(|t| t.flush_lsn)
+                    .chain(meta.global_lsn().await?)
+                    .max()
+                    .unwrap_or(0);
+                let (wal, records) = Wal::open(
+                    &opts.storage.join(super::WAL_DIR_NAME),
+                    flushed.max(0) as u64 + 1,
+                )?;
+                let replayed = records.len();
+                for (lsn, record) in records {
+                    let Some(table) = tables.get(record.table_id()) else {
+                        continue;
+                    };
+                    if table.state != TableState::Normal || lsn as i64 <= table.flush_lsn {
+                        continue;
+                    }
+                    apply_record(&mut buffers, lsn, record, table.dimension as usize);
+                }
+                if replayed > 0 {
+                    tracing::info!(records = replayed, "replayed the write-ahead log");
+                }
+                Some(wal)
+            }
+        };
+        Ok(Arc::new(Engine {
+            cache: Arc::new(SegmentCache::new(opts.cache_bytes)),
+            known: Mutex::new(HashMap::new()),
+            auto_flush_ms: AtomicU64::new(opts.auto_flush_interval.as_millis().max(1) as u64),
+            meta,
+            opts,
+            wal,
+            buffers: Mutex::new(buffers),
+            maintenance: tokio::sync::Mutex::new(()),
+            index_builder: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    pub fn role(&self) -> Role {
+        self.opts.role
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.opts
+    }
+
+    pub fn cache(&self) -> &SegmentCache {
+        &self.cache
+    }
+
+    fn writer(&self, rpc: &'static str) -> Result<&Wal, NodeError> {
+        self.wal.as_ref().ok_or(NodeError::ReadOnly(rpc))
+    }
+
+    /// Runs auto-flush, index builds and garbage collection until `shutdown` turns true, then flushes once
+    /// more. Readers run nothing.
+    pub fn spawn_background(
+        self: &Arc<Self>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            if engine.wal.is_none() {
+                return;
+            }
+            // Files left TO_INDEX by an earlier run (stopped mid-build) get their index now.
+            engine.schedule_index_builds();
+            let gc_every = (engine.opts.gc_grace / 2)
+                .clamp(Duration::from_millis(200), Duration::from_secs(30));
+            let mut gc_tick = tokio::time::interval(gc_every);
+            loop {
+                let flush_in = Duration::from_millis(engine.auto_flush_ms.load(Ordering::Relaxed));
+                tokio::select! {
+                    _ = tokio::time::sleep(flush_in) => {
+                        if let Err(e) = engine.flush(&[]).await {
+                            tracing::error!(error = %e, "auto-flush failed; data stays in the write-ahead log");
+                        }
+                    }
+                    _ = gc_tick.tick() => {
+                        if let Err(e) = engine.collect_garbage().await {
+                            tracing::warn!(error = %e, "garbage collection failed");
+                        }
+                    }
+                    _ = shutdown.changed() => break,
+                }
+            }
+            if let Err(e) = engine.flush(&[]).await {
+                tracing::error!(error = %e, "final flush failed; data stays in the write-ahead log");
+            }
+        })
+    }
+
+    /// Changes the auto-flush interval at run time (`Cmd("set_config storage.auto_flush_interval …")`);
+    /// `None` stops the regular flush.
+    pub fn set_auto_flush(&self, every: Option<Duration>) {
+        let ms = every.map_or(u64::MAX, |d| {
+            u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+        });
+        self.auto_flush_ms.store(ms, Ordering::Relaxed);
+    }
+}
+
+/// Runs blocking work (file I/O, index builds, kernels) on tokio's blocking threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, NodeError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| NodeError::Internal(e.to_string()))
+}
+
+/// The collection's own table, then its partitions'.
+fn every_table(tables: &CollectionTables) -> impl Iterator<Item = &TableRow> {
+    std::iter::once(&tables.collection).chain(&tables.partitions)
+}
+
+fn table_ids(tables: &CollectionTables) -> Vec<String> {
+    every_table(tables).map(|t| t.table_id.clone()).collect()
+}
+
+fn group_by_segment(files: &[FileRow]) -> BTreeMap<(&str, &str), Vec<&FileRow>> {
+    let mut groups: BTreeMap<(&str, &str), Vec<&FileRow>> = BTreeMap::new();
+    for f in files {
+        groups
+            .entry((f.table_id.as_str(), f.segment_id.as_str()))
+            .or_default()
+            .push(f);
+    }
+    groups
+}
+
+/// The raw-data file among one segment's files (the one that is not its index): the segment's delete
+/// marks are matched against its ids.
+fn raw_file<'f>(segment_files: &[&'f FileRow]) -> Option<&'f FileRow> {
+    segment_files
+        .iter()
+        .copied()
+        .find(|f| f.file_type != FileType::Index)
+}
