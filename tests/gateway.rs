@@ -8,23 +8,14 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::{
-    Client, RandomVectors, SplitMix64, TestCluster, assert_exact, code, collection, conn_stats,
-    flush, insert, schema, search, search_exact, search_param,
+    Client, RandomVectors, SplitMix64, TestCluster, assert_exact, cmd, code, collection,
+    conn_stats, flush, insert, load_files, partition, schema, search, search_exact, search_param,
 };
 use mishards::gateway::routing::GetOwners;
 use mishards::proto::{self, ErrorCode};
 
 const DIM: usize = common::FILE_DIM;
 const ROWS: usize = common::FILE_ROWS;
-
-async fn load(
-    c: &mut Client,
-    name: &str,
-    files: usize,
-    rng: &mut SplitMix64,
-) -> Vec<(i64, Vec<f32>)> {
-    common::load_files(c, name, files, rng).await
-}
 
 /// `requests` per read node from conn_stats.
 async fn requests_by_node(cluster: &TestCluster) -> Vec<(String, u64)> {
@@ -48,7 +39,7 @@ async fn search_over_all_readers(meta: Option<&common::TestDb>) {
     let mut rng = SplitMix64::new(21);
     // Twelve files over three read nodes: the rendezvous load bound (1.25 × 4 = 5 files) leaves every node
     // at least two, whatever ports the nodes got (six files could legitimately split 3/3/0).
-    let data = load(&mut c, "spread", 12, &mut rng).await;
+    let data = load_files(&mut c, "spread", 12, &mut rng).await;
     let queries = rng.vectors(5, DIM);
     let via_gateway = search(&mut c, "spread", &queries, 10).await;
     assert_exact(&via_gateway, &data, &queries, 10);
@@ -85,7 +76,7 @@ async fn a_read_node_killed_under_load_costs_no_answer() {
     let mut cluster = TestCluster::start(3, None).await;
     let mut c = cluster.client().await;
     let mut rng = SplitMix64::new(22);
-    let data = load(&mut c, "killed", 6, &mut rng).await;
+    let data = load_files(&mut c, "killed", 6, &mut rng).await;
     let queries = rng.vectors(3, DIM);
     let expected = search(&mut c, "killed", &queries, 10).await;
     assert_exact(&expected, &data, &queries, 10);
@@ -165,7 +156,7 @@ async fn a_read_node_added_takes_only_its_share() {
     let mut c = cluster.client().await;
     let mut rng = SplitMix64::new(23);
     // Twenty files: the chance that none lands on the new node, (2/3)^20, is 0.03%.
-    let data = load(&mut c, "grow", 20, &mut rng).await;
+    let data = load_files(&mut c, "grow", 20, &mut rng).await;
     let before = cluster
         .gateway
         .actors
@@ -217,7 +208,7 @@ async fn with_the_write_node_down_searches_go_on_and_writes_fail_clearly() {
     let mut cluster = TestCluster::start(2, None).await;
     let mut c = cluster.client().await;
     let mut rng = SplitMix64::new(24);
-    let data = load(&mut c, "steady", 2, &mut rng).await;
+    let data = load_files(&mut c, "steady", 2, &mut rng).await;
     let queries = rng.vectors(2, DIM);
     let expected = search(&mut c, "steady", &queries, 5).await;
     assert_exact(&expected, &data, &queries, 5);
@@ -257,16 +248,7 @@ async fn with_the_write_node_down_searches_go_on_and_writes_fail_clearly() {
         2 * ROWS as i64
     );
     // pymilvus asks for the version on connect: answered by the gateway itself.
-    assert_eq!(
-        c.cmd(proto::Command {
-            cmd: "version".into()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .string_reply,
-        "1.1.1"
-    );
+    assert_eq!(cmd(&mut c, "version").await.string_reply, "1.1.1");
 
     let started = Instant::now();
     let refused = insert(&mut c, "steady", "", &queries, Vec::new()).await;
@@ -330,10 +312,7 @@ async fn partition_tags_and_deletes_pass_through_the_gateway() {
         .into_inner();
     assert_eq!(st.error_code, 0);
     let st = c
-        .create_partition(proto::PartitionParam {
-            collection_name: "tagged".into(),
-            tag: "p1".into(),
-        })
+        .create_partition(partition("tagged", "p1"))
         .await
         .unwrap()
         .into_inner();
@@ -425,7 +404,7 @@ async fn searches_go_on_through_a_metadata_outage_and_it_recovers() {
     let cluster = TestCluster::start(2, None).await;
     let mut c = cluster.client().await;
     let mut rng = SplitMix64::new(26);
-    let data = load(&mut c, "outage", 4, &mut rng).await;
+    let data = load_files(&mut c, "outage", 4, &mut rng).await;
     let queries = rng.vectors(3, DIM);
     let expected = search(&mut c, "outage", &queries, 10).await;
     assert_exact(&expected, &data, &queries, 10);
@@ -457,7 +436,7 @@ async fn a_crashed_node_link_is_restarted_and_restart_intensity_is_bounded() {
     let cluster = TestCluster::start(2, None).await;
     let mut c = cluster.client().await;
     let mut rng = SplitMix64::new(27);
-    let data = load(&mut c, "crashy", 2, &mut rng).await;
+    let data = load_files(&mut c, "crashy", 2, &mut rng).await;
     let queries = rng.vectors(2, DIM);
     let links = cluster.gateway.actors.cluster.send(GetLinks).await.unwrap();
     let (node, link) = links
@@ -519,17 +498,10 @@ async fn preload_through_the_gateway_warms_every_read_node() {
     let cluster = TestCluster::start(2, None).await;
     let mut c = cluster.client().await;
     let mut rng = SplitMix64::new(28);
-    load(&mut c, "warm", 2, &mut rng).await;
+    load_files(&mut c, "warm", 2, &mut rng).await;
     let cache_used = |addr: std::net::SocketAddr| async move {
         let mut n = common::client(addr).await;
-        let info = n
-            .cmd(proto::Command {
-                cmd: "get_system_info".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .string_reply;
+        let info = cmd(&mut n, "get_system_info").await.string_reply;
         serde_json::from_str::<serde_json::Value>(&info).unwrap()["cache_used_bytes"]
             .as_u64()
             .unwrap()
@@ -625,7 +597,7 @@ async fn a_read_node_reloads_a_file_once_after_its_delete_marks_change() {
     let cluster = TestCluster::start(1, None).await;
     let mut c = cluster.client().await;
     let mut rng = SplitMix64::new(31);
-    let data = load(&mut c, "marks", 1, &mut rng).await;
+    let data = load_files(&mut c, "marks", 1, &mut rng).await;
     let (deleted, query) = data[0].clone();
     // The node's first search of the file, then one at the same version: nothing to reload.
     for _ in 0..2 {

@@ -9,22 +9,13 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{Client, RandomVectors, SplitMix64, TestCluster, search_exact};
+use common::{RandomVectors, SplitMix64, TestCluster, load_files, search_exact};
 use mishards::gateway::inspect::{Recent, SearchManifest};
 use mishards::gateway::routing::GetRoutingStats;
 
-const DIM: usize = 32;
-/// Rows per flush: 9,000 × 32 floats is just over index_file_size = 1 MB, so every flush stays its own file.
-const ROWS: usize = 9_000;
+const DIM: usize = common::FILE_DIM;
 /// Twelve files over three read nodes: the rendezvous load bound leaves every node at least two.
 const FILES: usize = 12;
-
-type Data = Vec<(i64, Vec<f32>)>;
-
-/// Creates `name` and loads `files` flushed files of `ROWS` rows each; returns (id, vector) of all rows.
-async fn load(c: &mut Client, name: &str, files: usize, rng: &mut SplitMix64) -> Data {
-    common::load_sized(c, name, files, ROWS, DIM, rng).await
-}
 
 /// The last `n` search manifests, oldest first.
 async fn manifests(gateway: &mishards::gateway::RunningGateway, n: usize) -> Vec<SearchManifest> {
@@ -128,7 +119,7 @@ async fn a_slow_node_is_hedged_each_file_answered_once_and_the_loser_cancelled()
     let slow = cluster.reader_host(0);
     let mut c = cluster.client().await;
     let mut rng = SplitMix64::new(61);
-    let data = load(&mut c, "hedged", FILES, &mut rng).await;
+    let data = load_files(&mut c, "hedged", FILES, &mut rng).await;
     let searches = 12;
     for _ in 0..searches {
         search_exact(&mut c, "hedged", &data, &rng.vectors(3, DIM), 10).await;
@@ -182,7 +173,7 @@ async fn with_hedging_off_a_search_waits_for_the_slow_node() {
     let slow = cluster.reader_host(1);
     let mut c = cluster.client().await;
     let mut rng = SplitMix64::new(62);
-    let data = load(&mut c, "unhedged", FILES, &mut rng).await;
+    let data = load_files(&mut c, "unhedged", FILES, &mut rng).await;
     let searches = 5;
     for _ in 0..searches {
         search_exact(&mut c, "unhedged", &data, &rng.vectors(2, DIM), 10).await;
@@ -219,7 +210,7 @@ async fn the_budget_bounds_the_share_of_searches_that_hedge() {
     .await;
     let mut c = cluster.client().await;
     let mut rng = SplitMix64::new(63);
-    let data = load(&mut c, "budget", FILES, &mut rng).await;
+    let data = load_files(&mut c, "budget", FILES, &mut rng).await;
     let queries = rng.vectors(1, DIM);
     // 60 searches, every one of which would hedge: 4 clients × 15.
     let (clients, each) = (4, 15);
@@ -276,7 +267,7 @@ async fn a_failed_hedge_leaves_the_files_to_the_original() {
     .await;
     let mut c = cluster.client().await;
     let mut rng = SplitMix64::new(64);
-    let data = load(&mut c, "fallback", 4, &mut rng).await;
+    let data = load_files(&mut c, "fallback", 4, &mut rng).await;
     // A read node with a folder and metadata of its own: it knows no collection, so every search it
     // gets fails (COLLECTION_NOT_EXISTS), hedges included.
     let own = cluster.dir.path().join("stranger");
@@ -339,7 +330,7 @@ async fn a_node_far_slower_than_its_peers_is_ranked_after_them() {
     let slow = cluster.reader_host(0);
     let mut c = cluster.client().await;
     let mut rng = SplitMix64::new(65);
-    let data = load(&mut c, "demoted", FILES, &mut rng).await;
+    let data = load_files(&mut c, "demoted", FILES, &mut rng).await;
     let queries = rng.vectors(1, DIM);
     // Searches (at most 30 rounds of 4; 5 suffice on a quiet machine) until routing has the slow node's
     // p95 from enough samples and its peers are fast enough beside it.

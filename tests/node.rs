@@ -7,8 +7,9 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::{
-    Client, RandomVectors, SplitMix64, brute_force, client, code, collection, create_collection,
-    flush, index_param, insert, node_config, schema, search_in, search_param,
+    Client, RandomVectors, SplitMix64, brute_force, client, cmd, code, collection,
+    create_collection, create_index, flush, insert, node_config, partition, schema, search_in,
+    search_param,
 };
 use mishards::proto::{self, ErrorCode};
 
@@ -100,10 +101,7 @@ async fn collections_partitions_and_exact_search() {
     );
 
     let st = c
-        .create_partition(proto::PartitionParam {
-            collection_name: "vectors".into(),
-            tag: "2024-01".into(),
-        })
+        .create_partition(partition("vectors", "2024-01"))
         .await
         .unwrap()
         .into_inner();
@@ -247,10 +245,7 @@ async fn collections_partitions_and_exact_search() {
 
     // Dropping a partition, then the collection.
     let st = c
-        .drop_partition(proto::PartitionParam {
-            collection_name: "vectors".into(),
-            tag: "2024-01".into(),
-        })
+        .drop_partition(partition("vectors", "2024-01"))
         .await
         .unwrap()
         .into_inner();
@@ -292,24 +287,12 @@ async fn ivf_index_lifecycle() {
         .vector_id_array;
     flush(&mut c, &[]).await;
 
-    let bad = c
-        .create_index(index_param("ivf", 2, r#"{"nlist": 0}"#))
-        .await
-        .unwrap()
-        .into_inner();
+    let bad = create_index(&mut c, "ivf", 2, r#"{"nlist": 0}"#).await;
     assert_eq!(bad.error_code, ErrorCode::IllegalNlist as i32);
-    let unsupported = c
-        .create_index(index_param("ivf", 11, r#"{"M": 16}"#))
-        .await
-        .unwrap()
-        .into_inner();
+    let unsupported = create_index(&mut c, "ivf", 11, r#"{"M": 16}"#).await;
     assert_eq!(unsupported.error_code, ErrorCode::IllegalIndexType as i32);
 
-    let st = c
-        .create_index(index_param("ivf", 2, r#"{"nlist": 16}"#))
-        .await
-        .unwrap()
-        .into_inner();
+    let st = create_index(&mut c, "ivf", 2, r#"{"nlist": 16}"#).await;
     assert_eq!(st.error_code, 0, "{st:?}");
     let described = c
         .describe_index(collection("ivf"))
@@ -482,19 +465,13 @@ async fn bad_input_gets_clear_statuses_and_the_node_keeps_serving() {
         .into_inner();
     assert_eq!(code(&r.status), ErrorCode::IllegalArgument as i32);
     let st = c
-        .create_partition(proto::PartitionParam {
-            collection_name: "ok".into(),
-            tag: "_default".into(),
-        })
+        .create_partition(partition("ok", "_default"))
         .await
         .unwrap()
         .into_inner();
     assert_ne!(st.error_code, 0);
     let st = c
-        .drop_partition(proto::PartitionParam {
-            collection_name: "ok".into(),
-            tag: "_default".into(),
-        })
+        .drop_partition(partition("ok", "_default"))
         .await
         .unwrap()
         .into_inner();
@@ -517,64 +494,27 @@ async fn bad_input_gets_clear_statuses_and_the_node_keeps_serving() {
     assert_eq!(code(&r.status), ErrorCode::IllegalArgument as i32);
 
     // Cmd.
-    let cmd = |s: &str| proto::Command { cmd: s.into() };
+    assert_eq!(cmd(&mut c, "version").await.string_reply, "1.1.1");
+    assert_eq!(cmd(&mut c, "status").await.string_reply, "OK");
+    assert_eq!(cmd(&mut c, "mode").await.string_reply, "CPU");
     assert_eq!(
-        c.cmd(cmd("version"))
-            .await
-            .unwrap()
-            .into_inner()
-            .string_reply,
-        "1.1.1"
-    );
-    assert_eq!(
-        c.cmd(cmd("status"))
-            .await
-            .unwrap()
-            .into_inner()
-            .string_reply,
-        "OK"
-    );
-    assert_eq!(
-        c.cmd(cmd("mode")).await.unwrap().into_inner().string_reply,
-        "CPU"
-    );
-    assert_eq!(
-        c.cmd(cmd("whatever"))
-            .await
-            .unwrap()
-            .into_inner()
-            .string_reply,
+        cmd(&mut c, "whatever").await.string_reply,
         "Unknown command"
     );
-    let info = c
-        .cmd(cmd("get_system_info"))
-        .await
-        .unwrap()
-        .into_inner()
-        .string_reply;
+    let info = cmd(&mut c, "get_system_info").await.string_reply;
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&info).unwrap()["role"],
         "rw"
     );
-    let st = c
-        .cmd(cmd("set_config storage.auto_flush_interval 2"))
-        .await
-        .unwrap()
-        .into_inner();
+    let st = cmd(&mut c, "set_config storage.auto_flush_interval 2").await;
     ok(&st.status);
     assert_eq!(
-        c.cmd(cmd("get_config storage.auto_flush_interval"))
+        cmd(&mut c, "get_config storage.auto_flush_interval")
             .await
-            .unwrap()
-            .into_inner()
             .string_reply,
         "2"
     );
-    let st = c
-        .cmd(cmd("set_config storage.auto_flush_interval -1"))
-        .await
-        .unwrap()
-        .into_inner();
+    let st = cmd(&mut c, "set_config storage.auto_flush_interval -1").await;
     assert_eq!(code(&st.status), ErrorCode::IllegalArgument as i32);
 
     // Still serving.
@@ -881,11 +821,7 @@ async fn files_that_reach_index_file_size_get_their_index_in_the_background() {
         .unwrap()
         .into_inner();
     ok(&Some(st));
-    let st = c
-        .create_index(index_param("grow", 2, r#"{"nlist": 16}"#))
-        .await
-        .unwrap()
-        .into_inner();
+    let st = create_index(&mut c, "grow", 2, r#"{"nlist": 16}"#).await;
     ok(&Some(st));
 
     // 5,000 rows × (8 + 64) bytes ≈ 0.34 MB a flush: the third flush merges past 1 MB.
@@ -1011,14 +947,9 @@ async fn a_preload_larger_than_the_cache_answers_cache_failed() {
             .into_inner()
         }
     };
-    let cmd = |s: &str| proto::Command { cmd: s.into() };
     ok(&Some(preload(&mut c).await));
     // The cache's live size counts, not the one the node started with.
-    let st = c
-        .cmd(cmd("set_config cache.cache_size 1"))
-        .await
-        .unwrap()
-        .into_inner();
+    let st = cmd(&mut c, "set_config cache.cache_size 1").await;
     ok(&st.status);
     let refused = preload(&mut c).await;
     assert_eq!(
@@ -1027,11 +958,7 @@ async fn a_preload_larger_than_the_cache_answers_cache_failed() {
         "{refused:?}"
     );
     assert!(refused.reason.contains("cache"), "{refused:?}");
-    let st = c
-        .cmd(cmd("set_config cache.cache_size 64"))
-        .await
-        .unwrap()
-        .into_inner();
+    let st = cmd(&mut c, "set_config cache.cache_size 64").await;
     ok(&st.status);
     ok(&Some(preload(&mut c).await));
     node.shutdown().await;

@@ -10,8 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::process::Process;
-use common::{Client, RandomVectors, SplitMix64, code, conn_stats, search_param};
-use mishards::proto;
+use common::{Client, RandomVectors, SplitMix64, cmd, code, conn_stats, search_param};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -580,13 +579,7 @@ async fn an_unreachable_collector_is_logged_once_and_requests_go_on() {
     // Spans over several export rounds (every 0.5 s): each round fails.
     for _ in 0..6 {
         let started = Instant::now();
-        let reply = c
-            .cmd(proto::Command {
-                cmd: "version".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let reply = cmd(&mut c, "version").await;
         assert_eq!(code(&reply.status), 0);
         assert!(
             started.elapsed() < Duration::from_secs(1),

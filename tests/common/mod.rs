@@ -15,8 +15,8 @@ pub use mishards::rng::SplitMix64;
 // Each test binary uses some of them.
 #[allow(unused_imports)]
 pub use requests::{
-    code, collection, conn_stats, create_collection, flush, index_param, insert, insert_param,
-    params, records, schema, search, search_in, search_param, send_search,
+    cmd, code, collection, conn_stats, create_collection, create_index, flush, index_param, insert,
+    insert_param, params, partition, records, schema, search, search_in, search_param, send_search,
 };
 use sqlx::ConnectOptions;
 use sqlx::mysql::MySqlConnectOptions;

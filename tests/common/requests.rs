@@ -151,14 +151,36 @@ pub fn index_param(name: &str, index_type: i32, json: &str) -> proto::IndexParam
     }
 }
 
-/// `Cmd("conn_stats")`: the gateway's view of its nodes, as JSON.
-pub async fn conn_stats(c: &mut Client) -> serde_json::Value {
-    let reply = c
-        .cmd(proto::Command {
-            cmd: "conn_stats".into(),
-        })
+pub fn partition(name: &str, tag: &str) -> proto::PartitionParam {
+    proto::PartitionParam {
+        collection_name: name.into(),
+        tag: tag.into(),
+    }
+}
+
+/// `Cmd(text)`: the reply, whatever its status.
+pub async fn cmd(c: &mut Client, text: &str) -> proto::StringReply {
+    c.cmd(proto::Command { cmd: text.into() })
         .await
         .expect("cmd")
-        .into_inner();
+        .into_inner()
+}
+
+/// Builds the index `index_param` describes: the status, whatever it is.
+pub async fn create_index(
+    c: &mut Client,
+    name: &str,
+    index_type: i32,
+    json: &str,
+) -> proto::Status {
+    c.create_index(index_param(name, index_type, json))
+        .await
+        .expect("create index")
+        .into_inner()
+}
+
+/// `Cmd("conn_stats")`: the gateway's view of its nodes, as JSON.
+pub async fn conn_stats(c: &mut Client) -> serde_json::Value {
+    let reply = cmd(c, "conn_stats").await;
     serde_json::from_str(&reply.string_reply).expect("conn_stats is JSON")
 }
