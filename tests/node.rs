@@ -1,5 +1,8 @@
 //! The data node over gRPC, in process: every RPC's happy and error paths, exact results, roles sharing one
 //! storage folder, merge and garbage collection, and write-ahead-log replay.
+//!
+//! Long (over 1,000 lines) on purpose: it is one test binary (`--test node`) that walks every RPC family
+//! end to end; the requests it sends are built by `common::requests`.
 
 mod common;
 
