@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use mishards::config::{GatewayConfig, NodeConfig, Scope};
 use mishards::proto::{self, milvus_service_client::MilvusServiceClient};
+use mishards::stats::percentile;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -24,7 +25,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 
 mod common;
-use common::{Client, arg, connect, query, settings, vector};
+use common::{Client, SplitMix64, arg, connect, query, settings, vector};
 
 /// Median and p99 of `n` sequential searches, in microseconds.
 async fn latency(
@@ -33,10 +34,10 @@ async fn latency(
     direct_files: Option<&[String]>,
 ) -> (f64, f64) {
     let mut c = connect(addr).await;
-    let mut seed = 7u64;
+    let mut rng = SplitMix64::new(7);
     let mut times = Vec::with_capacity(n);
     for _ in 0..n {
-        let q = query("bench", &mut seed, 128);
+        let q = query("bench", &mut rng, 128);
         let started = Instant::now();
         let reply = match direct_files {
             Some(files) => {
@@ -54,7 +55,7 @@ async fn latency(
         assert_eq!(reply.status.map(|s| s.error_code), Some(0));
     }
     times.sort_by(f64::total_cmp);
-    (times[n / 2], times[n * 99 / 100])
+    (percentile(&times, 50.0), percentile(&times, 99.0))
 }
 
 /// Searches per second with `clients` concurrent clients for `seconds`.
@@ -70,10 +71,10 @@ async fn throughput(
         let files = direct_files.clone();
         tasks.push(tokio::spawn(async move {
             let mut c = connect(addr).await;
-            let mut seed = 100 + i as u64;
+            let mut rng = SplitMix64::new(100 + i as u64);
             let mut done = 0u64;
             while Instant::now() < until {
-                let q = query("bench", &mut seed, 128);
+                let q = query("bench", &mut rng, 128);
                 let reply = match &files {
                     Some(files) => {
                         c.search_in_files(proto::SearchInFilesParam {
@@ -405,10 +406,10 @@ async fn main() {
     })
     .await
     .expect("create");
-    let mut seed = 1u64;
+    let mut rng = SplitMix64::new(1);
     let records: Vec<proto::RowRecord> = (0..rows)
         .map(|_| proto::RowRecord {
-            float_data: vector(&mut seed, 128),
+            float_data: vector(&mut rng, 128),
             binary_data: Vec::new(),
         })
         .collect();
@@ -446,7 +447,7 @@ async fn main() {
     // Wait until the gateway sees the read node healthy and the file.
     for _ in 0..100 {
         let r = c
-            .search(query("bench", &mut seed, 128))
+            .search(query("bench", &mut rng, 128))
             .await
             .expect("search")
             .into_inner();

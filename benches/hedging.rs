@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 
 use mishards::config::{GatewayConfig, NodeConfig, Scope};
 use mishards::proto;
+use mishards::stats::percentile;
 
 mod common;
-use common::{Client, arg, connect, query, settings, vector};
+use common::{Client, SplitMix64, arg, connect, query, settings, vector};
 
 const DIM: usize = 128;
 /// Rows per flush: 3,000 × 128 floats is 1.5 MB, over index_file_size = 1 MB, so every flush stays a file.
@@ -26,9 +27,9 @@ const ROWS: usize = 3_000;
 /// Twelve files over three read nodes: the rendezvous load bound leaves every node at least two.
 const FILES: usize = 12;
 
-async fn search(c: &mut Client, seed: &mut u64) {
+async fn search(c: &mut Client, rng: &mut SplitMix64) {
     let reply = c
-        .search(query("hedging", seed, DIM))
+        .search(query("hedging", rng, DIM))
         .await
         .expect("search")
         .into_inner();
@@ -69,11 +70,11 @@ async fn run(
         .expect("gateway");
     let addr = gateway.addr;
     let mut c = connect(addr).await;
-    let mut seed = 11u64;
+    let mut rng = SplitMix64::new(11);
     // Until the gateway has the collection's files and healthy nodes, then warm-up.
     for _ in 0..200 {
         let reply = c
-            .search(query("hedging", &mut seed, DIM))
+            .search(query("hedging", &mut rng, DIM))
             .await
             .expect("search")
             .into_inner();
@@ -83,7 +84,7 @@ async fn run(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for _ in 0..100 {
-        search(&mut c, &mut seed).await;
+        search(&mut c, &mut rng).await;
     }
     let before = gateway.hedging.as_ref().map(|h| h.budget.stats());
     let until = Instant::now() + Duration::from_secs(seconds);
@@ -91,11 +92,11 @@ async fn run(
     for i in 0..clients {
         tasks.push(tokio::spawn(async move {
             let mut c = connect(addr).await;
-            let mut seed = 1000 + i as u64;
+            let mut rng = SplitMix64::new(1000 + i as u64);
             let mut times = Vec::new();
             while Instant::now() < until {
                 let started = Instant::now();
-                search(&mut c, &mut seed).await;
+                search(&mut c, &mut rng).await;
                 times.push(started.elapsed().as_secs_f64() * 1000.0);
             }
             times
@@ -112,12 +113,11 @@ async fn run(
     };
     gateway.shutdown().await;
     times.sort_by(f64::total_cmp);
-    let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
     Run {
         name,
         searches: times.len(),
-        p50_ms: at(0.50),
-        p99_ms: at(0.99),
+        p50_ms: percentile(&times, 50.0),
+        p99_ms: percentile(&times, 99.0),
         max_ms: times.last().copied().unwrap_or(0.0),
         extra,
     }
@@ -172,11 +172,11 @@ async fn main() {
     })
     .await
     .expect("create");
-    let mut seed = 1u64;
+    let mut rng = SplitMix64::new(1);
     for _ in 0..FILES {
         let records = (0..ROWS)
             .map(|_| proto::RowRecord {
-                float_data: vector(&mut seed, DIM),
+                float_data: vector(&mut rng, DIM),
                 binary_data: Vec::new(),
             })
             .collect();

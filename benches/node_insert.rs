@@ -7,7 +7,7 @@ use mishards::config::{NodeConfig, Scope};
 use mishards::proto::{self, milvus_service_client::MilvusServiceClient};
 
 mod common;
-use common::{arg, settings, vector};
+use common::{SplitMix64, arg, settings, vector};
 
 #[tokio::main]
 async fn main() {
@@ -43,10 +43,10 @@ async fn main() {
     })
     .await
     .expect("create");
-    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut rng = SplitMix64::new(0x9E37_79B9_7F4A_7C15);
     let records: Vec<proto::RowRecord> = (0..batch)
         .map(|_| proto::RowRecord {
-            float_data: vector(&mut seed, dim),
+            float_data: vector(&mut rng, dim),
             binary_data: Vec::new(),
         })
         .collect();

@@ -10,7 +10,7 @@
 
 pub mod cli;
 
-pub use mishards_common::rng;
+pub use mishards_common::{rng, stats};
 pub use mishards_config as config;
 pub use mishards_fault as fault;
 pub use mishards_gateway as gateway;

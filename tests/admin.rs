@@ -7,10 +7,9 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    TestCluster, admin_get, admin_json, code, newest_manifest, records, start_gateway_with,
-    wait_for,
+    RandomVectors, SplitMix64, TestCluster, admin_get, admin_json, code, newest_manifest,
+    start_gateway_with, wait_for,
 };
-use mishards::proto;
 use serde_json::Value;
 
 const DIM: usize = 16;
@@ -21,21 +20,12 @@ const ROWS: usize = 17_000;
 /// Creates `name` and loads `files` flushed files of `ROWS` rows each.
 async fn load(cluster: &TestCluster, name: &str, files: usize) {
     let mut c = cluster.client().await;
-    common::load_sized(&mut c, name, files, ROWS, DIM, &mut common::Rng(7)).await;
+    common::load_sized(&mut c, name, files, ROWS, DIM, &mut SplitMix64::new(7)).await;
 }
 
 async fn search(cluster: &TestCluster, name: &str) {
     let mut c = cluster.client().await;
-    let r = c
-        .search(proto::SearchParam {
-            collection_name: name.into(),
-            query_record_array: records(&common::Rng(9).vectors(2, DIM)),
-            topk: 5,
-            ..Default::default()
-        })
-        .await
-        .expect("search")
-        .into_inner();
+    let r = common::search(&mut c, name, &SplitMix64::new(9).vectors(2, DIM), 5).await;
     assert_eq!(code(&r.status), 0, "{:?}", r.status);
     assert_eq!(r.row_num, 2);
 }
@@ -359,7 +349,8 @@ async fn the_admin_listener_binds_the_host_it_is_told_or_none() {
     // The admin listener stops with the gateway.
     let admin = cluster.admin();
     cluster.shutdown().await;
-    let refused = mishards::gateway::admin_client::fetch(&admin, "/healthz", Duration::from_secs(5)).await;
+    let refused =
+        mishards::gateway::admin_client::fetch(&admin, "/healthz", Duration::from_secs(5)).await;
     assert!(refused.is_err(), "{refused:?}");
 }
 

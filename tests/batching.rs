@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Rng, TestCluster, assert_exact, code, records};
+use common::{RandomVectors, SplitMix64, TestCluster, assert_exact, code, search, search_param};
 use mishards::gateway::cluster::GetLinks;
 use mishards::gateway::node_link::{GetLinkStats, LinkAnswer, LinkStats, NodeLink, SearchFiles};
 use mishards::gateway::routing::GetOwners;
@@ -54,12 +54,7 @@ async fn link_stats(link: &actix::Addr<NodeLink>) -> LinkStats {
 fn request(files: &[String], query: &[f32], topk: i64) -> proto::SearchInFilesParam {
     proto::SearchInFilesParam {
         file_id_array: files.to_vec(),
-        search_param: Some(proto::SearchParam {
-            collection_name: "batched".into(),
-            query_record_array: records(&[query.to_vec()]),
-            topk,
-            ..Default::default()
-        }),
+        search_param: Some(search_param("batched", &[query.to_vec()], topk)),
     }
 }
 
@@ -80,7 +75,7 @@ fn one_each(
 async fn loaded(
     flags: &[(&'static str, String)],
     files: usize,
-    rng: &mut Rng,
+    rng: &mut SplitMix64,
 ) -> (
     TestCluster,
     actix::Addr<NodeLink>,
@@ -163,7 +158,7 @@ fn answer(a: &Option<LinkAnswer>) -> &proto::TopKQueryResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn searches_that_reach_a_link_together_share_one_call_and_get_their_own_answers() {
-    let mut rng = Rng(5);
+    let mut rng = SplitMix64::new(5);
     let (cluster, link, data, files) = loaded(&[], 2, &mut rng).await;
     let queries = rng.vectors(8, DIM);
 
@@ -210,7 +205,7 @@ async fn searches_that_reach_a_link_together_share_one_call_and_get_their_own_an
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_error_reaches_every_search_of_the_batch() {
-    let mut rng = Rng(6);
+    let mut rng = SplitMix64::new(6);
     let (cluster, link, _, _) = loaded(&[], 1, &mut rng).await;
     // A file id no node knows: the node answers FILE_NOT_FOUND for the whole call.
     let files = vec!["999999".to_string()];
@@ -237,7 +232,7 @@ async fn a_node_error_reaches_every_search_of_the_batch() {
 /// answer; the run is bounded in count (rounds × clients) and time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_searches_through_the_gateway_each_get_the_exact_answer() {
-    let mut rng = Rng(7);
+    let mut rng = SplitMix64::new(7);
     let (cluster, link, data, _) = loaded(&[], 2, &mut rng).await;
     let data = std::sync::Arc::new(data);
     let until = Instant::now() + Duration::from_secs(60);
@@ -251,16 +246,7 @@ async fn concurrent_searches_through_the_gateway_each_get_the_exact_answer() {
             let data = data.clone();
             tasks.push(tokio::spawn(async move {
                 let mut c = common::client(addr).await;
-                let reply = c
-                    .search(proto::SearchParam {
-                        collection_name: "batched".into(),
-                        query_record_array: records(&queries),
-                        topk: 10,
-                        ..Default::default()
-                    })
-                    .await
-                    .expect("search")
-                    .into_inner();
+                let reply = search(&mut c, "batched", &queries, 10).await;
                 assert_exact(&reply, &data, &queries, 10);
             }));
         }
@@ -281,7 +267,7 @@ async fn concurrent_searches_through_the_gateway_each_get_the_exact_answer() {
 /// With `search_batch = 1` every search is a call of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn search_batch_one_turns_batching_off() {
-    let mut rng = Rng(8);
+    let mut rng = SplitMix64::new(8);
     let (cluster, link, data, files) = loaded(&[("search-batch", "1".into())], 1, &mut rng).await;
     let queries = rng.vectors(6, DIM);
     let before = link_stats(&link).await;

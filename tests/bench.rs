@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::TestCluster;
 use mishards::bench::{
     self, BenchError, CollectionSpec, DataSet, DataSpec, IfExists, InsertOptions, LoadOptions,
-    SearchLoad, SearchTarget,
+    Loaded, SearchLoad, SearchTarget,
 };
 use mishards::node::index::Metric;
 use mishards::proto;
@@ -31,6 +31,16 @@ fn spec(rows: usize, dim: usize) -> DataSpec {
 
 fn no_progress() -> impl FnMut(u64, u64) {
     |_, _| {}
+}
+
+/// `bench::load` without progress.
+async fn load_quietly(
+    client: &mut bench::Client,
+    collection: &CollectionSpec,
+    data: &DataSet,
+    options: &LoadOptions,
+) -> Result<Loaded, BenchError> {
+    bench::load(client, collection, data, options, &mut no_progress()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,62 +146,29 @@ async fn loads_reuse_only_matching_collections_and_failures_are_counted() {
     let data = DataSet::generate(spec(2_000, DIM), 5).expect("data set");
     let collection = CollectionSpec::new("bench_reuse");
     let mut options = LoadOptions::default();
-    bench::load(
-        &mut client,
-        &collection,
-        &data,
-        &options,
-        &mut no_progress(),
-    )
-    .await
-    .expect("first load");
+    load_quietly(&mut client, &collection, &data, &options)
+        .await
+        .expect("first load");
 
-    let refused = bench::load(
-        &mut client,
-        &collection,
-        &data,
-        &options,
-        &mut no_progress(),
-    )
-    .await;
+    let refused = load_quietly(&mut client, &collection, &data, &options).await;
     assert!(
         matches!(&refused, Err(BenchError::Mismatch(m)) if m.contains("already exists")),
         "{refused:?}"
     );
     options.if_exists = IfExists::Reuse;
-    let reused = bench::load(
-        &mut client,
-        &collection,
-        &data,
-        &options,
-        &mut no_progress(),
-    )
-    .await
-    .expect("reuse");
+    let reused = load_quietly(&mut client, &collection, &data, &options)
+        .await
+        .expect("reuse");
     assert!(reused.reused);
     assert_eq!(reused.ids.len(), 2_000);
     let other_seed = DataSet::generate(spec(2_000, DIM), 6).expect("data set");
-    let refused = bench::load(
-        &mut client,
-        &collection,
-        &other_seed,
-        &options,
-        &mut no_progress(),
-    )
-    .await;
+    let refused = load_quietly(&mut client, &collection, &other_seed, &options).await;
     assert!(
         matches!(&refused, Err(BenchError::Mismatch(m)) if m.contains("other vectors")),
         "{refused:?}"
     );
     let other_dim = DataSet::generate(spec(2_000, 8), 5).expect("data set");
-    let refused = bench::load(
-        &mut client,
-        &collection,
-        &other_dim,
-        &options,
-        &mut no_progress(),
-    )
-    .await;
+    let refused = load_quietly(&mut client, &collection, &other_dim, &options).await;
     assert!(
         matches!(&refused, Err(BenchError::Mismatch(m)) if m.contains("dimension 16")),
         "{refused:?}"

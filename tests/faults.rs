@@ -8,8 +8,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    Client, FAULT_TOKEN, Rng, TestCluster, admin_json, admin_request, brute_force, code,
-    fault_flags, newest_manifest, records, start_gateway_with, wait_for,
+    Client, FAULT_TOKEN, RandomVectors, SplitMix64, TestCluster, admin_json, admin_request,
+    assert_exact, code, fault_flags, newest_manifest, search, search_exact, start_gateway_with,
+    wait_for,
 };
 use mishards::config::NodeAddr;
 use mishards::fault::{
@@ -25,41 +26,18 @@ const ROWS: usize = 17_000;
 const K: usize = 5;
 
 /// Creates `name` with `files` flushed files; answers every (id, vector).
-async fn load(c: &mut Client, name: &str, files: usize, rng: &mut Rng) -> Vec<(i64, Vec<f32>)> {
+async fn load(
+    c: &mut Client,
+    name: &str,
+    files: usize,
+    rng: &mut SplitMix64,
+) -> Vec<(i64, Vec<f32>)> {
     common::load_sized(c, name, files, ROWS, DIM, rng).await
 }
 
 /// Inserts one file's worth of rows and flushes.
-async fn insert_file(c: &mut Client, name: &str, rng: &mut Rng) -> Vec<(i64, Vec<f32>)> {
+async fn insert_file(c: &mut Client, name: &str, rng: &mut SplitMix64) -> Vec<(i64, Vec<f32>)> {
     common::insert_file(c, name, ROWS, DIM, rng).await
-}
-
-async fn search(c: &mut Client, name: &str, queries: &[Vec<f32>]) -> proto::TopKQueryResult {
-    c.search(proto::SearchParam {
-        collection_name: name.into(),
-        query_record_array: records(queries),
-        topk: K as i64,
-        ..Default::default()
-    })
-    .await
-    .expect("search")
-    .into_inner()
-}
-
-fn assert_exact(result: &proto::TopKQueryResult, data: &[(i64, Vec<f32>)], queries: &[Vec<f32>]) {
-    assert_eq!(code(&result.status), 0, "{:?}", result.status);
-    assert_eq!(result.row_num as usize, queries.len());
-    for (q, query) in queries.iter().enumerate() {
-        let expected: Vec<i64> = brute_force(data, query, K, false)
-            .into_iter()
-            .map(|e| e.0)
-            .collect();
-        assert_eq!(
-            &result.ids[q * K..(q + 1) * K],
-            expected.as_slice(),
-            "query {q}"
-        );
-    }
 }
 
 /// The read node owning the most files (the one to hurt) and the others.
@@ -117,7 +95,7 @@ fn attempts_on(manifest: &Value, node: &NodeAddr) -> Vec<Value> {
 async fn a_delay_on_one_read_node_shows_in_its_latency_and_answers_stay_exact() {
     let cluster = TestCluster::start_with_faults(2, 1, &[]).await;
     let mut c = cluster.client().await;
-    let mut rng = Rng(61);
+    let mut rng = SplitMix64::new(61);
     let data = load(&mut c, "delayed", 4, &mut rng).await;
     let queries = rng.vectors(3, DIM);
     let (victim, _) = victim(&cluster).await;
@@ -136,7 +114,7 @@ async fn a_delay_on_one_read_node_shows_in_its_latency_and_answers_stay_exact() 
         .await
         .unwrap();
     let started = Instant::now();
-    assert_exact(&search(&mut c, "delayed", &queries).await, &data, &queries);
+    search_exact(&mut c, "delayed", &data, &queries, K).await;
     assert!(started.elapsed() >= Duration::from_millis(400));
     let manifest = newest_manifest(&cluster, "delayed").await;
     let attempts = attempts_on(&manifest, &victim);
@@ -157,7 +135,7 @@ async fn a_delay_on_one_read_node_shows_in_its_latency_and_answers_stay_exact() 
 
     // Removed, the node answers at its own pace again.
     faults.clear().await.unwrap();
-    assert_exact(&search(&mut c, "delayed", &queries).await, &data, &queries);
+    search_exact(&mut c, "delayed", &data, &queries, K).await;
     assert_eq!(faults.log().await.unwrap().len(), 1);
     cluster.shutdown().await;
 }
@@ -166,7 +144,7 @@ async fn a_delay_on_one_read_node_shows_in_its_latency_and_answers_stay_exact() 
 async fn an_error_on_search_in_files_sends_the_nodes_files_to_fallbacks() {
     let cluster = TestCluster::start_with_faults(2, 2, &[]).await;
     let mut c = cluster.client().await;
-    let mut rng = Rng(62);
+    let mut rng = SplitMix64::new(62);
     let data = load(&mut c, "erring", 4, &mut rng).await;
     let queries = rng.vectors(3, DIM);
     let (victim, others) = victim(&cluster).await;
@@ -189,7 +167,7 @@ async fn an_error_on_search_in_files_sends_the_nodes_files_to_fallbacks() {
             .add(on_node(&victim, kind).on_rpcs(&["SearchInFiles"]))
             .await
             .unwrap();
-        assert_exact(&search(&mut c, "erring", &queries).await, &data, &queries);
+        search_exact(&mut c, "erring", &data, &queries, K).await;
         let manifest = newest_manifest(&cluster, "erring").await;
         let failed = attempts_on(&manifest, &victim);
         assert_eq!(failed.len(), 1, "{manifest}");
@@ -227,7 +205,7 @@ async fn an_error_on_search_in_files_sends_the_nodes_files_to_fallbacks() {
 async fn a_partitioned_node_goes_down_and_comes_back_and_searches_go_on() {
     let cluster = TestCluster::start_with_faults(2, 3, &[]).await;
     let mut c = cluster.client().await;
-    let mut rng = Rng(63);
+    let mut rng = SplitMix64::new(63);
     let data = load(&mut c, "split", 4, &mut rng).await;
     let queries = rng.vectors(3, DIM);
     let (victim, _) = victim(&cluster).await;
@@ -256,7 +234,7 @@ async fn a_partitioned_node_goes_down_and_comes_back_and_searches_go_on() {
         "{down}"
     );
     for _ in 0..3 {
-        assert_exact(&search(&mut c, "split", &queries).await, &data, &queries);
+        search_exact(&mut c, "split", &data, &queries, K).await;
     }
     // A down node is left out of plans: the searches did not ask it.
     let manifest = newest_manifest(&cluster, "split").await;
@@ -268,7 +246,7 @@ async fn a_partitioned_node_goes_down_and_comes_back_and_searches_go_on() {
         (s["state"] == "healthy").then_some(()).ok_or(s.to_string())
     })
     .await;
-    assert_exact(&search(&mut c, "split", &queries).await, &data, &queries);
+    search_exact(&mut c, "split", &data, &queries, K).await;
     let report = faults.report().await.unwrap();
     assert!(
         report
@@ -285,7 +263,7 @@ async fn a_partitioned_node_goes_down_and_comes_back_and_searches_go_on() {
 async fn a_black_holed_node_is_given_up_after_node_timeout_and_its_files_retried() {
     let cluster = TestCluster::start_with_faults(2, 4, &[("node-timeout", "0.5".into())]).await;
     let mut c = cluster.client().await;
-    let mut rng = Rng(64);
+    let mut rng = SplitMix64::new(64);
     let data = load(&mut c, "void", 4, &mut rng).await;
     let queries = rng.vectors(3, DIM);
     let (victim, _) = victim(&cluster).await;
@@ -295,7 +273,7 @@ async fn a_black_holed_node_is_given_up_after_node_timeout_and_its_files_retried
         .await
         .unwrap();
     let started = Instant::now();
-    assert_exact(&search(&mut c, "void", &queries).await, &data, &queries);
+    search_exact(&mut c, "void", &data, &queries, K).await;
     let took = started.elapsed();
     assert!(
         (Duration::from_millis(500)..Duration::from_secs(5)).contains(&took),
@@ -319,7 +297,7 @@ async fn a_black_holed_node_is_given_up_after_node_timeout_and_its_files_retried
 async fn searches_stay_exact_while_a_node_flaps() {
     let cluster = TestCluster::start_with_faults(2, 5, &[]).await;
     let mut c = cluster.client().await;
-    let mut rng = Rng(65);
+    let mut rng = SplitMix64::new(65);
     let data = load(&mut c, "flappy", 4, &mut rng).await;
     let queries = rng.vectors(2, DIM);
     let (victim, _) = victim(&cluster).await;
@@ -341,7 +319,7 @@ async fn searches_stay_exact_while_a_node_flaps() {
     let started = Instant::now();
     let mut searches = 0;
     while started.elapsed() < window && searches < 60 {
-        assert_exact(&search(&mut c, "flappy", &queries).await, &data, &queries);
+        search_exact(&mut c, "flappy", &data, &queries, K).await;
         searches += 1;
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
@@ -354,7 +332,7 @@ async fn searches_stay_exact_while_a_node_flaps() {
         (s["state"] == "healthy").then_some(()).ok_or(s.to_string())
     })
     .await;
-    assert_exact(&search(&mut c, "flappy", &queries).await, &data, &queries);
+    search_exact(&mut c, "flappy", &data, &queries, K).await;
     cluster.shutdown().await;
 }
 
@@ -362,7 +340,7 @@ async fn searches_stay_exact_while_a_node_flaps() {
 async fn a_metadata_outage_marks_the_snapshot_stale_searches_go_on_and_it_recovers() {
     let cluster = TestCluster::start_with_faults(2, 6, &[]).await;
     let mut c = cluster.client().await;
-    let mut rng = Rng(66);
+    let mut rng = SplitMix64::new(66);
     let data = load(&mut c, "outage", 3, &mut rng).await;
     let queries = rng.vectors(3, DIM);
     cluster
@@ -382,7 +360,7 @@ async fn a_metadata_outage_marks_the_snapshot_stale_searches_go_on_and_it_recove
     .await;
     assert!(stale["metadata"]["failures"].as_u64().unwrap_or(0) >= 1);
     for _ in 0..3 {
-        assert_exact(&search(&mut c, "outage", &queries).await, &data, &queries);
+        search_exact(&mut c, "outage", &data, &queries, K).await;
     }
     let recovered = wait_for("a fresh snapshot", Duration::from_secs(5), || async {
         let s = cluster.stats().await;
@@ -392,7 +370,7 @@ async fn a_metadata_outage_marks_the_snapshot_stale_searches_go_on_and_it_recove
     })
     .await;
     assert_eq!(recovered["metadata"]["outages"], 1, "{recovered}");
-    assert_exact(&search(&mut c, "outage", &queries).await, &data, &queries);
+    search_exact(&mut c, "outage", &data, &queries, K).await;
     cluster.shutdown().await;
 }
 
@@ -400,7 +378,7 @@ async fn a_metadata_outage_marks_the_snapshot_stale_searches_go_on_and_it_recove
 async fn a_frozen_snapshot_hides_new_files_until_its_window_ends() {
     let cluster = TestCluster::start_with_faults(2, 7, &[]).await;
     let mut c = cluster.client().await;
-    let mut rng = Rng(67);
+    let mut rng = SplitMix64::new(67);
     let mut data = load(&mut c, "frozen", 2, &mut rng).await;
     let queries = rng.vectors(2, DIM);
     let epoch = |s: &Value| s["metadata"]["epoch"].as_u64().unwrap_or(0);
@@ -420,11 +398,11 @@ async fn a_frozen_snapshot_hides_new_files_until_its_window_ends() {
     // Within the window (the write's own refresh included): the new file is not in the snapshot,
     // searches answer from the old one, and the snapshot is not marked stale (nobody knows).
     let stats = cluster.stats().await;
-    let answer = search(&mut c, "frozen", &queries).await;
+    let answer = search(&mut c, "frozen", &queries, K as i64).await;
     if frozen_at.elapsed() < window - Duration::from_millis(200) {
         assert_eq!(epoch(&stats), before, "{stats}");
         assert_eq!(stats["metadata"]["stale"], false, "{stats}");
-        assert_exact(&answer, &old, &queries);
+        assert_exact(&answer, &old, &queries, K);
     }
     let stats = wait_for("a new epoch", Duration::from_secs(6), || async {
         let s = cluster.stats().await;
@@ -439,7 +417,7 @@ async fn a_frozen_snapshot_hides_new_files_until_its_window_ends() {
         stats["metadata"]["frozen"].as_u64().unwrap_or(0) >= 5,
         "{stats}"
     );
-    assert_exact(&search(&mut c, "frozen", &queries).await, &data, &queries);
+    search_exact(&mut c, "frozen", &data, &queries, K).await;
     cluster.shutdown().await;
 }
 
@@ -447,7 +425,7 @@ async fn a_frozen_snapshot_hides_new_files_until_its_window_ends() {
 async fn every_supervised_actor_crashed_is_restarted_and_searches_go_on() {
     let cluster = TestCluster::start_with_faults(2, 8, &[]).await;
     let mut c = cluster.client().await;
-    let mut rng = Rng(68);
+    let mut rng = SplitMix64::new(68);
     let data = load(&mut c, "crashy", 3, &mut rng).await;
     let queries = rng.vectors(2, DIM);
     let (victim, _) = victim(&cluster).await;
@@ -476,7 +454,7 @@ async fn every_supervised_actor_crashed_is_restarted_and_searches_go_on() {
     .await;
     assert_eq!(stats["metadata"]["stale"], false, "{stats}");
     for _ in 0..3 {
-        assert_exact(&search(&mut c, "crashy", &queries).await, &data, &queries);
+        search_exact(&mut c, "crashy", &data, &queries, K).await;
     }
     // `/cluster` and `/metrics` count the restarts too.
     let (status, doc) = admin_json(&cluster.admin(), "/cluster").await;
@@ -516,7 +494,7 @@ async fn every_supervised_actor_crashed_is_restarted_and_searches_go_on() {
         .unwrap();
     let started = Instant::now();
     while started.elapsed() < Duration::from_millis(900) {
-        assert_exact(&search(&mut c, "crashy", &queries).await, &data, &queries);
+        search_exact(&mut c, "crashy", &data, &queries, K).await;
     }
     let restarts = cluster.stats().await["routing"]["restarts"]
         .as_u64()
@@ -547,7 +525,7 @@ async fn replay(
     let mut c = common::client(gateway.addr).await;
     let mut codes = Vec::new();
     for q in queries.chunks(1) {
-        codes.push(code(&search(&mut c, data_name, q).await.status));
+        codes.push(code(&search(&mut c, data_name, q, K as i64).await.status));
     }
     faults.clear().await.unwrap();
     let mut sequence: Vec<_> = faults
@@ -565,7 +543,7 @@ async fn replay(
 async fn the_same_seed_rules_and_searches_give_the_same_faults() {
     let cluster = TestCluster::start_with_faults(2, 42, &[]).await;
     let mut c = cluster.client().await;
-    let mut rng = Rng(69);
+    let mut rng = SplitMix64::new(69);
     load(&mut c, "replay", 4, &mut rng).await;
     let queries = rng.vectors(20, DIM);
     let first = replay(&cluster.gateway, "replay", &queries).await;

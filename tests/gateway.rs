@@ -7,33 +7,15 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::{Client, Rng, TestCluster, assert_exact, code, records};
+use common::{
+    Client, RandomVectors, SplitMix64, TestCluster, assert_exact, cmd, code, collection,
+    conn_stats, flush, insert, load_files, partition, schema, search, search_exact, search_param,
+};
 use mishards::gateway::routing::GetOwners;
 use mishards::proto::{self, ErrorCode};
 
 const DIM: usize = common::FILE_DIM;
 const ROWS: usize = common::FILE_ROWS;
-
-async fn load(c: &mut Client, name: &str, files: usize, rng: &mut Rng) -> Vec<(i64, Vec<f32>)> {
-    common::load_files(c, name, files, rng).await
-}
-
-async fn search(
-    c: &mut Client,
-    name: &str,
-    queries: &[Vec<f32>],
-    k: i64,
-) -> proto::TopKQueryResult {
-    c.search(proto::SearchParam {
-        collection_name: name.into(),
-        query_record_array: records(queries),
-        topk: k,
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-    .into_inner()
-}
 
 /// `requests` per read node from conn_stats.
 async fn requests_by_node(cluster: &TestCluster) -> Vec<(String, u64)> {
@@ -54,10 +36,10 @@ async fn requests_by_node(cluster: &TestCluster) -> Vec<(String, u64)> {
 async fn search_over_all_readers(meta: Option<&common::TestDb>) {
     let cluster = TestCluster::start(3, meta).await;
     let mut c = cluster.client().await;
-    let mut rng = Rng(21);
+    let mut rng = SplitMix64::new(21);
     // Twelve files over three read nodes: the rendezvous load bound (1.25 × 4 = 5 files) leaves every node
     // at least two, whatever ports the nodes got (six files could legitimately split 3/3/0).
-    let data = load(&mut c, "spread", 12, &mut rng).await;
+    let data = load_files(&mut c, "spread", 12, &mut rng).await;
     let queries = rng.vectors(5, DIM);
     let via_gateway = search(&mut c, "spread", &queries, 10).await;
     assert_exact(&via_gateway, &data, &queries, 10);
@@ -93,8 +75,8 @@ async fn the_same_on_mysql_metadata() {
 async fn a_read_node_killed_under_load_costs_no_answer() {
     let mut cluster = TestCluster::start(3, None).await;
     let mut c = cluster.client().await;
-    let mut rng = Rng(22);
-    let data = load(&mut c, "killed", 6, &mut rng).await;
+    let mut rng = SplitMix64::new(22);
+    let data = load_files(&mut c, "killed", 6, &mut rng).await;
     let queries = rng.vectors(3, DIM);
     let expected = search(&mut c, "killed", &queries, 10).await;
     assert_exact(&expected, &data, &queries, 10);
@@ -172,9 +154,9 @@ async fn a_read_node_added_takes_only_its_share() {
     )
     .await;
     let mut c = cluster.client().await;
-    let mut rng = Rng(23);
+    let mut rng = SplitMix64::new(23);
     // Twenty files: the chance that none lands on the new node, (2/3)^20, is 0.03%.
-    let data = load(&mut c, "grow", 20, &mut rng).await;
+    let data = load_files(&mut c, "grow", 20, &mut rng).await;
     let before = cluster
         .gateway
         .actors
@@ -210,12 +192,7 @@ async fn a_read_node_added_takes_only_its_share() {
     );
 
     let queries = rng.vectors(3, DIM);
-    assert_exact(
-        &search(&mut c, "grow", &queries, 10).await,
-        &data,
-        &queries,
-        10,
-    );
+    search_exact(&mut c, "grow", &data, &queries, 10).await;
     let requests = requests_by_node(&cluster).await;
     let served = requests
         .iter()
@@ -230,16 +207,14 @@ async fn a_read_node_added_takes_only_its_share() {
 async fn with_the_write_node_down_searches_go_on_and_writes_fail_clearly() {
     let mut cluster = TestCluster::start(2, None).await;
     let mut c = cluster.client().await;
-    let mut rng = Rng(24);
-    let data = load(&mut c, "steady", 2, &mut rng).await;
+    let mut rng = SplitMix64::new(24);
+    let data = load_files(&mut c, "steady", 2, &mut rng).await;
     let queries = rng.vectors(2, DIM);
     let expected = search(&mut c, "steady", &queries, 5).await;
     assert_exact(&expected, &data, &queries, 5);
 
     cluster.stop_writer().await;
-    let name = || proto::CollectionName {
-        collection_name: "steady".into(),
-    };
+    let name = || collection("steady");
     assert_eq!(
         search(&mut c, "steady", &queries, 5).await.ids,
         expected.ids
@@ -273,27 +248,10 @@ async fn with_the_write_node_down_searches_go_on_and_writes_fail_clearly() {
         2 * ROWS as i64
     );
     // pymilvus asks for the version on connect: answered by the gateway itself.
-    assert_eq!(
-        c.cmd(proto::Command {
-            cmd: "version".into()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .string_reply,
-        "1.1.1"
-    );
+    assert_eq!(cmd(&mut c, "version").await.string_reply, "1.1.1");
 
     let started = Instant::now();
-    let refused = c
-        .insert(proto::InsertParam {
-            collection_name: "steady".into(),
-            row_record_array: records(&queries),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let refused = insert(&mut c, "steady", "", &queries, Vec::new()).await;
     assert_eq!(code(&refused.status), ErrorCode::ConnectFailed as i32);
     let reason = refused.status.unwrap().reason;
     assert!(
@@ -305,13 +263,7 @@ async fn with_the_write_node_down_searches_go_on_and_writes_fail_clearly() {
         "writes must fail fast"
     );
     let refused = c
-        .create_collection(proto::CollectionSchema {
-            collection_name: "x".into(),
-            dimension: 4,
-            index_file_size: 1,
-            metric_type: 1,
-            ..Default::default()
-        })
+        .create_collection(schema("x", 4, 1, 1))
         .await
         .unwrap()
         .into_inner();
@@ -320,15 +272,7 @@ async fn with_the_write_node_down_searches_go_on_and_writes_fail_clearly() {
     cluster.restart_writer().await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let r = c
-            .insert(proto::InsertParam {
-                collection_name: "steady".into(),
-                row_record_array: records(&queries),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let r = insert(&mut c, "steady", "", &queries, Vec::new()).await;
         if code(&r.status) == 0 {
             break;
         }
@@ -360,49 +304,23 @@ async fn with_the_write_node_down_searches_go_on_and_writes_fail_clearly() {
 async fn partition_tags_and_deletes_pass_through_the_gateway() {
     let cluster = TestCluster::start(2, None).await;
     let mut c = cluster.client().await;
-    let mut rng = Rng(25);
+    let mut rng = SplitMix64::new(25);
     let st = c
-        .create_collection(proto::CollectionSchema {
-            collection_name: "tagged".into(),
-            dimension: 8,
-            index_file_size: 1024,
-            metric_type: 2,
-            ..Default::default()
-        })
+        .create_collection(schema("tagged", 8, 1024, 2))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(st.error_code, 0);
     let st = c
-        .create_partition(proto::PartitionParam {
-            collection_name: "tagged".into(),
-            tag: "p1".into(),
-        })
+        .create_partition(partition("tagged", "p1"))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(st.error_code, 0);
     let v = rng.vectors(50, 8);
-    let r = c
-        .insert(proto::InsertParam {
-            collection_name: "tagged".into(),
-            row_record_array: records(&v),
-            partition_tag: "p1".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let r = insert(&mut c, "tagged", "p1", &v, Vec::new()).await;
     let ids = r.vector_id_array;
-    let d = c
-        .insert(proto::InsertParam {
-            collection_name: "tagged".into(),
-            row_record_array: records(&v[..10]),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let d = insert(&mut c, "tagged", "", &v[..10], Vec::new()).await;
     assert_eq!(code(&d.status), 0);
     c.flush(proto::FlushParam::default()).await.unwrap();
     // A delete scoped to the default partition does not touch p1's rows.
@@ -429,11 +347,8 @@ async fn partition_tags_and_deletes_pass_through_the_gateway() {
     assert_eq!(got.vectors_data[0].float_data, v[0]);
     let only_p1 = c
         .search(proto::SearchParam {
-            collection_name: "tagged".into(),
             partition_tag_array: vec!["p.".into()],
-            query_record_array: records(&v[..1]),
-            topk: 60,
-            ..Default::default()
+            ..search_param("tagged", &v[..1], 60)
         })
         .await
         .unwrap()
@@ -443,11 +358,8 @@ async fn partition_tags_and_deletes_pass_through_the_gateway() {
     assert_eq!(found, ids.iter().copied().collect::<HashSet<_>>());
     let bad = c
         .search(proto::SearchParam {
-            collection_name: "tagged".into(),
             partition_tag_array: vec!["nope".into()],
-            query_record_array: records(&v[..1]),
-            topk: 1,
-            ..Default::default()
+            ..search_param("tagged", &v[..1], 1)
         })
         .await
         .unwrap()
@@ -491,8 +403,8 @@ async fn wait_for_stale(cluster: &TestCluster, stale: bool) -> serde_json::Value
 async fn searches_go_on_through_a_metadata_outage_and_it_recovers() {
     let cluster = TestCluster::start(2, None).await;
     let mut c = cluster.client().await;
-    let mut rng = Rng(26);
-    let data = load(&mut c, "outage", 4, &mut rng).await;
+    let mut rng = SplitMix64::new(26);
+    let data = load_files(&mut c, "outage", 4, &mut rng).await;
     let queries = rng.vectors(3, DIM);
     let expected = search(&mut c, "outage", &queries, 10).await;
     assert_exact(&expected, &data, &queries, 10);
@@ -523,8 +435,8 @@ async fn a_crashed_node_link_is_restarted_and_restart_intensity_is_bounded() {
     use mishards::gateway::control::Crash;
     let cluster = TestCluster::start(2, None).await;
     let mut c = cluster.client().await;
-    let mut rng = Rng(27);
-    let data = load(&mut c, "crashy", 2, &mut rng).await;
+    let mut rng = SplitMix64::new(27);
+    let data = load_files(&mut c, "crashy", 2, &mut rng).await;
     let queries = rng.vectors(2, DIM);
     let links = cluster.gateway.actors.cluster.send(GetLinks).await.unwrap();
     let (node, link) = links
@@ -552,12 +464,7 @@ async fn a_crashed_node_link_is_restarted_and_restart_intensity_is_bounded() {
         assert!(Instant::now() < deadline, "the link was not restarted: {s}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_exact(
-        &search(&mut c, "crashy", &queries, 10).await,
-        &data,
-        &queries,
-        10,
-    );
+    search_exact(&mut c, "crashy", &data, &queries, 10).await;
 
     // Crashing again and again: after five restarts in a minute the link is held down, and searches
     // go to the other node.
@@ -582,12 +489,7 @@ async fn a_crashed_node_link_is_restarted_and_restart_intensity_is_bounded() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_exact(
-        &search(&mut c, "crashy", &queries, 10).await,
-        &data,
-        &queries,
-        10,
-    );
+    search_exact(&mut c, "crashy", &data, &queries, 10).await;
     cluster.shutdown().await;
 }
 
@@ -595,18 +497,11 @@ async fn a_crashed_node_link_is_restarted_and_restart_intensity_is_bounded() {
 async fn preload_through_the_gateway_warms_every_read_node() {
     let cluster = TestCluster::start(2, None).await;
     let mut c = cluster.client().await;
-    let mut rng = Rng(28);
-    load(&mut c, "warm", 2, &mut rng).await;
+    let mut rng = SplitMix64::new(28);
+    load_files(&mut c, "warm", 2, &mut rng).await;
     let cache_used = |addr: std::net::SocketAddr| async move {
         let mut n = common::client(addr).await;
-        let info = n
-            .cmd(proto::Command {
-                cmd: "get_system_info".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .string_reply;
+        let info = cmd(&mut n, "get_system_info").await.string_reply;
         serde_json::from_str::<serde_json::Value>(&info).unwrap()["cache_used_bytes"]
             .as_u64()
             .unwrap()
@@ -647,15 +542,7 @@ async fn the_version_gate_keeps_out_nodes_of_another_version() {
     let mut c = common::client(picky.addr).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let reply = c
-            .cmd(proto::Command {
-                cmd: "conn_stats".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .string_reply;
-        let stats: serde_json::Value = serde_json::from_str(&reply).unwrap();
+        let stats = conn_stats(&mut c).await;
         let node = stats["read_nodes"]
             .as_array()
             .unwrap()
@@ -709,8 +596,8 @@ async fn search_and_reloads(
 async fn a_read_node_reloads_a_file_once_after_its_delete_marks_change() {
     let cluster = TestCluster::start(1, None).await;
     let mut c = cluster.client().await;
-    let mut rng = Rng(31);
-    let data = load(&mut c, "marks", 1, &mut rng).await;
+    let mut rng = SplitMix64::new(31);
+    let data = load_files(&mut c, "marks", 1, &mut rng).await;
     let (deleted, query) = data[0].clone();
     // The node's first search of the file, then one at the same version: nothing to reload.
     for _ in 0..2 {
@@ -728,11 +615,7 @@ async fn a_read_node_reloads_a_file_once_after_its_delete_marks_change() {
         .unwrap()
         .into_inner();
     assert_eq!(st.error_code, 0, "{st:?}");
-    c.flush(proto::FlushParam {
-        collection_name_array: vec!["marks".into()],
-    })
-    .await
-    .unwrap();
+    flush(&mut c, &["marks"]).await;
     // The file's delete marks changed: the node reloads it before searching, once.
     let (result, reloaded) = search_and_reloads(&cluster, &mut c, &query).await;
     assert!(!result.ids.contains(&deleted), "{:?}", result.ids);

@@ -9,39 +9,13 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{Client, Rng, TestCluster, records};
+use common::{RandomVectors, SplitMix64, TestCluster, load_files, search_exact};
 use mishards::gateway::inspect::{Recent, SearchManifest};
 use mishards::gateway::routing::GetRoutingStats;
-use mishards::proto;
 
-const DIM: usize = 32;
-/// Rows per flush: 9,000 × 32 floats is just over index_file_size = 1 MB, so every flush stays its own file.
-const ROWS: usize = 9_000;
+const DIM: usize = common::FILE_DIM;
 /// Twelve files over three read nodes: the rendezvous load bound leaves every node at least two.
 const FILES: usize = 12;
-
-type Data = Vec<(i64, Vec<f32>)>;
-
-/// Creates `name` and loads `files` flushed files of `ROWS` rows each; returns (id, vector) of all rows.
-async fn load(c: &mut Client, name: &str, files: usize, rng: &mut Rng) -> Data {
-    common::load_sized(c, name, files, ROWS, DIM, rng).await
-}
-
-/// One search of `queries`, top-10, checked against brute force.
-async fn exact_search(c: &mut Client, name: &str, data: &Data, queries: &[Vec<f32>]) {
-    let k = 10;
-    let result = c
-        .search(proto::SearchParam {
-            collection_name: name.into(),
-            query_record_array: records(queries),
-            topk: k as i64,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    common::assert_exact(&result, data, queries, k);
-}
 
 /// The last `n` search manifests, oldest first.
 async fn manifests(gateway: &mishards::gateway::RunningGateway, n: usize) -> Vec<SearchManifest> {
@@ -144,11 +118,11 @@ async fn a_slow_node_is_hedged_each_file_answered_once_and_the_loser_cancelled()
     .await;
     let slow = cluster.reader_host(0);
     let mut c = cluster.client().await;
-    let mut rng = Rng(61);
-    let data = load(&mut c, "hedged", FILES, &mut rng).await;
+    let mut rng = SplitMix64::new(61);
+    let data = load_files(&mut c, "hedged", FILES, &mut rng).await;
     let searches = 12;
     for _ in 0..searches {
-        exact_search(&mut c, "hedged", &data, &rng.vectors(3, DIM)).await;
+        search_exact(&mut c, "hedged", &data, &rng.vectors(3, DIM), 10).await;
     }
     let mut hedged_won = 0;
     let kept = manifests(&cluster.gateway, searches).await;
@@ -198,11 +172,11 @@ async fn with_hedging_off_a_search_waits_for_the_slow_node() {
     .await;
     let slow = cluster.reader_host(1);
     let mut c = cluster.client().await;
-    let mut rng = Rng(62);
-    let data = load(&mut c, "unhedged", FILES, &mut rng).await;
+    let mut rng = SplitMix64::new(62);
+    let data = load_files(&mut c, "unhedged", FILES, &mut rng).await;
     let searches = 5;
     for _ in 0..searches {
-        exact_search(&mut c, "unhedged", &data, &rng.vectors(2, DIM)).await;
+        search_exact(&mut c, "unhedged", &data, &rng.vectors(2, DIM), 10).await;
     }
     for m in manifests(&cluster.gateway, searches).await {
         assert_each_file_answered_once(&m);
@@ -235,8 +209,8 @@ async fn the_budget_bounds_the_share_of_searches_that_hedge() {
     )
     .await;
     let mut c = cluster.client().await;
-    let mut rng = Rng(63);
-    let data = load(&mut c, "budget", FILES, &mut rng).await;
+    let mut rng = SplitMix64::new(63);
+    let data = load_files(&mut c, "budget", FILES, &mut rng).await;
     let queries = rng.vectors(1, DIM);
     // 60 searches, every one of which would hedge: 4 clients × 15.
     let (clients, each) = (4, 15);
@@ -246,7 +220,7 @@ async fn the_budget_bounds_the_share_of_searches_that_hedge() {
         load.push(tokio::spawn(async move {
             let mut c = common::client(addr).await;
             for _ in 0..each {
-                exact_search(&mut c, "budget", &data, &queries).await;
+                search_exact(&mut c, "budget", &data, &queries, 10).await;
             }
         }));
     }
@@ -292,8 +266,8 @@ async fn a_failed_hedge_leaves_the_files_to_the_original() {
     )
     .await;
     let mut c = cluster.client().await;
-    let mut rng = Rng(64);
-    let data = load(&mut c, "fallback", 4, &mut rng).await;
+    let mut rng = SplitMix64::new(64);
+    let data = load_files(&mut c, "fallback", 4, &mut rng).await;
     // A read node with a folder and metadata of its own: it knows no collection, so every search it
     // gets fails (COLLECTION_NOT_EXISTS), hedges included.
     let own = cluster.dir.path().join("stranger");
@@ -325,7 +299,7 @@ async fn a_failed_hedge_leaves_the_files_to_the_original() {
         assert!(Instant::now() < deadline, "routing never saw the stranger");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    exact_search(&mut c, "fallback", &data, &rng.vectors(2, DIM)).await;
+    search_exact(&mut c, "fallback", &data, &rng.vectors(2, DIM), 10).await;
     let m = manifests(&cluster.gateway, 1).await.remove(0);
     assert_each_file_answered_once(&m);
     let stranger_host = stranger.addr.to_string();
@@ -355,8 +329,8 @@ async fn a_node_far_slower_than_its_peers_is_ranked_after_them() {
     let cluster = TestCluster::start_slow(3, &[(0, slow_by)], &flags(&[("hedge", "false")])).await;
     let slow = cluster.reader_host(0);
     let mut c = cluster.client().await;
-    let mut rng = Rng(65);
-    let data = load(&mut c, "demoted", FILES, &mut rng).await;
+    let mut rng = SplitMix64::new(65);
+    let data = load_files(&mut c, "demoted", FILES, &mut rng).await;
     let queries = rng.vectors(1, DIM);
     // Searches (at most 30 rounds of 4; 5 suffice on a quiet machine) until routing has the slow node's
     // p95 from enough samples and its peers are fast enough beside it.
@@ -387,7 +361,7 @@ async fn a_node_far_slower_than_its_peers_is_ranked_after_them() {
             let (addr, data, queries) = (cluster.gateway.addr, data.clone(), queries.clone());
             batch.push(tokio::spawn(async move {
                 let mut c = common::client(addr).await;
-                exact_search(&mut c, "demoted", &data, &queries).await;
+                search_exact(&mut c, "demoted", &data, &queries, 10).await;
             }));
         }
         for b in batch {
@@ -402,7 +376,7 @@ async fn a_node_far_slower_than_its_peers_is_ranked_after_them() {
     // Its files now go to their next nodes first: the slow node is not asked at all.
     let searches = 5;
     for _ in 0..searches {
-        exact_search(&mut c, "demoted", &data, &queries).await;
+        search_exact(&mut c, "demoted", &data, &queries, 10).await;
     }
     for m in manifests(&cluster.gateway, searches).await {
         assert_each_file_answered_once(&m);

@@ -1,88 +1,29 @@
 //! The data node over gRPC, in process: every RPC's happy and error paths, exact results, roles sharing one
 //! storage folder, merge and garbage collection, and write-ahead-log replay.
+//!
+//! Long (over 1,000 lines) on purpose: it is one test binary (`--test node`) that walks every RPC family
+//! end to end; the requests it sends are built by `common::requests`.
 
 mod common;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::{Client, Rng, brute_force, client, code, node_config, records};
+use common::{
+    Client, RandomVectors, SplitMix64, brute_force, client, cmd, code, collection,
+    create_collection, create_index, flush, insert, node_config, partition, schema, search_in,
+    search_param,
+};
 use mishards::proto::{self, ErrorCode};
 
 fn ok(status: &Option<proto::Status>) {
     assert_eq!(code(status), 0, "{status:?}");
 }
 
-fn params(json: &str) -> Vec<proto::KeyValuePair> {
-    vec![proto::KeyValuePair {
-        key: "params".into(),
-        value: json.into(),
-    }]
-}
-
+/// A collection with segments of up to 1 GB: these tests' files never reach it, so none is indexed
+/// in the background unless a test means it.
 async fn create(c: &mut Client, name: &str, dim: i64, metric: i32) {
-    let st = c
-        .create_collection(proto::CollectionSchema {
-            collection_name: name.into(),
-            dimension: dim,
-            index_file_size: 1024,
-            metric_type: metric,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(st.error_code, 0, "{st:?}");
-}
-
-async fn insert(
-    c: &mut Client,
-    name: &str,
-    tag: &str,
-    vectors: &[Vec<f32>],
-    ids: Vec<i64>,
-) -> proto::VectorIds {
-    c.insert(proto::InsertParam {
-        collection_name: name.into(),
-        row_record_array: records(vectors),
-        row_id_array: ids,
-        partition_tag: tag.into(),
-        extra_params: Vec::new(),
-    })
-    .await
-    .unwrap()
-    .into_inner()
-}
-
-async fn flush(c: &mut Client, names: &[&str]) {
-    let st = c
-        .flush(proto::FlushParam {
-            collection_name_array: names.iter().map(|s| s.to_string()).collect(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(st.error_code, 0, "{st:?}");
-}
-
-async fn search(
-    c: &mut Client,
-    name: &str,
-    tags: &[&str],
-    queries: &[Vec<f32>],
-    k: i64,
-    extra: &str,
-) -> proto::TopKQueryResult {
-    c.search(proto::SearchParam {
-        collection_name: name.into(),
-        partition_tag_array: tags.iter().map(|s| s.to_string()).collect(),
-        query_record_array: records(queries),
-        topk: k,
-        extra_params: params(extra),
-    })
-    .await
-    .unwrap()
-    .into_inner()
+    create_collection(c, schema(name, dim, 1024, metric)).await;
 }
 
 /// A write node that flushes only when asked (auto-flush every hour).
@@ -98,9 +39,7 @@ async fn writer_without_auto_flush(dir: &std::path::Path) -> mishards::node::Run
 
 async fn count(c: &mut Client, name: &str) -> i64 {
     let r = c
-        .count_collection(proto::CollectionName {
-            collection_name: name.into(),
-        })
+        .count_collection(collection(name))
         .await
         .unwrap()
         .into_inner();
@@ -144,21 +83,17 @@ async fn collections_partitions_and_exact_search() {
     let dir = tempfile::tempdir().unwrap();
     let node = writer_without_auto_flush(dir.path()).await;
     let mut c = client(node.addr).await;
-    let mut rng = Rng(7);
+    let mut rng = SplitMix64::new(7);
 
     create(&mut c, "vectors", 16, 1).await;
     let has = c
-        .has_collection(proto::CollectionName {
-            collection_name: "vectors".into(),
-        })
+        .has_collection(collection("vectors"))
         .await
         .unwrap()
         .into_inner();
     assert!(has.bool_reply);
     let schema = c
-        .describe_collection(proto::CollectionName {
-            collection_name: "vectors".into(),
-        })
+        .describe_collection(collection("vectors"))
         .await
         .unwrap()
         .into_inner();
@@ -169,18 +104,13 @@ async fn collections_partitions_and_exact_search() {
     );
 
     let st = c
-        .create_partition(proto::PartitionParam {
-            collection_name: "vectors".into(),
-            tag: "2024-01".into(),
-        })
+        .create_partition(partition("vectors", "2024-01"))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(st.error_code, 0, "{st:?}");
     let parts = c
-        .show_partitions(proto::CollectionName {
-            collection_name: "vectors".into(),
-        })
+        .show_partitions(collection("vectors"))
         .await
         .unwrap()
         .into_inner();
@@ -220,15 +150,15 @@ async fn collections_partitions_and_exact_search() {
         .zip(base.iter().cloned())
         .collect();
     let queries = rng.vectors(5, 16);
-    let result = search(&mut c, "vectors", &[], &queries, 10, "{}").await;
+    let result = search_in(&mut c, "vectors", &[], &queries, 10, "{}").await;
     assert_exact(&result, &data, &queries, 10, false);
 
     // Tags are whole-string regular expressions; `_default` is the collection's own table.
-    let only_part = search(&mut c, "vectors", &["2024-.*"], &queries, 5, "{}").await;
+    let only_part = search_in(&mut c, "vectors", &["2024-.*"], &queries, 5, "{}").await;
     assert_exact(&only_part, &data[400..], &queries, 5, false);
-    let only_default = search(&mut c, "vectors", &["_default"], &queries, 5, "{}").await;
+    let only_default = search_in(&mut c, "vectors", &["_default"], &queries, 5, "{}").await;
     assert_exact(&only_default, &data[..400], &queries, 5, false);
-    let none = search(&mut c, "vectors", &["2024"], &queries, 5, "{}").await;
+    let none = search_in(&mut c, "vectors", &["2024"], &queries, 5, "{}").await;
     assert_eq!(code(&none.status), ErrorCode::IllegalArgument as i32);
 
     // More hits asked than rows: padded with -1.
@@ -241,12 +171,12 @@ async fn collections_partitions_and_exact_search() {
         (2, base[1].clone()),
         (3, base[2].clone()),
     ];
-    let padded = search(&mut c, "tiny", &[], &queries[..2], 5, "{}").await;
+    let padded = search_in(&mut c, "tiny", &[], &queries[..2], 5, "{}").await;
     assert_exact(&padded, &tiny_data, &queries[..2], 5, true);
 
     // An empty collection answers with an empty result, as Milvus does.
     create(&mut c, "empty", 16, 1).await;
-    let empty = search(&mut c, "empty", &[], &queries, 3, "{}").await;
+    let empty = search_in(&mut c, "empty", &[], &queries, 3, "{}").await;
     ok(&empty.status);
     assert_eq!((empty.row_num, empty.ids.len()), (0, 0));
 
@@ -264,9 +194,7 @@ async fn collections_partitions_and_exact_search() {
     assert_eq!(got.vectors_data[0].float_data, base[403]);
     assert!(got.vectors_data[1].float_data.is_empty());
     let stats = c
-        .show_collection_info(proto::CollectionName {
-            collection_name: "vectors".into(),
-        })
+        .show_collection_info(collection("vectors"))
         .await
         .unwrap()
         .into_inner();
@@ -310,35 +238,24 @@ async fn collections_partitions_and_exact_search() {
         .filter(|(id, _)| !part_ids[..2].contains(id))
         .cloned()
         .collect();
-    let after = search(&mut c, "vectors", &[], &[base[400].clone()], 3, "{}").await;
+    let after = search_in(&mut c, "vectors", &[], &[base[400].clone()], 3, "{}").await;
     assert_exact(&after, &remaining, &[base[400].clone()], 3, false);
-    let compact = c
-        .compact(proto::CollectionName {
-            collection_name: "vectors".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let compact = c.compact(collection("vectors")).await.unwrap().into_inner();
     assert_eq!(compact.error_code, 0, "{compact:?}");
     assert_eq!(count(&mut c, "vectors").await, 598);
-    let after_compact = search(&mut c, "vectors", &[], &queries, 10, "{}").await;
+    let after_compact = search_in(&mut c, "vectors", &[], &queries, 10, "{}").await;
     assert_exact(&after_compact, &remaining, &queries, 10, false);
 
     // Dropping a partition, then the collection.
     let st = c
-        .drop_partition(proto::PartitionParam {
-            collection_name: "vectors".into(),
-            tag: "2024-01".into(),
-        })
+        .drop_partition(partition("vectors", "2024-01"))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(st.error_code, 0);
     assert_eq!(count(&mut c, "vectors").await, 400);
     let st = c
-        .drop_collection(proto::CollectionName {
-            collection_name: "vectors".into(),
-        })
+        .drop_collection(collection("vectors"))
         .await
         .unwrap()
         .into_inner();
@@ -365,7 +282,7 @@ async fn ivf_index_lifecycle() {
     );
     let node = mishards::node::start(&config).await.unwrap();
     let mut c = client(node.addr).await;
-    let mut rng = Rng(11);
+    let mut rng = SplitMix64::new(11);
     create(&mut c, "ivf", 8, 1).await;
     let base = rng.vectors(2000, 8);
     let ids = insert(&mut c, "ivf", "", &base, Vec::new())
@@ -373,44 +290,15 @@ async fn ivf_index_lifecycle() {
         .vector_id_array;
     flush(&mut c, &[]).await;
 
-    let bad = c
-        .create_index(proto::IndexParam {
-            collection_name: "ivf".into(),
-            index_type: 2,
-            extra_params: params(r#"{"nlist": 0}"#),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let bad = create_index(&mut c, "ivf", 2, r#"{"nlist": 0}"#).await;
     assert_eq!(bad.error_code, ErrorCode::IllegalNlist as i32);
-    let unsupported = c
-        .create_index(proto::IndexParam {
-            collection_name: "ivf".into(),
-            index_type: 11,
-            extra_params: params(r#"{"M": 16}"#),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let unsupported = create_index(&mut c, "ivf", 11, r#"{"M": 16}"#).await;
     assert_eq!(unsupported.error_code, ErrorCode::IllegalIndexType as i32);
 
-    let st = c
-        .create_index(proto::IndexParam {
-            collection_name: "ivf".into(),
-            index_type: 2,
-            extra_params: params(r#"{"nlist": 16}"#),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let st = create_index(&mut c, "ivf", 2, r#"{"nlist": 16}"#).await;
     assert_eq!(st.error_code, 0, "{st:?}");
     let described = c
-        .describe_index(proto::CollectionName {
-            collection_name: "ivf".into(),
-        })
+        .describe_index(collection("ivf"))
         .await
         .unwrap()
         .into_inner();
@@ -418,9 +306,7 @@ async fn ivf_index_lifecycle() {
     assert_eq!(described.index_type, 2);
     assert_eq!(described.extra_params[0].value, r#"{"nlist":16}"#);
     let stats = c
-        .show_collection_info(proto::CollectionName {
-            collection_name: "ivf".into(),
-        })
+        .show_collection_info(collection("ivf"))
         .await
         .unwrap()
         .into_inner();
@@ -429,9 +315,9 @@ async fn ivf_index_lifecycle() {
     let data: Vec<(i64, Vec<f32>)> = ids.iter().copied().zip(base.iter().cloned()).collect();
     let queries = rng.vectors(4, 8);
     // nprobe = nlist searches every list: exact.
-    let exact = search(&mut c, "ivf", &[], &queries, 10, r#"{"nprobe": 16}"#).await;
+    let exact = search_in(&mut c, "ivf", &[], &queries, 10, r#"{"nprobe": 16}"#).await;
     assert_exact(&exact, &data, &queries, 10, false);
-    let bad_nprobe = search(&mut c, "ivf", &[], &queries, 10, r#"{"nprobe": 0}"#).await;
+    let bad_nprobe = search_in(&mut c, "ivf", &[], &queries, 10, r#"{"nprobe": 0}"#).await;
     assert_eq!(code(&bad_nprobe.status), ErrorCode::IllegalArgument as i32);
     // Vectors stay readable by id while the raw file is kept behind the index.
     let got = c
@@ -458,40 +344,24 @@ async fn ivf_index_lifecycle() {
     assert_eq!(st.error_code, 0);
     flush(&mut c, &[]).await;
     let data: Vec<(i64, Vec<f32>)> = data[10..].to_vec();
-    let after_delete = search(&mut c, "ivf", &[], &queries, 10, r#"{"nprobe": 16}"#).await;
+    let after_delete = search_in(&mut c, "ivf", &[], &queries, 10, r#"{"nprobe": 16}"#).await;
     assert_exact(&after_delete, &data, &queries, 10, false);
-    let st = c
-        .compact(proto::CollectionName {
-            collection_name: "ivf".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let st = c.compact(collection("ivf")).await.unwrap().into_inner();
     assert_eq!(st.error_code, 0, "{st:?}");
     assert_eq!(count(&mut c, "ivf").await, 1990);
     let stats = c
-        .show_collection_info(proto::CollectionName {
-            collection_name: "ivf".into(),
-        })
+        .show_collection_info(collection("ivf"))
         .await
         .unwrap()
         .into_inner();
     assert!(stats.json_info.contains("IVFFLAT"), "{}", stats.json_info);
-    let after_compact = search(&mut c, "ivf", &[], &queries, 10, r#"{"nprobe": 16}"#).await;
+    let after_compact = search_in(&mut c, "ivf", &[], &queries, 10, r#"{"nprobe": 16}"#).await;
     assert_exact(&after_compact, &data, &queries, 10, false);
 
-    let st = c
-        .drop_index(proto::CollectionName {
-            collection_name: "ivf".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let st = c.drop_index(collection("ivf")).await.unwrap().into_inner();
     assert_eq!(st.error_code, 0);
     let stats = c
-        .show_collection_info(proto::CollectionName {
-            collection_name: "ivf".into(),
-        })
+        .show_collection_info(collection("ivf"))
         .await
         .unwrap()
         .into_inner();
@@ -500,7 +370,7 @@ async fn ivf_index_lifecycle() {
         "{}",
         stats.json_info
     );
-    let again = search(&mut c, "ivf", &[], &queries, 10, "{}").await;
+    let again = search_in(&mut c, "ivf", &[], &queries, 10, "{}").await;
     assert_exact(&again, &data, &queries, 10, false);
     node.shutdown().await;
 }
@@ -512,13 +382,6 @@ async fn bad_input_gets_clear_statuses_and_the_node_keeps_serving() {
         .await
         .unwrap();
     let mut c = client(node.addr).await;
-    let schema = |name: &str, dim: i64, size: i64, metric: i32| proto::CollectionSchema {
-        collection_name: name.into(),
-        dimension: dim,
-        index_file_size: size,
-        metric_type: metric,
-        ..Default::default()
-    };
     let cases = [
         (schema("1bad", 4, 1024, 1), ErrorCode::IllegalCollectionName),
         (schema("a-b", 4, 1024, 1), ErrorCode::IllegalCollectionName),
@@ -579,23 +442,18 @@ async fn bad_input_gets_clear_statuses_and_the_node_keeps_serving() {
     );
     flush(&mut c, &[]).await;
     for (k, expected) in [(0, ErrorCode::IllegalTopk), (16385, ErrorCode::IllegalTopk)] {
-        let r = search(&mut c, "ok", &[], &v, k, "{}").await;
+        let r = search_in(&mut c, "ok", &[], &v, k, "{}").await;
         assert_eq!(code(&r.status), expected as i32);
     }
-    let r = search(&mut c, "ok", &[], &[vec![0.1f32; 7]], 1, "{}").await;
+    let r = search_in(&mut c, "ok", &[], &[vec![0.1f32; 7]], 1, "{}").await;
     assert_eq!(code(&r.status), ErrorCode::IllegalDimension as i32);
-    let r = search(&mut c, "ok", &[], &v, 1, "{nprobe").await;
+    let r = search_in(&mut c, "ok", &[], &v, 1, "{nprobe").await;
     assert_eq!(code(&r.status), ErrorCode::IllegalArgument as i32);
-    let r = search(&mut c, "ok", &["("], &v, 1, "{}").await;
+    let r = search_in(&mut c, "ok", &["("], &v, 1, "{}").await;
     assert_eq!(code(&r.status), ErrorCode::IllegalArgument as i32);
     let in_files = |ids: Vec<&str>| proto::SearchInFilesParam {
         file_id_array: ids.into_iter().map(String::from).collect(),
-        search_param: Some(proto::SearchParam {
-            collection_name: "ok".into(),
-            query_record_array: records(&v),
-            topk: 1,
-            ..Default::default()
-        }),
+        search_param: Some(search_param("ok", &v, 1)),
     };
     let r = c
         .search_in_files(in_files(vec!["999999"]))
@@ -610,19 +468,13 @@ async fn bad_input_gets_clear_statuses_and_the_node_keeps_serving() {
         .into_inner();
     assert_eq!(code(&r.status), ErrorCode::IllegalArgument as i32);
     let st = c
-        .create_partition(proto::PartitionParam {
-            collection_name: "ok".into(),
-            tag: "_default".into(),
-        })
+        .create_partition(partition("ok", "_default"))
         .await
         .unwrap()
         .into_inner();
     assert_ne!(st.error_code, 0);
     let st = c
-        .drop_partition(proto::PartitionParam {
-            collection_name: "ok".into(),
-            tag: "_default".into(),
-        })
+        .drop_partition(partition("ok", "_default"))
         .await
         .unwrap()
         .into_inner();
@@ -636,78 +488,36 @@ async fn bad_input_gets_clear_statuses_and_the_node_keeps_serving() {
         .unwrap()
         .into_inner();
     assert_eq!(st.error_code, ErrorCode::IllegalVectorId as i32);
-    let hybrid = c
-        .has_hybrid_collection(proto::CollectionName {
-            collection_name: "ok".into(),
-        })
-        .await
-        .unwrap_err();
+    let hybrid = c.has_hybrid_collection(collection("ok")).await.unwrap_err();
     assert_eq!(hybrid.code(), tonic::Code::Unimplemented);
 
     // A search whose result would not fit in memory is refused up front.
     let many = vec![vec![0.1f32; 4]; 2000];
-    let r = search(&mut c, "ok", &[], &many, 16384, "{}").await;
+    let r = search_in(&mut c, "ok", &[], &many, 16384, "{}").await;
     assert_eq!(code(&r.status), ErrorCode::IllegalArgument as i32);
 
     // Cmd.
-    let cmd = |s: &str| proto::Command { cmd: s.into() };
+    assert_eq!(cmd(&mut c, "version").await.string_reply, "1.1.1");
+    assert_eq!(cmd(&mut c, "status").await.string_reply, "OK");
+    assert_eq!(cmd(&mut c, "mode").await.string_reply, "CPU");
     assert_eq!(
-        c.cmd(cmd("version"))
-            .await
-            .unwrap()
-            .into_inner()
-            .string_reply,
-        "1.1.1"
-    );
-    assert_eq!(
-        c.cmd(cmd("status"))
-            .await
-            .unwrap()
-            .into_inner()
-            .string_reply,
-        "OK"
-    );
-    assert_eq!(
-        c.cmd(cmd("mode")).await.unwrap().into_inner().string_reply,
-        "CPU"
-    );
-    assert_eq!(
-        c.cmd(cmd("whatever"))
-            .await
-            .unwrap()
-            .into_inner()
-            .string_reply,
+        cmd(&mut c, "whatever").await.string_reply,
         "Unknown command"
     );
-    let info = c
-        .cmd(cmd("get_system_info"))
-        .await
-        .unwrap()
-        .into_inner()
-        .string_reply;
+    let info = cmd(&mut c, "get_system_info").await.string_reply;
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&info).unwrap()["role"],
         "rw"
     );
-    let st = c
-        .cmd(cmd("set_config storage.auto_flush_interval 2"))
-        .await
-        .unwrap()
-        .into_inner();
+    let st = cmd(&mut c, "set_config storage.auto_flush_interval 2").await;
     ok(&st.status);
     assert_eq!(
-        c.cmd(cmd("get_config storage.auto_flush_interval"))
+        cmd(&mut c, "get_config storage.auto_flush_interval")
             .await
-            .unwrap()
-            .into_inner()
             .string_reply,
         "2"
     );
-    let st = c
-        .cmd(cmd("set_config storage.auto_flush_interval -1"))
-        .await
-        .unwrap()
-        .into_inner();
+    let st = cmd(&mut c, "set_config storage.auto_flush_interval -1").await;
     assert_eq!(code(&st.status), ErrorCode::IllegalArgument as i32);
 
     // Still serving.
@@ -729,7 +539,7 @@ async fn a_read_node_on_the_same_storage_answers_the_same_and_refuses_writes() {
         .await
         .unwrap();
     let (mut w, mut r) = (client(rw.addr).await, client(ro.addr).await);
-    let mut rng = Rng(3);
+    let mut rng = SplitMix64::new(3);
     create(&mut w, "shared", 12, 2).await;
     let base = rng.vectors(300, 12);
     let ids = insert(&mut w, "shared", "", &base, Vec::new())
@@ -742,8 +552,8 @@ async fn a_read_node_on_the_same_storage_answers_the_same_and_refuses_writes() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let queries = rng.vectors(4, 12);
-    let from_rw = search(&mut w, "shared", &[], &queries, 7, "{}").await;
-    let from_ro = search(&mut r, "shared", &[], &queries, 7, "{}").await;
+    let from_rw = search_in(&mut w, "shared", &[], &queries, 7, "{}").await;
+    let from_ro = search_in(&mut r, "shared", &[], &queries, 7, "{}").await;
     assert_eq!(from_rw, from_ro);
     let data: Vec<(i64, Vec<f32>)> = ids.iter().copied().zip(base.iter().cloned()).collect();
     assert_exact(&from_ro, &data, &queries, 7, true);
@@ -760,20 +570,14 @@ async fn a_read_node_on_the_same_storage_answers_the_same_and_refuses_writes() {
         .into_inner();
     assert_eq!(st.error_code, 0);
     flush(&mut w, &[]).await;
-    let again = search(&mut r, "shared", &[], &queries[..1], 7, "{}").await;
+    let again = search_in(&mut r, "shared", &[], &queries[..1], 7, "{}").await;
     assert!(!again.ids.contains(&from_rw.ids[0]));
 
     let refused = insert(&mut r, "shared", "", &base[..1], Vec::new()).await;
     assert_eq!(code(&refused.status), ErrorCode::PermissionDenied as i32);
     assert!(refused.status.unwrap().reason.contains("read node"));
     let refused = r
-        .create_collection(proto::CollectionSchema {
-            collection_name: "x".into(),
-            dimension: 4,
-            index_file_size: 1,
-            metric_type: 1,
-            ..Default::default()
-        })
+        .create_collection(schema("x", 4, 1, 1))
         .await
         .unwrap()
         .into_inner();
@@ -793,7 +597,7 @@ async fn small_files_merge_and_retired_files_leave_the_disk_after_the_grace_peri
         .await
         .unwrap();
     let mut c = client(node.addr).await;
-    let mut rng = Rng(5);
+    let mut rng = SplitMix64::new(5);
     create(&mut c, "m", 4, 1).await;
     let mut data = Vec::new();
     for _ in 0..3 {
@@ -805,9 +609,7 @@ async fn small_files_merge_and_retired_files_leave_the_disk_after_the_grace_peri
         flush(&mut c, &[]).await;
     }
     let stats = c
-        .show_collection_info(proto::CollectionName {
-            collection_name: "m".into(),
-        })
+        .show_collection_info(collection("m"))
         .await
         .unwrap()
         .into_inner();
@@ -830,7 +632,7 @@ async fn small_files_merge_and_retired_files_leave_the_disk_after_the_grace_peri
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let queries = rng.vectors(3, 4);
-    let result = search(&mut c, "m", &[], &queries, 5, "{}").await;
+    let result = search_in(&mut c, "m", &[], &queries, 5, "{}").await;
     assert_exact(&result, &data, &queries, 5, false);
     node.shutdown().await;
 }
@@ -866,7 +668,7 @@ async fn unflushed_writes_survive_a_crash_through_the_log() {
         index_build_rows: 4096,
     };
     let uri = mishards::node::server::meta_uri(&config).unwrap();
-    let mut rng = Rng(9);
+    let mut rng = SplitMix64::new(9);
     let vectors = rng.vectors(100, 4);
     let flat: Vec<f32> = vectors.concat();
     let ids = {
@@ -952,7 +754,7 @@ async fn a_node_on_mysql_metadata() {
         .await
         .unwrap();
     let mut c = client(node.addr).await;
-    let mut rng = Rng(13);
+    let mut rng = SplitMix64::new(13);
     create(&mut c, "on_mysql", 6, 1).await;
     let v = rng.vectors(120, 6);
     let ids = insert(&mut c, "on_mysql", "", &v, Vec::new())
@@ -961,7 +763,7 @@ async fn a_node_on_mysql_metadata() {
     flush(&mut c, &[]).await;
     let data: Vec<(i64, Vec<f32>)> = ids.into_iter().zip(v).collect();
     let queries = rng.vectors(2, 6);
-    let result = search(&mut c, "on_mysql", &[], &queries, 4, "{}").await;
+    let result = search_in(&mut c, "on_mysql", &[], &queries, 4, "{}").await;
     assert_exact(&result, &data, &queries, 4, false);
     node.shutdown().await;
 }
@@ -999,9 +801,7 @@ async fn an_aborted_node_cuts_its_open_connections() {
 
 async fn index_info(c: &mut Client, name: &str) -> serde_json::Value {
     let stats = c
-        .show_collection_info(proto::CollectionName {
-            collection_name: name.into(),
-        })
+        .show_collection_info(collection(name))
         .await
         .unwrap()
         .into_inner();
@@ -1017,29 +817,14 @@ async fn files_that_reach_index_file_size_get_their_index_in_the_background() {
     let dir = tempfile::tempdir().unwrap();
     let node = writer_without_auto_flush(dir.path()).await;
     let mut c = client(node.addr).await;
-    let mut rng = Rng(17);
+    let mut rng = SplitMix64::new(17);
     let st = c
-        .create_collection(proto::CollectionSchema {
-            collection_name: "grow".into(),
-            dimension: 16,
-            index_file_size: 1, // MB
-            metric_type: 1,
-            ..Default::default()
-        })
+        .create_collection(schema("grow", 16, 1, 1))
         .await
         .unwrap()
         .into_inner();
     ok(&Some(st));
-    let st = c
-        .create_index(proto::IndexParam {
-            collection_name: "grow".into(),
-            index_type: 2,
-            extra_params: params(r#"{"nlist": 16}"#),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let st = create_index(&mut c, "grow", 2, r#"{"nlist": 16}"#).await;
     ok(&Some(st));
 
     // 5,000 rows × (8 + 64) bytes ≈ 0.34 MB a flush: the third flush merges past 1 MB.
@@ -1092,7 +877,7 @@ async fn files_that_reach_index_file_size_get_their_index_in_the_background() {
     assert_eq!(count(&mut c, "grow").await, 31_000);
     let queries = rng.vectors(5, 16);
     // nprobe = nlist searches every list: the exact answer.
-    let exact = search(&mut c, "grow", &[], &queries, 10, r#"{"nprobe": 16}"#).await;
+    let exact = search_in(&mut c, "grow", &[], &queries, 10, r#"{"nprobe": 16}"#).await;
     assert_exact(&exact, &data, &queries, 10, false);
     node.shutdown().await;
 }
@@ -1106,23 +891,18 @@ async fn a_query_of_the_wrong_dimension_is_refused_even_without_data() {
     let wrong = vec![vec![0.5f32; 7]];
     let right = vec![vec![0.5f32; 8]];
     for buffered in [false, true] {
-        let r = search(&mut c, "empty8", &[], &wrong, 3, "{}").await;
+        let r = search_in(&mut c, "empty8", &[], &wrong, 3, "{}").await;
         assert_eq!(
             code(&r.status),
             ErrorCode::IllegalDimension as i32,
             "buffered rows: {buffered}: {r:?}"
         );
-        let r = search(&mut c, "empty8", &[], &right, 3, "{}").await;
+        let r = search_in(&mut c, "empty8", &[], &right, 3, "{}").await;
         ok(&r.status);
         assert_eq!(r.ids.len(), 0, "nothing flushed yet");
         let in_files = |queries: &[Vec<f32>], files: Vec<&str>| proto::SearchInFilesParam {
             file_id_array: files.into_iter().map(String::from).collect(),
-            search_param: Some(proto::SearchParam {
-                collection_name: "empty8".into(),
-                query_record_array: records(queries),
-                topk: 3,
-                ..Default::default()
-            }),
+            search_param: Some(search_param("empty8", queries, 3)),
         };
         for files in [vec![], vec!["1"]] {
             let r = c
@@ -1149,7 +929,7 @@ async fn a_preload_larger_than_the_cache_answers_cache_failed() {
     let dir = tempfile::tempdir().unwrap();
     let node = writer_without_auto_flush(dir.path()).await;
     let mut c = client(node.addr).await;
-    let mut rng = Rng(19);
+    let mut rng = SplitMix64::new(19);
     create(&mut c, "big", 128, 1).await;
     // 4,000 × (8 + 512) bytes ≈ 2 MB.
     ok(
@@ -1170,14 +950,9 @@ async fn a_preload_larger_than_the_cache_answers_cache_failed() {
             .into_inner()
         }
     };
-    let cmd = |s: &str| proto::Command { cmd: s.into() };
     ok(&Some(preload(&mut c).await));
     // The cache's live size counts, not the one the node started with.
-    let st = c
-        .cmd(cmd("set_config cache.cache_size 1MB"))
-        .await
-        .unwrap()
-        .into_inner();
+    let st = cmd(&mut c, "set_config cache.cache_size 1MB").await;
     ok(&st.status);
     let refused = preload(&mut c).await;
     assert_eq!(
@@ -1186,11 +961,7 @@ async fn a_preload_larger_than_the_cache_answers_cache_failed() {
         "{refused:?}"
     );
     assert!(refused.reason.contains("cache"), "{refused:?}");
-    let st = c
-        .cmd(cmd("set_config cache.cache_size 64MB"))
-        .await
-        .unwrap()
-        .into_inner();
+    let st = cmd(&mut c, "set_config cache.cache_size 64MB").await;
     ok(&st.status);
     ok(&Some(preload(&mut c).await));
     node.shutdown().await;
@@ -1398,10 +1169,10 @@ async fn metadata_transitions_are_all_or_nothing() {
             .unwrap();
         let engine = Engine::open(meta.clone(), opts.clone()).await.unwrap();
         let label = db.label;
-        let mut rng = Rng(23);
+        let mut rng = SplitMix64::new(23);
         engine.create_collection("tx", 4, 1024, 1).await.unwrap();
         let mut rows = 0i64;
-        async fn add(engine: &Engine, rng: &mut Rng, rows: &mut i64, n: usize) {
+        async fn add(engine: &Engine, rng: &mut SplitMix64, rows: &mut i64, n: usize) {
             *rows += n as i64;
             let flat: Vec<f32> = rng.vectors(n, 4).concat();
             engine.insert("tx", "", Vec::new(), flat, n).await.unwrap();

@@ -10,8 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::process::Process;
-use common::{Client, Rng, code, records};
-use mishards::proto;
+use common::{Client, RandomVectors, SplitMix64, cmd, code, conn_stats, search_param};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -251,15 +250,7 @@ impl Cluster {
 async fn wait_healthy(c: &mut Client, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let stats = c
-            .cmd(proto::Command {
-                cmd: "conn_stats".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .string_reply;
-        let stats: serde_json::Value = serde_json::from_str(&stats).unwrap_or_default();
+        let stats = conn_stats(c).await;
         let healthy = stats["read_nodes"]
             .as_array()
             .map_or(0, |r| r.iter().filter(|n| n["state"] == "healthy").count());
@@ -273,19 +264,18 @@ async fn wait_healthy(c: &mut Client, n: usize) {
 
 /// A collection of `files` flushed files.
 async fn load(c: &mut Client, name: &str, files: usize) {
-    common::load_files(c, name, files, &mut Rng(7)).await;
+    common::load_files(c, name, files, &mut SplitMix64::new(7)).await;
 }
 
 /// Searches with the client's own `traceparent`; returns the trace id and the client's span id.
 async fn traced_search(c: &mut Client, name: &str, seed: u64) -> (String, String) {
     let trace_id = format!("{:016x}{:016x}", 0x4bf9_2f35_77b3_4da6u64 ^ seed, seed + 1);
     let client_span = format!("{:016x}", 0x00f0_67aa_0ba9_02b7u64 ^ seed);
-    let mut request = tonic::Request::new(proto::SearchParam {
-        collection_name: name.into(),
-        query_record_array: records(&Rng(seed).vectors(1, DIM)),
-        topk: 10,
-        ..Default::default()
-    });
+    let mut request = tonic::Request::new(search_param(
+        name,
+        &SplitMix64::new(seed).vectors(1, DIM),
+        10,
+    ));
     request.metadata_mut().insert(
         "traceparent",
         format!("00-{trace_id}-{client_span}-01").parse().unwrap(),
@@ -589,13 +579,7 @@ async fn an_unreachable_collector_is_logged_once_and_requests_go_on() {
     // Spans over several export rounds (every 0.5 s): each round fails.
     for _ in 0..6 {
         let started = Instant::now();
-        let reply = c
-            .cmd(proto::Command {
-                cmd: "version".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let reply = cmd(&mut c, "version").await;
         assert_eq!(code(&reply.status), 0);
         assert!(
             started.elapsed() < Duration::from_secs(1),

@@ -4,6 +4,7 @@
 
 use mishards::config::{Scope, Settings};
 use mishards::proto::{self, milvus_service_client::MilvusServiceClient};
+pub use mishards::rng::SplitMix64;
 use tonic::transport::Channel;
 
 pub type Client = MilvusServiceClient<Channel>;
@@ -24,24 +25,17 @@ pub fn settings(scope: Scope, flags: &[(&'static str, String)]) -> Settings {
     Settings::resolve(scope, &flags.iter().cloned().collect(), &env, None).expect("settings")
 }
 
-/// A vector of `dim` values in [0, 1) from a xorshift stream.
-pub fn vector(seed: &mut u64, dim: usize) -> Vec<f32> {
-    (0..dim)
-        .map(|_| {
-            *seed ^= *seed << 13;
-            *seed ^= *seed >> 7;
-            *seed ^= *seed << 17;
-            (*seed >> 40) as f32 / (1u64 << 24) as f32
-        })
-        .collect()
+/// A vector of `dim` values in [0, 1) from the one seeded generator.
+pub fn vector(rng: &mut SplitMix64, dim: usize) -> Vec<f32> {
+    (0..dim).map(|_| rng.next_f64() as f32).collect()
 }
 
 /// One query vector, top-10.
-pub fn query(collection: &str, seed: &mut u64, dim: usize) -> proto::SearchParam {
+pub fn query(collection: &str, rng: &mut SplitMix64, dim: usize) -> proto::SearchParam {
     proto::SearchParam {
         collection_name: collection.into(),
         query_record_array: vec![proto::RowRecord {
-            float_data: vector(seed, dim),
+            float_data: vector(rng, dim),
             binary_data: Vec::new(),
         }],
         topk: 10,

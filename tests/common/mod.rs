@@ -5,11 +5,19 @@
 
 pub mod process;
 pub mod proxy;
+pub mod requests;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use mishards::meta::{MetaUri, MySqlTarget, SqliteTarget};
+pub use mishards::rng::SplitMix64;
+// Each test binary uses some of them.
+#[allow(unused_imports)]
+pub use requests::{
+    cmd, code, collection, conn_stats, create_collection, create_index, flush, index_param, insert,
+    insert_param, params, partition, records, schema, search, search_in, search_param, send_search,
+};
 use sqlx::ConnectOptions;
 use sqlx::mysql::MySqlConnectOptions;
 
@@ -135,20 +143,21 @@ pub async fn client(addr: std::net::SocketAddr) -> Client {
         .max_encoding_message_size(300 << 20)
 }
 
-/// A seeded generator of test vectors (xorshift; no dependency needed).
-pub struct Rng(pub u64);
+/// Test vectors from the one seeded generator, coordinates uniform in [-1, 1): the tests compare answers
+/// with brute force over the same vectors, so which values they are does not matter, only that a seed
+/// gives the same ones again.
+pub trait RandomVectors {
+    fn vectors(&mut self, n: usize, dim: usize) -> Vec<Vec<f32>>;
+}
 
-impl Rng {
-    pub fn next_f32(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-
-    pub fn vectors(&mut self, n: usize, dim: usize) -> Vec<Vec<f32>> {
+impl RandomVectors for SplitMix64 {
+    fn vectors(&mut self, n: usize, dim: usize) -> Vec<Vec<f32>> {
         (0..n)
-            .map(|_| (0..dim).map(|_| self.next_f32()).collect())
+            .map(|_| {
+                (0..dim)
+                    .map(|_| (self.next_f64() * 2.0 - 1.0) as f32)
+                    .collect()
+            })
             .collect()
     }
 }
@@ -336,15 +345,7 @@ impl TestCluster {
 
     /// `conn_stats` as JSON.
     pub async fn stats(&self) -> serde_json::Value {
-        let mut c = self.client().await;
-        let reply = c
-            .cmd(mishards::proto::Command {
-                cmd: "conn_stats".into(),
-            })
-            .await
-            .expect("cmd")
-            .into_inner();
-        serde_json::from_str(&reply.string_reply).expect("conn_stats is JSON")
+        conn_stats(&mut self.client().await).await
     }
 
     /// Waits (bounded) until `n` read nodes and the write node are healthy.
@@ -504,9 +505,10 @@ pub async fn start_gateway_with(
 
 /// `GET path` from an admin listener at `addr`: status and body (bounded to 10 s).
 pub async fn admin_get(addr: &str, path: &str) -> (u16, String) {
-    let reply = mishards::gateway::admin_client::fetch(addr, path, std::time::Duration::from_secs(10))
-        .await
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let reply =
+        mishards::gateway::admin_client::fetch(addr, path, std::time::Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
     (reply.status, reply.body)
 }
 
@@ -517,21 +519,6 @@ pub async fn admin_json(addr: &str, path: &str) -> (u16, serde_json::Value) {
         panic!("GET {path} answered {status} with something not JSON ({e}): {body}")
     });
     (status, doc)
-}
-
-pub fn records(vectors: &[Vec<f32>]) -> Vec<mishards::proto::RowRecord> {
-    vectors
-        .iter()
-        .map(|v| mishards::proto::RowRecord {
-            float_data: v.clone(),
-            binary_data: Vec::new(),
-        })
-        .collect()
-}
-
-/// The error code of a reply's status (-1 when it has none).
-pub fn code(status: &Option<mishards::proto::Status>) -> i32 {
-    status.as_ref().map_or(-1, |s| s.error_code)
 }
 
 /// The fault token test gateways use.
@@ -586,7 +573,7 @@ pub async fn load_files(
     c: &mut Client,
     name: &str,
     files: usize,
-    rng: &mut Rng,
+    rng: &mut SplitMix64,
 ) -> Vec<(i64, Vec<f32>)> {
     load_sized(c, name, files, FILE_ROWS, FILE_DIM, rng).await
 }
@@ -599,21 +586,9 @@ pub async fn load_sized(
     files: usize,
     rows: usize,
     dim: usize,
-    rng: &mut Rng,
+    rng: &mut SplitMix64,
 ) -> Vec<(i64, Vec<f32>)> {
-    use mishards::proto;
-    let st = c
-        .create_collection(proto::CollectionSchema {
-            collection_name: name.into(),
-            dimension: dim as i64,
-            index_file_size: 1,
-            metric_type: 1,
-            ..Default::default()
-        })
-        .await
-        .expect("create collection")
-        .into_inner();
-    assert_eq!(st.error_code, 0, "{st:?}");
+    create_collection(c, schema(name, dim as i64, 1, 1)).await;
     let mut data = Vec::new();
     for _ in 0..files {
         data.extend(insert_file(c, name, rows, dim, rng).await);
@@ -627,28 +602,16 @@ pub async fn insert_file(
     name: &str,
     rows: usize,
     dim: usize,
-    rng: &mut Rng,
+    rng: &mut SplitMix64,
 ) -> Vec<(i64, Vec<f32>)> {
-    use mishards::proto;
     let v = rng.vectors(rows, dim);
     let r = c
-        .insert(proto::InsertParam {
-            collection_name: name.into(),
-            row_record_array: records(&v),
-            ..Default::default()
-        })
+        .insert(insert_param(name, "", &v, Vec::new()))
         .await
         .expect("insert")
         .into_inner();
     assert_eq!(code(&r.status), 0, "{:?}", r.status);
-    let st = c
-        .flush(proto::FlushParam {
-            collection_name_array: vec![name.into()],
-        })
-        .await
-        .expect("flush")
-        .into_inner();
-    assert_eq!(st.error_code, 0, "{st:?}");
+    flush(c, &[name]).await;
     r.vector_id_array.into_iter().zip(v).collect()
 }
 
@@ -717,4 +680,16 @@ pub fn assert_exact(
             "query {q}"
         );
     }
+}
+
+/// Searches `queries` over `name`, top-`k`, and checks the answer against brute force over `data`.
+pub async fn search_exact(
+    c: &mut Client,
+    name: &str,
+    data: &[(i64, Vec<f32>)],
+    queries: &[Vec<f32>],
+    k: usize,
+) {
+    let result = search(c, name, queries, k as i64).await;
+    assert_exact(&result, data, queries, k);
 }

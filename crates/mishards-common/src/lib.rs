@@ -1,3 +1,4 @@
 //! Small helpers that every layer shares and none owns.
 
 pub mod rng;
+pub mod stats;

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use mishards_common::stats;
+
 use super::scenario::Invariants;
 
 /// What one search came back with.
@@ -92,15 +94,11 @@ fn verdict(invariant: &'static str, problems: Vec<String>, ok: String) -> Verdic
     }
 }
 
-/// p-th percentile (0..=100) of the latencies, nearest rank; zero for no searches.
-pub fn percentile(records: &[SearchRecord], p: f64) -> Duration {
+/// p-th percentile (0..=100) of the searches' latencies, nearest rank; zero for no searches.
+pub fn latency_percentile(records: &[SearchRecord], p: f64) -> Duration {
     let mut latencies: Vec<Duration> = records.iter().map(|r| r.latency).collect();
-    if latencies.is_empty() {
-        return Duration::ZERO;
-    }
     latencies.sort_unstable();
-    let rank = ((p / 100.0) * latencies.len() as f64).ceil() as usize;
-    latencies[rank.clamp(1, latencies.len()) - 1]
+    stats::percentile(&latencies, p)
 }
 
 /// Checks every invariant the scenario asks for.
@@ -237,7 +235,7 @@ pub fn check(invariants: &Invariants, r: &Recording) -> Vec<Verdict> {
         ));
     }
     if let Some(factor) = invariants.p99_within {
-        let baseline = percentile(&r.warmup, 99.0);
+        let baseline = latency_percentile(&r.warmup, 99.0);
         let from = invariants.p99_from.unwrap_or_default();
         let counted: Vec<SearchRecord> = r
             .searches
@@ -245,7 +243,7 @@ pub fn check(invariants: &Invariants, r: &Recording) -> Vec<Verdict> {
             .filter(|s| !excused(s) && s.started >= from)
             .cloned()
             .collect();
-        let p99 = percentile(&counted, 99.0);
+        let p99 = latency_percentile(&counted, 99.0);
         let limit = baseline.mul_f64(factor);
         let problems = if r.warmup.is_empty() {
             vec!["no warm-up searches to compare with".into()]
@@ -404,8 +402,14 @@ mod tests {
         let records: Vec<SearchRecord> = (1..=100)
             .map(|i| search(0, i, SearchOutcome::Exact))
             .collect();
-        assert_eq!(percentile(&records, 99.0), Duration::from_millis(99));
-        assert_eq!(percentile(&records, 50.0), Duration::from_millis(50));
-        assert_eq!(percentile(&[], 99.0), Duration::ZERO);
+        assert_eq!(
+            latency_percentile(&records, 99.0),
+            Duration::from_millis(99)
+        );
+        assert_eq!(
+            latency_percentile(&records, 50.0),
+            Duration::from_millis(50)
+        );
+        assert_eq!(latency_percentile(&[], 99.0), Duration::ZERO);
     }
 }

@@ -7,6 +7,7 @@ pub mod check;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod steps;
 
 /// Everything a chaos run can fail with before it has a report.
 #[derive(Debug, thiserror::Error)]

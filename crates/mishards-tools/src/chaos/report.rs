@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::check::{Recording, SearchOutcome, Verdict, millis, percentile};
+use super::check::{Recording, SearchOutcome, Verdict, latency_percentile, millis};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Latency {
@@ -76,12 +76,12 @@ impl Report {
             faults_applied,
             errors,
             latency: Latency {
-                p50_ms: millis(percentile(searches, 50.0)),
-                p95_ms: millis(percentile(searches, 95.0)),
-                p99_ms: millis(percentile(searches, 99.0)),
+                p50_ms: millis(latency_percentile(searches, 50.0)),
+                p95_ms: millis(latency_percentile(searches, 95.0)),
+                p99_ms: millis(latency_percentile(searches, 99.0)),
                 max_ms: millis(max),
             },
-            warmup_p99_ms: millis(percentile(&recording.warmup, 99.0)),
+            warmup_p99_ms: millis(latency_percentile(&recording.warmup, 99.0)),
             passed: invariants.iter().all(|v| v.held),
             invariants,
             replay,
