@@ -14,7 +14,8 @@ fn compose() -> Value {
         env!("CARGO_MANIFEST_DIR"),
         "/docker-compose/docker-compose.yml"
     );
-    serde_yaml_ng::from_str(&std::fs::read_to_string(path).expect("compose file")).expect("valid YAML")
+    serde_yaml_ng::from_str(&std::fs::read_to_string(path).expect("compose file"))
+        .expect("valid YAML")
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -211,12 +212,25 @@ fn the_dockerfile_builds_the_binary_the_services_run() {
             parts[..parts.len().saturating_sub(1)].to_vec()
         })
         .collect();
-    for needed in ["Cargo.toml", "Cargo.lock", "crates", "proto", "src", "benches"] {
-        assert!(copied.contains(&needed), "the Dockerfile does not copy {needed}");
+    for needed in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "crates",
+        "proto",
+        "src",
+        "benches",
+    ] {
+        assert!(
+            copied.contains(&needed),
+            "the Dockerfile does not copy {needed}"
+        );
     }
     for path in &copied {
         let on_disk = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
-        assert!(on_disk.exists(), "the Dockerfile copies {path}, which does not exist");
+        assert!(
+            on_disk.exists(),
+            "the Dockerfile copies {path}, which does not exist"
+        );
     }
     let doc = compose();
     for (name, service) in doc["services"].as_mapping().unwrap() {

@@ -10,14 +10,27 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("mishards-proto", &[]),
     ("mishards-common", &[]),
     ("mishards-meta", &["mishards-proto", "mishards-common"]),
-    ("mishards-config", &["mishards-proto", "mishards-common", "mishards-meta"]),
+    (
+        "mishards-config",
+        &["mishards-proto", "mishards-common", "mishards-meta"],
+    ),
     (
         "mishards-telemetry",
-        &["mishards-proto", "mishards-common", "mishards-meta", "mishards-config"],
+        &[
+            "mishards-proto",
+            "mishards-common",
+            "mishards-meta",
+            "mishards-config",
+        ],
     ),
     (
         "mishards-fault",
-        &["mishards-proto", "mishards-common", "mishards-meta", "mishards-config"],
+        &[
+            "mishards-proto",
+            "mishards-common",
+            "mishards-meta",
+            "mishards-config",
+        ],
     ),
     (
         "mishards-node",
@@ -75,7 +88,10 @@ fn every_crate_depends_only_on_the_layers_below_it() {
         let dir = entry.expect("crates/ entry").path();
         let text = std::fs::read_to_string(dir.join("Cargo.toml")).expect("a crate's Cargo.toml");
         let manifest: toml::Table = text.parse().expect("Cargo.toml is TOML");
-        let name = manifest["package"]["name"].as_str().expect("package name").to_string();
+        let name = manifest["package"]["name"]
+            .as_str()
+            .expect("package name")
+            .to_string();
         let Some(may) = allowed.get(name.as_str()) else {
             panic!("{name} is not in this test's layer table: give it its layer");
         };
@@ -90,7 +106,10 @@ fn every_crate_depends_only_on_the_layers_below_it() {
     seen.sort();
     let mut expected: Vec<_> = allowed.keys().map(|s| s.to_string()).collect();
     expected.sort();
-    assert_eq!(seen, expected, "every layer in the table exists under crates/");
+    assert_eq!(
+        seen, expected,
+        "every layer in the table exists under crates/"
+    );
 }
 
 #[test]
