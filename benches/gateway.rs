@@ -14,7 +14,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::time::{Duration, Instant};
 
-use mishards::config::{GatewayConfig, NodeConfig, Scope};
+use mishards::config::{GatewayConfig, Scope};
 use mishards::proto::{self, milvus_service_client::MilvusServiceClient};
 use mishards::stats::percentile;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
@@ -25,7 +25,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 
 mod common;
-use common::{Client, SplitMix64, arg, connect, query, settings, vector};
+use common::{Client, SplitMix64, arg, connect, node_config, query, settings, vector};
 
 /// Median and p99 of `n` sequential searches, in microseconds.
 async fn latency(
@@ -358,18 +358,7 @@ async fn main() {
     let (_telemetry, sink) = tracing_mode().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let storage = dir.path().display().to_string();
-    let node = |role: &str| {
-        NodeConfig::from_settings(&settings(
-            Scope::Node,
-            &[
-                ("role", role.into()),
-                ("host", "127.0.0.1".into()),
-                ("port", "0".into()),
-                ("storage", storage.clone()),
-            ],
-        ))
-        .expect("node config")
-    };
+    let node = |role: &str| node_config(role, &storage, &[]);
     let writer = mishards::node::start(&node("rw"))
         .await
         .expect("write node");

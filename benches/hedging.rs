@@ -14,12 +14,12 @@ mod proxy;
 
 use std::time::{Duration, Instant};
 
-use mishards::config::{GatewayConfig, NodeConfig, Scope};
+use mishards::config::{GatewayConfig, Scope};
 use mishards::proto;
 use mishards::stats::percentile;
 
 mod common;
-use common::{Client, SplitMix64, arg, connect, query, settings, vector};
+use common::{Client, SplitMix64, arg, connect, node_config, query, settings, vector};
 
 const DIM: usize = 128;
 /// Rows per flush: 3,000 × 128 floats is 1.5 MB, over index_file_size = 1 MB, so every flush stays a file.
@@ -128,19 +128,7 @@ async fn main() {
     let (seconds, clients, delay_ms) = (arg(0, 40), arg(1, 4) as usize, arg(2, 50));
     let dir = tempfile::tempdir().expect("temp dir");
     let storage = dir.path().display().to_string();
-    let node = |role: &str| {
-        NodeConfig::from_settings(&settings(
-            Scope::Node,
-            &[
-                ("role", role.into()),
-                ("host", "127.0.0.1".into()),
-                ("port", "0".into()),
-                ("storage", storage.clone()),
-                ("auto-flush-interval", "3600".into()),
-            ],
-        ))
-        .expect("node config")
-    };
+    let node = |role: &str| node_config(role, &storage, &[("auto-flush-interval", "3600".into())]);
     let writer = mishards::node::start(&node("rw"))
         .await
         .expect("write node");

@@ -2,7 +2,7 @@
 //! deterministic vectors and queries, and a client. Each bench uses part of it.
 #![allow(dead_code)]
 
-use mishards::config::{Scope, Settings};
+use mishards::config::{NodeConfig, Scope, Settings};
 use mishards::proto::{self, milvus_service_client::MilvusServiceClient};
 pub use mishards::rng::SplitMix64;
 use tonic::transport::Channel;
@@ -23,6 +23,18 @@ pub fn arg(n: usize, default: u64) -> u64 {
 pub fn settings(scope: Scope, flags: &[(&'static str, String)]) -> Settings {
     let env: std::collections::HashMap<String, String> = Default::default();
     Settings::resolve(scope, &flags.iter().cloned().collect(), &env, None).expect("settings")
+}
+
+/// A node on loopback port 0 with its storage in `storage`, and any `extra` flags.
+pub fn node_config(role: &str, storage: &str, extra: &[(&'static str, String)]) -> NodeConfig {
+    let mut flags = vec![
+        ("role", role.to_string()),
+        ("host", "127.0.0.1".to_string()),
+        ("port", "0".to_string()),
+        ("storage", storage.to_string()),
+    ];
+    flags.extend_from_slice(extra);
+    NodeConfig::from_settings(&settings(Scope::Node, &flags)).expect("node config")
 }
 
 /// A vector of `dim` values in [0, 1) from the one seeded generator.

@@ -286,13 +286,14 @@ fn collection_of<'s>(
         .ok_or_else(|| GatewayError::CollectionNotFound(name.to_string()))
 }
 
-/// The RPCs relayed to the write node as they are, each a row: `rpc(request) -> reply: "Name", path,
-/// timeout`, where the path is `relay` (as is) or `write` (the metadata is refreshed after a success).
+/// The RPCs relayed as they are, each a row: `rpc(request) -> reply: "Name", path(arguments)`, where the
+/// path is `relay(timeout)` (to the write node as is), `write(timeout)` (the metadata is refreshed after
+/// a success) or `relay_to_every_node(timeout, read nodes)` (the write node, then every read node).
 /// Expand it inside the `impl MilvusService` block. Written as `#[async_trait]` expands an `async fn`
 /// (as `mishards_proto::unserved_hybrid_rpcs!` is), because the tonic trait is declared through it and
 /// an attribute on the impl does not see inside a macro call.
 macro_rules! relayed_rpcs {
-    ($($rpc:ident($req:ident) -> $resp:ident: $name:literal, $path:ident, $timeout:ident;)*) => {$(
+    ($($rpc:ident($req:ident) -> $resp:ident: $name:literal, $path:ident($($arg:expr),*);)*) => {$(
         fn $rpc<'life0, 'async_trait>(
             &'life0 self,
             r: Request<proto::$req>,
@@ -304,7 +305,7 @@ macro_rules! relayed_rpcs {
             Box::pin(async move {
                 reply(
                     $name,
-                    self.$path(r.into_inner(), $timeout, |mut c, r| async move { c.$rpc(r).await })
+                    self.$path(r.into_inner(), $($arg,)* |mut c, r| async move { c.$rpc(r).await })
                         .await,
                 )
             })
@@ -315,22 +316,28 @@ macro_rules! relayed_rpcs {
 #[tonic::async_trait]
 impl MilvusService for GatewayService {
     relayed_rpcs! {
-        create_collection(CollectionSchema) -> Status: "CreateCollection", write, QUICK;
-        show_collection_info(CollectionName) -> CollectionInfo: "ShowCollectionInfo", relay, QUICK;
-        drop_collection(CollectionName) -> Status: "DropCollection", write, QUICK;
-        create_index(IndexParam) -> Status: "CreateIndex", write, SLOW;
-        describe_index(CollectionName) -> IndexParam: "DescribeIndex", relay, QUICK;
-        drop_index(CollectionName) -> Status: "DropIndex", write, SLOW;
-        create_partition(PartitionParam) -> Status: "CreatePartition", write, QUICK;
-        drop_partition(PartitionParam) -> Status: "DropPartition", write, QUICK;
-        insert(InsertParam) -> VectorIds: "Insert", relay, QUICK;
-        get_vectors_by_id(VectorsIdentity) -> VectorsData: "GetVectorsByID", relay, QUICK;
-        get_vector_i_ds(GetVectorIDsParam) -> VectorIds: "GetVectorIDs", relay, QUICK;
-        search_by_id(SearchByIdParam) -> TopKQueryResult: "SearchByID", relay, QUICK;
-        search_in_files(SearchInFilesParam) -> TopKQueryResult: "SearchInFiles", relay, QUICK;
-        delete_by_id(DeleteByIdParam) -> Status: "DeleteByID", relay, QUICK;
-        flush(FlushParam) -> Status: "Flush", write, SLOW;
-        compact(CollectionName) -> Status: "Compact", write, SLOW;
+        create_collection(CollectionSchema) -> Status: "CreateCollection", write(QUICK);
+        show_collection_info(CollectionName) -> CollectionInfo: "ShowCollectionInfo", relay(QUICK);
+        drop_collection(CollectionName) -> Status: "DropCollection", write(QUICK);
+        create_index(IndexParam) -> Status: "CreateIndex", write(SLOW);
+        describe_index(CollectionName) -> IndexParam: "DescribeIndex", relay(QUICK);
+        drop_index(CollectionName) -> Status: "DropIndex", write(SLOW);
+        create_partition(PartitionParam) -> Status: "CreatePartition", write(QUICK);
+        drop_partition(PartitionParam) -> Status: "DropPartition", write(QUICK);
+        insert(InsertParam) -> VectorIds: "Insert", relay(QUICK);
+        get_vectors_by_id(VectorsIdentity) -> VectorsData: "GetVectorsByID", relay(QUICK);
+        get_vector_i_ds(GetVectorIDsParam) -> VectorIds: "GetVectorIDs", relay(QUICK);
+        search_by_id(SearchByIdParam) -> TopKQueryResult: "SearchByID", relay(QUICK);
+        search_in_files(SearchInFilesParam) -> TopKQueryResult: "SearchInFiles", relay(QUICK);
+        delete_by_id(DeleteByIdParam) -> Status: "DeleteByID", relay(QUICK);
+        flush(FlushParam) -> Status: "Flush", write(SLOW);
+        compact(CollectionName) -> Status: "Compact", write(SLOW);
+        preload_collection(PreloadCollectionParam) -> Status:
+            "PreloadCollection", relay_to_every_node(SLOW, ReadNodes::IfSucceeded);
+        release_collection(PreloadCollectionParam) -> Status:
+            "ReleaseCollection", relay_to_every_node(QUICK, ReadNodes::Always);
+        reload_segments(ReLoadSegmentsParam) -> Status:
+            "ReloadSegments", relay_to_every_node(QUICK, ReadNodes::Always);
     }
 
     async fn has_collection(&self, r: Request<proto::CollectionName>) -> Reply<proto::BoolReply> {
@@ -498,51 +505,6 @@ impl MilvusService for GatewayService {
             }
         };
         reply("Cmd", result)
-    }
-
-    async fn preload_collection(
-        &self,
-        r: Request<proto::PreloadCollectionParam>,
-    ) -> Reply<proto::Status> {
-        let result = self
-            .relay_to_every_node(
-                r.into_inner(),
-                SLOW,
-                ReadNodes::IfSucceeded,
-                |mut c, r| async move { c.preload_collection(r).await },
-            )
-            .await;
-        reply("PreloadCollection", result)
-    }
-
-    async fn release_collection(
-        &self,
-        r: Request<proto::PreloadCollectionParam>,
-    ) -> Reply<proto::Status> {
-        let result = self
-            .relay_to_every_node(
-                r.into_inner(),
-                QUICK,
-                ReadNodes::Always,
-                |mut c, r| async move { c.release_collection(r).await },
-            )
-            .await;
-        reply("ReleaseCollection", result)
-    }
-
-    async fn reload_segments(
-        &self,
-        r: Request<proto::ReLoadSegmentsParam>,
-    ) -> Reply<proto::Status> {
-        let result = self
-            .relay_to_every_node(
-                r.into_inner(),
-                QUICK,
-                ReadNodes::Always,
-                |mut c, r| async move { c.reload_segments(r).await },
-            )
-            .await;
-        reply("ReloadSegments", result)
     }
 
     proto::unserved_hybrid_rpcs!();
