@@ -185,10 +185,15 @@ impl Engine {
             let gc_every = (engine.opts.gc_grace / 2)
                 .clamp(Duration::from_millis(200), Duration::from_secs(30));
             let mut gc_tick = tokio::time::interval(gc_every);
+            // Measured from the last auto-flush, not from the last wake-up: a garbage-collection tick
+            // must not restart the wait, or an interval longer than the GC period would never end.
+            let mut last_flush = tokio::time::Instant::now();
             loop {
-                let flush_in = Duration::from_millis(engine.auto_flush_ms.load(Ordering::Relaxed));
+                let every = Duration::from_millis(engine.auto_flush_ms.load(Ordering::Relaxed));
+                let flush_in = every.saturating_sub(last_flush.elapsed());
                 tokio::select! {
                     _ = tokio::time::sleep(flush_in) => {
+                        last_flush = tokio::time::Instant::now();
                         if let Err(e) = engine.flush(&[]).await {
                             tracing::error!(error = %e, "auto-flush failed; data stays in the write-ahead log");
                         }

@@ -476,6 +476,40 @@ mod tests {
         }
     }
 
+    /// The auto-flush interval counts from the last auto-flush: garbage collection ticking more often
+    /// (every 200 ms here) must not keep postponing it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn auto_flush_fires_though_garbage_collection_ticks_more_often() {
+        let dir = tempfile::tempdir().unwrap();
+        let uri = MetaUri::Sqlite(SqliteTarget::File(dir.path().join("meta.sqlite")));
+        let meta = MetaStore::open(&uri, &MetaOptions::default())
+            .await
+            .expect("metadata");
+        let opts = EngineOptions {
+            auto_flush_interval: Duration::from_millis(500),
+            gc_grace: Duration::from_millis(400),
+            ..options(dir.path())
+        };
+        let engine = Engine::open(meta, opts).await.expect("engine");
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let background = engine.spawn_background(stopped);
+        engine.create_collection("c", 2, 1024, 1).await.unwrap();
+        engine
+            .insert("c", "", vec![1], vec![1.0; 2], 1)
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while engine.count("c").await.unwrap() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no auto-flush within 5 s at a 500 ms interval"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.send(true).unwrap();
+        background.await.unwrap();
+    }
+
     /// A record whose write fails while a flush already took the buffer holding it is left out by the
     /// flush, not by its writer.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
