@@ -5,7 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{RandomVectors, SplitMix64, TestCluster, assert_exact, code, search, search_param};
+use common::{
+    RandomVectors, SplitMix64, TestCluster, assert_exact, code, search_exact, search_param,
+};
 use mishards::gateway::cluster::GetLinks;
 use mishards::gateway::node_link::{GetLinkStats, LinkAnswer, LinkStats, NodeLink, SearchFiles};
 use mishards::gateway::routing::GetOwners;
@@ -246,8 +248,7 @@ async fn concurrent_searches_through_the_gateway_each_get_the_exact_answer() {
             let data = data.clone();
             tasks.push(tokio::spawn(async move {
                 let mut c = common::client(addr).await;
-                let reply = search(&mut c, "batched", &queries, 10).await;
-                assert_exact(&reply, &data, &queries, 10);
+                search_exact(&mut c, "batched", &data, &queries, 10).await;
             }));
         }
         for t in tasks {

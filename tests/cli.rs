@@ -268,47 +268,15 @@ fn an_unreachable_metadata_database_is_one_clear_line() {
     assert!(!err.contains(":pw@"), "{err}");
 }
 
-/// A `mishards node` process (see common::process).
-fn node_process(args: &[&str], env: &[(&str, &str)]) -> Process {
-    let args: Vec<&str> = std::iter::once("node")
-        .chain(args.iter().copied())
-        .collect();
-    Process::start(&args, env, 1)
-}
-
 #[test]
 fn a_node_listens_on_a_free_port_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let storage = dir.path().join("data");
-    let rw = node_process(
-        &[
-            "--role",
-            "rw",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--storage",
-            storage.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let rw = Process::local_node("rw", storage.to_str().unwrap(), &[], &[]);
     assert!(rw.addr().starts_with("127.0.0.1:"), "{}", rw.addr());
     assert!(Path::new(&storage.join("meta.sqlite")).exists());
     // A read node on the same folder finds the schema the writer made.
-    let ro = node_process(
-        &[
-            "--role",
-            "ro",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--storage",
-            storage.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let ro = Process::local_node("ro", storage.to_str().unwrap(), &[], &[]);
     assert_ne!(ro.addr(), rw.addr());
     assert!(ro.stop().contains("shutting down"));
     assert!(rw.stop().contains("shutting down"));
@@ -325,17 +293,10 @@ fn log_path_also_writes_log_files() {
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
     let storage = dir.path().join("data");
-    let node = node_process(
-        &[
-            "--role",
-            "rw",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--storage",
-            storage.to_str().unwrap(),
-        ],
+    let node = Process::local_node(
+        "rw",
+        storage.to_str().unwrap(),
+        &[],
         &[
             ("LOG_PATH", logs.to_str().unwrap()),
             ("LOG_NAME", "node"),

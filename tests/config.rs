@@ -59,12 +59,24 @@ fn assert_invalid_in_file(err: &ConfigError, key: &str, path: &Path) {
     );
 }
 
+/// A gateway config file holding `contents` is refused as `Invalid` for `key`, naming the file, and
+/// with `says` (if given) in the message.
+fn assert_gateway_file_rejected(contents: &str, key: &str, says: Option<&str>) {
+    let f = file(contents);
+    let err = resolve(Scope::Gateway, &[], &[], Some(f.path())).unwrap_err();
+    assert_invalid_in_file(&err, key, f.path());
+    if let Some(says) = says {
+        assert!(err.to_string().contains(says), "{err}");
+    }
+}
+
 #[test]
 fn a_bad_value_in_the_file_is_rejected_naming_key_and_file() {
-    let f = file("server_port = \"http\"\nwoserver = \"w:1\"\n");
-    let err = resolve(Scope::Gateway, &[], &[], Some(f.path())).unwrap_err();
-    assert_invalid_in_file(&err, "server_port", f.path());
-    assert!(err.to_string().contains("`http` is not a port"), "{err}");
+    assert_gateway_file_rejected(
+        "server_port = \"http\"\nwoserver = \"w:1\"\n",
+        "server_port",
+        Some("`http` is not a port"),
+    );
 }
 
 #[test]
@@ -149,20 +161,16 @@ fn a_bad_environment_value_is_rejected_even_when_a_flag_overrides_it() {
 
 #[test]
 fn file_values_of_the_wrong_shape_are_rejected_by_key() {
-    let f = file("woserver = [\"a:1\", \"b:2\"]\n");
-    let err = resolve(Scope::Gateway, &[], &[], Some(f.path())).unwrap_err();
-    assert_invalid_in_file(&err, "woserver", f.path());
-    assert!(err.to_string().contains("array"), "{err}");
+    assert_gateway_file_rejected("woserver = [\"a:1\", \"b:2\"]\n", "woserver", Some("array"));
 
-    let f = file("[woserver]\nhost = \"a\"\n");
-    let err = resolve(Scope::Gateway, &[], &[], Some(f.path())).unwrap_err();
-    assert_invalid_in_file(&err, "woserver", f.path());
+    assert_gateway_file_rejected("[woserver]\nhost = \"a\"\n", "woserver", None);
 
     // The same setting under its file key and its Mishards name.
-    let f = file("woserver = \"a:1\"\nWOSERVER = \"b:2\"\n");
-    let err = resolve(Scope::Gateway, &[], &[], Some(f.path())).unwrap_err();
-    assert_invalid_in_file(&err, "woserver", f.path());
-    assert!(err.to_string().contains("twice"), "{err}");
+    assert_gateway_file_rejected(
+        "woserver = \"a:1\"\nWOSERVER = \"b:2\"\n",
+        "woserver",
+        Some("twice"),
+    );
 
     // A list setting still takes an array.
     let f = file("discovery_static_hosts = [\"a\", \"b:2\"]\n");

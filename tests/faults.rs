@@ -35,6 +35,40 @@ async fn load(
     common::load_sized(c, name, files, ROWS, DIM, rng).await
 }
 
+/// Where most tests here start: a cluster of two read nodes with fault injection on.
+struct Loaded {
+    cluster: TestCluster,
+    c: Client,
+    /// The generator the rows and queries came from, for more of them.
+    rng: SplitMix64,
+    data: Vec<(i64, Vec<f32>)>,
+    queries: Vec<Vec<f32>>,
+}
+
+/// Starts two read nodes behind a gateway with faults seeded by `fault_seed` and `flags`, loads `files`
+/// files into `name` with rows from `data_seed`, and draws `nq` queries from the same generator.
+async fn loaded(
+    fault_seed: u64,
+    flags: &[(&'static str, String)],
+    data_seed: u64,
+    name: &str,
+    files: usize,
+    nq: usize,
+) -> Loaded {
+    let cluster = TestCluster::start_with_faults(2, fault_seed, flags).await;
+    let mut c = cluster.client().await;
+    let mut rng = SplitMix64::new(data_seed);
+    let data = load(&mut c, name, files, &mut rng).await;
+    let queries = rng.vectors(nq, DIM);
+    Loaded {
+        cluster,
+        c,
+        rng,
+        data,
+        queries,
+    }
+}
+
 /// Inserts one file's worth of rows and flushes.
 async fn insert_file(c: &mut Client, name: &str, rng: &mut SplitMix64) -> Vec<(i64, Vec<f32>)> {
     common::insert_file(c, name, ROWS, DIM, rng).await
@@ -93,11 +127,13 @@ fn attempts_on(manifest: &Value, node: &NodeAddr) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delay_on_one_read_node_shows_in_its_latency_and_answers_stay_exact() {
-    let cluster = TestCluster::start_with_faults(2, 1, &[]).await;
-    let mut c = cluster.client().await;
-    let mut rng = SplitMix64::new(61);
-    let data = load(&mut c, "delayed", 4, &mut rng).await;
-    let queries = rng.vectors(3, DIM);
+    let Loaded {
+        cluster,
+        mut c,
+        data,
+        queries,
+        ..
+    } = loaded(1, &[], 61, "delayed", 4, 3).await;
     let (victim, _) = victim(&cluster).await;
     let faults = cluster.faults();
     faults
@@ -142,11 +178,13 @@ async fn a_delay_on_one_read_node_shows_in_its_latency_and_answers_stay_exact() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_error_on_search_in_files_sends_the_nodes_files_to_fallbacks() {
-    let cluster = TestCluster::start_with_faults(2, 2, &[]).await;
-    let mut c = cluster.client().await;
-    let mut rng = SplitMix64::new(62);
-    let data = load(&mut c, "erring", 4, &mut rng).await;
-    let queries = rng.vectors(3, DIM);
+    let Loaded {
+        cluster,
+        mut c,
+        data,
+        queries,
+        ..
+    } = loaded(2, &[], 62, "erring", 4, 3).await;
     let (victim, others) = victim(&cluster).await;
     let faults = cluster.faults();
     // A Milvus status a node in trouble answers (a well-formed reply), then a gRPC-level error.
@@ -203,11 +241,13 @@ async fn an_error_on_search_in_files_sends_the_nodes_files_to_fallbacks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_node_goes_down_and_comes_back_and_searches_go_on() {
-    let cluster = TestCluster::start_with_faults(2, 3, &[]).await;
-    let mut c = cluster.client().await;
-    let mut rng = SplitMix64::new(63);
-    let data = load(&mut c, "split", 4, &mut rng).await;
-    let queries = rng.vectors(3, DIM);
+    let Loaded {
+        cluster,
+        mut c,
+        data,
+        queries,
+        ..
+    } = loaded(3, &[], 63, "split", 4, 3).await;
     let (victim, _) = victim(&cluster).await;
     let faults = cluster.faults();
     let id = faults
@@ -261,11 +301,13 @@ async fn a_partitioned_node_goes_down_and_comes_back_and_searches_go_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_holed_node_is_given_up_after_node_timeout_and_its_files_retried() {
-    let cluster = TestCluster::start_with_faults(2, 4, &[("node-timeout", "0.5".into())]).await;
-    let mut c = cluster.client().await;
-    let mut rng = SplitMix64::new(64);
-    let data = load(&mut c, "void", 4, &mut rng).await;
-    let queries = rng.vectors(3, DIM);
+    let Loaded {
+        cluster,
+        mut c,
+        data,
+        queries,
+        ..
+    } = loaded(4, &[("node-timeout", "0.5".into())], 64, "void", 4, 3).await;
     let (victim, _) = victim(&cluster).await;
     cluster
         .faults()
@@ -295,11 +337,13 @@ async fn a_black_holed_node_is_given_up_after_node_timeout_and_its_files_retried
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn searches_stay_exact_while_a_node_flaps() {
-    let cluster = TestCluster::start_with_faults(2, 5, &[]).await;
-    let mut c = cluster.client().await;
-    let mut rng = SplitMix64::new(65);
-    let data = load(&mut c, "flappy", 4, &mut rng).await;
-    let queries = rng.vectors(2, DIM);
+    let Loaded {
+        cluster,
+        mut c,
+        data,
+        queries,
+        ..
+    } = loaded(5, &[], 65, "flappy", 4, 2).await;
     let (victim, _) = victim(&cluster).await;
     let faults = cluster.faults();
     let window = Duration::from_millis(2400);
@@ -338,11 +382,13 @@ async fn searches_stay_exact_while_a_node_flaps() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_metadata_outage_marks_the_snapshot_stale_searches_go_on_and_it_recovers() {
-    let cluster = TestCluster::start_with_faults(2, 6, &[]).await;
-    let mut c = cluster.client().await;
-    let mut rng = SplitMix64::new(66);
-    let data = load(&mut c, "outage", 3, &mut rng).await;
-    let queries = rng.vectors(3, DIM);
+    let Loaded {
+        cluster,
+        mut c,
+        data,
+        queries,
+        ..
+    } = loaded(6, &[], 66, "outage", 3, 3).await;
     cluster
         .faults()
         .add(
@@ -376,11 +422,13 @@ async fn a_metadata_outage_marks_the_snapshot_stale_searches_go_on_and_it_recove
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_snapshot_hides_new_files_until_its_window_ends() {
-    let cluster = TestCluster::start_with_faults(2, 7, &[]).await;
-    let mut c = cluster.client().await;
-    let mut rng = SplitMix64::new(67);
-    let mut data = load(&mut c, "frozen", 2, &mut rng).await;
-    let queries = rng.vectors(2, DIM);
+    let Loaded {
+        cluster,
+        mut c,
+        mut rng,
+        mut data,
+        queries,
+    } = loaded(7, &[], 67, "frozen", 2, 2).await;
     let epoch = |s: &Value| s["metadata"]["epoch"].as_u64().unwrap_or(0);
     let before = epoch(&cluster.stats().await);
     let window = Duration::from_millis(3000);
@@ -423,11 +471,13 @@ async fn a_frozen_snapshot_hides_new_files_until_its_window_ends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_supervised_actor_crashed_is_restarted_and_searches_go_on() {
-    let cluster = TestCluster::start_with_faults(2, 8, &[]).await;
-    let mut c = cluster.client().await;
-    let mut rng = SplitMix64::new(68);
-    let data = load(&mut c, "crashy", 3, &mut rng).await;
-    let queries = rng.vectors(2, DIM);
+    let Loaded {
+        cluster,
+        mut c,
+        data,
+        queries,
+        ..
+    } = loaded(8, &[], 68, "crashy", 3, 2).await;
     let (victim, _) = victim(&cluster).await;
     let crash =
         |actor: ActorName| FaultRule::new(Target::Actor(actor), FaultKind::Crash { every: None });

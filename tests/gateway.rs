@@ -8,14 +8,37 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::{
-    Client, RandomVectors, SplitMix64, TestCluster, assert_exact, cmd, code, collection,
-    conn_stats, flush, insert, load_files, partition, schema, search, search_exact, search_param,
+    Client, RandomVectors, SplitMix64, TestCluster, cmd, code, collection, conn_stats,
+    create_collection, create_partition, flush, insert, load_files, schema, search, search_exact,
+    search_param, send_search,
 };
 use mishards::gateway::routing::GetOwners;
 use mishards::proto::{self, ErrorCode};
 
 const DIM: usize = common::FILE_DIM;
 const ROWS: usize = common::FILE_ROWS;
+
+/// The routing actor's current file → owning read node map.
+async fn file_owners(
+    cluster: &TestCluster,
+) -> std::collections::HashMap<i64, mishards::config::NodeAddr> {
+    cluster
+        .gateway
+        .actors
+        .routing
+        .send(GetOwners)
+        .await
+        .unwrap()
+}
+
+/// `CountCollection`'s row count for `name`; a failed call fails the test.
+async fn row_count(c: &mut Client, name: &str) -> i64 {
+    c.count_collection(collection(name))
+        .await
+        .unwrap()
+        .into_inner()
+        .collection_row_count
+}
 
 /// `requests` per read node from conn_stats.
 async fn requests_by_node(cluster: &TestCluster) -> Vec<(String, u64)> {
@@ -41,8 +64,7 @@ async fn search_over_all_readers(meta: Option<&common::TestDb>) {
     // at least two, whatever ports the nodes got (six files could legitimately split 3/3/0).
     let data = load_files(&mut c, "spread", 12, &mut rng).await;
     let queries = rng.vectors(5, DIM);
-    let via_gateway = search(&mut c, "spread", &queries, 10).await;
-    assert_exact(&via_gateway, &data, &queries, 10);
+    let via_gateway = search_exact(&mut c, "spread", &data, &queries, 10).await;
 
     // The same as one node's own exact search over everything.
     let mut direct = common::client(cluster.writer.as_ref().unwrap().addr).await;
@@ -78,8 +100,7 @@ async fn a_read_node_killed_under_load_costs_no_answer() {
     let mut rng = SplitMix64::new(22);
     let data = load_files(&mut c, "killed", 6, &mut rng).await;
     let queries = rng.vectors(3, DIM);
-    let expected = search(&mut c, "killed", &queries, 10).await;
-    assert_exact(&expected, &data, &queries, 10);
+    let expected = search_exact(&mut c, "killed", &data, &queries, 10).await;
 
     // Bounded load: 4 clients × 15 searches; a read node stops a third of the way through.
     let addr = cluster.gateway.addr;
@@ -157,25 +178,13 @@ async fn a_read_node_added_takes_only_its_share() {
     let mut rng = SplitMix64::new(23);
     // Twenty files: the chance that none lands on the new node, (2/3)^20, is 0.03%.
     let data = load_files(&mut c, "grow", 20, &mut rng).await;
-    let before = cluster
-        .gateway
-        .actors
-        .routing
-        .send(GetOwners)
-        .await
-        .unwrap();
+    let before = file_owners(&cluster).await;
     assert_eq!(before.len(), 20);
 
     let added = cluster.add_reader().await;
     cluster.publish_readers();
     cluster.wait_until_healthy(3).await;
-    let after = cluster
-        .gateway
-        .actors
-        .routing
-        .send(GetOwners)
-        .await
-        .unwrap();
+    let after = file_owners(&cluster).await;
     let new_node = mishards::config::NodeAddr {
         host: added.ip().to_string().into(),
         port: added.port(),
@@ -210,8 +219,7 @@ async fn with_the_write_node_down_searches_go_on_and_writes_fail_clearly() {
     let mut rng = SplitMix64::new(24);
     let data = load_files(&mut c, "steady", 2, &mut rng).await;
     let queries = rng.vectors(2, DIM);
-    let expected = search(&mut c, "steady", &queries, 5).await;
-    assert_exact(&expected, &data, &queries, 5);
+    let expected = search_exact(&mut c, "steady", &data, &queries, 5).await;
 
     cluster.stop_writer().await;
     let name = || collection("steady");
@@ -239,14 +247,7 @@ async fn with_the_write_node_down_searches_go_on_and_writes_fail_clearly() {
     assert_eq!(listed.collection_names, ["steady"]);
     let parts = c.show_partitions(name()).await.unwrap().into_inner();
     assert_eq!(parts.partition_tag_array, ["_default"]);
-    assert_eq!(
-        c.count_collection(name())
-            .await
-            .unwrap()
-            .into_inner()
-            .collection_row_count,
-        2 * ROWS as i64
-    );
+    assert_eq!(row_count(&mut c, "steady").await, 2 * ROWS as i64);
     // pymilvus asks for the version on connect: answered by the gateway itself.
     assert_eq!(cmd(&mut c, "version").await.string_reply, "1.1.1");
 
@@ -289,14 +290,7 @@ async fn with_the_write_node_down_searches_go_on_and_writes_fail_clearly() {
         .unwrap()
         .into_inner();
     assert_eq!(st.error_code, 0);
-    assert_eq!(
-        c.count_collection(name())
-            .await
-            .unwrap()
-            .into_inner()
-            .collection_row_count,
-        2 * ROWS as i64 + 2
-    );
+    assert_eq!(row_count(&mut c, "steady").await, 2 * ROWS as i64 + 2);
     cluster.shutdown().await;
 }
 
@@ -305,18 +299,8 @@ async fn partition_tags_and_deletes_pass_through_the_gateway() {
     let cluster = TestCluster::start(2, None).await;
     let mut c = cluster.client().await;
     let mut rng = SplitMix64::new(25);
-    let st = c
-        .create_collection(schema("tagged", 8, 1024, 2))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(st.error_code, 0);
-    let st = c
-        .create_partition(partition("tagged", "p1"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(st.error_code, 0);
+    create_collection(&mut c, schema("tagged", 8, 1024, 2)).await;
+    create_partition(&mut c, "tagged", "p1").await;
     let v = rng.vectors(50, 8);
     let r = insert(&mut c, "tagged", "p1", &v, Vec::new()).await;
     let ids = r.vector_id_array;
@@ -345,25 +329,25 @@ async fn partition_tags_and_deletes_pass_through_the_gateway() {
         .unwrap()
         .into_inner();
     assert_eq!(got.vectors_data[0].float_data, v[0]);
-    let only_p1 = c
-        .search(proto::SearchParam {
+    let only_p1 = send_search(
+        &mut c,
+        proto::SearchParam {
             partition_tag_array: vec!["p.".into()],
             ..search_param("tagged", &v[..1], 60)
-        })
-        .await
-        .unwrap()
-        .into_inner();
+        },
+    )
+    .await;
     assert_eq!(code(&only_p1.status), 0);
     let found: HashSet<i64> = only_p1.ids.iter().copied().filter(|id| *id >= 0).collect();
     assert_eq!(found, ids.iter().copied().collect::<HashSet<_>>());
-    let bad = c
-        .search(proto::SearchParam {
+    let bad = send_search(
+        &mut c,
+        proto::SearchParam {
             partition_tag_array: vec!["nope".into()],
             ..search_param("tagged", &v[..1], 1)
-        })
-        .await
-        .unwrap()
-        .into_inner();
+        },
+    )
+    .await;
     assert_eq!(code(&bad.status), ErrorCode::IllegalArgument as i32);
     let wrong_dim = search(&mut c, "tagged", &[vec![0.0; 3]], 1).await;
     assert_eq!(code(&wrong_dim.status), ErrorCode::IllegalDimension as i32);
@@ -406,8 +390,7 @@ async fn searches_go_on_through_a_metadata_outage_and_it_recovers() {
     let mut rng = SplitMix64::new(26);
     let data = load_files(&mut c, "outage", 4, &mut rng).await;
     let queries = rng.vectors(3, DIM);
-    let expected = search(&mut c, "outage", &queries, 10).await;
-    assert_exact(&expected, &data, &queries, 10);
+    let expected = search_exact(&mut c, "outage", &data, &queries, 10).await;
 
     // The file table disappears: every metadata read fails, for the gateway and the nodes alike.
     sqlite_exec(&cluster, "ALTER TABLE TableFiles RENAME TO TableFiles_away").await;

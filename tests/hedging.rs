@@ -30,6 +30,35 @@ async fn manifests(gateway: &mishards::gateway::RunningGateway, n: usize) -> Vec
     recent
 }
 
+/// Loads `FILES` files into `name` (rows from `seed`), then runs `searches` searches of `queries`
+/// random queries each, every answer checked exact: the gateway then holds one manifest a search.
+async fn load_and_search(
+    cluster: &TestCluster,
+    name: &str,
+    seed: u64,
+    searches: usize,
+    queries: usize,
+) {
+    let mut c = cluster.client().await;
+    let mut rng = SplitMix64::new(seed);
+    let data = load_files(&mut c, name, FILES, &mut rng).await;
+    for _ in 0..searches {
+        search_exact(&mut c, name, &data, &rng.vectors(queries, DIM), 10).await;
+    }
+}
+
+/// The routing actor's per-node view: placement, latency and whether it ranks the node slow.
+async fn routing_nodes(cluster: &TestCluster) -> Vec<mishards::gateway::routing::NodeRouting> {
+    cluster
+        .gateway
+        .actors
+        .routing
+        .send(GetRoutingStats)
+        .await
+        .unwrap()
+        .nodes
+}
+
 /// (node, why, outcome) of every attempt of a search.
 fn attempts(m: &SearchManifest) -> Vec<(String, &'static str, &'static str)> {
     m.nodes
@@ -117,13 +146,8 @@ async fn a_slow_node_is_hedged_each_file_answered_once_and_the_loser_cancelled()
     )
     .await;
     let slow = cluster.reader_host(0);
-    let mut c = cluster.client().await;
-    let mut rng = SplitMix64::new(61);
-    let data = load_files(&mut c, "hedged", FILES, &mut rng).await;
     let searches = 12;
-    for _ in 0..searches {
-        search_exact(&mut c, "hedged", &data, &rng.vectors(3, DIM), 10).await;
-    }
+    load_and_search(&cluster, "hedged", 61, searches, 3).await;
     let mut hedged_won = 0;
     let kept = manifests(&cluster.gateway, searches).await;
     let summary = describe(&kept, &slow);
@@ -171,13 +195,8 @@ async fn with_hedging_off_a_search_waits_for_the_slow_node() {
     )
     .await;
     let slow = cluster.reader_host(1);
-    let mut c = cluster.client().await;
-    let mut rng = SplitMix64::new(62);
-    let data = load_files(&mut c, "unhedged", FILES, &mut rng).await;
     let searches = 5;
-    for _ in 0..searches {
-        search_exact(&mut c, "unhedged", &data, &rng.vectors(2, DIM), 10).await;
-    }
+    load_and_search(&cluster, "unhedged", 62, searches, 2).await;
     for m in manifests(&cluster.gateway, searches).await {
         assert_each_file_answered_once(&m);
         let tried = attempts(&m);
@@ -285,17 +304,7 @@ async fn a_failed_hedge_leaves_the_files_to_the_original() {
     cluster.wait_until_healthy(2).await;
     // Wait (bounded) until routing places files on the stranger too.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while cluster
-        .gateway
-        .actors
-        .routing
-        .send(GetRoutingStats)
-        .await
-        .unwrap()
-        .nodes
-        .len()
-        < 2
-    {
+    while routing_nodes(&cluster).await.len() < 2 {
         assert!(Instant::now() < deadline, "routing never saw the stranger");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -337,14 +346,8 @@ async fn a_node_far_slower_than_its_peers_is_ranked_after_them() {
     let deadline = Instant::now() + Duration::from_secs(150);
     let mut rounds = 0;
     loop {
-        let slow_now = cluster
-            .gateway
-            .actors
-            .routing
-            .send(GetRoutingStats)
+        let slow_now = routing_nodes(&cluster)
             .await
-            .unwrap()
-            .nodes
             .iter()
             .any(|n| n.node == slow && n.slow);
         if slow_now {

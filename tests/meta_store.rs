@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use mishards::meta::{
     CollectionIndex, EngineType, FileChanges, FileRow, FileType, MetaError, MetaOptions, MetaStore,
-    MetaUri, MetricType, NewFile, NewTable, Retype, TableState, select_tables,
+    MetaUri, MetricType, NewFile, NewTable, Retype, TableRow, TableState, select_tables,
 };
 
 async fn open(db: &common::TestDb) -> MetaStore {
@@ -27,6 +27,34 @@ fn new_file(table: &str, segment: &str, file_type: FileType, rows: i64) -> NewFi
         now_us: 1_000,
         flush_lsn: 7,
     }
+}
+
+/// Registers a file row, panicking on a store error: setup, not the thing under test.
+async fn add_file(
+    store: &MetaStore,
+    table: &str,
+    segment: &str,
+    file_type: FileType,
+    rows: i64,
+) -> FileRow {
+    store
+        .create_file(&new_file(table, segment, file_type, rows))
+        .await
+        .unwrap()
+}
+
+/// Creates an L2 collection of dimension 4, panicking on a store error: setup, not the thing under test.
+async fn add_l2_collection(store: &MetaStore, name: &str, index_file_size: i64) -> TableRow {
+    store
+        .create_table(&NewTable::collection(
+            name,
+            4,
+            index_file_size,
+            MetricType::L2,
+            1,
+        ))
+        .await
+        .unwrap()
 }
 
 fn ids(files: &[FileRow]) -> Vec<i64> {
@@ -203,39 +231,18 @@ async fn collections_and_partitions() {
 async fn files_lifecycle_and_searchable_set() {
     for db in common::databases().await {
         let store = open(&db).await;
-        let c = store
-            .create_table(&NewTable::collection("c", 4, 1 << 30, MetricType::L2, 1))
-            .await
-            .unwrap();
+        let c = add_l2_collection(&store, "c", 1 << 30).await;
         store
             .create_table(&NewTable::partition(&c, "p", 1))
             .await
             .unwrap();
-        store
-            .create_table(&NewTable::collection("d", 4, 1 << 30, MetricType::L2, 1))
-            .await
-            .unwrap();
+        add_l2_collection(&store, "d", 1 << 30).await;
 
-        let raw = store
-            .create_file(&new_file("c", "s1", FileType::Raw, 10))
-            .await
-            .unwrap();
-        let to_index = store
-            .create_file(&new_file("c_p", "s2", FileType::ToIndex, 20))
-            .await
-            .unwrap();
-        let index = store
-            .create_file(&new_file("c", "s3", FileType::Index, 30))
-            .await
-            .unwrap();
-        let new = store
-            .create_file(&new_file("c", "s4", FileType::New, 0))
-            .await
-            .unwrap();
-        let other = store
-            .create_file(&new_file("d", "s5", FileType::Raw, 5))
-            .await
-            .unwrap();
+        let raw = add_file(&store, "c", "s1", FileType::Raw, 10).await;
+        let to_index = add_file(&store, "c_p", "s2", FileType::ToIndex, 20).await;
+        let index = add_file(&store, "c", "s3", FileType::Index, 30).await;
+        let new = add_file(&store, "c", "s4", FileType::New, 0).await;
+        let other = add_file(&store, "d", "s5", FileType::Raw, 5).await;
         assert!(
             raw.id < to_index.id
                 && to_index.id < index.id
@@ -328,22 +335,10 @@ async fn file_changes_commit_together_or_not_at_all() {
     for db in common::databases().await {
         let label = db.label;
         let store = open(&db).await;
-        store
-            .create_table(&NewTable::collection("t", 4, 1 << 20, MetricType::L2, 1))
-            .await
-            .unwrap();
-        let a = store
-            .create_file(&new_file("t", "a", FileType::Raw, 10))
-            .await
-            .unwrap();
-        let b = store
-            .create_file(&new_file("t", "b", FileType::Raw, 10))
-            .await
-            .unwrap();
-        let c = store
-            .create_file(&new_file("t", "c", FileType::Index, 10))
-            .await
-            .unwrap();
+        add_l2_collection(&store, "t", 1 << 20).await;
+        let a = add_file(&store, "t", "a", FileType::Raw, 10).await;
+        let b = add_file(&store, "t", "b", FileType::Raw, 10).await;
+        let c = add_file(&store, "t", "c", FileType::Index, 10).await;
         let all = |store: &MetaStore| {
             let store = store.clone();
             async move {
@@ -463,10 +458,7 @@ async fn an_existing_milvus_database_is_left_as_it_is() {
             ))
             .await
             .unwrap();
-        let f = first
-            .create_file(&new_file("kept", "seg", FileType::Index, 3))
-            .await
-            .unwrap();
+        let f = add_file(&first, "kept", "seg", FileType::Index, 3).await;
         first.set_global_lsn(77).await.unwrap();
         first.close().await;
 

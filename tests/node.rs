@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::{
     Client, RandomVectors, SplitMix64, brute_force, client, cmd, code, collection,
-    create_collection, create_index, flush, insert, node_config, partition, schema, search_in,
-    search_param,
+    create_collection, create_index, create_partition, flush, insert, node_config, partition,
+    schema, search_in, search_param,
 };
 use mishards::proto::{self, ErrorCode};
 
@@ -26,15 +26,55 @@ async fn create(c: &mut Client, name: &str, dim: i64, metric: i32) {
     create_collection(c, schema(name, dim, 1024, metric)).await;
 }
 
-/// A write node that flushes only when asked (auto-flush every hour).
-async fn writer_without_auto_flush(dir: &std::path::Path) -> mishards::node::RunningNode {
-    mishards::node::start(&node_config(
-        "rw",
-        dir,
-        &[("auto-flush-interval", "3600".into())],
-    ))
+/// A node of `role` on `dir` with extra flags (see `node_config`); one that cannot start fails the test.
+async fn start_node(
+    role: &str,
+    dir: &std::path::Path,
+    extra: &[(&'static str, String)],
+) -> mishards::node::RunningNode {
+    mishards::node::start(&node_config(role, dir, extra))
+        .await
+        .unwrap()
+}
+
+/// A write node that flushes only when asked (auto-flush every hour) on a fresh folder, and a client of
+/// it. Keep the folder until the end of the test (bind it to `_dir`, not `_`): dropping it deletes the
+/// node's storage.
+async fn writer_and_client() -> (tempfile::TempDir, mishards::node::RunningNode, Client) {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_node("rw", dir.path(), &[("auto-flush-interval", "3600".into())]).await;
+    let c = client(node.addr).await;
+    (dir, node, c)
+}
+
+/// Inserts `vectors` into the default partition with ids the node assigns; the (id, vector) rows
+/// that `assert_exact` checks against.
+async fn insert_rows(c: &mut Client, name: &str, vectors: &[Vec<f32>]) -> Vec<(i64, Vec<f32>)> {
+    let ids = insert(c, name, "", vectors, Vec::new())
+        .await
+        .vector_id_array;
+    assert_eq!(ids.len(), vectors.len(), "one id a row");
+    ids.into_iter().zip(vectors.iter().cloned()).collect()
+}
+
+/// `DeleteByID` of `ids` in partition `tag` ("" for the whole collection); the status, whatever it is.
+async fn delete_ids(c: &mut Client, name: &str, tag: &str, ids: Vec<i64>) -> proto::Status {
+    c.delete_by_id(proto::DeleteByIdParam {
+        collection_name: name.into(),
+        partition_tag: tag.into(),
+        id_array: ids,
+    })
     .await
     .unwrap()
+    .into_inner()
+}
+
+/// `ShowCollectionInfo`'s reply for `name`, whatever its status.
+async fn collection_info(c: &mut Client, name: &str) -> proto::CollectionInfo {
+    c.show_collection_info(collection(name))
+        .await
+        .unwrap()
+        .into_inner()
 }
 
 async fn count(c: &mut Client, name: &str) -> i64 {
@@ -45,6 +85,20 @@ async fn count(c: &mut Client, name: &str) -> i64 {
         .into_inner();
     ok(&r.status);
     r.collection_row_count
+}
+
+/// Searches all of `name` with `extra` as the params JSON and checks the answer against brute force
+/// (L2) over `data`.
+async fn search_l2_exact(
+    c: &mut Client,
+    name: &str,
+    data: &[(i64, Vec<f32>)],
+    queries: &[Vec<f32>],
+    k: usize,
+    extra: &str,
+) {
+    let result = search_in(c, name, &[], queries, k as i64, extra).await;
+    assert_exact(&result, data, queries, k, false);
 }
 
 /// Checks each result row against brute force: same ids in order, distances within a small tolerance.
@@ -80,9 +134,7 @@ fn assert_exact(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collections_partitions_and_exact_search() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = writer_without_auto_flush(dir.path()).await;
-    let mut c = client(node.addr).await;
+    let (_dir, node, mut c) = writer_and_client().await;
     let mut rng = SplitMix64::new(7);
 
     create(&mut c, "vectors", 16, 1).await;
@@ -103,12 +155,7 @@ async fn collections_partitions_and_exact_search() {
         (16, 1024, 1)
     );
 
-    let st = c
-        .create_partition(partition("vectors", "2024-01"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(st.error_code, 0, "{st:?}");
+    create_partition(&mut c, "vectors", "2024-01").await;
     let parts = c
         .show_partitions(collection("vectors"))
         .await
@@ -193,11 +240,7 @@ async fn collections_partitions_and_exact_search() {
     ok(&got.status);
     assert_eq!(got.vectors_data[0].float_data, base[403]);
     assert!(got.vectors_data[1].float_data.is_empty());
-    let stats = c
-        .show_collection_info(collection("vectors"))
-        .await
-        .unwrap()
-        .into_inner();
+    let stats = collection_info(&mut c, "vectors").await;
     ok(&stats.status);
     let json: serde_json::Value = serde_json::from_str(&stats.json_info).unwrap();
     assert_eq!(json["row_count"], 600);
@@ -221,15 +264,7 @@ async fn collections_partitions_and_exact_search() {
     assert_eq!(seg_ids.vector_id_array, part_ids);
 
     // Deletes count at the next flush, in the partition named.
-    let st = c
-        .delete_by_id(proto::DeleteByIdParam {
-            collection_name: "vectors".into(),
-            partition_tag: "2024-01".into(),
-            id_array: vec![part_ids[0], part_ids[1]],
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let st = delete_ids(&mut c, "vectors", "2024-01", vec![part_ids[0], part_ids[1]]).await;
     assert_eq!(st.error_code, 0, "{st:?}");
     flush(&mut c, &["vectors"]).await;
     assert_eq!(count(&mut c, "vectors").await, 598);
@@ -238,13 +273,11 @@ async fn collections_partitions_and_exact_search() {
         .filter(|(id, _)| !part_ids[..2].contains(id))
         .cloned()
         .collect();
-    let after = search_in(&mut c, "vectors", &[], &[base[400].clone()], 3, "{}").await;
-    assert_exact(&after, &remaining, &[base[400].clone()], 3, false);
+    search_l2_exact(&mut c, "vectors", &remaining, &[base[400].clone()], 3, "{}").await;
     let compact = c.compact(collection("vectors")).await.unwrap().into_inner();
     assert_eq!(compact.error_code, 0, "{compact:?}");
     assert_eq!(count(&mut c, "vectors").await, 598);
-    let after_compact = search_in(&mut c, "vectors", &[], &queries, 10, "{}").await;
-    assert_exact(&after_compact, &remaining, &queries, 10, false);
+    search_l2_exact(&mut c, "vectors", &remaining, &queries, 10, "{}").await;
 
     // Dropping a partition, then the collection.
     let st = c
@@ -272,22 +305,21 @@ async fn collections_partitions_and_exact_search() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ivf_index_lifecycle() {
     let dir = tempfile::tempdir().unwrap();
-    let config = node_config(
+    let node = start_node(
         "rw",
         dir.path(),
         &[
             ("auto-flush-interval", "3600".into()),
             ("index-build-threshold", "100".into()),
         ],
-    );
-    let node = mishards::node::start(&config).await.unwrap();
+    )
+    .await;
     let mut c = client(node.addr).await;
     let mut rng = SplitMix64::new(11);
     create(&mut c, "ivf", 8, 1).await;
     let base = rng.vectors(2000, 8);
-    let ids = insert(&mut c, "ivf", "", &base, Vec::new())
-        .await
-        .vector_id_array;
+    let data = insert_rows(&mut c, "ivf", &base).await;
+    let ids: Vec<i64> = data.iter().map(|(id, _)| *id).collect();
     flush(&mut c, &[]).await;
 
     let bad = create_index(&mut c, "ivf", 2, r#"{"nlist": 0}"#).await;
@@ -305,18 +337,12 @@ async fn ivf_index_lifecycle() {
     ok(&described.status);
     assert_eq!(described.index_type, 2);
     assert_eq!(described.extra_params[0].value, r#"{"nlist":16}"#);
-    let stats = c
-        .show_collection_info(collection("ivf"))
-        .await
-        .unwrap()
-        .into_inner();
+    let stats = collection_info(&mut c, "ivf").await;
     assert!(stats.json_info.contains("IVFFLAT"), "{}", stats.json_info);
 
-    let data: Vec<(i64, Vec<f32>)> = ids.iter().copied().zip(base.iter().cloned()).collect();
     let queries = rng.vectors(4, 8);
     // nprobe = nlist searches every list: exact.
-    let exact = search_in(&mut c, "ivf", &[], &queries, 10, r#"{"nprobe": 16}"#).await;
-    assert_exact(&exact, &data, &queries, 10, false);
+    search_l2_exact(&mut c, "ivf", &data, &queries, 10, r#"{"nprobe": 16}"#).await;
     let bad_nprobe = search_in(&mut c, "ivf", &[], &queries, 10, r#"{"nprobe": 0}"#).await;
     assert_eq!(code(&bad_nprobe.status), ErrorCode::IllegalArgument as i32);
     // Vectors stay readable by id while the raw file is kept behind the index.
@@ -332,55 +358,34 @@ async fn ivf_index_lifecycle() {
     assert_eq!(got.vectors_data[0].float_data, base[5]);
 
     // Deletes reach the index; compaction rewrites the segment and keeps it indexed.
-    let st = c
-        .delete_by_id(proto::DeleteByIdParam {
-            collection_name: "ivf".into(),
-            id_array: ids[..10].to_vec(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let st = delete_ids(&mut c, "ivf", "", ids[..10].to_vec()).await;
     assert_eq!(st.error_code, 0);
     flush(&mut c, &[]).await;
     let data: Vec<(i64, Vec<f32>)> = data[10..].to_vec();
-    let after_delete = search_in(&mut c, "ivf", &[], &queries, 10, r#"{"nprobe": 16}"#).await;
-    assert_exact(&after_delete, &data, &queries, 10, false);
+    search_l2_exact(&mut c, "ivf", &data, &queries, 10, r#"{"nprobe": 16}"#).await;
     let st = c.compact(collection("ivf")).await.unwrap().into_inner();
     assert_eq!(st.error_code, 0, "{st:?}");
     assert_eq!(count(&mut c, "ivf").await, 1990);
-    let stats = c
-        .show_collection_info(collection("ivf"))
-        .await
-        .unwrap()
-        .into_inner();
+    let stats = collection_info(&mut c, "ivf").await;
     assert!(stats.json_info.contains("IVFFLAT"), "{}", stats.json_info);
-    let after_compact = search_in(&mut c, "ivf", &[], &queries, 10, r#"{"nprobe": 16}"#).await;
-    assert_exact(&after_compact, &data, &queries, 10, false);
+    search_l2_exact(&mut c, "ivf", &data, &queries, 10, r#"{"nprobe": 16}"#).await;
 
     let st = c.drop_index(collection("ivf")).await.unwrap().into_inner();
     assert_eq!(st.error_code, 0);
-    let stats = c
-        .show_collection_info(collection("ivf"))
-        .await
-        .unwrap()
-        .into_inner();
+    let stats = collection_info(&mut c, "ivf").await;
     assert!(
         stats.json_info.contains("IDMAP") && !stats.json_info.contains("IVFFLAT"),
         "{}",
         stats.json_info
     );
-    let again = search_in(&mut c, "ivf", &[], &queries, 10, "{}").await;
-    assert_exact(&again, &data, &queries, 10, false);
+    search_l2_exact(&mut c, "ivf", &data, &queries, 10, "{}").await;
     node.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_clear_statuses_and_the_node_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let node = mishards::node::start(&node_config("rw", dir.path(), &[]))
-        .await
-        .unwrap();
+    let node = start_node("rw", dir.path(), &[]).await;
     let mut c = client(node.addr).await;
     let cases = [
         (schema("1bad", 4, 1024, 1), ErrorCode::IllegalCollectionName),
@@ -479,14 +484,7 @@ async fn bad_input_gets_clear_statuses_and_the_node_keeps_serving() {
         .unwrap()
         .into_inner();
     assert_ne!(st.error_code, 0);
-    let st = c
-        .delete_by_id(proto::DeleteByIdParam {
-            collection_name: "ok".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let st = delete_ids(&mut c, "ok", "", Vec::new()).await;
     assert_eq!(st.error_code, ErrorCode::IllegalVectorId as i32);
     let hybrid = c.has_hybrid_collection(collection("ok")).await.unwrap_err();
     assert_eq!(hybrid.code(), tonic::Code::Unimplemented);
@@ -528,23 +526,13 @@ async fn bad_input_gets_clear_statuses_and_the_node_keeps_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_node_on_the_same_storage_answers_the_same_and_refuses_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let rw = mishards::node::start(&node_config(
-        "rw",
-        dir.path(),
-        &[("auto-flush-interval", "0.2".into())],
-    ))
-    .await
-    .unwrap();
-    let ro = mishards::node::start(&node_config("ro", dir.path(), &[]))
-        .await
-        .unwrap();
+    let rw = start_node("rw", dir.path(), &[("auto-flush-interval", "0.2".into())]).await;
+    let ro = start_node("ro", dir.path(), &[]).await;
     let (mut w, mut r) = (client(rw.addr).await, client(ro.addr).await);
     let mut rng = SplitMix64::new(3);
     create(&mut w, "shared", 12, 2).await;
     let base = rng.vectors(300, 12);
-    let ids = insert(&mut w, "shared", "", &base, Vec::new())
-        .await
-        .vector_id_array;
+    let data = insert_rows(&mut w, "shared", &base).await;
     // Auto-flush makes the data visible without an explicit flush.
     let deadline = Instant::now() + Duration::from_secs(10);
     while count(&mut r, "shared").await < 300 {
@@ -555,19 +543,10 @@ async fn a_read_node_on_the_same_storage_answers_the_same_and_refuses_writes() {
     let from_rw = search_in(&mut w, "shared", &[], &queries, 7, "{}").await;
     let from_ro = search_in(&mut r, "shared", &[], &queries, 7, "{}").await;
     assert_eq!(from_rw, from_ro);
-    let data: Vec<(i64, Vec<f32>)> = ids.iter().copied().zip(base.iter().cloned()).collect();
     assert_exact(&from_ro, &data, &queries, 7, true);
 
     // The reader picks up deletes the writer flushed.
-    let st = w
-        .delete_by_id(proto::DeleteByIdParam {
-            collection_name: "shared".into(),
-            id_array: vec![from_rw.ids[0]],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let st = delete_ids(&mut w, "shared", "", vec![from_rw.ids[0]]).await;
     assert_eq!(st.error_code, 0);
     flush(&mut w, &[]).await;
     let again = search_in(&mut r, "shared", &[], &queries[..1], 7, "{}").await;
@@ -593,26 +572,17 @@ async fn small_files_merge_and_retired_files_leave_the_disk_after_the_grace_peri
         ("auto-flush-interval", "3600".to_string()),
         ("gc-grace", "0.3".to_string()),
     ];
-    let node = mishards::node::start(&node_config("rw", dir.path(), &extra))
-        .await
-        .unwrap();
+    let node = start_node("rw", dir.path(), &extra).await;
     let mut c = client(node.addr).await;
     let mut rng = SplitMix64::new(5);
     create(&mut c, "m", 4, 1).await;
     let mut data = Vec::new();
     for _ in 0..3 {
         let v = rng.vectors(50, 4);
-        let ids = insert(&mut c, "m", "", &v, Vec::new())
-            .await
-            .vector_id_array;
-        data.extend(ids.into_iter().zip(v));
+        data.extend(insert_rows(&mut c, "m", &v).await);
         flush(&mut c, &[]).await;
     }
-    let stats = c
-        .show_collection_info(collection("m"))
-        .await
-        .unwrap()
-        .into_inner();
+    let stats = collection_info(&mut c, "m").await;
     let json: serde_json::Value = serde_json::from_str(&stats.json_info).unwrap();
     assert_eq!(
         json["partitions"][0]["segments"].as_array().unwrap().len(),
@@ -632,8 +602,7 @@ async fn small_files_merge_and_retired_files_leave_the_disk_after_the_grace_peri
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let queries = rng.vectors(3, 4);
-    let result = search_in(&mut c, "m", &[], &queries, 5, "{}").await;
-    assert_exact(&result, &data, &queries, 5, false);
+    search_l2_exact(&mut c, "m", &data, &queries, 5, "{}").await;
     node.shutdown().await;
 }
 
@@ -668,18 +637,19 @@ async fn unflushed_writes_survive_a_crash_through_the_log() {
         index_build_rows: 4096,
     };
     let uri = mishards::node::server::meta_uri(&config).unwrap();
+    // Each open is a fresh start of the engine on the same storage and metadata.
+    async fn open_engine(
+        uri: &mishards::meta::MetaUri,
+        opts: &EngineOptions,
+    ) -> std::sync::Arc<Engine> {
+        let meta = MetaStore::open(uri, &MetaOptions::default()).await.unwrap();
+        Engine::open(meta, opts.clone()).await.unwrap()
+    }
     let mut rng = SplitMix64::new(9);
     let vectors = rng.vectors(100, 4);
     let flat: Vec<f32> = vectors.concat();
     let ids = {
-        let engine = Engine::open(
-            MetaStore::open(&uri, &MetaOptions::default())
-                .await
-                .unwrap(),
-            opts.clone(),
-        )
-        .await
-        .unwrap();
+        let engine = open_engine(&uri, &opts).await;
         engine
             .create_collection("durable", 4, 1024, 1)
             .await
@@ -695,14 +665,7 @@ async fn unflushed_writes_survive_a_crash_through_the_log() {
         ids
         // dropped here without a flush: only the log has the data
     };
-    let engine = Engine::open(
-        MetaStore::open(&uri, &MetaOptions::default())
-            .await
-            .unwrap(),
-        opts.clone(),
-    )
-    .await
-    .unwrap();
+    let engine = open_engine(&uri, &opts).await;
     assert_eq!(engine.count("durable").await.unwrap(), 0);
     engine.flush(&[]).await.unwrap();
     assert_eq!(engine.count("durable").await.unwrap(), 98);
@@ -726,14 +689,7 @@ async fn unflushed_writes_survive_a_crash_through_the_log() {
     assert!(more[0] > *ids.iter().max().unwrap());
     drop(engine);
     // A second restart after the flush replays nothing twice.
-    let engine = Engine::open(
-        MetaStore::open(&uri, &MetaOptions::default())
-            .await
-            .unwrap(),
-        opts,
-    )
-    .await
-    .unwrap();
+    let engine = open_engine(&uri, &opts).await;
     engine.flush(&[]).await.unwrap();
     assert_eq!(engine.count("durable").await.unwrap(), 99);
 }
@@ -750,21 +706,15 @@ async fn a_node_on_mysql_metadata() {
         }
         other => panic!("{other}"),
     };
-    let node = mishards::node::start(&node_config("rw", dir.path(), &[("meta-uri", uri)]))
-        .await
-        .unwrap();
+    let node = start_node("rw", dir.path(), &[("meta-uri", uri)]).await;
     let mut c = client(node.addr).await;
     let mut rng = SplitMix64::new(13);
     create(&mut c, "on_mysql", 6, 1).await;
     let v = rng.vectors(120, 6);
-    let ids = insert(&mut c, "on_mysql", "", &v, Vec::new())
-        .await
-        .vector_id_array;
+    let data = insert_rows(&mut c, "on_mysql", &v).await;
     flush(&mut c, &[]).await;
-    let data: Vec<(i64, Vec<f32>)> = ids.into_iter().zip(v).collect();
     let queries = rng.vectors(2, 6);
-    let result = search_in(&mut c, "on_mysql", &[], &queries, 4, "{}").await;
-    assert_exact(&result, &data, &queries, 4, false);
+    search_l2_exact(&mut c, "on_mysql", &data, &queries, 4, "{}").await;
     node.shutdown().await;
 }
 
@@ -772,9 +722,7 @@ async fn a_node_on_mysql_metadata() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_aborted_node_cuts_its_open_connections() {
     let dir = tempfile::tempdir().unwrap();
-    let node = mishards::node::start(&node_config("rw", dir.path(), &[]))
-        .await
-        .unwrap();
+    let node = start_node("rw", dir.path(), &[]).await;
     let addr = node.addr;
     let mut c = client(addr).await;
     let version = || proto::Command {
@@ -788,23 +736,13 @@ async fn an_aborted_node_cuts_its_open_connections() {
         "a call on an open connection to an aborted node must fail at once: {cut:?}"
     );
     // The address is free for a restart.
-    let again = mishards::node::start(&node_config(
-        "rw",
-        dir.path(),
-        &[("port", addr.port().to_string())],
-    ))
-    .await
-    .unwrap();
+    let again = start_node("rw", dir.path(), &[("port", addr.port().to_string())]).await;
     assert_eq!(again.addr, addr);
     again.shutdown().await;
 }
 
 async fn index_info(c: &mut Client, name: &str) -> serde_json::Value {
-    let stats = c
-        .show_collection_info(collection(name))
-        .await
-        .unwrap()
-        .into_inner();
+    let stats = collection_info(c, name).await;
     ok(&stats.status);
     serde_json::from_str(&stats.json_info).unwrap()
 }
@@ -814,16 +752,9 @@ async fn index_info(c: &mut Client, name: &str) -> serde_json::Value {
 /// CreateIndex or a Compact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_that_reach_index_file_size_get_their_index_in_the_background() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = writer_without_auto_flush(dir.path()).await;
-    let mut c = client(node.addr).await;
+    let (_dir, node, mut c) = writer_and_client().await;
     let mut rng = SplitMix64::new(17);
-    let st = c
-        .create_collection(schema("grow", 16, 1, 1))
-        .await
-        .unwrap()
-        .into_inner();
-    ok(&Some(st));
+    create_collection(&mut c, schema("grow", 16, 1, 1)).await;
     let st = create_index(&mut c, "grow", 2, r#"{"nlist": 16}"#).await;
     ok(&Some(st));
 
@@ -831,10 +762,7 @@ async fn files_that_reach_index_file_size_get_their_index_in_the_background() {
     let mut data = Vec::new();
     for round in 0..3 {
         let v = rng.vectors(5_000, 16);
-        let ids = insert(&mut c, "grow", "", &v, Vec::new())
-            .await
-            .vector_id_array;
-        data.extend(ids.into_iter().zip(v));
+        data.extend(insert_rows(&mut c, "grow", &v).await);
         flush(&mut c, &[]).await;
         if round < 2 {
             let json = index_info(&mut c, "grow").await;
@@ -851,10 +779,7 @@ async fn files_that_reach_index_file_size_get_their_index_in_the_background() {
     }
     // 16,000 rows ≈ 1.15 MB flushed at once: due for the index straight away.
     let v = rng.vectors(16_000, 16);
-    let ids = insert(&mut c, "grow", "", &v, Vec::new())
-        .await
-        .vector_id_array;
-    data.extend(ids.into_iter().zip(v));
+    data.extend(insert_rows(&mut c, "grow", &v).await);
     flush(&mut c, &[]).await;
 
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -877,16 +802,13 @@ async fn files_that_reach_index_file_size_get_their_index_in_the_background() {
     assert_eq!(count(&mut c, "grow").await, 31_000);
     let queries = rng.vectors(5, 16);
     // nprobe = nlist searches every list: the exact answer.
-    let exact = search_in(&mut c, "grow", &[], &queries, 10, r#"{"nprobe": 16}"#).await;
-    assert_exact(&exact, &data, &queries, 10, false);
+    search_l2_exact(&mut c, "grow", &data, &queries, 10, r#"{"nprobe": 16}"#).await;
     node.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_of_the_wrong_dimension_is_refused_even_without_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = writer_without_auto_flush(dir.path()).await;
-    let mut c = client(node.addr).await;
+    let (_dir, node, mut c) = writer_and_client().await;
     create(&mut c, "empty8", 8, 1).await;
     let wrong = vec![vec![0.5f32; 7]];
     let right = vec![vec![0.5f32; 8]];
@@ -926,9 +848,7 @@ async fn a_query_of_the_wrong_dimension_is_refused_even_without_data() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_preload_larger_than_the_cache_answers_cache_failed() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = writer_without_auto_flush(dir.path()).await;
-    let mut c = client(node.addr).await;
+    let (_dir, node, mut c) = writer_and_client().await;
     let mut rng = SplitMix64::new(19);
     create(&mut c, "big", 128, 1).await;
     // 4,000 × (8 + 512) bytes ≈ 2 MB.
@@ -972,16 +892,8 @@ async fn a_preload_larger_than_the_cache_answers_cache_failed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_config_tree_over_cmd() {
     let dir = tempfile::tempdir().unwrap();
-    let rw = mishards::node::start(&node_config(
-        "rw",
-        dir.path(),
-        &[("cache-size", "256".into())],
-    ))
-    .await
-    .unwrap();
-    let ro = mishards::node::start(&node_config("ro", dir.path(), &[]))
-        .await
-        .unwrap();
+    let rw = start_node("rw", dir.path(), &[("cache-size", "256".into())]).await;
+    let ro = start_node("ro", dir.path(), &[]).await;
     let mut c = client(rw.addr).await;
     let mut r = client(ro.addr).await;
     let cmd = |s: &str| proto::Command { cmd: s.into() };

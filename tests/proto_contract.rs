@@ -117,6 +117,14 @@ fn pymilvus() -> FileDescriptorSet {
     FileDescriptorSet::decode(bytes.as_slice()).expect("pymilvus descriptor set decodes")
 }
 
+/// `milvus.proto` in a descriptor set, for tests that change it to see the drift reported.
+fn milvus_proto(set: &mut FileDescriptorSet) -> &mut prost_types::FileDescriptorProto {
+    set.file
+        .iter_mut()
+        .find(|f| f.name() == "milvus.proto")
+        .expect("milvus.proto")
+}
+
 #[test]
 fn proto_matches_pymilvus_1_1_2() {
     let (ours, theirs) = (ours(), pymilvus());
@@ -148,11 +156,7 @@ fn proto_matches_pymilvus_1_1_2() {
 fn a_changed_field_number_is_drift() {
     let theirs = pymilvus();
     let mut changed = ours();
-    let milvus = changed
-        .file
-        .iter_mut()
-        .find(|f| f.name() == "milvus.proto")
-        .expect("milvus.proto");
+    let milvus = milvus_proto(&mut changed);
     let search = milvus
         .message_type
         .iter_mut()
@@ -177,11 +181,7 @@ fn a_changed_field_number_is_drift() {
 fn a_renamed_rpc_or_missing_message_is_drift() {
     let theirs = pymilvus();
     let mut changed = ours();
-    let milvus = changed
-        .file
-        .iter_mut()
-        .find(|f| f.name() == "milvus.proto")
-        .expect("milvus.proto");
+    let milvus = milvus_proto(&mut changed);
     milvus.service[0].method[0].name = Some("CreateTable".into());
     milvus.message_type.retain(|m| m.name() != "HEntity");
     let (only_ours, only_theirs) = drift(&changed, &theirs);

@@ -163,23 +163,7 @@ impl Cluster {
         let storage = dir.path().join("data");
         let storage = storage.to_str().unwrap().to_string();
         let node = |role: &str, storage: &str| {
-            Process::start(
-                &[
-                    "node",
-                    "--role",
-                    role,
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    "0",
-                    "--storage",
-                    storage,
-                    "--otlp-endpoint",
-                    otlp,
-                ],
-                &[],
-                1,
-            )
+            Process::local_node(role, storage, &["--otlp-endpoint", otlp], &[])
         };
         let writer = node("rw", &storage);
         let mut nodes: Vec<Process> = (0..readers).map(|_| node("ro", &storage)).collect();
@@ -571,22 +555,11 @@ async fn an_unreachable_collector_is_logged_once_and_requests_go_on() {
         listener.local_addr().unwrap()
     };
     let dir = tempfile::tempdir().unwrap();
-    let node = Process::start(
-        &[
-            "node",
-            "--role",
-            "rw",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--storage",
-            dir.path().to_str().unwrap(),
-            "--otlp-endpoint",
-            &format!("http://{closed}"),
-        ],
+    let node = Process::local_node(
+        "rw",
+        dir.path().to_str().unwrap(),
+        &["--otlp-endpoint", &format!("http://{closed}")],
         &[],
-        1,
     );
     let mut c = common::client(node.addr().parse().unwrap()).await;
     // Spans over several export rounds (every 0.5 s): each round fails.

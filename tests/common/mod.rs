@@ -15,8 +15,9 @@ pub use mishards::rng::SplitMix64;
 // Each test binary uses some of them.
 #[allow(unused_imports)]
 pub use requests::{
-    cmd, code, collection, conn_stats, create_collection, create_index, flush, index_param, insert,
-    insert_param, params, partition, records, schema, search, search_in, search_param, send_search,
+    cmd, code, collection, conn_stats, create_collection, create_index, create_partition, flush,
+    index_param, insert, insert_param, params, partition, records, schema, search, search_in,
+    search_param, send_search,
 };
 use sqlx::ConnectOptions;
 use sqlx::mysql::MySqlConnectOptions;
@@ -682,14 +683,16 @@ pub fn assert_exact(
     }
 }
 
-/// Searches `queries` over `name`, top-`k`, and checks the answer against brute force over `data`.
+/// Searches `queries` over `name`, top-`k`, and checks the answer against brute force over `data`;
+/// returns the checked answer for tests that compare later answers to it.
 pub async fn search_exact(
     c: &mut Client,
     name: &str,
     data: &[(i64, Vec<f32>)],
     queries: &[Vec<f32>],
     k: usize,
-) {
+) -> mishards::proto::TopKQueryResult {
     let result = search(c, name, queries, k as i64).await;
     assert_exact(&result, data, queries, k);
+    result
 }

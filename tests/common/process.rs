@@ -55,6 +55,24 @@ impl Process {
         process
     }
 
+    /// A `mishards node` of `role` on 127.0.0.1, on a port the system picks, over `storage`, with
+    /// `extra` flags after those; waits until it listens (see `start`).
+    pub fn local_node(role: &str, storage: &str, extra: &[&str], env: &[(&str, &str)]) -> Process {
+        let mut args = vec![
+            "node",
+            "--role",
+            role,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--storage",
+            storage,
+        ];
+        args.extend_from_slice(extra);
+        Process::start(&args, env, 1)
+    }
+
     pub fn addr(&self) -> &str {
         &self.addrs[0]
     }

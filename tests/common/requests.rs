@@ -57,6 +57,16 @@ pub async fn create_collection(c: &mut Client, schema: proto::CollectionSchema) 
     assert_eq!(st.error_code, 0, "{st:?}");
 }
 
+/// Creates partition `tag` of `name` and checks that it was.
+pub async fn create_partition(c: &mut Client, name: &str, tag: &str) {
+    let st = c
+        .create_partition(partition(name, tag))
+        .await
+        .expect("create partition")
+        .into_inner();
+    assert_eq!(st.error_code, 0, "{st:?}");
+}
+
 /// `vectors` into partition `tag` (empty: the default one), with `ids` (empty: ids assigned).
 pub fn insert_param(
     name: &str,
