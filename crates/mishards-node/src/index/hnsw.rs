@@ -163,6 +163,8 @@ struct Scratch {
     candidates: BinaryHeap<std::cmp::Reverse<Scored>>,
     /// The best rows found, worst on top.
     found: BinaryHeap<Scored>,
+    /// The unseen neighbours of the row being expanded.
+    fresh: Vec<u32>,
 }
 
 impl Scratch {
@@ -171,6 +173,7 @@ impl Scratch {
             visited: Visited::new(rows),
             candidates: BinaryHeap::new(),
             found: BinaryHeap::new(),
+            fresh: Vec::new(),
         }
     }
 }
@@ -555,6 +558,7 @@ impl Hnsw {
             visited,
             candidates,
             found,
+            fresh,
         } = s;
         visited.reset();
         candidates.clear();
@@ -570,16 +574,21 @@ impl Hnsw {
             if c.score > bound && (found.len() >= ef || deleted.is_none()) {
                 break;
             }
-            let links = self.links(c.row, level);
-            if let Some(&first) = links.first() {
+            // Unseen neighbours first, so only vectors about to be scored are prefetched (most
+            // neighbours are already seen; loading theirs would waste memory bandwidth).
+            fresh.clear();
+            fresh.extend(
+                self.links(c.row, level)
+                    .iter()
+                    .copied()
+                    .filter(|&n| !visited.check_and_mark(n)),
+            );
+            if let Some(&first) = fresh.first() {
                 prefetch(self.vector(first));
             }
-            for (i, &n) in links.iter().enumerate() {
-                if let Some(&next) = links.get(i + 1) {
+            for (i, &n) in fresh.iter().enumerate() {
+                if let Some(&next) = fresh.get(i + 1) {
                     prefetch(self.vector(next));
-                }
-                if visited.check_and_mark(n) {
-                    continue;
                 }
                 let score = self.scorer.score(q, self.vector(n));
                 if found.len() < ef || score < bound {
@@ -602,11 +611,10 @@ impl Hnsw {
         out
     }
 
-    /// The `k` best live rows for one query, best first.
+    /// The `ef` best live rows for one query, best first (ties by row).
     fn search_one(
         &self,
         q: &[f32],
-        k: usize,
         ef: usize,
         deleted: Option<&RowBitmap>,
         s: &mut Scratch,
@@ -622,9 +630,7 @@ impl Hnsw {
             score: cur_score,
             row: cur,
         };
-        let mut found = self.search_level(q, start, ef.max(k), 0, deleted, s);
-        found.truncate(k);
-        found
+        self.search_level(q, start, ef, 0, deleted, s)
     }
 
     /// Searches the `queries.len() / dim` queries, keeping `ef` candidates each, and returns the
@@ -655,8 +661,9 @@ impl Hnsw {
         }
         let rows = self.len();
         let answer = |s: &mut Scratch, q: &[f32], ids: &mut [i64], dists: &mut [f32]| {
-            let mut hits = self.search_one(q, k, ef, deleted, s);
-            // Equal distances rank by smaller id (the rows' order ranked them by row).
+            let mut hits = self.search_one(q, ef, deleted, s);
+            // Equal distances rank by smaller id (the search ranked them by row), also at the
+            // k-th place, so the cut comes after this sort.
             hits.sort_by(|a, b| {
                 cmp_score(a.score, b.score)
                     .then(self.ids[a.row as usize].cmp(&self.ids[b.row as usize]))

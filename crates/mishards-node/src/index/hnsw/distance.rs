@@ -1,26 +1,43 @@
 //! One-vector-against-one-vector scores for the graph walk.
 //!
 //! A graph search scores one query against scattered single rows, so the tile kernel (built for
-//! blocks of rows) does not fit; these are the one-pair versions: AVX2 + FMA picked at run time
-//! (the crate is not built with `target-cpu=native`), with a portable fallback. Scores are
-//! "lower is better": the squared L2 distance, or the negated inner product.
+//! blocks of rows) does not fit; these are the one-pair versions: AVX-512 or AVX2 + FMA picked at
+//! run time (the crate is not built with `target-cpu=native`; hnswlib's wheel is, and uses
+//! AVX-512 where the CPU has it), with a portable fallback. Scores are "lower is better": the
+//! squared L2 distance, or the negated inner product.
 
 use crate::index::topk::Metric;
 
 /// Lanes per accumulator (one AVX2 register of f32).
 const LANES: usize = 8;
 
-/// Proof that this CPU has AVX2 and FMA: only [`Avx2Fma::detect`] makes one, so holding one
-/// is what makes calling the AVX2 functions sound.
+/// A SIMD instruction set this CPU has. Only the detecting constructors make one, so holding
+/// one is what makes calling the matching `unsafe` functions sound.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Avx2Fma(());
+pub(super) struct Simd(Level);
 
-impl Avx2Fma {
-    pub(super) fn detect() -> Option<Avx2Fma> {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Level {
+    Avx2Fma,
+    Avx512,
+}
+
+impl Simd {
+    /// The best one this CPU has.
+    pub(super) fn detect() -> Option<Simd> {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return Some(Simd(Level::Avx512));
+        }
+        Simd::avx2_fma()
+    }
+
+    /// AVX2 + FMA, if present (even where AVX-512 is: the tests check both paths).
+    pub(super) fn avx2_fma() -> Option<Simd> {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
-            return Some(Avx2Fma(()));
+            return Some(Simd(Level::Avx2Fma));
         }
         None
     }
@@ -30,14 +47,14 @@ impl Avx2Fma {
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Scorer {
     pub(super) metric: Metric,
-    pub(super) simd: Option<Avx2Fma>,
+    pub(super) simd: Option<Simd>,
 }
 
 impl Scorer {
     pub(super) fn new(metric: Metric) -> Scorer {
         Scorer {
             metric,
-            simd: Avx2Fma::detect(),
+            simd: Simd::detect(),
         }
     }
 
@@ -53,12 +70,15 @@ impl Scorer {
 
 /// Squared Euclidean distance over the common length of `a` and `b`.
 #[inline]
-pub(super) fn l2(simd: Option<Avx2Fma>, a: &[f32], b: &[f32]) -> f32 {
+pub(super) fn l2(simd: Option<Simd>, a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     #[cfg(target_arch = "x86_64")]
-    if simd.is_some() {
-        // SAFETY: an `Avx2Fma` exists only if the CPU has both; both pointers cover `n` floats.
-        return unsafe { avx2::l2(a.as_ptr(), b.as_ptr(), n) };
+    match simd {
+        // SAFETY: a `Simd` exists only if the CPU has its instructions; both pointers cover `n`
+        // floats.
+        Some(Simd(Level::Avx512)) => return unsafe { avx512::l2(a.as_ptr(), b.as_ptr(), n) },
+        Some(Simd(Level::Avx2Fma)) => return unsafe { avx2::l2(a.as_ptr(), b.as_ptr(), n) },
+        None => {}
     }
     let _ = simd;
     portable_l2(&a[..n], &b[..n])
@@ -66,12 +86,14 @@ pub(super) fn l2(simd: Option<Avx2Fma>, a: &[f32], b: &[f32]) -> f32 {
 
 /// Inner product over the common length of `a` and `b`.
 #[inline]
-pub(super) fn dot(simd: Option<Avx2Fma>, a: &[f32], b: &[f32]) -> f32 {
+pub(super) fn dot(simd: Option<Simd>, a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     #[cfg(target_arch = "x86_64")]
-    if simd.is_some() {
+    match simd {
         // SAFETY: as in `l2`.
-        return unsafe { avx2::dot(a.as_ptr(), b.as_ptr(), n) };
+        Some(Simd(Level::Avx512)) => return unsafe { avx512::dot(a.as_ptr(), b.as_ptr(), n) },
+        Some(Simd(Level::Avx2Fma)) => return unsafe { avx2::dot(a.as_ptr(), b.as_ptr(), n) },
+        None => {}
     }
     let _ = simd;
     portable_dot(&a[..n], &b[..n])
@@ -130,6 +152,78 @@ pub(super) fn prefetch(v: &[f32]) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = v;
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// Safety: AVX-512F present; `a` and `b` cover `n` floats.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn l2(a: *const f32, b: *const f32, n: usize) -> f32 {
+        unsafe {
+            // Two chains of 16 lanes: dim 128 is four steps of 32.
+            let (mut s0, mut s1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+            let mut i = 0;
+            while i + 32 <= n {
+                let d0 = _mm512_sub_ps(_mm512_loadu_ps(a.add(i)), _mm512_loadu_ps(b.add(i)));
+                let d1 = _mm512_sub_ps(
+                    _mm512_loadu_ps(a.add(i + 16)),
+                    _mm512_loadu_ps(b.add(i + 16)),
+                );
+                s0 = _mm512_fmadd_ps(d0, d0, s0);
+                s1 = _mm512_fmadd_ps(d1, d1, s1);
+                i += 32;
+            }
+            while i < n {
+                // The last partial step loads only the lanes in range (masked lanes read nothing).
+                let m: __mmask16 = if n - i >= 16 {
+                    0xFFFF
+                } else {
+                    (1u16 << (n - i)) - 1
+                };
+                let d = _mm512_sub_ps(
+                    _mm512_maskz_loadu_ps(m, a.add(i)),
+                    _mm512_maskz_loadu_ps(m, b.add(i)),
+                );
+                s0 = _mm512_fmadd_ps(d, d, s0);
+                i += 16;
+            }
+            _mm512_reduce_add_ps(_mm512_add_ps(s0, s1))
+        }
+    }
+
+    /// Safety: AVX-512F present; `a` and `b` cover `n` floats.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn dot(a: *const f32, b: *const f32, n: usize) -> f32 {
+        unsafe {
+            let (mut s0, mut s1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+            let mut i = 0;
+            while i + 32 <= n {
+                s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a.add(i)), _mm512_loadu_ps(b.add(i)), s0);
+                s1 = _mm512_fmadd_ps(
+                    _mm512_loadu_ps(a.add(i + 16)),
+                    _mm512_loadu_ps(b.add(i + 16)),
+                    s1,
+                );
+                i += 32;
+            }
+            while i < n {
+                let m: __mmask16 = if n - i >= 16 {
+                    0xFFFF
+                } else {
+                    (1u16 << (n - i)) - 1
+                };
+                s0 = _mm512_fmadd_ps(
+                    _mm512_maskz_loadu_ps(m, a.add(i)),
+                    _mm512_maskz_loadu_ps(m, b.add(i)),
+                    s0,
+                );
+                i += 16;
+            }
+            _mm512_reduce_add_ps(_mm512_add_ps(s0, s1))
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -223,7 +317,7 @@ mod tests {
             let b = rng.normals(dim);
             let want_l2 = exact(Metric::L2, &a, &b);
             let want_ip = exact(Metric::Ip, &a, &b);
-            for isa in [None, Avx2Fma::detect()] {
+            for isa in [None, Simd::avx2_fma(), Simd::detect()] {
                 let tol = 1e-5 * (1.0 + dim as f64);
                 assert!(
                     (l2(isa, &a, &b) as f64 - want_l2).abs() < tol,
@@ -239,7 +333,7 @@ mod tests {
                 };
                 assert_eq!(s.score(&a, &b), -dot(isa, &a, &b));
             }
-            assert_eq!(l2(Avx2Fma::detect(), &a, &a), 0.0);
+            assert_eq!(l2(Simd::detect(), &a, &a), 0.0);
         }
     }
 }

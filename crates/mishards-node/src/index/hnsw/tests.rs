@@ -193,6 +193,26 @@ fn hnsw_empty_index_and_k_beyond_rows() {
 }
 
 #[test]
+fn hnsw_equal_distances_rank_by_smaller_id() {
+    let mut rng = Rng::new(9);
+    let dim = 4;
+    let v = rng.normals(dim);
+    // 6 copies of one vector (few enough that level 0 links them all: exact duplicates beyond
+    // a row's link capacity can be cut off, in hnswlib too), ids falling with the row, then 10
+    // short vectors, far from it in L2 and with a small inner product.
+    let mut data: Vec<f32> = v.repeat(6);
+    data.extend(rng.normals(10 * dim).iter().map(|x| x * 0.01));
+    let ids: Vec<i64> = (0..16).map(|r| 1000 - r).collect();
+    for metric in [Metric::L2, Metric::Ip] {
+        let index = Hnsw::build(&data, &ids, dim, metric, params(4, 8)).expect("valid");
+        let got = index.search(&v, 3, 16, None).expect("ok");
+        let want_d = got.distances[0];
+        assert!(got.distances.iter().all(|&d| d == want_d), "{got:?}");
+        assert_eq!(got.ids, vec![995, 996, 997], "{metric:?}");
+    }
+}
+
+#[test]
 fn hnsw_build_is_deterministic_across_thread_counts() {
     let mut rng = Rng::new(6);
     let (rows, dim) = (2500, 8);
