@@ -1,7 +1,8 @@
-//! FLAT and IVF_FLAT kernels against faiss-cpu on the same data, side by side.
+//! FLAT and IVF_FLAT kernels against faiss-cpu, and HNSW against hnswlib, on the same data, side
+//! by side.
 //!
 //! ```sh
-//! benches/run-index-bench.sh            # installs faiss-cpu into .venv if needed, then:
+//! benches/run-index-bench.sh            # installs faiss-cpu and hnswlib into .venv if needed, then:
 //! cargo bench --bench index -- [options]
 //! ```
 //!
@@ -13,7 +14,14 @@
 //! `--nlist N` [1024] `--nprobe N` [16] `--centers N` [1000] `--noise S` [1.0] `--reps N` [5]
 //! `--build-reps N` IVF builds timed [2]
 //! `--single N` single-query FLAT timings [20] `--seed N` [42] `--skip-flat` `--skip-ivf`
-//! `--no-faiss` `--keep DIR` (write the files to DIR and keep them).
+//! `--skip-hnsw` `--hnsw-m M` [16] `--hnsw-efc N` efConstruction [200] `--hnsw-ef LIST` search
+//! ef values [16,32,64,128,256] `--no-faiss` (no faiss or hnswlib run) `--keep DIR` (write the
+//! files to DIR and keep them).
+//!
+//! HNSW runs on the IVF data (clustered; L2), built once per side (`hnswlib_baseline.py` builds
+//! with all cores, as hnswlib's `add_items` does by default); each ef is timed as one batch of
+//! all queries on all cores. "At equal recall" compares our QPS with hnswlib's QPS interpolated
+//! (log-linear) to our recall on its ef curve.
 
 use std::collections::HashMap;
 use std::fs;
@@ -22,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use mishards::node::index::{IvfFlat, Metric, TopK, search_flat};
+use mishards::node::index::{Hnsw, HnswParams, IvfFlat, Metric, TopK, search_flat};
 use mishards::rng::SplitMix64;
 
 struct Args {
@@ -41,6 +49,10 @@ struct Args {
     seed: u64,
     skip_flat: bool,
     skip_ivf: bool,
+    skip_hnsw: bool,
+    hnsw_m: usize,
+    hnsw_efc: usize,
+    hnsw_efs: Vec<usize>,
     no_faiss: bool,
     keep: Option<PathBuf>,
 }
@@ -62,6 +74,10 @@ fn parse_args() -> Args {
         seed: 42,
         skip_flat: false,
         skip_ivf: false,
+        skip_hnsw: false,
+        hnsw_m: 16,
+        hnsw_efc: 200,
+        hnsw_efs: vec![16, 32, 64, 128, 256],
         no_faiss: false,
         keep: None,
     };
@@ -95,6 +111,16 @@ fn parse_args() -> Args {
             "--seed" => a.seed = num("--seed", value("--seed")),
             "--skip-flat" => a.skip_flat = true,
             "--skip-ivf" => a.skip_ivf = true,
+            "--skip-hnsw" => a.skip_hnsw = true,
+            "--hnsw-m" => a.hnsw_m = num("--hnsw-m", value("--hnsw-m")),
+            "--hnsw-efc" => a.hnsw_efc = num("--hnsw-efc", value("--hnsw-efc")),
+            "--hnsw-ef" => {
+                let v = value("--hnsw-ef");
+                a.hnsw_efs = v
+                    .split(',')
+                    .map(|e| num("--hnsw-ef", e.to_string()))
+                    .collect();
+            }
             "--no-faiss" => a.no_faiss = true,
             "--keep" => a.keep = Some(PathBuf::from(value("--keep"))),
             // `cargo bench` passes --bench to every bench binary.
@@ -389,7 +415,8 @@ fn main() {
         ));
     }
 
-    if !a.skip_ivf {
+    // Clustered data, shared by IVF and HNSW (and by their baselines, through the files).
+    let clustered_set = (!a.skip_ivf || !a.skip_hnsw).then(|| {
         let mut rng = Rng(SplitMix64::new(a.seed ^ 0x1F1F));
         let centers = rng.normals(a.centers * dim);
         let data = clustered(&mut rng, &centers, a.rows, dim, a.noise);
@@ -399,31 +426,28 @@ fn main() {
         write_raw(&dir.join("ivf_query.f32"), &queries, f32::to_le_bytes);
         let exact = search_flat(&queries, &data, &ids, dim, k, Metric::L2, None);
         write_raw(&dir.join("ivf_gt.i64"), &exact.ids, i64::to_le_bytes);
+        (data, queries, ids, exact)
+    });
+
+    if let (false, Some((data, queries, ids, exact))) = (a.skip_ivf, &clustered_set) {
         let mut index = None;
         let build = Stat::of(
             (0..a.build_reps.max(1))
                 .map(|_| {
                     let t = Instant::now();
-                    index = Some(IvfFlat::build(
-                        &data,
-                        &ids,
-                        dim,
-                        a.nlist,
-                        Metric::L2,
-                        a.seed,
-                    ));
+                    index = Some(IvfFlat::build(data, ids, dim, a.nlist, Metric::L2, a.seed));
                     t.elapsed().as_secs_f64()
                 })
                 .collect(),
         );
         let Some(index) = index else { return };
-        let batch = time_runs(a.reps, || index.search(&queries, k, a.nprobe, None));
+        let batch = time_runs(a.reps, || index.search(queries, k, a.nprobe, None));
         let one_by_one = time_runs(a.reps.div_ceil(2), || {
             for q in queries.chunks_exact(dim) {
                 std::hint::black_box(index.search(q, k, a.nprobe, None));
             }
         });
-        let got = index.search(&queries, k, a.nprobe, None);
+        let got = index.search(queries, k, a.nprobe, None);
         let r = recall(&got.ids, &exact.ids, k);
         eprintln!(
             "ours IVF: build {:.2} s, batch {:.4} s, one-by-one {:.4} s, recall {r:.4}",
@@ -470,7 +494,14 @@ fn main() {
         rows.push(rr);
     }
 
-    let f = if a.no_faiss {
+    let hnsw_ours = match (a.skip_hnsw, &clustered_set) {
+        (false, Some((data, queries, ids, exact))) => {
+            Some(bench_hnsw(&a, data, queries, ids, exact))
+        }
+        _ => None,
+    };
+
+    let f = if a.no_faiss || (a.skip_flat && a.skip_ivf) {
         HashMap::new()
     } else {
         run_faiss(&a, &dir)
@@ -510,6 +541,14 @@ fn main() {
     }
     println!("\nmedians:\n{}", table(&rows, |s| s.median));
     println!("best runs:\n{}", table(&rows, |s| s.best));
+    if let Some(ours) = &hnsw_ours {
+        let theirs = if a.no_faiss {
+            HashMap::new()
+        } else {
+            run_hnswlib(&a, &dir)
+        };
+        println!("{}", hnsw_table(&a, ours, &theirs));
+    }
     println!("loadavg at end: {}", loadavg());
     let _ = std::io::stdout().flush();
 }
@@ -555,6 +594,172 @@ fn table(rows: &[Row], pick: impl Fn(&Stat) -> f64) -> String {
             row.what,
             fmt(ours),
             row.target
+        ));
+    }
+    out
+}
+
+/// Our HNSW figures: build seconds, then per search ef the batch time and recall.
+struct HnswOurs {
+    build: f64,
+    max_level: usize,
+    points: Vec<(usize, Stat, f64)>,
+}
+
+fn bench_hnsw(a: &Args, data: &[f32], queries: &[f32], ids: &[i64], exact: &TopK) -> HnswOurs {
+    let (dim, k) = (a.dim, a.k);
+    let params = HnswParams {
+        m: a.hnsw_m,
+        ef_construction: a.hnsw_efc,
+        seed: a.seed,
+    };
+    let t = Instant::now();
+    let index = Hnsw::build(data, ids, dim, Metric::L2, params).unwrap_or_else(|e| {
+        eprintln!("HNSW build: {e}");
+        std::process::exit(2)
+    });
+    let build = t.elapsed().as_secs_f64();
+    eprintln!(
+        "ours HNSW: build {build:.2} s, max level {}",
+        index.max_level()
+    );
+    let mut points = Vec::new();
+    for &ef in &a.hnsw_efs {
+        let ef = ef.max(k);
+        let search = || {
+            index.search(queries, k, ef, None).unwrap_or_else(|e| {
+                eprintln!("HNSW search: {e}");
+                std::process::exit(2)
+            })
+        };
+        let batch = time_runs(a.reps, search);
+        let r = recall(&search().ids, &exact.ids, k);
+        eprintln!(
+            "ours HNSW ef {ef}: batch {:.4} s, recall {r:.4}",
+            batch.median
+        );
+        points.push((ef, batch, r));
+    }
+    HnswOurs {
+        build,
+        max_level: index.max_level(),
+        points,
+    }
+}
+
+fn run_hnswlib(a: &Args, dir: &Path) -> HashMap<String, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = std::env::var("MISHARDS_BENCH_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join(".venv/bin/python"));
+    let efs: Vec<String> = a.hnsw_efs.iter().map(|e| e.max(&a.k).to_string()).collect();
+    let mut cmd = Command::new(&python);
+    cmd.arg(root.join("benches/hnswlib_baseline.py"))
+        .args(["--dir", &dir.display().to_string()])
+        .args(["--dim", &a.dim.to_string(), "--k", &a.k.to_string()])
+        .args(["--m", &a.hnsw_m.to_string()])
+        .args(["--ef-construction", &a.hnsw_efc.to_string()])
+        .args(["--ef", &efs.join(","), "--reps", &a.reps.to_string()]);
+    eprintln!("running hnswlib baseline with {}", python.display());
+    let out = match cmd.output() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("could not run {}: {e}", python.display());
+            return HashMap::new();
+        }
+    };
+    if !out.status.success() {
+        eprintln!(
+            "hnswlib baseline failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return HashMap::new();
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.split_once(' ')
+                .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        })
+        .collect()
+}
+
+/// hnswlib's QPS at `recall`, interpolated log-linearly between its two ef points around it
+/// (`None` outside its measured recall range).
+fn qps_at_recall(curve: &[(f64, f64)], recall: f64) -> Option<f64> {
+    let mut c = curve.to_vec();
+    c.sort_by(|x, y| x.0.total_cmp(&y.0));
+    for w in c.windows(2) {
+        let ((r0, q0), (r1, q1)) = (w[0], w[1]);
+        if (r0..=r1).contains(&recall) {
+            if r1 == r0 {
+                return Some(q0.max(q1));
+            }
+            let t = (recall - r0) / (r1 - r0);
+            return Some((q0.ln() + t * (q1.ln() - q0.ln())).exp());
+        }
+    }
+    c.iter().find(|p| p.0 == recall).map(|p| p.1)
+}
+
+fn hnsw_table(a: &Args, ours: &HnswOurs, theirs: &HashMap<String, String>) -> String {
+    let get = |key: &str| theirs.get(key).and_then(|v| v.parse::<f64>().ok());
+    let nq = a.ivf_nq as f64;
+    let mut out = format!(
+        "HNSW, M {}, efConstruction {}, L2, {} queries per batch (all cores); hnswlib {} ({} threads); our max level {}\n\n",
+        a.hnsw_m,
+        a.hnsw_efc,
+        a.ivf_nq,
+        theirs
+            .get("hnswlib_version")
+            .map(String::as_str)
+            .unwrap_or("not run"),
+        theirs
+            .get("hnswlib_threads")
+            .map(String::as_str)
+            .unwrap_or("?"),
+        ours.max_level
+    );
+    let build_theirs = get("hnsw_build");
+    out.push_str(&format!(
+        "| build | mishards {:.2} s | hnswlib {} | ratio {} | target ≤ 1.5× | met {} |\n\n",
+        ours.build,
+        build_theirs.map_or("—".into(), |t| format!("{t:.2} s")),
+        build_theirs.map_or("—".into(), |t| format!("{:.2}×", ours.build / t)),
+        build_theirs.map_or("—", |t| if ours.build <= 1.5 * t {
+            "yes"
+        } else {
+            "**no**"
+        }),
+    ));
+    let curve: Vec<(f64, f64)> = ours
+        .points
+        .iter()
+        .filter_map(|&(ef, _, _)| {
+            Some((
+                get(&format!("hnsw_recall_ef{ef}"))?,
+                nq / get(&format!("hnsw_batch_ef{ef}"))?,
+            ))
+        })
+        .collect();
+    out.push_str(
+        "| ef | mishards QPS | mishards recall | hnswlib QPS | hnswlib recall | QPS ratio, same ef | hnswlib QPS at our recall | QPS ratio, equal recall (target ≥ 1) |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for &(ef, batch, r) in &ours.points {
+        let qps = nq / batch.median;
+        let (tq, tr) = (
+            get(&format!("hnsw_batch_ef{ef}")).map(|t| nq / t),
+            get(&format!("hnsw_recall_ef{ef}")),
+        );
+        let at = qps_at_recall(&curve, r);
+        let f = |v: Option<f64>, p: usize| v.map_or("—".into(), |v| format!("{v:.p$}"));
+        out.push_str(&format!(
+            "| {ef} | {qps:.0} | {r:.4} | {} | {} | {} | {} | {} |\n",
+            f(tq, 0),
+            f(tr, 4),
+            tq.map_or("—".into(), |t| format!("{:.2}×", qps / t)),
+            f(at, 0),
+            at.map_or("—".into(), |t| format!("{:.2}×", qps / t)),
         ));
     }
     out

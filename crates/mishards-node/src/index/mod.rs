@@ -1,4 +1,4 @@
-//! Vector search kernels: exact FLAT search and IVF_FLAT, over one segment's vectors.
+//! Vector search kernels: exact FLAT search, IVF_FLAT and HNSW, over one segment's vectors.
 //!
 //! Pure Rust, no BLAS: distances come from one dot-product tile kernel (`kernel`, AVX2 + FMA
 //! picked at run time, portable fallback) driven by a blocked scan with bounded per-query heaps
@@ -7,6 +7,7 @@
 //! smaller id, whatever the thread count.
 
 pub mod flat;
+pub mod hnsw;
 pub mod ivf;
 pub mod topk;
 
@@ -18,5 +19,6 @@ mod scan;
 mod testutil;
 
 pub use flat::search_flat;
+pub use hnsw::{Hnsw, HnswError, HnswParams};
 pub use ivf::IvfFlat;
 pub use topk::{MergeError, Metric, RowBitmap, TopK};

@@ -1,0 +1,379 @@
+use super::*;
+use crate::index::flat::search_flat_with;
+use crate::index::kernel::Isa;
+use crate::index::testutil::{Rng, check, clustered, exact};
+
+fn params(m: usize, ef_construction: usize) -> HnswParams {
+    HnswParams {
+        m,
+        ef_construction,
+        seed: 7,
+    }
+}
+
+fn seq_ids(n: usize) -> Vec<i64> {
+    (0..n as i64).map(|i| 10 * i + 1).collect()
+}
+
+fn row_of(id: i64) -> usize {
+    ((id - 1) / 10) as usize
+}
+
+fn recall(got: &TopK, want: &TopK) -> f64 {
+    let mut hit = 0;
+    for q in 0..got.nq {
+        let w = want.row_ids(q);
+        hit += got
+            .row_ids(q)
+            .iter()
+            .filter(|id| **id != -1 && w.contains(id))
+            .count();
+    }
+    hit as f64 / (want.nq * want.k) as f64
+}
+
+/// Recall@10 against the exact search on clustered data, and every hit's distance is its true
+/// Milvus distance, in Milvus order.
+fn recall_on_clustered_data(metric: Metric) {
+    let mut rng = Rng::new(42);
+    let (rows, dim, nq) = (3000, 24, 50);
+    let all = clustered(&mut rng, rows + nq, dim, 60, 0.4);
+    let (data, queries) = all.split_at(rows * dim);
+    let ids = seq_ids(rows);
+    let index = Hnsw::build(data, &ids, dim, metric, params(16, 100)).expect("valid params");
+    assert_eq!(
+        (index.len(), index.dim(), index.metric()),
+        (rows, dim, metric)
+    );
+    assert!(index.max_level() >= 1);
+    let want = search_flat_with(Isa::detect(), queries, data, &ids, dim, 10, metric, None);
+    let got = index.search(queries, 10, 64, None).expect("ef >= k");
+    let r = recall(&got, &want);
+    assert!(r >= 0.95, "{metric:?}: recall@10 {r}");
+    for q in 0..nq {
+        let (gi, gd) = (got.row_ids(q), got.row_distances(q));
+        for s in 0..10 {
+            assert_ne!(gi[s], -1, "query {q} slot {s} padded");
+            let x = &data[row_of(gi[s]) * dim..(row_of(gi[s]) + 1) * dim];
+            let truth = exact(metric, &queries[q * dim..(q + 1) * dim], x);
+            assert!((gd[s] as f64 - truth).abs() < 1e-3 * (1.0 + truth.abs()));
+            if s > 0 {
+                match metric {
+                    Metric::L2 => assert!(gd[s - 1] <= gd[s]),
+                    Metric::Ip => assert!(gd[s - 1] >= gd[s]),
+                }
+            }
+        }
+    }
+    // A larger ef never does worse here, and reaches the exact answer.
+    let wide = index.search(queries, 10, 400, None).expect("ef >= k");
+    assert!(recall(&wide, &want) >= r.min(0.99));
+}
+
+#[test]
+fn hnsw_l2_recall_on_clustered_data() {
+    recall_on_clustered_data(Metric::L2);
+}
+
+#[test]
+fn hnsw_ip_recall_on_clustered_data() {
+    recall_on_clustered_data(Metric::Ip);
+}
+
+#[test]
+fn hnsw_never_returns_deleted_rows() {
+    let mut rng = Rng::new(8);
+    let (rows, dim) = (1500, 16);
+    let data = clustered(&mut rng, rows, dim, 30, 0.3);
+    let ids = seq_ids(rows);
+    let queries = data[..8 * dim].to_vec();
+    for metric in [Metric::L2, Metric::Ip] {
+        let index = Hnsw::build(&data, &ids, dim, metric, params(8, 64)).expect("valid");
+        // Each query's 20 exact neighbours (itself included) plus every third row go.
+        let near = search_flat_with(Isa::detect(), &queries, &data, &ids, dim, 20, metric, None);
+        let mut deleted = RowBitmap::new(rows);
+        for &id in &near.ids {
+            deleted.set(row_of(id));
+        }
+        for r in (0..rows).step_by(3) {
+            deleted.set(r);
+        }
+        let got = index.search(&queries, 10, 80, Some(&deleted)).expect("ok");
+        for &id in &got.ids {
+            assert!(id != -1 && !deleted.contains(row_of(id)), "deleted {id}");
+        }
+        let want = search_flat_with(
+            Isa::detect(),
+            &queries,
+            &data,
+            &ids,
+            dim,
+            10,
+            metric,
+            Some(&deleted),
+        );
+        let r = recall(&got, &want);
+        assert!(r >= 0.9, "{metric:?} recall with deletions {r}");
+        // Everything deleted: only padding.
+        let mut all = RowBitmap::new(rows);
+        (0..rows).for_each(|r| all.set(r));
+        let none = index.search(&queries, 5, 50, Some(&all)).expect("ok");
+        assert_eq!(none, TopK::empty(8, 5, metric));
+    }
+}
+
+#[test]
+fn hnsw_refuses_params_out_of_range() {
+    let data = vec![0.5f32; 40];
+    let ids = seq_ids(10);
+    for (m, efc) in [(3, 100), (65, 100), (0, 100), (16, 7), (16, 513)] {
+        let e = Hnsw::build(&data, &ids, 4, Metric::L2, params(m, efc)).expect_err("refused");
+        let msg = e.to_string();
+        if !(4..=64).contains(&m) {
+            assert!(matches!(e, HnswError::M(x) if x == m), "{e}");
+            assert!(msg.contains("[4, 64]"), "{msg}");
+        } else {
+            assert!(matches!(e, HnswError::EfConstruction(x) if x == efc), "{e}");
+            assert!(msg.contains("[8, 512]"), "{msg}");
+        }
+    }
+    for (m, efc) in [(4, 8), (64, 512)] {
+        Hnsw::build(&data, &ids, 4, Metric::L2, params(m, efc)).expect("boundary accepted");
+    }
+}
+
+#[test]
+fn hnsw_refuses_ef_out_of_range() {
+    let mut rng = Rng::new(3);
+    let data = rng.normals(50 * 4);
+    let index = Hnsw::build(&data, &seq_ids(50), 4, Metric::L2, params(8, 32)).expect("valid");
+    let q = &data[..4];
+    let e = index.search(q, 10, 9, None).expect_err("ef < k");
+    assert!(matches!(e, HnswError::Ef { ef: 9, k: 10 }));
+    assert!(e.to_string().contains("[10, 32768]"), "{e}");
+    assert!(index.search(q, 10, 32769, None).is_err());
+    assert!(index.search(q, 10, 10, None).is_ok());
+    assert!(index.search(q, 10, 32768, None).is_ok());
+    // Refused on an empty index too: the parameter is wrong whatever the data.
+    let empty = Hnsw::build(&[], &[], 4, Metric::L2, params(8, 32)).expect("valid");
+    assert!(empty.search(q, 10, 5, None).is_err());
+}
+
+#[test]
+fn hnsw_empty_index_and_k_beyond_rows() {
+    let dim = 6;
+    let mut rng = Rng::new(4);
+    let queries = rng.normals(3 * dim);
+    for metric in [Metric::L2, Metric::Ip] {
+        let empty = Hnsw::build(&[], &[], dim, metric, params(16, 200)).expect("valid");
+        assert!(empty.is_empty());
+        assert_eq!(empty.max_level(), 0);
+        assert_eq!(
+            empty.search(&queries, 4, 16, None).expect("ok"),
+            TopK::empty(3, 4, metric)
+        );
+        let back = Hnsw::from_bytes(&empty.to_bytes()).expect("empty round trip");
+        assert_eq!(back, empty);
+        // Fewer rows than k: every row, exactly ranked, then padding.
+        let data = rng.normals(7 * dim);
+        let ids = seq_ids(7);
+        let small = Hnsw::build(&data, &ids, dim, metric, params(4, 8)).expect("valid");
+        let got = small.search(&queries, 10, 10, None).expect("ok");
+        check(&got, metric, &queries, &data, &ids, dim, 10, None);
+        // k = 0 and no queries.
+        assert_eq!(
+            small.search(&queries, 0, 10, None).expect("ok"),
+            TopK::empty(3, 0, metric)
+        );
+        assert_eq!(
+            small.search(&[], 3, 10, None).expect("ok"),
+            TopK::empty(0, 3, metric)
+        );
+    }
+}
+
+#[test]
+fn hnsw_equal_distances_rank_by_smaller_id() {
+    let mut rng = Rng::new(9);
+    let dim = 4;
+    let v = rng.normals(dim);
+    // 6 copies of one vector (few enough that level 0 links them all: exact duplicates beyond
+    // a row's link capacity can be cut off, in hnswlib too), ids falling with the row, then 10
+    // short vectors, far from it in L2 and with a small inner product.
+    let mut data: Vec<f32> = v.repeat(6);
+    data.extend(rng.normals(10 * dim).iter().map(|x| x * 0.01));
+    let ids: Vec<i64> = (0..16).map(|r| 1000 - r).collect();
+    for metric in [Metric::L2, Metric::Ip] {
+        let index = Hnsw::build(&data, &ids, dim, metric, params(4, 8)).expect("valid");
+        let got = index.search(&v, 3, 16, None).expect("ok");
+        let want_d = got.distances[0];
+        assert!(got.distances.iter().all(|&d| d == want_d), "{got:?}");
+        assert_eq!(got.ids, vec![995, 996, 997], "{metric:?}");
+    }
+}
+
+#[test]
+fn hnsw_build_is_deterministic_across_thread_counts() {
+    let mut rng = Rng::new(6);
+    let (rows, dim) = (2500, 8);
+    let data = clustered(&mut rng, rows, dim, 20, 0.5);
+    let ids = seq_ids(rows);
+    let build = || Hnsw::build(&data, &ids, dim, Metric::L2, params(8, 40)).expect("valid");
+    let a = build();
+    let one_thread = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("pool");
+    let b = one_thread.install(build);
+    assert_eq!(a, b);
+    let queries = &data[..20 * dim];
+    assert_eq!(
+        a.search(queries, 5, 20, None).expect("ok"),
+        one_thread
+            .install(|| b.search(queries, 5, 20, None))
+            .expect("ok")
+    );
+    let other_seed = Hnsw::build(
+        &data,
+        &ids,
+        dim,
+        Metric::L2,
+        HnswParams {
+            seed: 8,
+            ..params(8, 40)
+        },
+    )
+    .expect("valid");
+    assert_ne!(a.levels, other_seed.levels);
+    // Levels follow ⌊−ln(u)/ln M⌋: about 1/M of the rows sit above level 0.
+    let above = a.levels.iter().filter(|&&l| l > 0).count() as f64 / rows as f64;
+    assert!((above - 1.0 / 8.0).abs() < 0.03, "{above}");
+    // Every link is within capacity, in range and not a self-loop.
+    for r in 0..rows as u32 {
+        for l in 0..=a.levels[r as usize] as usize {
+            let links = a.links(r, l);
+            assert!(links.len() <= a.capacity(l));
+            assert!(links.iter().all(|&t| (t as usize) < rows && t != r));
+            assert!(l == 0 || links.iter().all(|&t| a.levels[t as usize] as usize >= l));
+        }
+    }
+}
+
+fn small_index() -> (Hnsw, Vec<f32>) {
+    let mut rng = Rng::new(10);
+    let (rows, dim) = (300, 5);
+    let data = clustered(&mut rng, rows, dim, 10, 0.5);
+    let index = Hnsw::build(&data, &seq_ids(rows), dim, Metric::Ip, params(4, 16)).expect("ok");
+    (index, rng.normals(6 * dim))
+}
+
+#[test]
+fn hnsw_serialize_round_trip_gives_identical_results() {
+    let mut rng = Rng::new(11);
+    let (rows, dim) = (800, 12);
+    let data = clustered(&mut rng, rows, dim, 15, 0.5);
+    let ids = seq_ids(rows);
+    let queries = rng.normals(10 * dim);
+    let mut deleted = RowBitmap::new(rows);
+    (0..rows).step_by(5).for_each(|r| deleted.set(r));
+    for metric in [Metric::L2, Metric::Ip] {
+        let index = Hnsw::build(&data, &ids, dim, metric, params(12, 50)).expect("ok");
+        let bytes = index.to_bytes();
+        let back = Hnsw::from_bytes(&bytes).expect("read back");
+        assert_eq!(back, index);
+        assert_eq!(back.to_bytes(), bytes);
+        for del in [None, Some(&deleted)] {
+            assert_eq!(
+                back.search(&queries, 7, 30, del).expect("ok"),
+                index.search(&queries, 7, 30, del).expect("ok")
+            );
+        }
+        let mut written = Vec::new();
+        index.write_to(&mut written).expect("write to a Vec");
+        assert_eq!(written, bytes);
+        assert_eq!(
+            Hnsw::read_from(&mut written.as_slice()).expect("read"),
+            index
+        );
+    }
+}
+
+#[test]
+fn hnsw_truncated_or_corrupt_bytes_are_errors() {
+    let (index, _) = small_index();
+    let bytes = index.to_bytes();
+    for cut in 0..bytes.len() {
+        let e = Hnsw::from_bytes(&bytes[..cut]).expect_err("truncated accepted");
+        assert!(matches!(e, HnswError::Truncated(_)), "cut {cut}: {e}");
+    }
+    for at in 0..bytes.len() {
+        let mut bad = bytes.clone();
+        bad[at] ^= 0x5A;
+        assert!(
+            Hnsw::from_bytes(&bad).is_err(),
+            "corruption at byte {at} accepted"
+        );
+    }
+    assert!(matches!(
+        Hnsw::from_bytes(&[bytes.as_slice(), &[0]].concat()),
+        Err(HnswError::Corrupt(_))
+    ));
+    let mut v2 = bytes.clone();
+    v2[8] = 2;
+    assert!(matches!(Hnsw::from_bytes(&v2), Err(HnswError::Version(2))));
+    assert!(matches!(
+        Hnsw::from_bytes(b"not an index at all!"),
+        Err(HnswError::Magic)
+    ));
+}
+
+/// Damage behind a valid checksum (as a buggy writer would produce) is still caught by the
+/// structural checks, and a huge claimed size fails before anything that size is allocated.
+#[test]
+fn hnsw_inconsistent_body_with_valid_checksum_is_an_error() {
+    let (index, _) = small_index();
+    let bytes = index.to_bytes();
+    let reseal = |mut body: Vec<u8>| {
+        let mut out = bytes[..12].to_vec();
+        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        let crc = crc32fast::hash(&body);
+        out.append(&mut body);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    };
+    let body = bytes[20..bytes.len() - 4].to_vec();
+    assert_eq!(
+        Hnsw::from_bytes(&reseal(body.clone())).expect("intact"),
+        index
+    );
+    // Offsets in the body: metric 0, dim 4, rows 12, M 20, efC 24, seed 28, max level 36,
+    // entry 40, ids 44.
+    let patch = |at: usize, v: &[u8]| {
+        let mut b = body.clone();
+        b[at..at + v.len()].copy_from_slice(v);
+        Hnsw::from_bytes(&reseal(b))
+    };
+    for (at, v) in [
+        (0usize, 9u64.to_le_bytes().to_vec()),
+        (4, u64::MAX.to_le_bytes().to_vec()),
+        (12, (1u64 << 40).to_le_bytes().to_vec()),
+        (12, u64::MAX.to_le_bytes().to_vec()),
+        (20, 3u32.to_le_bytes().to_vec()),
+        (24, 600u32.to_le_bytes().to_vec()),
+        (36, 40u32.to_le_bytes().to_vec()),
+        (40, 299u32.to_le_bytes().to_vec()),
+        (40, u32::MAX.to_le_bytes().to_vec()),
+    ] {
+        assert!(patch(at, &v).is_err(), "patch at {at} accepted");
+    }
+    // A link to a row past the end: the first link of row 0 on level 0.
+    let rows = index.len();
+    let links_at = 44 + rows * 8 + rows * index.dim() * 4 + rows;
+    let count = u32::from_le_bytes(body[links_at..links_at + 4].try_into().expect("4 bytes"));
+    assert!(count > 0);
+    assert!(matches!(
+        patch(links_at + 4, &(rows as u32).to_le_bytes()),
+        Err(HnswError::Corrupt(_))
+    ));
+    assert!(patch(links_at, &999u32.to_le_bytes()).is_err());
+}
