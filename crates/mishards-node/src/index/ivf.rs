@@ -439,24 +439,7 @@ fn read_len(r: &mut impl Read) -> io::Result<usize> {
 mod tests {
     use super::*;
     use crate::index::flat::search_flat_with;
-    use crate::index::testutil::{Rng, check, clustered, exact as exact_distance};
-
-    fn seq_ids(n: usize) -> Vec<i64> {
-        (0..n as i64).map(|i| 10 * i + 1).collect()
-    }
-
-    fn recall(got: &TopK, exact: &TopK) -> f64 {
-        let mut hit = 0;
-        for q in 0..got.nq {
-            let want = exact.row_ids(q);
-            hit += got
-                .row_ids(q)
-                .iter()
-                .filter(|id| **id != -1 && want.contains(id))
-                .count();
-        }
-        hit as f64 / (exact.nq * exact.k) as f64
-    }
+    use crate::index::testutil::{Rng, check, clustered, exact as exact_distance, recall, seq_ids};
 
     /// Recall@10 of nprobe 16 (of 64 lists) against the exact search, on clustered data.
     fn recall_at_nprobe_16(metric: Metric) {

@@ -162,3 +162,22 @@ pub(crate) fn check(
         }
     }
 }
+
+/// Ids 1, 11, 21, …: not row numbers, so a result that mixes the two up shows.
+pub(crate) fn seq_ids(n: usize) -> Vec<i64> {
+    (0..n as i64).map(|i| 10 * i + 1).collect()
+}
+
+/// The share of the exact top-k ids that `got` found (padding never counts).
+pub(crate) fn recall(got: &TopK, exact: &TopK) -> f64 {
+    let mut hit = 0;
+    for q in 0..got.nq {
+        let want = exact.row_ids(q);
+        hit += got
+            .row_ids(q)
+            .iter()
+            .filter(|id| **id != -1 && want.contains(id))
+            .count();
+    }
+    hit as f64 / (exact.nq * exact.k) as f64
+}

@@ -1,7 +1,7 @@
 use super::*;
 use crate::index::flat::search_flat_with;
 use crate::index::kernel::Isa;
-use crate::index::testutil::{Rng, check, clustered, exact};
+use crate::index::testutil::{Rng, check, clustered, exact, recall, seq_ids};
 
 fn params(m: usize, ef_construction: usize) -> HnswParams {
     HnswParams {
@@ -11,25 +11,8 @@ fn params(m: usize, ef_construction: usize) -> HnswParams {
     }
 }
 
-fn seq_ids(n: usize) -> Vec<i64> {
-    (0..n as i64).map(|i| 10 * i + 1).collect()
-}
-
 fn row_of(id: i64) -> usize {
     ((id - 1) / 10) as usize
-}
-
-fn recall(got: &TopK, want: &TopK) -> f64 {
-    let mut hit = 0;
-    for q in 0..got.nq {
-        let w = want.row_ids(q);
-        hit += got
-            .row_ids(q)
-            .iter()
-            .filter(|id| **id != -1 && w.contains(id))
-            .count();
-    }
-    hit as f64 / (want.nq * want.k) as f64
 }
 
 /// Recall@10 against the exact search on clustered data, and every hit's distance is its true
