@@ -8,6 +8,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use mishards_common::errors::error_chain;
+
 /// Why the admin listener could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminClientError {
@@ -103,18 +105,6 @@ pub async fn request(
             addr: addr.to_string(),
             timeout,
         })?
-}
-
-/// An error and its causes, one after another (hyper's own message alone says only "client error").
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 
+use mishards_common::errors::error_chain;
 use mishards_proto::limits::MAX_MESSAGE_BYTES;
 use mishards_proto::{self as proto, WithStatus, milvus_service_client::MilvusServiceClient};
 
@@ -105,21 +106,6 @@ pub async fn connect(addr: &str) -> Result<Client, BenchError> {
     Ok(Client::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
-}
-
-/// An error and its causes, `: `-separated (tonic's own text is just "transport error").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let more = s.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// One unary call with a timeout, its Milvus status checked.
