@@ -10,9 +10,9 @@
 use mishards_proto as proto;
 use mishards_proto::limits::MAX_RESULT_ENTRIES;
 
-/// Most query floats one batched call carries (16 MiB of vectors), so a batch never makes a message
-/// much larger than its largest search.
-pub const MAX_BATCH_FLOATS: usize = 4 << 20;
+/// Most query bytes (floats or binary) one batched call carries (16 MiB of vectors), so a batch never
+/// makes a message much larger than its largest search.
+pub const MAX_BATCH_QUERY_BYTES: usize = 16 << 20;
 
 /// Whether two searches can share one call: the same files of the same collection, the same topk,
 /// search parameters and partitions.
@@ -27,20 +27,21 @@ pub fn same_shape(a: &proto::SearchInFilesParam, b: &proto::SearchInFilesParam) 
         && pa.partition_tag_array == pb.partition_tag_array
 }
 
+/// The search's query count and query bytes.
 fn queries(p: &proto::SearchInFilesParam) -> (usize, usize) {
     p.search_param.as_ref().map_or((0, 0), |s| {
-        let floats = s
+        let bytes = s
             .query_record_array
             .iter()
-            .map(|r| r.float_data.len())
+            .map(|r| r.float_data.len() * 4 + r.binary_data.len())
             .sum();
-        (s.query_record_array.len(), floats)
+        (s.query_record_array.len(), bytes)
     })
 }
 
 /// Takes the next batch off `pending`, in order: its first search, and after it every later one of the
 /// same shape while the batch stays within `max_searches`, the result-size limit and
-/// `MAX_BATCH_FLOATS`. `alone(item)` marks a search that must go by itself (its trace is sampled, so
+/// `MAX_BATCH_QUERY_BYTES`. `alone(item)` marks a search that must go by itself (its trace is sampled, so
 /// its call carries its own `traceparent`). What is left stays in `pending`, in order.
 pub fn take_batch<T>(
     pending: &mut Vec<T>,
@@ -59,19 +60,19 @@ pub fn take_batch<T>(
         .search_param
         .as_ref()
         .map_or(0, |s| usize::try_from(s.topk).unwrap_or(usize::MAX));
-    let (mut nq, mut floats) = queries(param(&first));
+    let (mut nq, mut bytes) = queries(param(&first));
     let mut batch = vec![first];
     let mut rest = Vec::with_capacity(pending.len());
     for item in pending.drain(..) {
-        let (q, f) = queries(param(&item));
+        let (q, b) = queries(param(&item));
         let fits = batch.len() < max_searches
             && !alone(&item)
             && same_shape(param(&batch[0]), param(&item))
             && (nq + q).saturating_mul(topk) <= MAX_RESULT_ENTRIES
-            && floats + f <= MAX_BATCH_FLOATS;
+            && bytes + b <= MAX_BATCH_QUERY_BYTES;
         if fits {
             nq += q;
-            floats += f;
+            bytes += b;
             batch.push(item);
         } else {
             rest.push(item);

@@ -162,7 +162,7 @@ impl Search {
         manifest.epoch = plan.epoch;
         manifest.stale_snapshot = plan.stale;
         manifest.files = plan.files.len();
-        check_query(&param, plan.dimension)?;
+        check_query(&param, plan.dimension, plan.metric_type.is_binary())?;
         if plan.files.is_empty() {
             // Milvus answers a search over no data with an empty result.
             return Ok(Scattered::Answer(proto::TopKQueryResult {
@@ -234,8 +234,13 @@ impl SearchManifest {
     }
 }
 
-/// The checks Milvus makes before searching, so they hold even when no node is asked.
-fn check_query(param: &proto::SearchParam, dimension: i64) -> Result<(), GatewayError> {
+/// The checks Milvus makes before searching, so they hold even when no node is asked, and so a
+/// malformed search is refused here rather than batched with good ones on a node.
+fn check_query(
+    param: &proto::SearchParam,
+    dimension: i64,
+    binary: bool,
+) -> Result<(), GatewayError> {
     let invalid = |code: ErrorCode, reason: String| {
         GatewayError::Node(mishards_proto::error::status(code, reason))
     };
@@ -255,11 +260,32 @@ fn check_query(param: &proto::SearchParam, dimension: i64) -> Result<(), Gateway
     ) {
         return Err(invalid(ErrorCode::IllegalArgument, reason));
     }
-    if param
-        .query_record_array
-        .iter()
-        .any(|r| r.float_data.len() as i64 != dimension)
-    {
+    let records = &param.query_record_array;
+    let (wrong_kind, expected) = if binary {
+        (
+            records.iter().any(|r| !r.float_data.is_empty()),
+            "binary vectors (binary_data, dimension / 8 bytes each)",
+        )
+    } else {
+        (
+            records.iter().any(|r| !r.binary_data.is_empty()),
+            "float vectors (float_data)",
+        )
+    };
+    if wrong_kind {
+        return Err(invalid(
+            ErrorCode::IllegalRowrecord,
+            format!("this collection is searched with {expected}"),
+        ));
+    }
+    let width = |r: &proto::RowRecord| {
+        if binary {
+            r.binary_data.len() as i64 * 8
+        } else {
+            r.float_data.len() as i64
+        }
+    };
+    if records.iter().any(|r| width(r) != dimension) {
         return Err(invalid(
             ErrorCode::IllegalDimension,
             format!("every query vector must have the collection's dimension {dimension}"),

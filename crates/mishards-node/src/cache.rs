@@ -7,16 +7,18 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::index::{IvfFlat, Metric, RowBitmap, TopK, search_flat};
+use super::index::{RowBitmap, TopK, search_flat};
 use super::segment::{self, RawSegment, SegmentError};
-use mishards_meta::{FileRow, FileType};
+use super::segment_index::{IndexError, SearchParams, SegmentIndex, float_metric};
+use super::vectors::{Vectors, VectorsRef};
+use mishards_meta::{FileRow, FileType, MetricType};
 
 /// What a file holds once loaded.
 pub enum SegmentData {
     Raw(RawSegment),
     /// An index file: the index and the ids of its rows in their original (raw file) order.
-    Ivf {
-        index: IvfFlat,
+    Index {
+        index: SegmentIndex,
         ids: Vec<i64>,
     },
 }
@@ -25,14 +27,14 @@ impl SegmentData {
     fn ids(&self) -> &[i64] {
         match self {
             SegmentData::Raw(raw) => &raw.ids,
-            SegmentData::Ivf { ids, .. } => ids,
+            SegmentData::Index { ids, .. } => ids,
         }
     }
 
     fn bytes(&self) -> usize {
         match self {
             SegmentData::Raw(raw) => raw.bytes(),
-            SegmentData::Ivf { ids, index } => ids.len() * 12 + index.len() * index.dim() * 4,
+            SegmentData::Index { ids, index } => ids.len() * 8 + index.memory_bytes(),
         }
     }
 }
@@ -57,22 +59,39 @@ impl LoadedSegment {
     /// How this file is searched, in Milvus's index names (a raw file is searched exhaustively).
     pub fn index_name(&self) -> &'static str {
         match &*self.data {
+            SegmentData::Raw(raw) if raw.vectors.is_binary() => "BIN_FLAT",
             SegmentData::Raw(_) => "FLAT",
-            SegmentData::Ivf { .. } => "IVF_FLAT",
+            SegmentData::Index { index, .. } => index.engine_type().name(),
         }
     }
 
-    /// The top `k` of each query; `nprobe` applies to index files (default: 1/16 of the lists, at least 1).
-    pub fn search(&self, queries: &[f32], k: usize, metric: Metric, nprobe: Option<usize>) -> TopK {
+    /// The top `k` of each query under the collection's `metric`; `params` apply to index files.
+    pub fn search(
+        &self,
+        queries: VectorsRef<'_>,
+        k: usize,
+        metric: MetricType,
+        params: &SearchParams,
+    ) -> Result<TopK, IndexError> {
         let deleted = self.deleted.as_deref();
         match &*self.data {
-            SegmentData::Raw(raw) => {
-                search_flat(queries, &raw.vectors, &raw.ids, raw.dim, k, metric, deleted)
-            }
-            SegmentData::Ivf { index, .. } => {
-                let nprobe = nprobe.unwrap_or_else(|| (index.nlist() / 16).max(1));
-                index.search(queries, k, nprobe, deleted)
-            }
+            SegmentData::Raw(raw) => match (&raw.vectors, queries) {
+                (Vectors::Float(data), VectorsRef::Float(q)) => Ok(search_flat(
+                    q,
+                    data,
+                    &raw.ids,
+                    raw.dim,
+                    k,
+                    float_metric(metric),
+                    deleted,
+                )),
+                // Binary kernels land next (BIN_FLAT search).
+                (Vectors::Binary(_), VectorsRef::Binary(_)) => {
+                    Err(IndexError::Unsupported(mishards_meta::EngineType::BinFlat))
+                }
+                _ => Err(IndexError::MetricMismatch(metric)),
+            },
+            SegmentData::Index { index, .. } => index.search(queries, k, params, deleted),
         }
     }
 
@@ -91,7 +110,7 @@ impl LoadedSegment {
     }
 
     /// The vector stored for `id`, unless deleted. Only raw files answer; index files return `None`.
-    pub fn vector_of(&self, id: i64) -> Option<Vec<f32>> {
+    pub fn vector_of(&self, id: i64) -> Option<Vectors> {
         let SegmentData::Raw(raw) = &*self.data else {
             return None;
         };
@@ -99,7 +118,7 @@ impl LoadedSegment {
         if self.deleted.as_ref().is_some_and(|d| d.contains(row)) {
             return None;
         }
-        Some(raw.vector(row).to_vec())
+        raw.vector(row)
     }
 }
 
@@ -108,7 +127,7 @@ pub fn load(storage: &Path, file: &FileRow) -> Result<LoadedSegment, SegmentErro
     let path = segment::file_path(storage, file);
     let data = if file.file_type == FileType::Index {
         let (index, ids) = segment::read_index(&path)?;
-        SegmentData::Ivf { index, ids }
+        SegmentData::Index { index, ids }
     } else {
         SegmentData::Raw(segment::read_raw(&path)?)
     };
@@ -293,7 +312,7 @@ mod tests {
             data: Arc::new(SegmentData::Raw(RawSegment {
                 dim: 4,
                 ids: (0..rows as i64).collect(),
-                vectors: vec![0.5; rows * 4],
+                vectors: Vectors::Float(vec![0.5; rows * 4]),
             })),
             deleted: None,
         })
@@ -383,7 +402,13 @@ mod tests {
             flush_lsn: 0,
         };
         let path = segment::file_path(dir.path(), &file);
-        segment::write_raw(&path, 2, &[1, 2, 3], &[0.0, 0.0, 1.0, 1.0, 2.0, 2.0]).unwrap();
+        segment::write_raw(
+            &path,
+            2,
+            &[1, 2, 3],
+            &Vectors::Float(vec![0.0, 0.0, 1.0, 1.0, 2.0, 2.0]),
+        )
+        .unwrap();
         let cache = SegmentCache::new(1 << 20);
         let first = cache.get(dir.path(), &file).unwrap();
         assert_eq!((first.rows(), first.live_rows()), (3, 3));

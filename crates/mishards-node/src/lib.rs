@@ -6,10 +6,12 @@ mod checked_io;
 pub mod engine;
 pub mod index;
 pub mod segment;
+pub mod segment_index;
 pub mod server;
 pub mod server_config;
 pub mod service;
 pub mod validate;
+pub mod vectors;
 pub mod wal;
 
 pub use server::{RunningNode, start};
@@ -41,8 +43,6 @@ pub enum NodeError {
     #[error("{0}")]
     InvalidIndexType(String),
     #[error("{0}")]
-    InvalidNlist(String),
-    #[error("{0}")]
     InvalidMetric(String),
     #[error("{0}")]
     FileNotFound(String),
@@ -62,6 +62,8 @@ pub enum NodeError {
     Segment(#[from] segment::SegmentError),
     #[error(transparent)]
     Config(#[from] server_config::ConfigError),
+    #[error(transparent)]
+    Index(#[from] segment_index::IndexError),
     #[error("{0}")]
     Internal(String),
 }
@@ -77,7 +79,6 @@ impl MilvusError for NodeError {
             NodeError::InvalidRowRecord(_) => ErrorCode::IllegalRowrecord,
             NodeError::InvalidVectorId(_) => ErrorCode::IllegalVectorId,
             NodeError::InvalidIndexType(_) => ErrorCode::IllegalIndexType,
-            NodeError::InvalidNlist(_) => ErrorCode::IllegalNlist,
             NodeError::InvalidMetric(_) => ErrorCode::IllegalMetricType,
             NodeError::FileNotFound(_) => ErrorCode::FileNotFound,
             NodeError::CacheFailed(_) => ErrorCode::CacheFailed,
@@ -85,6 +86,13 @@ impl MilvusError for NodeError {
             NodeError::Partition(e) => e.code(),
             NodeError::Meta(e) => e.code(),
             NodeError::Config(e) => e.code(),
+            NodeError::Index(e) => match e {
+                segment_index::IndexError::Unsupported(_) => ErrorCode::IllegalIndexType,
+                segment_index::IndexError::MetricMismatch(_)
+                | segment_index::IndexError::WrongKind(..) => ErrorCode::IllegalRowrecord,
+                segment_index::IndexError::Params(_) => ErrorCode::IllegalArgument,
+                segment_index::IndexError::Corrupt(_) => ErrorCode::UnexpectedError,
+            },
             NodeError::Segment(e) if e.is_not_found() => ErrorCode::FileNotFound,
             NodeError::Wal(_) | NodeError::Segment(_) | NodeError::Internal(_) => {
                 ErrorCode::UnexpectedError

@@ -6,8 +6,12 @@
 //! so a reader sees either the old file or the complete new one; each ends in a CRC32 of its content
 //! (written and checked by `checked_io`).
 //!
-//! Raw file: `MSRAW001 | dim u32 | rows u64 | ids [i64; rows] | vectors [f32; rows*dim] | crc u32`.
+//! Raw file: `MSRAW001 | dim u32 | rows u64 | ids [i64; rows] | vectors [f32; rows*dim] | crc u32`;
+//! a binary collection's: `MSBIN001 | dim (bits) u32 | rows u64 | ids | vectors [u8; rows*dim/8] | crc`.
 //! Ids come first so the ids alone can be read without the vectors.
+//!
+//! Index file: `MSIVF001 | rows u64 | ids [i64; rows] | IVF_FLAT bytes | crc` (the first format, kept
+//! for IVF_FLAT) or `MSIDX001 | engine type u32 | rows u64 | ids | the index's own bytes | crc`.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
@@ -15,11 +19,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::checked_io::{CrcWriter, checked_content, from_le, write_le};
-use crate::index::IvfFlat;
-use mishards_meta::FileRow;
+use crate::segment_index::SegmentIndex;
+use crate::vectors::{Vectors, row_width};
+use mishards_meta::{EngineType, FileRow};
 
 const RAW_MAGIC: &[u8; 8] = b"MSRAW001";
+const BINARY_RAW_MAGIC: &[u8; 8] = b"MSBIN001";
 const INDEX_MAGIC: &[u8; 8] = b"MSIVF001";
+const ANY_INDEX_MAGIC: &[u8; 8] = b"MSIDX001";
 const DELETED_MAGIC: &[u8; 8] = b"MSDEL001";
 pub const DELETED_FILE: &str = "deleted.ids";
 
@@ -144,12 +151,13 @@ pub fn read_checked(path: &Path) -> Result<Vec<u8>, SegmentError> {
     Ok(bytes)
 }
 
-/// The vectors of a raw segment file, row-major.
+/// The vectors of a raw segment file, row-major. `dim` is the collection's dimension (bits for a
+/// binary collection).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawSegment {
     pub dim: usize,
     pub ids: Vec<i64>,
-    pub vectors: Vec<f32>,
+    pub vectors: Vectors,
 }
 
 impl RawSegment {
@@ -158,11 +166,17 @@ impl RawSegment {
     }
 
     pub fn bytes(&self) -> usize {
-        self.ids.len() * 8 + self.vectors.len() * 4
+        self.ids.len() * 8 + self.vectors.bytes()
     }
 
-    pub fn vector(&self, row: usize) -> &[f32] {
-        &self.vectors[row * self.dim..(row + 1) * self.dim]
+    /// Values a row holds.
+    pub fn width(&self) -> usize {
+        row_width(self.dim, self.vectors.is_binary())
+    }
+
+    /// Row `row`'s vector alone.
+    pub fn vector(&self, row: usize) -> Option<Vectors> {
+        self.vectors.row(row, self.width())
     }
 }
 
@@ -170,15 +184,24 @@ pub fn write_raw(
     path: &Path,
     dim: usize,
     ids: &[i64],
-    vectors: &[f32],
+    vectors: &Vectors,
 ) -> Result<u64, SegmentError> {
-    debug_assert_eq!(ids.len() * dim, vectors.len());
+    debug_assert_eq!(
+        ids.len() * row_width(dim, vectors.is_binary()),
+        vectors.values()
+    );
     write_atomic(path, |w| {
-        w.write_all(RAW_MAGIC)?;
+        w.write_all(match vectors {
+            Vectors::Float(_) => RAW_MAGIC,
+            Vectors::Binary(_) => BINARY_RAW_MAGIC,
+        })?;
         w.write_all(&(dim as u32).to_le_bytes())?;
         w.write_all(&(ids.len() as u64).to_le_bytes())?;
         write_i64s(w, ids)?;
-        write_le(w, vectors, f32::to_le_bytes)
+        match vectors {
+            Vectors::Float(v) => write_le(w, v, f32::to_le_bytes),
+            Vectors::Binary(v) => w.write_all(v),
+        }
     })
 }
 
@@ -190,14 +213,19 @@ fn le_i64s(bytes: &[u8]) -> Vec<i64> {
     from_le(bytes, i64::from_le_bytes)
 }
 
-/// Parses the raw header: (dim, rows).
-fn raw_header(path: &Path, bytes: &[u8]) -> Result<(usize, usize), SegmentError> {
-    if bytes.len() < 20 || &bytes[..8] != RAW_MAGIC {
-        return Err(SegmentError::corrupt(path, "not a raw segment file"));
+/// Parses the raw header: (dim, rows, binary).
+fn raw_header(path: &Path, bytes: &[u8]) -> Result<(usize, usize, bool), SegmentError> {
+    let binary = match bytes.get(..8) {
+        Some(m) if m == RAW_MAGIC => false,
+        Some(m) if m == BINARY_RAW_MAGIC => true,
+        _ => return Err(SegmentError::corrupt(path, "not a raw segment file")),
+    };
+    if bytes.len() < 20 {
+        return Err(SegmentError::corrupt(path, "truncated header"));
     }
     let dim = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
     let rows = u64::from_le_bytes(bytes[12..20].try_into().unwrap_or_default()) as usize;
-    Ok((dim, rows))
+    Ok((dim, rows, binary))
 }
 
 fn size_mismatch(path: &Path, dim: usize, rows: usize) -> SegmentError {
@@ -209,14 +237,23 @@ fn size_mismatch(path: &Path, dim: usize, rows: usize) -> SegmentError {
 
 pub fn read_raw(path: &Path) -> Result<RawSegment, SegmentError> {
     let bytes = read_checked(path)?;
-    let (dim, rows) = raw_header(path, &bytes)?;
+    let (dim, rows, binary) = raw_header(path, &bytes)?;
+    let value_bytes = if binary { 1 } else { 4 };
     let ids_end = rows.checked_mul(8).and_then(|n| n.checked_add(20));
-    let end = ids_end.and_then(|e| rows.checked_mul(dim)?.checked_mul(4)?.checked_add(e));
+    let end = ids_end.and_then(|e| {
+        rows.checked_mul(row_width(dim, binary))?
+            .checked_mul(value_bytes)?
+            .checked_add(e)
+    });
     match (ids_end, end) {
         (Some(ids_end), Some(end)) if end == bytes.len() => Ok(RawSegment {
             dim,
             ids: le_i64s(&bytes[20..ids_end]),
-            vectors: from_le(&bytes[ids_end..], f32::from_le_bytes),
+            vectors: if binary {
+                Vectors::Binary(bytes[ids_end..].to_vec())
+            } else {
+                Vectors::Float(from_le(&bytes[ids_end..], f32::from_le_bytes))
+            },
         }),
         _ => Err(size_mismatch(path, dim, rows)),
     }
@@ -228,7 +265,7 @@ pub fn read_raw_ids(path: &Path) -> Result<Vec<i64>, SegmentError> {
     let mut header = [0u8; 20];
     file.read_exact(&mut header)
         .map_err(|_| SegmentError::corrupt(path, "truncated header"))?;
-    let (dim, rows) = raw_header(path, &header)?;
+    let (dim, rows, _) = raw_header(path, &header)?;
     let file_len = file.metadata().map_err(SegmentError::io(path))?.len();
     let ids_len = rows
         .checked_mul(8)
@@ -239,37 +276,56 @@ pub fn read_raw_ids(path: &Path) -> Result<Vec<i64>, SegmentError> {
     Ok(le_i64s(&ids))
 }
 
-/// Writes an index file: `MSIVF001 | rows u64 | ids [i64; rows] (raw row order) | the index's own bytes`.
+/// Writes an index file (see the module doc): the ids of its rows in raw row order, then the index.
 /// The ids let delete marks (kept by id) become row offsets without reading the raw file.
-pub fn write_index(path: &Path, index: &IvfFlat, ids: &[i64]) -> Result<u64, SegmentError> {
+pub fn write_index(path: &Path, index: &SegmentIndex, ids: &[i64]) -> Result<u64, SegmentError> {
     write_atomic(path, |mut w| {
-        w.write_all(INDEX_MAGIC)?;
+        match index {
+            SegmentIndex::IvfFlat(_) => w.write_all(INDEX_MAGIC)?,
+            _ => {
+                w.write_all(ANY_INDEX_MAGIC)?;
+                w.write_all(&(index.engine_type().code() as u32).to_le_bytes())?;
+            }
+        }
         w.write_all(&(ids.len() as u64).to_le_bytes())?;
         write_i64s(w, ids)?;
         index.write_to(&mut w)
     })
 }
 
-pub fn read_index(path: &Path) -> Result<(IvfFlat, Vec<i64>), SegmentError> {
+pub fn read_index(path: &Path) -> Result<(SegmentIndex, Vec<i64>), SegmentError> {
     let bytes = read_checked(path)?;
-    if bytes.len() < 16 || &bytes[..8] != INDEX_MAGIC {
-        return Err(SegmentError::corrupt(path, "not an index file"));
-    }
-    let rows = u64::from_le_bytes(bytes[8..16].try_into().unwrap_or_default()) as usize;
-    let ids_end = rows
-        .checked_mul(8)
-        .and_then(|n| n.checked_add(16))
+    let (engine, header) = match bytes.get(..8) {
+        Some(m) if m == INDEX_MAGIC => (EngineType::IvfFlat, 8),
+        Some(m) if m == ANY_INDEX_MAGIC && bytes.len() >= 12 => {
+            let code = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+            let engine = EngineType::try_from(i64::from(code))
+                .map_err(|_| SegmentError::corrupt(path, format!("unknown index type {code}")))?;
+            (engine, 12)
+        }
+        _ => return Err(SegmentError::corrupt(path, "not an index file")),
+    };
+    let rows_end = header + 8;
+    let rows = bytes
+        .get(header..rows_end)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .ok_or_else(|| SegmentError::corrupt(path, "truncated header"))?;
+    let ids_end = usize::try_from(rows)
+        .ok()
+        .and_then(|r| r.checked_mul(8))
+        .and_then(|n| n.checked_add(rows_end))
         .filter(|e| *e <= bytes.len());
     let ids_end = ids_end.ok_or_else(|| SegmentError::corrupt(path, "ids do not fit its size"))?;
-    let index = IvfFlat::read_from(&mut &bytes[ids_end..])
+    let index = SegmentIndex::read_from(engine, &mut &bytes[ids_end..])
         .map_err(|e| SegmentError::corrupt(path, e.to_string()))?;
-    if index.len() != rows {
+    if index.len() as u64 != rows {
         return Err(SegmentError::corrupt(
             path,
             format!("index holds {} rows, ids {rows}", index.len()),
         ));
     }
-    Ok((index, le_i64s(&bytes[16..ids_end])))
+    Ok((index, le_i64s(&bytes[rows_end..ids_end])))
 }
 
 /// The deleted ids of a segment, sorted; none when the segment has no delete marks yet.
@@ -319,7 +375,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t/s/f");
         let ids = [5i64, -1, 7];
-        let vectors: Vec<f32> = (0..9).map(|i| i as f32 * 0.5).collect();
+        let vectors = Vectors::Float((0..9).map(|i| i as f32 * 0.5).collect());
         let size = write_raw(&path, 3, &ids, &vectors).unwrap();
         assert_eq!(size, fs::metadata(&path).unwrap().len());
         let raw = read_raw(&path).unwrap();
@@ -331,7 +387,7 @@ mod tests {
                 vectors: vectors.clone()
             }
         );
-        assert_eq!(raw.vector(2), &[3.0, 3.5, 4.0]);
+        assert_eq!(raw.vector(2), Some(Vectors::Float(vec![3.0, 3.5, 4.0])));
         assert_eq!(read_raw_ids(&path).unwrap(), ids);
 
         let mut bytes = fs::read(&path).unwrap();
@@ -373,13 +429,16 @@ mod tests {
         let raw = with_crc(raw);
         let path = dir.path().join("raw");
         assert_eq!(
-            write_raw(&path, 2, &ids, &vectors).unwrap(),
+            write_raw(&path, 2, &ids, &Vectors::Float(vectors.to_vec())).unwrap(),
             raw.len() as u64
         );
         assert_eq!(fs::read(&path).unwrap(), raw);
         let old = dir.path().join("old_raw");
         fs::write(&old, &raw).unwrap();
-        assert_eq!(read_raw(&old).unwrap().vectors, vectors);
+        assert_eq!(
+            read_raw(&old).unwrap().vectors,
+            Vectors::Float(vectors.to_vec())
+        );
         assert_eq!(read_raw_ids(&old).unwrap(), ids);
 
         let mut marks = DELETED_MAGIC.to_vec();
@@ -395,12 +454,13 @@ mod tests {
         fs::write(&old, &marks).unwrap();
         assert_eq!(read_deleted(&old).unwrap(), [-3, 7]);
 
-        let index = IvfFlat::build(&vectors, &ids, 2, 1, crate::index::Metric::L2, 1);
+        let ivf = crate::index::IvfFlat::build(&vectors, &ids, 2, 1, crate::index::Metric::L2, 1);
         let mut file = INDEX_MAGIC.to_vec();
         file.extend_from_slice(&2u64.to_le_bytes());
         ids.iter()
             .for_each(|i| file.extend_from_slice(&i.to_le_bytes()));
-        index.write_to(&mut file).unwrap();
+        ivf.write_to(&mut file).unwrap();
+        let index = SegmentIndex::IvfFlat(ivf);
         let file = with_crc(file);
         let path = dir.path().join("index");
         assert_eq!(write_index(&path, &index, &ids).unwrap(), file.len() as u64);
@@ -408,6 +468,28 @@ mod tests {
         let old = dir.path().join("old_index");
         fs::write(&old, &file).unwrap();
         assert_eq!(read_index(&old).unwrap(), (index, ids.to_vec()));
+    }
+
+    #[test]
+    fn binary_raw_files_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bin");
+        let vectors = Vectors::Binary(vec![0xf0, 0x0f, 0xaa, 0x55, 0x01, 0x80]);
+        write_raw(&path, 16, &[4, 5, 6], &vectors).unwrap();
+        let raw = read_raw(&path).unwrap();
+        assert_eq!((raw.dim, raw.width()), (16, 2));
+        assert_eq!(raw.vectors, vectors);
+        assert_eq!(raw.vector(1), Some(Vectors::Binary(vec![0xaa, 0x55])));
+        assert_eq!(read_raw_ids(&path).unwrap(), [4, 5, 6]);
+        let bytes = fs::read(&path).unwrap();
+        assert_eq!(&bytes[..8], BINARY_RAW_MAGIC);
+        // 3 rows of 16 bits are 6 bytes: a file claiming 4 rows does not load.
+        let mut longer = bytes[..bytes.len() - 4].to_vec();
+        longer[12] = 4;
+        let crc = crc32fast::hash(&longer);
+        longer.extend_from_slice(&crc.to_le_bytes());
+        fs::write(&path, &longer).unwrap();
+        assert!(matches!(read_raw(&path), Err(SegmentError::Corrupt { .. })));
     }
 
     #[test]

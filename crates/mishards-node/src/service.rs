@@ -12,6 +12,7 @@ use super::engine::{Engine, Query};
 use super::index::TopK;
 use super::server_config::ServerConfig;
 use super::validate;
+use super::vectors::Vectors;
 use mishards_proto::error::{MilvusError, success};
 use mishards_proto::{self as proto, WithStatus, milvus_service_server::MilvusService};
 use mishards_telemetry::{record_request, response_with_code};
@@ -63,25 +64,68 @@ fn params_of(extra: &[proto::KeyValuePair]) -> Option<&str> {
         .map(|kv| kv.value.as_str())
 }
 
-/// Flattens float vectors, checking they all have one length.
-fn flatten(records: &[proto::RowRecord], what: &str) -> Result<(Vec<f32>, usize), NodeError> {
-    if records.iter().any(|r| !r.binary_data.is_empty()) {
-        return Err(NodeError::InvalidRowRecord(
-            "binary vectors are not supported yet: this node serves float collections (L2, IP)"
-                .into(),
-        ));
+/// Flattens rows into one collection's vectors: all `float_data` or all `binary_data`, each row of
+/// one length.
+fn flatten(records: &[proto::RowRecord], what: &str) -> Result<(Vectors, usize), NodeError> {
+    let binary = records
+        .first()
+        .is_some_and(|r| r.float_data.is_empty() && !r.binary_data.is_empty());
+    let other_kind = |r: &proto::RowRecord| {
+        if binary {
+            !r.float_data.is_empty()
+        } else {
+            !r.binary_data.is_empty()
+        }
+    };
+    if records.iter().any(other_kind) {
+        return Err(NodeError::InvalidRowRecord(format!(
+            "every {what} vector must carry float_data (L2, IP collections) or binary_data (binary \
+             metrics), one kind for all of them"
+        )));
     }
-    let dim = records.first().map_or(0, |r| r.float_data.len());
-    if records.iter().any(|r| r.float_data.len() != dim) {
+    let width = |r: &proto::RowRecord| {
+        if binary {
+            r.binary_data.len()
+        } else {
+            r.float_data.len()
+        }
+    };
+    let row_width = records.first().map_or(0, width);
+    if records.iter().any(|r| width(r) != row_width) {
         return Err(NodeError::InvalidDimension(format!(
             "all {what} vectors must have the same dimension"
         )));
     }
-    let mut flat = Vec::with_capacity(records.len() * dim);
-    records
-        .iter()
-        .for_each(|r| flat.extend_from_slice(&r.float_data));
-    Ok((flat, records.len()))
+    let vectors = if binary {
+        Vectors::Binary(
+            records
+                .iter()
+                .flat_map(|r| r.binary_data.iter().copied())
+                .collect(),
+        )
+    } else {
+        let mut flat = Vec::with_capacity(records.len() * row_width);
+        records
+            .iter()
+            .for_each(|r| flat.extend_from_slice(&r.float_data));
+        Vectors::Float(flat)
+    };
+    Ok((vectors, records.len()))
+}
+
+/// A stored vector as a row record (an empty one where the id was not found).
+fn row_record(vector: Option<Vectors>) -> proto::RowRecord {
+    match vector {
+        Some(Vectors::Float(float_data)) => proto::RowRecord {
+            float_data,
+            binary_data: Vec::new(),
+        },
+        Some(Vectors::Binary(binary_data)) => proto::RowRecord {
+            float_data: Vec::new(),
+            binary_data,
+        },
+        None => proto::RowRecord::default(),
+    }
 }
 
 fn topk_reply(result: Option<TopK>) -> proto::TopKQueryResult {
@@ -121,17 +165,16 @@ impl NodeService {
     ) -> Result<proto::TopKQueryResult, NodeError> {
         let k = validate::topk(param.topk)?;
         let params = validate::params_json(params_of(&param.extra_params))?;
-        let nprobe = validate::nprobe(&params)?;
         let (vectors, nq) = flatten(&param.query_record_array, "query")?;
         if nq == 0 {
             return Err(NodeError::InvalidRowRecord("no query vectors given".into()));
         }
         validate::result_size(nq, k)?;
         let query = Query {
-            vectors: &vectors,
+            vectors: vectors.as_ref(),
             nq,
             k,
-            nprobe,
+            params: &params,
         };
         let result = match files {
             Some(files) => {
@@ -297,7 +340,7 @@ impl MilvusService for NodeService {
             .map(|t| proto::IndexParam {
                 status: None,
                 collection_name: t.collection.table_id,
-                index_type: t.collection.engine_type.code(),
+                index_type: validate::public_index_type(t.collection.engine_type).code(),
                 extra_params: vec![proto::KeyValuePair {
                     key: "params".into(),
                     value: t.collection.index_params,
@@ -394,13 +437,7 @@ impl MilvusService for NodeService {
             .await
             .map(|found| proto::VectorsData {
                 status: None,
-                vectors_data: found
-                    .into_iter()
-                    .map(|v| proto::RowRecord {
-                        float_data: v.unwrap_or_default(),
-                        binary_data: Vec::new(),
-                    })
-                    .collect(),
+                vectors_data: found.into_iter().map(row_record).collect(),
             });
         answer("GetVectorsByID", result)
     }
@@ -456,13 +493,7 @@ impl MilvusService for NodeService {
                     missing.join(", ")
                 )));
             }
-            let records = found
-                .into_iter()
-                .map(|v| proto::RowRecord {
-                    float_data: v.unwrap_or_default(),
-                    binary_data: Vec::new(),
-                })
-                .collect();
+            let records = found.into_iter().map(row_record).collect();
             let param = proto::SearchParam {
                 collection_name: p.collection_name,
                 partition_tag_array: p.partition_tag_array,

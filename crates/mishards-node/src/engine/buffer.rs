@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use crate::NodeError;
+use crate::vectors::Vectors;
 use crate::wal::WalRecord;
 use mishards_meta::now_micros;
 
@@ -12,9 +13,10 @@ use mishards_meta::now_micros;
 /// record whose log write failed can be taken back out).
 #[derive(Default)]
 pub(super) struct MemTable {
-    dim: usize,
+    /// Values a row holds (see `vectors::row_width`).
+    width: usize,
     ids: Vec<i64>,
-    vectors: Vec<f32>,
+    vectors: Vectors,
     /// (lsn, first row) of each logged insert, in lsn order.
     inserts: Vec<(u64, usize)>,
     /// Logged deletes, in lsn order. At the flush they remove the buffered rows logged before them and
@@ -27,10 +29,15 @@ impl MemTable {
         self.ids.is_empty() && self.deletes.is_empty()
     }
 
-    pub(super) fn push_insert(&mut self, lsn: u64, ids: Vec<i64>, mut vectors: Vec<f32>) {
+    /// Buffers a logged insert. Rows of the other kind than the table's (which its writer checked
+    /// against the collection) are dropped with an error in the log rather than mixed in.
+    pub(super) fn push_insert(&mut self, lsn: u64, ids: Vec<i64>, mut vectors: Vectors) {
+        if let Err(e) = self.vectors.append(&mut vectors) {
+            tracing::error!(lsn, error = %e, "logged insert skipped");
+            return;
+        }
         self.inserts.push((lsn, self.ids.len()));
         self.ids.extend(ids);
-        self.vectors.append(&mut vectors);
     }
 
     /// Takes out what the record `lsn` added (its log write failed, its writer was told so).
@@ -42,7 +49,7 @@ impl MemTable {
         let start = self.inserts[pos].1;
         let end = self.inserts.get(pos + 1).map_or(self.ids.len(), |c| c.1);
         self.ids.drain(start..end);
-        self.vectors.drain(start * self.dim..end * self.dim);
+        self.vectors.drain_rows(start..end, self.width);
         self.inserts.remove(pos);
         for chunk in &mut self.inserts[pos..] {
             chunk.1 -= end - start;
@@ -50,7 +57,7 @@ impl MemTable {
     }
 
     /// The rows to flush: the buffered rows but those a delete logged after them removed.
-    pub(super) fn live_rows(&self) -> (Cow<'_, [i64]>, Cow<'_, [f32]>) {
+    pub(super) fn live_rows(&self) -> (Cow<'_, [i64]>, Cow<'_, Vectors>) {
         if self.deletes.is_empty() {
             return (Cow::Borrowed(&self.ids), Cow::Borrowed(&self.vectors));
         }
@@ -60,8 +67,7 @@ impl MemTable {
                 last_delete.insert(*id, *lsn); // in lsn order: the last one wins
             }
         }
-        let dim = self.dim;
-        let (mut ids, mut vectors) = (Vec::new(), Vec::new());
+        let (mut ids, mut vectors) = (Vec::new(), Vectors::empty(self.vectors.is_binary()));
         for (chunk, (lsn, start)) in self.inserts.iter().enumerate() {
             let end = self.inserts.get(chunk + 1).map_or(self.ids.len(), |c| c.1);
             for row in *start..end {
@@ -70,7 +76,7 @@ impl MemTable {
                     continue;
                 }
                 ids.push(id);
-                vectors.extend_from_slice(&self.vectors[row * dim..(row + 1) * dim]);
+                vectors.push_row_of(&self.vectors, row, self.width);
             }
         }
         (Cow::Owned(ids), Cow::Owned(vectors))
@@ -96,9 +102,11 @@ impl MemTable {
             .inserts
             .extend(self.inserts.drain(..).map(|(lsn, row)| (lsn, row + offset)));
         older.ids.append(&mut self.ids);
-        older.vectors.append(&mut self.vectors);
+        if let Err(e) = older.vectors.append(&mut self.vectors) {
+            tracing::error!(error = %e, "buffered rows of another kind dropped");
+        }
         older.deletes.append(&mut self.deletes);
-        older.dim = older.dim.max(self.dim);
+        older.width = older.width.max(self.width);
         *self = older;
     }
 }
@@ -130,7 +138,7 @@ pub(super) fn next_ids(b: &mut Buffers, n: usize) -> Result<Vec<i64>, NodeError>
 }
 
 /// Applies a logged change to the in-memory buffers (on the write path and on replay alike).
-pub(super) fn apply_record(b: &mut Buffers, lsn: u64, record: WalRecord, dim: usize) {
+pub(super) fn apply_record(b: &mut Buffers, lsn: u64, record: WalRecord, width: usize) {
     match record {
         WalRecord::Insert {
             table_id,
@@ -140,12 +148,12 @@ pub(super) fn apply_record(b: &mut Buffers, lsn: u64, record: WalRecord, dim: us
         } => {
             b.last_id = b.last_id.max(ids.iter().copied().max().unwrap_or(0));
             let mem = b.tables.entry(table_id).or_default();
-            mem.dim = dim;
+            mem.width = width;
             mem.push_insert(lsn, ids, vectors);
         }
         WalRecord::Delete { table_id, ids } => {
             let mem = b.tables.entry(table_id).or_default();
-            mem.dim = dim;
+            mem.width = width;
             mem.deletes.push((lsn, ids));
         }
     }
@@ -155,9 +163,9 @@ pub(super) fn apply_record(b: &mut Buffers, lsn: u64, record: WalRecord, dim: us
 mod tests {
     use super::*;
 
-    fn mem_table(dim: usize) -> MemTable {
+    fn mem_table(width: usize) -> MemTable {
         MemTable {
-            dim,
+            width,
             ..MemTable::default()
         }
     }
@@ -165,27 +173,27 @@ mod tests {
     #[test]
     fn a_delete_removes_only_buffered_rows_logged_before_it() {
         let mut m = mem_table(1);
-        m.push_insert(1, vec![10, 11], vec![1.0, 1.1]);
+        m.push_insert(1, vec![10, 11], Vectors::Float(vec![1.0, 1.1]));
         m.deletes.push((2, vec![10, 12]));
-        m.push_insert(3, vec![10, 12], vec![2.0, 2.2]);
+        m.push_insert(3, vec![10, 12], Vectors::Float(vec![2.0, 2.2]));
         let (ids, vectors) = m.live_rows();
         assert_eq!(&ids[..], [11, 10, 12]);
-        assert_eq!(&vectors[..], [1.1, 2.0, 2.2]);
+        assert_eq!(*vectors, Vectors::Float(vec![1.1, 2.0, 2.2]));
         assert_eq!(m.deleted_ids(), [10, 12]);
     }
 
     #[test]
     fn discarding_a_record_takes_out_exactly_its_rows() {
         let mut m = mem_table(2);
-        m.push_insert(1, vec![1], vec![1.0, 1.0]);
-        m.push_insert(2, vec![2, 3], vec![2.0, 2.0, 3.0, 3.0]);
+        m.push_insert(1, vec![1], Vectors::Float(vec![1.0, 1.0]));
+        m.push_insert(2, vec![2, 3], Vectors::Float(vec![2.0, 2.0, 3.0, 3.0]));
         m.deletes.push((3, vec![1]));
-        m.push_insert(4, vec![4], vec![4.0, 4.0]);
+        m.push_insert(4, vec![4], Vectors::Float(vec![4.0, 4.0]));
         m.discard(2);
         m.discard(3);
         m.discard(99);
         assert_eq!(m.ids, [1, 4]);
-        assert_eq!(m.vectors, [1.0, 1.0, 4.0, 4.0]);
+        assert_eq!(m.vectors, Vectors::Float(vec![1.0, 1.0, 4.0, 4.0]));
         assert_eq!(m.inserts, [(1, 0), (4, 1)]);
         assert!(m.deletes.is_empty());
         m.discard(4);
@@ -196,10 +204,10 @@ mod tests {
     #[test]
     fn a_restored_buffer_keeps_log_order() {
         let mut older = mem_table(1);
-        older.push_insert(1, vec![1, 2], vec![1.0, 2.0]);
+        older.push_insert(1, vec![1, 2], Vectors::Float(vec![1.0, 2.0]));
         older.deletes.push((2, vec![5]));
         let mut newer = mem_table(1);
-        newer.push_insert(3, vec![5], vec![5.0]);
+        newer.push_insert(3, vec![5], Vectors::Float(vec![5.0]));
         newer.deletes.push((4, vec![1]));
         newer.restore(older);
         assert_eq!(newer.inserts, [(1, 0), (3, 2)]);

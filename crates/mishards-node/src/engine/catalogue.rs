@@ -4,7 +4,8 @@
 use super::{Engine, every_table, table_ids};
 use crate::{NodeError, validate};
 use mishards_meta::{
-    CollectionTables, DEFAULT_PARTITION_TAG, FileRow, NewTable, TableRow, TableState, now_micros,
+    CollectionTables, DEFAULT_PARTITION_TAG, EngineType, FileRow, NewTable, TableRow, TableState,
+    now_micros,
 };
 
 impl Engine {
@@ -47,11 +48,12 @@ impl Engine {
         validate::dimension(dim)?;
         let size = validate::index_file_size(index_file_size_mb)?;
         let metric = validate::metric(metric)?;
-        match self
-            .meta
-            .create_table(&NewTable::collection(name, dim, size, metric, now_micros()))
-            .await
-        {
+        validate::binary_dimension(dim, metric)?;
+        let mut table = NewTable::collection(name, dim, size, metric, now_micros());
+        if metric.is_binary() {
+            table.engine_type = EngineType::BinFlat; // as Milvus 1.1 creates binary collections
+        }
+        match self.meta.create_table(&table).await {
             Ok(_) => Ok(()),
             Err(mishards_meta::MetaError::AlreadyExists(_)) => match self.meta.table(name).await? {
                 Some(t) if t.state == TableState::ToDelete => {

@@ -1,11 +1,12 @@
 //! Index builds: CreateIndex and DropIndex, and the background builder that gives every TO_INDEX
-//! file its IVF_FLAT index.
+//! file its collection's index.
 
 use std::sync::Arc;
 
-use super::{Engine, SEGMENT_FILES, blocking, metric_of, table_ids};
-use crate::index::IvfFlat;
-use crate::segment::{self, SegmentError};
+use super::write::raw_engine_type;
+use super::{Engine, SEGMENT_FILES, blocking, table_ids};
+use crate::segment;
+use crate::segment_index::SegmentIndex;
 use crate::{NodeError, validate};
 use mishards_meta::{
     CollectionIndex, EngineType, FileChanges, FileRow, FileType, MetaError, NewFile, Retype,
@@ -23,9 +24,10 @@ impl Engine {
         rows: i64,
         by_rows: bool,
     ) -> bool {
-        table.engine_type == EngineType::IvfFlat
-            && (file_size >= table.index_file_size
-                || (by_rows && rows >= self.opts.index_build_rows))
+        !matches!(
+            table.engine_type,
+            EngineType::Flat | EngineType::BinFlat | EngineType::Invalid
+        ) && (file_size >= table.index_file_size || (by_rows && rows >= self.opts.index_build_rows))
     }
 
     pub async fn create_index(
@@ -36,8 +38,13 @@ impl Engine {
     ) -> Result<(), NodeError> {
         self.writer("CreateIndex")?;
         let tables = self.collection(name).await?;
-        let engine = validate::index_type(index_type)?;
-        let params = validate::index_params(engine, &validate::params_json(Some(params))?)?;
+        let collection = &tables.collection;
+        let engine = validate::index_type(index_type, collection.metric_type)?;
+        let params = validate::index_params(
+            engine,
+            collection.dimension,
+            &validate::params_json(Some(params))?,
+        )?;
         {
             let _m = self.maintenance.lock().await;
             let changed =
@@ -104,7 +111,7 @@ impl Engine {
         let changes = FileChanges {
             collection_index: Some(CollectionIndex {
                 collection: name.to_string(),
-                engine_type: EngineType::Flat,
+                engine_type: raw_engine_type(&tables.collection),
                 index_params: "{}".into(),
             }),
             retype: vec![
@@ -146,28 +153,19 @@ impl Engine {
                 .await?;
             return Ok(());
         };
-        let nlist = validate::params_json(Some(&table.index_params))?
-            .get("nlist")
-            .and_then(|v| v.as_u64())
-            .unwrap_or(1024) as usize;
+        let params = validate::params_json(Some(&table.index_params))?;
+        let engine = table.engine_type;
         let index_file_id = segment::new_id();
         let storage = self.opts.storage.clone();
-        let (raw_file, metric) = (file.clone(), metric_of(table.metric_type));
+        let (raw_file, metric) = (file.clone(), table.metric_type);
         let index_path =
             segment::segment_dir(&storage, &file.table_id, &file.segment_id).join(&index_file_id);
         let path = index_path.clone();
         let started = std::time::Instant::now();
-        let size = blocking(move || -> Result<u64, SegmentError> {
+        let size = blocking(move || -> Result<u64, NodeError> {
             let raw = segment::read_raw(&segment::file_path(&storage, &raw_file))?;
-            let index = IvfFlat::build(
-                &raw.vectors,
-                &raw.ids,
-                raw.dim,
-                nlist,
-                metric,
-                raw_file.id as u64,
-            );
-            segment::write_index(&path, &index, &raw.ids)
+            let index = SegmentIndex::build(engine, &raw, metric, &params, raw_file.id as u64)?;
+            Ok(segment::write_index(&path, &index, &raw.ids)?)
         })
         .await??;
         let _m = self.maintenance.lock().await;
@@ -187,7 +185,7 @@ impl Engine {
             create: vec![NewFile {
                 table_id: file.table_id.clone(),
                 segment_id: file.segment_id.clone(),
-                engine_type: EngineType::IvfFlat,
+                engine_type: engine,
                 file_id: index_file_id,
                 file_type: FileType::Index,
                 file_size: i64::try_from(size).unwrap_or(i64::MAX),
@@ -215,9 +213,10 @@ impl Engine {
         tracing::info!(
             file = file.id,
             index_file = index_row.map_or(0, |r| r.id),
-            nlist,
+            index = %engine,
+            params = %table.index_params,
             seconds = started.elapsed().as_secs_f64(),
-            "built IVF_FLAT index"
+            "built an index"
         );
         Ok(())
     }

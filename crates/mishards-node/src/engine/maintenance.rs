@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::{Engine, SEGMENT_FILES, blocking, every_table, group_by_segment, raw_file};
 use crate::NodeError;
 use crate::segment::{self, SegmentError};
+use crate::vectors::Vectors;
 use mishards_meta::{FileChanges, FileRow, FileType, Retype, TableRow, TableState, now_micros};
 
 impl Engine {
@@ -54,15 +55,17 @@ impl Engine {
     ) -> Result<(), NodeError> {
         let storage = self.opts.storage.clone();
         let inputs = files.to_vec();
-        let (ids, vectors) = blocking(move || -> Result<(Vec<i64>, Vec<f32>), SegmentError> {
-            let (mut ids, mut vectors) = (Vec::new(), Vec::new());
+        let binary = table.metric_type.is_binary();
+        let (ids, vectors) = blocking(move || -> Result<(Vec<i64>, Vectors), SegmentError> {
+            let (mut ids, mut vectors) = (Vec::new(), Vectors::empty(binary));
             for f in &inputs {
                 let raw = segment::read_raw(&segment::file_path(&storage, f))?;
                 let deleted = segment::read_deleted(&segment::deleted_path(&storage, f))?;
+                let width = raw.width();
                 for (row, id) in raw.ids.iter().enumerate() {
                     if deleted.binary_search(id).is_err() {
                         ids.push(*id);
-                        vectors.extend_from_slice(raw.vector(row));
+                        vectors.push_row_of(&raw.vectors, row, width);
                     }
                 }
             }

@@ -28,12 +28,10 @@ use tokio::sync::watch;
 use self::buffer::{Buffers, apply_record};
 use crate::NodeError;
 use crate::cache::SegmentCache;
-use crate::index::Metric;
+use crate::vectors::VectorsRef;
 use crate::wal::Wal;
 use mishards_config::Role;
-use mishards_meta::{
-    CollectionTables, FileRow, FileType, MetaStore, MetricType, TableRow, TableState,
-};
+use mishards_meta::{CollectionTables, FileRow, FileType, MetaStore, TableRow, TableState};
 
 /// The files a segment can consist of while it is live: its raw data (searchable, waiting for an index,
 /// or kept behind one) and its index.
@@ -62,10 +60,11 @@ pub struct EngineOptions {
 
 /// A query against one collection.
 pub struct Query<'a> {
-    pub vectors: &'a [f32],
+    pub vectors: VectorsRef<'a>,
     pub nq: usize,
     pub k: usize,
-    pub nprobe: Option<usize>,
+    /// The request's params JSON, checked against the collection's index type.
+    pub params: &'a serde_json::Map<String, serde_json::Value>,
 }
 
 pub struct Engine {
@@ -84,14 +83,6 @@ pub struct Engine {
 
 fn lock_error<T>(_: T) -> NodeError {
     NodeError::Internal("an engine lock was poisoned by a panic".into())
-}
-
-fn metric_of(m: MetricType) -> Metric {
-    if m == MetricType::Ip {
-        Metric::Ip
-    } else {
-        Metric::L2
-    }
 }
 
 impl Engine {
@@ -132,7 +123,7 @@ impl Engine {
                     if table.state != TableState::Normal || lsn as i64 <= table.flush_lsn {
                         continue;
                     }
-                    apply_record(&mut buffers, lsn, record, table.dimension as usize);
+                    apply_record(&mut buffers, lsn, record, write::table_width(table));
                 }
                 if replayed > 0 {
                     tracing::info!(records = replayed, "replayed the write-ahead log");

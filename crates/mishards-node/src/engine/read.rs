@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use super::{Engine, Query, RAW_FILES, blocking, every_table, metric_of, table_ids};
-use crate::NodeError;
+use super::{Engine, Query, RAW_FILES, blocking, every_table, table_ids};
 use crate::cache::LoadedSegment;
 use crate::index::TopK;
+use crate::segment_index::{SearchParams, float_metric};
+use crate::vectors::{Vectors, row_width};
+use crate::{NodeError, validate};
 use mishards_meta::{FileRow, FileType, TableRow, select_tables};
 
 impl Engine {
@@ -22,10 +24,11 @@ impl Engine {
         query: &Query<'_>,
     ) -> Result<Option<TopK>, NodeError> {
         let tables = self.collection(name).await?;
-        check_query(&tables.collection, query)?;
+        let params = check_query(&tables.collection, query)?;
         let selected = select_tables(&tables, tags)?;
         let files = self.meta.searchable_files(&selected).await?;
-        self.search_files(&tables.collection, files, query).await
+        self.search_files(&tables.collection, files, query, params)
+            .await
     }
 
     /// Searches the given files (`TableFiles.id`s, as decimal strings) of a collection. A file replaced
@@ -39,7 +42,7 @@ impl Engine {
         let tables = self.collection(name).await?;
         // As in Milvus, the query is checked before the files: a wrong dimension is ILLEGAL_DIMENSION
         // whatever files are named.
-        check_query(&tables.collection, query)?;
+        let params = check_query(&tables.collection, query)?;
         if file_ids.is_empty() {
             return Err(NodeError::InvalidArgument("no file ids given".into()));
         }
@@ -55,7 +58,7 @@ impl Engine {
                 };
                 tracing::warn!(error = %e, files = ids.len(), "metadata unreadable: searching cached files");
                 return self
-                    .search_segments(&tables.collection, segments, query)
+                    .search_segments(&tables.collection, segments, query, params)
                     .await
                     .map(Some);
             }
@@ -89,7 +92,8 @@ impl Engine {
                 f.id, f.table_id, f.file_type
             )));
         }
-        self.search_files(&tables.collection, files, query).await
+        self.search_files(&tables.collection, files, query, params)
+            .await
     }
 
     async fn search_files(
@@ -97,12 +101,13 @@ impl Engine {
         collection: &TableRow,
         files: Vec<FileRow>,
         query: &Query<'_>,
+        params: SearchParams,
     ) -> Result<Option<TopK>, NodeError> {
         if files.is_empty() {
             return Ok(None);
         }
         let segments = self.load_files(files).await?;
-        self.search_segments(collection, segments, query)
+        self.search_segments(collection, segments, query, params)
             .await
             .map(Some)
     }
@@ -112,10 +117,10 @@ impl Engine {
         collection: &TableRow,
         segments: Vec<Arc<LoadedSegment>>,
         query: &Query<'_>,
+        params: SearchParams,
     ) -> Result<TopK, NodeError> {
-        check_query(collection, query)?;
-        let metric = metric_of(collection.metric_type);
-        let (vectors, nq, k, nprobe) = (query.vectors.to_vec(), query.nq, query.k, query.nprobe);
+        let metric = collection.metric_type;
+        let (vectors, nq, k) = (query.vectors.to_owned(), query.nq, query.k);
         // Segment spans run on rayon's threads: their parent is handed over explicitly.
         let parent = tracing::Span::current();
         let merged = blocking(move || {
@@ -130,18 +135,18 @@ impl Engine {
                         live_rows = s.live_rows(),
                         index = s.index_name(),
                     )
-                    .in_scope(|| s.search(&vectors, k, metric, nprobe))
+                    .in_scope(|| s.search(vectors.as_ref(), k, metric, &params))
                 })
-                .reduce(
-                    || TopK::empty(nq, k, metric),
+                .try_reduce(
+                    || TopK::empty(nq, k, float_metric(metric)),
                     |mut a, b| {
                         a.merge(&b);
-                        a
+                        Ok(a)
                     },
                 )
         })
         .await?;
-        Ok(merged)
+        Ok(merged?)
     }
 
     /// Loads files through the cache, in parallel.
@@ -163,7 +168,7 @@ impl Engine {
         name: &str,
         tag: &str,
         ids: &[i64],
-    ) -> Result<Vec<Option<Vec<f32>>>, NodeError> {
+    ) -> Result<Vec<Option<Vectors>>, NodeError> {
         if ids.is_empty() {
             return Err(NodeError::InvalidArgument("no vector ids given".into()));
         }
@@ -242,16 +247,20 @@ impl Engine {
     }
 }
 
-/// Query vectors must have the collection's dimension (ILLEGAL_DIMENSION otherwise), even when there is
-/// nothing to search.
-fn check_query(collection: &TableRow, query: &Query<'_>) -> Result<(), NodeError> {
+/// Query vectors must be of the collection's kind (ILLEGAL_ROWRECORD) and dimension
+/// (ILLEGAL_DIMENSION), and the params fit its index type, even when there is nothing to search.
+/// Returns the checked search params.
+fn check_query(collection: &TableRow, query: &Query<'_>) -> Result<SearchParams, NodeError> {
     let dim = collection.dimension as usize;
-    if query.nq == 0 || query.vectors.len() != query.nq * dim {
+    let binary = query.vectors.is_binary();
+    validate::vector_kind(&collection.table_id, collection.metric_type, binary)?;
+    if query.nq == 0 || query.vectors.values() != query.nq * row_width(dim, binary) {
         return Err(NodeError::InvalidDimension(format!(
-            "every query vector must have the collection's dimension {dim}"
+            "every query vector must have the collection's dimension {dim}{}",
+            if binary { " (bits)" } else { "" }
         )));
     }
-    Ok(())
+    validate::search_params(collection.engine_type, query.k, query.params)
 }
 
 /// `TableFiles.id`s as clients send them: decimal strings.

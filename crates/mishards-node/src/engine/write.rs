@@ -8,12 +8,27 @@ use super::buffer::{MemTable, apply_record, next_ids};
 use super::catalogue::partition_table;
 use super::{Engine, SEGMENT_FILES, blocking, group_by_segment, lock_error, raw_file};
 use crate::segment::{self, SegmentError};
+use crate::vectors::{Vectors, row_width};
 use crate::wal::{Durable, WalRecord};
 use crate::{NodeError, validate};
 use mishards_meta::{
     EngineType, FLAG_AUTO_IDS, FLAG_USER_IDS, FileChanges, FileRow, FileType, NewFile, TableRow,
     TableState, now_micros,
 };
+
+/// Values a row of `table` holds.
+pub(super) fn table_width(table: &TableRow) -> usize {
+    row_width(table.dimension as usize, table.metric_type.is_binary())
+}
+
+/// The engine type of a raw file: Milvus's (binary) IDMAP.
+pub(super) fn raw_engine_type(table: &TableRow) -> EngineType {
+    if table.metric_type.is_binary() {
+        EngineType::BinFlat
+    } else {
+        EngineType::Flat
+    }
+}
 
 impl Engine {
     /// Inserts rows into a collection (or one partition) and returns their ids once the write-ahead log
@@ -23,7 +38,7 @@ impl Engine {
         name: &str,
         tag: &str,
         ids: Vec<i64>,
-        vectors: Vec<f32>,
+        vectors: Vectors,
         rows: usize,
     ) -> Result<Vec<i64>, NodeError> {
         let wal = self.writer("Insert")?;
@@ -44,18 +59,24 @@ impl Engine {
                 ids.len()
             )));
         }
-        if vectors.len() != rows * dim {
+        let metric = tables.collection.metric_type;
+        validate::vector_kind(name, metric, vectors.is_binary())?;
+        let width = row_width(dim, vectors.is_binary());
+        if vectors.values() != rows * width {
             return Err(NodeError::InvalidDimension(format!(
-                "every vector must have the collection's dimension {dim}"
+                "every vector must have the collection's dimension {dim}{}",
+                if vectors.is_binary() { " (bits)" } else { "" }
             )));
         }
-        validate::insert_size(vectors.len())?;
+        validate::insert_size(vectors.bytes())?;
         if let Some(id) = ids.iter().find(|id| **id < 0) {
             return Err(NodeError::InvalidVectorId(format!(
                 "id {id} is negative: ids must be ≥ 0 (-1 marks a missing hit)"
             )));
         }
-        if vectors.iter().any(|v| !v.is_finite()) {
+        if let Vectors::Float(v) = &vectors
+            && v.iter().any(|v| !v.is_finite())
+        {
             return Err(NodeError::InvalidRowRecord(
                 "vectors must not contain NaN or infinite values".into(),
             ));
@@ -77,7 +98,7 @@ impl Engine {
                 vectors,
             };
             let (lsn, durable) = wal.submit(&record)?;
-            apply_record(&mut b, lsn, record, dim);
+            apply_record(&mut b, lsn, record, width);
             (lsn, durable, ids)
         };
         if let Err(e) = durable.wait().await {
@@ -160,7 +181,7 @@ impl Engine {
                     ids: ids.clone(),
                 };
                 let (lsn, durable) = wal.submit(&record)?;
-                apply_record(&mut b, lsn, record, table.dimension as usize);
+                apply_record(&mut b, lsn, record, table_width(table));
                 waits.push((table.table_id.clone(), lsn, durable));
             }
             waits
@@ -319,14 +340,14 @@ impl Engine {
         &self,
         table: &TableRow,
         ids: &[i64],
-        vectors: &[f32],
+        vectors: &Vectors,
         flush_lsn: i64,
         index_by_rows: bool,
     ) -> Result<NewFile, NodeError> {
         let new = NewFile {
             table_id: table.table_id.clone(),
             segment_id: segment::new_id(),
-            engine_type: EngineType::Flat,
+            engine_type: raw_engine_type(table),
             file_id: segment::new_id(),
             file_type: FileType::Raw,
             file_size: 0,
@@ -337,7 +358,7 @@ impl Engine {
         let path = segment::segment_dir(&self.opts.storage, &new.table_id, &new.segment_id)
             .join(&new.file_id);
         let (dim, ids_owned, vectors_owned) =
-            (table.dimension as usize, ids.to_vec(), vectors.to_vec());
+            (table.dimension as usize, ids.to_vec(), vectors.clone());
         let size =
             blocking(move || segment::write_raw(&path, dim, &ids_owned, &vectors_owned)).await??;
         let file_size = i64::try_from(size).unwrap_or(i64::MAX);
@@ -448,18 +469,20 @@ mod tests {
             let mut engine = open(dir.path()).await;
             engine.create_collection("c", 2, 1024, 1).await.unwrap();
             engine
-                .insert("c", "", vec![1, 2], vec![1.0; 4], 2)
+                .insert("c", "", vec![1, 2], Vectors::Float(vec![1.0; 4]), 2)
                 .await
                 .unwrap();
             wal(&engine).fail_next_writes(1);
-            let refused = engine.insert("c", "", vec![3, 4], vec![3.0; 4], 2).await;
+            let refused = engine
+                .insert("c", "", vec![3, 4], Vectors::Float(vec![3.0; 4]), 2)
+                .await;
             assert!(matches!(refused, Err(NodeError::Wal(_))), "{refused:?}");
             wal(&engine).fail_next_writes(1);
             let refused = engine.delete("c", "", vec![1]).await;
             assert!(matches!(refused, Err(NodeError::Wal(_))), "{refused:?}");
             // The log goes on after a failed write.
             engine
-                .insert("c", "", vec![5], vec![5.0; 2], 1)
+                .insert("c", "", vec![5], Vectors::Float(vec![5.0; 2]), 1)
                 .await
                 .unwrap();
             if restart {
@@ -495,7 +518,7 @@ mod tests {
         let background = engine.spawn_background(stopped);
         engine.create_collection("c", 2, 1024, 1).await.unwrap();
         engine
-            .insert("c", "", vec![1], vec![1.0; 2], 1)
+            .insert("c", "", vec![1], Vectors::Float(vec![1.0; 2]), 1)
             .await
             .unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -518,7 +541,7 @@ mod tests {
         let engine = open(dir.path()).await;
         engine.create_collection("c", 2, 1024, 1).await.unwrap();
         engine
-            .insert("c", "", vec![1], vec![1.0; 2], 1)
+            .insert("c", "", vec![1], Vectors::Float(vec![1.0; 2]), 1)
             .await
             .unwrap();
         wal(&engine).fail_next_writes(1);
@@ -529,7 +552,7 @@ mod tests {
                 table_id: "c".into(),
                 dim: 2,
                 ids: vec![2],
-                vectors: vec![2.0; 2],
+                vectors: Vectors::Float(vec![2.0; 2]),
             };
             let (lsn, durable) = wal(&engine).submit(&record).unwrap();
             apply_record(&mut b, lsn, record, 2);

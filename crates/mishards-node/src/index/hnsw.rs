@@ -718,6 +718,12 @@ impl Hnsw {
         self.ids.is_empty()
     }
 
+    /// Bytes the index holds in memory: vectors, ids, levels and links.
+    pub fn memory_bytes(&self) -> usize {
+        let upper: usize = self.upper.iter().map(|u| u.len() * 4 + 24).sum();
+        self.vectors.len() * 4 + self.ids.len() * 9 + self.level0.len() * 4 + upper
+    }
+
     /// The highest level of the graph (0 when empty).
     pub fn max_level(&self) -> usize {
         self.max_level

@@ -305,6 +305,15 @@ impl IvfFlat {
         self.ids.is_empty()
     }
 
+    /// Bytes the index holds in memory: vectors, ids, row offsets, norms and centroids.
+    pub fn memory_bytes(&self) -> usize {
+        (self.vectors.len() + self.norms.len() + self.centroids.len() + self.centroid_norms.len())
+            * 4
+            + self.ids.len() * 8
+            + self.offsets.len() * 4
+            + self.list_starts.len() * 8
+    }
+
     /// The number of vectors in list `list` (0 past the end).
     pub fn list_len(&self, list: usize) -> usize {
         match (self.list_starts.get(list), self.list_starts.get(list + 1)) {

@@ -1,0 +1,175 @@
+//! One segment's index, whatever its type: building it from a raw segment with the collection's
+//! index params, searching it with a request's search params, and its bytes in an index file.
+//!
+//! The kernels live in [`crate::index`]; this module maps Milvus's engine types, params JSON and
+//! metric types onto them.
+
+use std::io::{self, Read, Write};
+
+use serde_json::{Map, Value};
+
+use crate::index::{Hnsw, HnswParams, IvfFlat, Metric, RowBitmap, TopK};
+use crate::segment::RawSegment;
+use crate::vectors::{Vectors, VectorsRef};
+use mishards_meta::{EngineType, MetricType};
+
+/// A built index of one segment.
+#[derive(Debug, PartialEq)]
+pub enum SegmentIndex {
+    IvfFlat(IvfFlat),
+    Hnsw(Hnsw),
+}
+
+/// A search request's params (`extra_params["params"]`), each used by the index types that read
+/// it; checked against the collection's index type by `validate::search_params`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SearchParams {
+    pub nprobe: Option<usize>,
+    pub ef: Option<usize>,
+    pub search_k: Option<i64>,
+    pub search_length: Option<usize>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("index type {0} is not built by this node")]
+    Unsupported(EngineType),
+    #[error("{0} vectors cannot be searched with a {1} index")]
+    WrongKind(&'static str, EngineType),
+    #[error("these query vectors cannot search a {0} collection: send {kind}", kind = if .0.is_binary() { "binary_data" } else { "float_data" })]
+    MetricMismatch(MetricType),
+    #[error("{0}")]
+    Params(String),
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+/// The float metric a kernel ranks by: inner product for IP, squared L2 for everything else.
+pub fn float_metric(metric: MetricType) -> Metric {
+    if metric == MetricType::Ip {
+        Metric::Ip
+    } else {
+        Metric::L2
+    }
+}
+
+/// An integer build param as stored in `Tables.index_params` (validated when the index was
+/// created), or `default` where an older row lacks it.
+fn param(params: &Map<String, Value>, key: &str, default: usize) -> usize {
+    params
+        .get(key)
+        .and_then(Value::as_u64)
+        .and_then(|v| usize::try_from(v).ok())
+        .unwrap_or(default)
+}
+
+impl SegmentIndex {
+    /// Builds the `engine` index of `raw` (seeded by `seed`, so a rebuild gives the same index).
+    pub fn build(
+        engine: EngineType,
+        raw: &RawSegment,
+        metric: MetricType,
+        params: &Map<String, Value>,
+        seed: u64,
+    ) -> Result<SegmentIndex, IndexError> {
+        let float = match &raw.vectors {
+            Vectors::Float(v) => Ok(v.as_slice()),
+            Vectors::Binary(_) => Err(IndexError::WrongKind("binary", engine)),
+        };
+        let m = float_metric(metric);
+        Ok(match engine {
+            EngineType::IvfFlat => SegmentIndex::IvfFlat(IvfFlat::build(
+                float?,
+                &raw.ids,
+                raw.dim,
+                param(params, "nlist", 1024),
+                m,
+                seed,
+            )),
+            EngineType::Hnsw => {
+                let hnsw = HnswParams {
+                    m: param(params, "M", 16),
+                    ef_construction: param(params, "efConstruction", 200),
+                    seed,
+                };
+                let index = Hnsw::build(float?, &raw.ids, raw.dim, m, hnsw)
+                    .map_err(|e| IndexError::Params(e.to_string()))?;
+                SegmentIndex::Hnsw(index)
+            }
+            other => return Err(IndexError::Unsupported(other)),
+        })
+    }
+
+    pub fn engine_type(&self) -> EngineType {
+        match self {
+            SegmentIndex::IvfFlat(_) => EngineType::IvfFlat,
+            SegmentIndex::Hnsw(_) => EngineType::Hnsw,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            SegmentIndex::IvfFlat(i) => i.len(),
+            SegmentIndex::Hnsw(i) => i.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes the index holds in memory.
+    pub fn memory_bytes(&self) -> usize {
+        match self {
+            SegmentIndex::IvfFlat(i) => i.memory_bytes(),
+            SegmentIndex::Hnsw(i) => i.memory_bytes(),
+        }
+    }
+
+    /// The top `k` of each query. A param the request leaves out (possible only for a file whose
+    /// type is not the collection's, e.g. one being replaced) takes the index's default.
+    pub fn search(
+        &self,
+        queries: VectorsRef<'_>,
+        k: usize,
+        params: &SearchParams,
+        deleted: Option<&RowBitmap>,
+    ) -> Result<TopK, IndexError> {
+        let engine = self.engine_type();
+        let float = match queries {
+            VectorsRef::Float(q) => q,
+            VectorsRef::Binary(_) => return Err(IndexError::WrongKind("binary", engine)),
+        };
+        Ok(match self {
+            SegmentIndex::IvfFlat(index) => {
+                let nprobe = params.nprobe.unwrap_or((index.nlist() / 16).max(1));
+                index.search(float, k, nprobe, deleted)
+            }
+            SegmentIndex::Hnsw(index) => {
+                let ef = params.ef.unwrap_or(k.max(64));
+                index
+                    .search(float, k, ef, deleted)
+                    .map_err(|e| IndexError::Params(e.to_string()))?
+            }
+        })
+    }
+
+    pub fn write_to(&self, w: &mut impl Write) -> io::Result<()> {
+        match self {
+            SegmentIndex::IvfFlat(i) => i.write_to(w),
+            SegmentIndex::Hnsw(i) => i.write_to(w),
+        }
+    }
+
+    /// Reads an index of type `engine` (named by its file's header).
+    pub fn read_from(engine: EngineType, r: &mut impl Read) -> Result<SegmentIndex, IndexError> {
+        let corrupt = |e: &dyn std::fmt::Display| IndexError::Corrupt(e.to_string());
+        Ok(match engine {
+            EngineType::IvfFlat => {
+                SegmentIndex::IvfFlat(IvfFlat::read_from(r).map_err(|e| corrupt(&e))?)
+            }
+            EngineType::Hnsw => SegmentIndex::Hnsw(Hnsw::read_from(r).map_err(|e| corrupt(&e))?),
+            other => return Err(IndexError::Unsupported(other)),
+        })
+    }
+}
