@@ -63,6 +63,18 @@ fn param(params: &Map<String, Value>, key: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// The lists Milvus 1.1 trains for `nlist` asked on `rows` rows (knowhere's `MatchNlist`): at most
+/// 16,384 per million rows, at least 1, so small segments do not get near-empty lists.
+pub fn matched_nlist(rows: usize, nlist: usize) -> usize {
+    const TYPICAL_COUNT: usize = 1_000_000;
+    const PER_NLIST: usize = 16_384;
+    if nlist.saturating_mul(TYPICAL_COUNT) > rows.saturating_mul(PER_NLIST) {
+        (rows.saturating_mul(PER_NLIST) / TYPICAL_COUNT).max(1)
+    } else {
+        nlist
+    }
+}
+
 impl SegmentIndex {
     /// Builds the `engine` index of `raw` (seeded by `seed`, so a rebuild gives the same index).
     pub fn build(
@@ -82,7 +94,7 @@ impl SegmentIndex {
                 float?,
                 &raw.ids,
                 raw.dim,
-                param(params, "nlist", 1024),
+                matched_nlist(raw.rows(), param(params, "nlist", 1024)),
                 m,
                 seed,
             )),
@@ -171,5 +183,18 @@ impl SegmentIndex {
             EngineType::Hnsw => SegmentIndex::Hnsw(Hnsw::read_from(r).map_err(|e| corrupt(&e))?),
             other => return Err(IndexError::Unsupported(other)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nlist_is_matched_to_the_rows_as_milvus_does() {
+        assert_eq!(matched_nlist(200_000, 1024), 1024);
+        assert_eq!(matched_nlist(10_000, 1024), 163);
+        assert_eq!(matched_nlist(10, 1024), 1);
+        assert_eq!(matched_nlist(0, 16), 1);
     }
 }

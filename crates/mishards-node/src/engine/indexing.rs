@@ -134,15 +134,35 @@ impl Engine {
         });
     }
 
-    /// Builds an index for every TO_INDEX file, one at a time, until none is left.
+    /// Builds an index for every TO_INDEX file, one at a time, until none is left. A file whose
+    /// index cannot be built from its data (the kernel refuses it) goes back to RAW, stays searchable
+    /// exactly, and does not hold up the other files; the first such error is returned.
     pub(super) async fn build_pending_indexes(&self) -> Result<(), NodeError> {
         let _builder = self.index_builder.lock().await;
+        let mut refused = None;
         loop {
             let pending = self.meta.files_by_type(&[FileType::ToIndex]).await?;
             let Some(file) = pending.into_iter().next() else {
-                return Ok(());
+                return refused.map_or(Ok(()), Err);
             };
-            self.build_index(file).await?;
+            let id = file.id;
+            match self.build_index(file).await {
+                Ok(()) => {}
+                Err(NodeError::Index(e)) => {
+                    tracing::error!(file = id, error = %e, "index build refused: the file stays raw");
+                    let back = Retype::expecting(&[id], &[FileType::ToIndex], FileType::Raw, now_micros());
+                    let changes = FileChanges {
+                        retype: vec![back],
+                        ..FileChanges::default()
+                    };
+                    match self.meta.commit_files(&changes).await {
+                        Ok(_) | Err(MetaError::Conflict(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    refused.get_or_insert(NodeError::Index(e));
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 
