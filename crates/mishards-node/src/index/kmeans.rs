@@ -180,7 +180,7 @@ fn gather(x: &[f32], dim: usize, rows: &[usize]) -> Vec<f32> {
 }
 
 /// `m` distinct indices from `0..n` (m ≤ n), by a partial Fisher–Yates shuffle.
-fn sample_indices(rng: &mut SplitMix64, n: usize, m: usize) -> Vec<usize> {
+pub(super) fn sample_indices(rng: &mut SplitMix64, n: usize, m: usize) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..n).collect();
     for i in 0..m.min(n) {
         let j = i + rng.below((n - i) as u64) as usize;

@@ -9,6 +9,7 @@
 pub mod flat;
 pub mod hnsw;
 pub mod ivf;
+pub mod ivf_sq8;
 pub mod topk;
 
 mod kernel;
@@ -21,4 +22,5 @@ mod testutil;
 pub use flat::search_flat;
 pub use hnsw::{Hnsw, HnswError, HnswParams};
 pub use ivf::IvfFlat;
+pub use ivf_sq8::{IvfSq8, IvfSq8Error, IvfSq8Params, IvfSq8Search};
 pub use topk::{MergeError, Metric, RowBitmap, TopK};
