@@ -57,6 +57,19 @@ pub(super) fn kmeans(
     metric: Metric,
     seed: u64,
 ) -> Vec<f32> {
+    kmeans_iters(isa, data, dim, k, metric, seed, NITER)
+}
+
+/// [`kmeans`] with `niter` Lloyd iterations (faiss trains its product quantizers with 25).
+pub(super) fn kmeans_iters(
+    isa: Isa,
+    data: &[f32],
+    dim: usize,
+    k: usize,
+    metric: Metric,
+    seed: u64,
+    niter: usize,
+) -> Vec<f32> {
     let n = data.len() / dim;
     let mut rng = SplitMix64::new(seed);
     let max_points = k.saturating_mul(MAX_POINTS_PER_CENTROID);
@@ -77,7 +90,7 @@ pub(super) fn kmeans(
     }
     let xnorms = l2_norms(isa, metric, x, nx, dim);
     let xn = (metric == Metric::L2).then_some(&xnorms[..]);
-    for _ in 0..NITER {
+    for _ in 0..niter {
         let cnorms = l2_norms(isa, metric, &centroids, k, dim);
         let a = assign(isa, metric, dim, &centroids, &cnorms, x, xn);
         // Group points by cluster (counting sort, stable), then average each cluster in f64.
@@ -171,7 +184,7 @@ fn normalize_rows(x: &mut [f32], dim: usize) {
     }
 }
 
-fn gather(x: &[f32], dim: usize, rows: &[usize]) -> Vec<f32> {
+pub(super) fn gather(x: &[f32], dim: usize, rows: &[usize]) -> Vec<f32> {
     let mut out = Vec::with_capacity(rows.len() * dim);
     for &r in rows {
         out.extend_from_slice(&x[r * dim..(r + 1) * dim]);

@@ -10,6 +10,7 @@ pub mod flat;
 pub mod hnsw;
 pub mod ivf;
 pub mod ivf_sq8;
+pub mod ivf_pq;
 pub mod topk;
 
 mod kernel;
@@ -23,4 +24,5 @@ pub use flat::search_flat;
 pub use hnsw::{Hnsw, HnswError, HnswParams};
 pub use ivf::IvfFlat;
 pub use ivf_sq8::{IvfSq8, IvfSq8Error, IvfSq8Params, IvfSq8Search};
+pub use ivf_pq::{IvfPq, IvfPqError, IvfPqParams, IvfPqSearch};
 pub use topk::{MergeError, Metric, RowBitmap, TopK};
