@@ -6,6 +6,7 @@
 //! faiss report it; IP is the inner product. Results are deterministic: equal distances rank by
 //! smaller id, whatever the thread count.
 
+pub mod annoy;
 pub mod flat;
 pub mod hnsw;
 pub mod ivf;
@@ -20,6 +21,7 @@ mod scan;
 #[cfg(test)]
 mod testutil;
 
+pub use annoy::{Annoy, AnnoyError, AnnoyParams, AnnoySearch};
 pub use flat::search_flat;
 pub use hnsw::{Hnsw, HnswError, HnswParams};
 pub use ivf::IvfFlat;
