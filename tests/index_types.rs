@@ -228,3 +228,39 @@ async fn hnsw() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ivf_sq8() {
+    lifecycle_on_l2_and_ip(IndexCase {
+        index_type: 3,
+        build: r#"{"nlist": 64}"#,
+        search: r#"{"nprobe": 16}"#,
+        stats_name: "IVFSQ8",
+        min_recall: 0.85,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ivf_pq() {
+    lifecycle_on_l2_and_ip(IndexCase {
+        index_type: 6,
+        build: r#"{"nlist": 64, "m": 8}"#,
+        search: r#"{"nprobe": 16}"#,
+        stats_name: "\"PQ\"",
+        min_recall: 0.5,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn annoy() {
+    lifecycle_on_l2_and_ip(IndexCase {
+        index_type: 12,
+        build: r#"{"n_trees": 8}"#,
+        search: r#"{"search_k": 2000}"#,
+        stats_name: "ANNOY",
+        min_recall: 0.8,
+    })
+    .await;
+}

@@ -8,7 +8,10 @@ use std::io::{self, Read, Write};
 
 use serde_json::{Map, Value};
 
-use crate::index::{Hnsw, HnswParams, IvfFlat, Metric, RowBitmap, TopK};
+use crate::index::{
+    Annoy, AnnoyParams, AnnoySearch, Hnsw, HnswParams, IvfFlat, IvfPq, IvfPqParams, IvfPqSearch,
+    IvfSq8, IvfSq8Params, IvfSq8Search, Metric, RowBitmap, TopK,
+};
 use crate::segment::RawSegment;
 use crate::vectors::{Vectors, VectorsRef};
 use mishards_meta::{EngineType, MetricType};
@@ -17,7 +20,23 @@ use mishards_meta::{EngineType, MetricType};
 #[derive(Debug, PartialEq)]
 pub enum SegmentIndex {
     IvfFlat(IvfFlat),
+    IvfSq8(IvfSq8),
+    IvfPq(IvfPq),
     Hnsw(Hnsw),
+    Annoy(Annoy),
+}
+
+/// `$body` with `$i` bound to the kernel inside whichever variant `$index` is.
+macro_rules! each_kernel {
+    ($index:expr, $i:ident => $body:expr) => {
+        match $index {
+            SegmentIndex::IvfFlat($i) => $body,
+            SegmentIndex::IvfSq8($i) => $body,
+            SegmentIndex::IvfPq($i) => $body,
+            SegmentIndex::Hnsw($i) => $body,
+            SegmentIndex::Annoy($i) => $body,
+        }
+    };
 }
 
 /// A search request's params (`extra_params["params"]`), each used by the index types that read
@@ -89,24 +108,43 @@ impl SegmentIndex {
             Vectors::Binary(_) => Err(IndexError::WrongKind("binary", engine)),
         };
         let m = float_metric(metric);
+        let (rows, dim, ids) = (raw.rows(), raw.dim, &raw.ids);
+        let nlist = matched_nlist(rows, param(params, "nlist", 1024));
+        let refused = |e: &dyn std::fmt::Display| IndexError::Params(e.to_string());
         Ok(match engine {
-            EngineType::IvfFlat => SegmentIndex::IvfFlat(IvfFlat::build(
-                float?,
-                &raw.ids,
-                raw.dim,
-                matched_nlist(raw.rows(), param(params, "nlist", 1024)),
-                m,
-                seed,
-            )),
+            EngineType::IvfFlat => {
+                SegmentIndex::IvfFlat(IvfFlat::build(float?, ids, dim, nlist, m, seed))
+            }
+            EngineType::IvfSq8 => {
+                let p = IvfSq8Params { nlist, seed };
+                SegmentIndex::IvfSq8(
+                    IvfSq8::build(float?, ids, dim, m, &p).map_err(|e| refused(&e))?,
+                )
+            }
+            EngineType::IvfPq => {
+                // Milvus 1.1's CPU version builds with 8-bit codes whatever nbits says.
+                let p = IvfPqParams {
+                    nlist,
+                    m: param(params, "m", 8),
+                    nbits: 8,
+                    seed,
+                };
+                SegmentIndex::IvfPq(IvfPq::build(float?, ids, dim, m, &p).map_err(|e| refused(&e))?)
+            }
             EngineType::Hnsw => {
-                let hnsw = HnswParams {
+                let p = HnswParams {
                     m: param(params, "M", 16),
                     ef_construction: param(params, "efConstruction", 200),
                     seed,
                 };
-                let index = Hnsw::build(float?, &raw.ids, raw.dim, m, hnsw)
-                    .map_err(|e| IndexError::Params(e.to_string()))?;
-                SegmentIndex::Hnsw(index)
+                SegmentIndex::Hnsw(Hnsw::build(float?, ids, dim, m, p).map_err(|e| refused(&e))?)
+            }
+            EngineType::Annoy => {
+                let p = AnnoyParams {
+                    n_trees: param(params, "n_trees", 8),
+                    seed,
+                };
+                SegmentIndex::Annoy(Annoy::build(float?, ids, dim, m, &p).map_err(|e| refused(&e))?)
             }
             other => return Err(IndexError::Unsupported(other)),
         })
@@ -115,15 +153,15 @@ impl SegmentIndex {
     pub fn engine_type(&self) -> EngineType {
         match self {
             SegmentIndex::IvfFlat(_) => EngineType::IvfFlat,
+            SegmentIndex::IvfSq8(_) => EngineType::IvfSq8,
+            SegmentIndex::IvfPq(_) => EngineType::IvfPq,
             SegmentIndex::Hnsw(_) => EngineType::Hnsw,
+            SegmentIndex::Annoy(_) => EngineType::Annoy,
         }
     }
 
     pub fn len(&self) -> usize {
-        match self {
-            SegmentIndex::IvfFlat(i) => i.len(),
-            SegmentIndex::Hnsw(i) => i.len(),
-        }
+        each_kernel!(self, i => i.len())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -132,10 +170,7 @@ impl SegmentIndex {
 
     /// Bytes the index holds in memory.
     pub fn memory_bytes(&self) -> usize {
-        match self {
-            SegmentIndex::IvfFlat(i) => i.memory_bytes(),
-            SegmentIndex::Hnsw(i) => i.memory_bytes(),
-        }
+        each_kernel!(self, i => i.memory_bytes())
     }
 
     /// The top `k` of each query. A param the request leaves out (possible only for a file whose
@@ -152,25 +187,46 @@ impl SegmentIndex {
             VectorsRef::Float(q) => q,
             VectorsRef::Binary(_) => return Err(IndexError::WrongKind("binary", engine)),
         };
+        let refused = |e: &dyn std::fmt::Display| IndexError::Params(e.to_string());
+        // The default nprobe of a file searched without one: 1/16 of its lists.
+        let nprobe = |nlist: usize| params.nprobe.unwrap_or((nlist / 16).max(1));
         Ok(match self {
-            SegmentIndex::IvfFlat(index) => {
-                let nprobe = params.nprobe.unwrap_or((index.nlist() / 16).max(1));
-                index.search(float, k, nprobe, deleted)
+            SegmentIndex::IvfFlat(index) => index.search(float, k, nprobe(index.nlist()), deleted),
+            SegmentIndex::IvfSq8(index) => {
+                let p = IvfSq8Search {
+                    nprobe: nprobe(index.nlist()),
+                };
+                index
+                    .search(float, k, &p, deleted)
+                    .map_err(|e| refused(&e))?
+            }
+            SegmentIndex::IvfPq(index) => {
+                let p = IvfPqSearch {
+                    nprobe: nprobe(index.nlist()),
+                };
+                index
+                    .search(float, k, &p, deleted)
+                    .map_err(|e| refused(&e))?
             }
             SegmentIndex::Hnsw(index) => {
                 let ef = params.ef.unwrap_or(k.max(64));
                 index
                     .search(float, k, ef, deleted)
-                    .map_err(|e| IndexError::Params(e.to_string()))?
+                    .map_err(|e| refused(&e))?
+            }
+            SegmentIndex::Annoy(index) => {
+                let p = AnnoySearch {
+                    search_k: params.search_k.unwrap_or(-1),
+                };
+                index
+                    .search(float, k, &p, deleted)
+                    .map_err(|e| refused(&e))?
             }
         })
     }
 
     pub fn write_to(&self, w: &mut impl Write) -> io::Result<()> {
-        match self {
-            SegmentIndex::IvfFlat(i) => i.write_to(w),
-            SegmentIndex::Hnsw(i) => i.write_to(w),
-        }
+        each_kernel!(self, i => i.write_to(w))
     }
 
     /// Reads an index of type `engine` (named by its file's header).
@@ -180,7 +236,12 @@ impl SegmentIndex {
             EngineType::IvfFlat => {
                 SegmentIndex::IvfFlat(IvfFlat::read_from(r).map_err(|e| corrupt(&e))?)
             }
+            EngineType::IvfSq8 => {
+                SegmentIndex::IvfSq8(IvfSq8::read_from(r).map_err(|e| corrupt(&e))?)
+            }
+            EngineType::IvfPq => SegmentIndex::IvfPq(IvfPq::read_from(r).map_err(|e| corrupt(&e))?),
             EngineType::Hnsw => SegmentIndex::Hnsw(Hnsw::read_from(r).map_err(|e| corrupt(&e))?),
+            EngineType::Annoy => SegmentIndex::Annoy(Annoy::read_from(r).map_err(|e| corrupt(&e))?),
             other => return Err(IndexError::Unsupported(other)),
         })
     }

@@ -150,7 +150,8 @@ impl Engine {
                 Ok(()) => {}
                 Err(NodeError::Index(e)) => {
                     tracing::error!(file = id, error = %e, "index build refused: the file stays raw");
-                    let back = Retype::expecting(&[id], &[FileType::ToIndex], FileType::Raw, now_micros());
+                    let back =
+                        Retype::expecting(&[id], &[FileType::ToIndex], FileType::Raw, now_micros());
                     let changes = FileChanges {
                         retype: vec![back],
                         ..FileChanges::default()

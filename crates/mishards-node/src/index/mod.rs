@@ -10,8 +10,8 @@ pub mod annoy;
 pub mod flat;
 pub mod hnsw;
 pub mod ivf;
-pub mod ivf_sq8;
 pub mod ivf_pq;
+pub mod ivf_sq8;
 pub mod topk;
 
 mod kernel;
@@ -25,6 +25,6 @@ pub use annoy::{Annoy, AnnoyError, AnnoyParams, AnnoySearch};
 pub use flat::search_flat;
 pub use hnsw::{Hnsw, HnswError, HnswParams};
 pub use ivf::IvfFlat;
-pub use ivf_sq8::{IvfSq8, IvfSq8Error, IvfSq8Params, IvfSq8Search};
 pub use ivf_pq::{IvfPq, IvfPqError, IvfPqParams, IvfPqSearch};
+pub use ivf_sq8::{IvfSq8, IvfSq8Error, IvfSq8Params, IvfSq8Search};
 pub use topk::{MergeError, Metric, RowBitmap, TopK};
