@@ -18,7 +18,7 @@ pub enum SegmentData {
     Raw(RawSegment),
     /// An index file: the index and the ids of its rows in their original (raw file) order.
     Index {
-        index: SegmentIndex,
+        index: Box<SegmentIndex>,
         ids: Vec<i64>,
     },
 }
@@ -127,7 +127,10 @@ pub fn load(storage: &Path, file: &FileRow) -> Result<LoadedSegment, SegmentErro
     let path = segment::file_path(storage, file);
     let data = if file.file_type == FileType::Index {
         let (index, ids) = segment::read_index(&path)?;
-        SegmentData::Index { index, ids }
+        SegmentData::Index {
+            index: Box::new(index),
+            ids,
+        }
     } else {
         SegmentData::Raw(segment::read_raw(&path)?)
     };
