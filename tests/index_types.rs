@@ -264,3 +264,220 @@ async fn annoy() {
     })
     .await;
 }
+
+/// A Milvus binary metric's distance between two packed bit vectors, written plainly; `None` where
+/// the row does not match (SUBSTRUCTURE: the query's bits all in the row; SUPERSTRUCTURE: the row's
+/// bits all in the query).
+fn binary_distance(metric: i32, q: &[u8], x: &[u8]) -> Option<f32> {
+    let ones = |f: &dyn Fn(u8, u8) -> u8| -> u32 {
+        q.iter().zip(x).map(|(a, b)| f(*a, *b).count_ones()).sum()
+    };
+    let and = ones(&|a, b| a & b);
+    let or = ones(&|a, b| a | b);
+    // Milvus 1.1 (its faiss fork) answers 1.0 when no bit is shared, including 0/0.
+    let jaccard = || {
+        if and == 0 {
+            1.0
+        } else {
+            1.0 - and as f32 / or as f32
+        }
+    };
+    match metric {
+        3 => Some(ones(&|a, b| a ^ b) as f32),
+        4 => Some(jaccard()),
+        5 => Some(-((1.0 - jaccard()) as f64).log2() as f32),
+        6 => (and == ones(&|a, _| a)).then_some(0.0),
+        7 => (and == ones(&|_, b| b)).then_some(0.0),
+        _ => unreachable!("not a binary metric"),
+    }
+}
+
+/// Equal distances, infinite ones included (TANIMOTO of rows sharing no bit).
+fn close(a: f32, b: f32) -> bool {
+    a == b || (a - b).abs() < 1e-5
+}
+
+fn binary_rows(rows: &[Vec<u8>]) -> Vec<proto::RowRecord> {
+    rows.iter()
+        .map(|r| proto::RowRecord {
+            float_data: Vec::new(),
+            binary_data: r.clone(),
+        })
+        .collect()
+}
+
+/// Checks a binary search against the brute force: each row's distances are the best `K` (padded
+/// with -1 where fewer rows match), and every id returned is at the distance reported.
+fn assert_binary_exact(
+    result: &proto::TopKQueryResult,
+    data: &[(i64, Vec<u8>)],
+    queries: &[Vec<u8>],
+    metric: i32,
+) {
+    assert_eq!(code(&result.status), 0, "{:?}", result.status);
+    for (q, query) in queries.iter().enumerate() {
+        let mut truth: Vec<f32> = data
+            .iter()
+            .filter_map(|(_, x)| binary_distance(metric, query, x))
+            .collect();
+        truth.sort_by(f32::total_cmp);
+        truth.truncate(K);
+        let (ids, dists) = (
+            &result.ids[q * K..(q + 1) * K],
+            &result.distances[q * K..(q + 1) * K],
+        );
+        let hits = ids.iter().filter(|id| **id >= 0).count();
+        assert_eq!(hits, truth.len(), "metric {metric} query {q}: {ids:?}");
+        for (slot, (id, d)) in ids.iter().zip(dists).take(hits).enumerate() {
+            assert!(
+                close(*d, truth[slot]),
+                "metric {metric} query {q} slot {slot}: {d} vs {}",
+                truth[slot]
+            );
+            let x = &data.iter().find(|(i, _)| i == id).expect("a known id").1;
+            let real = binary_distance(metric, query, x).expect("a matching row");
+            assert!(close(real, *d), "id {id} reported at {d}, is at {real}");
+        }
+        assert!(ids[hits..].iter().all(|id| *id == -1));
+    }
+}
+
+/// Every binary metric through the gateway: inserts of packed bits, exact search (FLAT), reads by id,
+/// deletes; IVF_FLAT where Milvus 1.1 allows it, exact at nprobe = nlist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_collections() {
+    const BITS: usize = 128;
+    let cluster = TestCluster::start(2, None).await;
+    let mut c = cluster.client().await;
+    let mut rng = SplitMix64::new(21);
+    for metric in 3..=7 {
+        let name = format!("bin_{metric}");
+        create_collection(&mut c, schema(&name, BITS as i64, 1024, metric)).await;
+        // Sparse rows, so SUBSTRUCTURE/SUPERSTRUCTURE find matches among random ones.
+        let mut row = |density: u64| -> Vec<u8> {
+            (0..BITS / 8)
+                .map(|_| {
+                    (0..8).fold(0u8, |b, bit| {
+                        b | (((rng.next_u64() % 100 < density) as u8) << bit)
+                    })
+                })
+                .collect()
+        };
+        let mut data: Vec<(i64, Vec<u8>)> = Vec::new();
+        // A file above the build threshold and a small one.
+        for (first_id, n) in [(0, FILE_ROWS), (FILE_ROWS, 300)] {
+            let rows: Vec<Vec<u8>> = (0..n)
+                .map(|i| row(if i % 2 == 0 { 10 } else { 60 }))
+                .collect();
+            let ids: Vec<i64> = (0..n).map(|i| (first_id + i) as i64).collect();
+            let reply = c
+                .insert(proto::InsertParam {
+                    collection_name: name.clone(),
+                    row_record_array: binary_rows(&rows),
+                    row_id_array: ids.clone(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(code(&reply.status), 0, "{:?}", reply.status);
+            data.extend(ids.into_iter().zip(rows));
+            flush(&mut c, &[&name]).await;
+        }
+        let queries: Vec<Vec<u8>> = (0..8)
+            .map(|i| row(if i % 2 == 0 { 5 } else { 70 }))
+            .collect();
+        let search = |c: &mut Client, extra: &'static str| {
+            let param = proto::SearchParam {
+                collection_name: name.clone(),
+                query_record_array: binary_rows(&queries),
+                topk: K as i64,
+                extra_params: common::params(extra),
+                ..Default::default()
+            };
+            let mut c = c.clone();
+            async move { c.search(param).await.unwrap().into_inner() }
+        };
+        assert_binary_exact(&search(&mut c, "{}").await, &data, &queries, metric);
+
+        // Reads by id answer the bytes inserted; float queries are refused.
+        let got = c
+            .get_vectors_by_id(proto::VectorsIdentity {
+                collection_name: name.clone(),
+                id_array: vec![7, 2000],
+                partition_tag: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.vectors_data[0].binary_data, data[7].1);
+        assert_eq!(got.vectors_data[1].binary_data, data[2000].1);
+        let float = search_in(&mut c, &name, &[], &[vec![0.5; BITS]], K as i64, "{}").await;
+        assert_eq!(
+            code(&float.status),
+            proto::ErrorCode::IllegalRowrecord as i32
+        );
+
+        // Deleted rows never come back.
+        // The best hits of every query (a SUBSTRUCTURE query may match nothing).
+        let mut first: Vec<i64> = search(&mut c, "{}")
+            .await
+            .ids
+            .chunks(K)
+            .flat_map(|row| row.iter().take(2))
+            .copied()
+            .filter(|id| *id >= 0)
+            .collect();
+        first.sort_unstable();
+        first.dedup();
+        assert!(
+            !first.is_empty(),
+            "metric {metric}: no query matched anything"
+        );
+        let st = c
+            .delete_by_id(proto::DeleteByIdParam {
+                collection_name: name.clone(),
+                partition_tag: String::new(),
+                id_array: first.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        ok_status(st).await;
+        flush(&mut c, &[&name]).await;
+        data.retain(|(id, _)| !first.contains(id));
+        assert_binary_exact(&search(&mut c, "{}").await, &data, &queries, metric);
+
+        let ivf = c
+            .create_index(index_param(&name, 2, r#"{"nlist": 16}"#))
+            .await
+            .unwrap()
+            .into_inner();
+        if metric >= 6 {
+            assert_eq!(
+                ivf.error_code,
+                proto::ErrorCode::IllegalIndexType as i32,
+                "{ivf:?}"
+            );
+            continue;
+        }
+        ok_status(ivf).await;
+        let described = c
+            .describe_index(collection(&name))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            described.index_type, 2,
+            "BIN_IVF_FLAT is described as IVF_FLAT"
+        );
+        assert!(stats(&mut c, &name).await.contains("IVFFLAT"));
+        assert_binary_exact(
+            &search(&mut c, r#"{"nprobe": 16}"#).await,
+            &data,
+            &queries,
+            metric,
+        );
+    }
+    cluster.shutdown().await;
+}

@@ -18,8 +18,9 @@ Float index types, each on an L2 and an IP collection (dim 16, index_file_size 1
 
 The recall lines (L2 / IP) sit well below what the reference libraries reach on exactly this data and file
 layout (faiss 1.x IndexIVFFlat / IndexIVFScalarQuantizer 8 bit / IndexIVFPQ 8 bits, IndexHNSWFlat,
-IndexNSGFlat, and Spotify's annoy 1.17 with search_k = -1, i.e. n_trees × topk candidates; see RECALL_LINES),
-so a correct kernel passes with margin and a broken one (wrong metric, wrong params, a file left out) does not.
+IndexNSGFlat, and Spotify's annoy 1.17 with search_k = -1, i.e. n_trees × topk candidates, fewer than the
+max(n_trees × topk, 5% of the rows) of Milvus's Annoy fork; see RECALL_LINES), so a correct kernel passes with
+margin and a broken one (wrong metric, wrong params, a file left out) does not.
 
 Data: points around 40 fixed centres (centre ~ U(-1, 1)^16, noise ±0.15 per coordinate), the centres fixed
 per collection by a seed; the queries come from the same distribution. Each case:
@@ -57,11 +58,11 @@ distances in order, every id returned is at the distance reported, and rows fewe
 with -1. Also get_entity_by_id returns the bytes inserted, SearchByID (through pymilvus's stub) equals the
 brute force for the stored vectors, deletes never come back; IVF_FLAT {"nlist": 64} on HAMMING, JACCARD and
 TANIMOTO (stats IVFFLAT, get_index_info IVF_FLAT; nprobe 64 = every list is exact, nprobe 16 has recall
-≥ 0.8); IVF_FLAT on SUBSTRUCTURE and HNSW on a binary collection are ILLEGAL_INDEX_TYPE; a float row into a
-binary collection and a binary row into a float one are ILLEGAL_ROWRECORD; dimension 12 with HAMMING is
-ILLEGAL_DIMENSION."""
+≥ 0.8, where faiss's IndexBinaryIVF reaches 1.00 on this data for HAMMING); IVF_FLAT on SUBSTRUCTURE and
+SUPERSTRUCTURE, and every float-only index (HNSW, IVF_SQ8, IVF_PQ, ANNOY, RNSG) on any binary collection, are
+ILLEGAL_INDEX_TYPE; a float row into a binary collection and a binary row into a float one are
+ILLEGAL_ROWRECORD; dimension 12 with HAMMING is ILLEGAL_DIMENSION."""
 
-import json
 import re
 import time
 import zlib
@@ -89,7 +90,6 @@ FILE_ROWS = 4200        # ≥ the write node's build threshold (4,096 rows): cre
 BUILD_THRESHOLD = 4096
 BG_BATCH = 7300         # two batches, one flush: 20 + 14,600 × (8 + 16 × 4) B = 1,051,220 B ≥ 1 MiB
 RAW_ROWS = 300
-ONE_MB = 1 << 20
 BUILD_WAIT = 60.0       # seconds a background build may take (debug build, 14,600 rows)
 LONG_RPC = 110.0        # create_index and compact answer once the builds they start are done
 
@@ -476,7 +476,7 @@ def test_float_index_life_cycle(cluster, index_name, metric):
     assert big and all(s.get("index_name") == case.stats for s in big), \
         "the {}-row file (>= index_file_size 1 MB) is not indexed ({}) in the background within {:.0f} s: {}" \
         .format(2 * BG_BATCH, case.stats, BUILD_WAIT, segments_summary(stats))
-    assert all(s.get("data_size", ONE_MB) > 0 for s in big), segments_summary(stats)
+    assert all(s.get("data_size", 0) > 0 for s in big), "stats give the indexed file no data_size: {}".format(big)
     bg_seconds = time.monotonic() - started
 
     # 4. a small raw file next to the indexes
@@ -521,9 +521,12 @@ def test_float_index_life_cycle(cluster, index_name, metric):
     assert_ok(st, "get_entity_by_id of deleted ids")
     assert all(not v for v in vecs), "get_entity_by_id finds deleted ids: {}".format(
         [i for i, v in zip(nearest[:5], vecs) if v])
-    recall = tie_aware_recall(after, dist, ids, K, descending)
-    assert recall >= line - 0.05, "{} {}: recall@10 after deletes {:.3f} below {}".format(
-        index_name, metric, recall, line - 0.05)
+    recall_after = tie_aware_recall(after, dist, ids, K, descending)
+    assert recall_after >= line - 0.05, "{} {}: recall@10 after deletes {:.3f} below {}".format(
+        index_name, metric, recall_after, line - 0.05)
+    print("{} {}: recall@10 {:.3f} (line {}), in p1 {:.3f}, after deletes {:.3f}; create_index {:.1f} s, "
+          "background build seen after {:.1f} s".format(index_name, metric, recall, line, recall_p1, recall_after,
+                                                        build_seconds, bg_seconds))
 
     # 7. compaction keeps the indexed segments indexed
     assert_ok(c.compact(name, timeout=LONG_RPC), "compact")
@@ -702,16 +705,6 @@ def test_binary_collection(cluster, metric):
     assert_ok(st, "get_entity_by_id of deleted ids")
     assert all(not v for v in vecs), "get_entity_by_id finds deleted ids"
 
-    # index types: IVF_FLAT for HAMMING, JACCARD, TANIMOTO only; never a float-only index
-    st = c.create_index(name, IndexType.HNSW, {"M": 16, "efConstruction": 100}, timeout=LONG_RPC)
-    assert_error(st, ILLEGAL_INDEX_TYPE, "create_index HNSW on a {} collection".format(metric))
-    if metric in ("SUBSTRUCTURE", "SUPERSTRUCTURE"):
-        st = c.create_index(name, IndexType.IVF_FLAT, {"nlist": 64}, timeout=LONG_RPC)
-        assert_error(st, ILLEGAL_INDEX_TYPE, "create_index IVF_FLAT on a {} collection".format(metric))
-    info = index_info(c, name)
-    assert info.index_type == IndexType.FLAT, "refused create_index calls changed the index: {!r}".format(
-        info.index_type)
-
 
 @pytest.mark.parametrize("metric", ["HAMMING", "JACCARD", "TANIMOTO"])
 def test_binary_ivf_flat(cluster, metric):
@@ -744,6 +737,7 @@ def test_binary_ivf_flat(cluster, metric):
     res = search_ok(c, name, q_bytes, {"nprobe": 16}, what="binary IVF_FLAT search, nprobe 16")
     recall = tie_aware_recall(res, dist, ids, K)
     assert recall >= 0.8, "{} IVF_FLAT nprobe 16: recall@10 {:.3f} below 0.8".format(metric, recall)
+    print("binary {} IVF_FLAT nprobe 16: recall@10 {:.3f} (line 0.8)".format(metric, recall))
 
     assert_ok(c.drop_index(name), "drop_index")
     res = search_ok(c, name, q_bytes, {}, what="search after drop_index")
@@ -760,6 +754,22 @@ def test_binary_refusals(cluster):
     st, present = c.has_collection(name)
     assert_ok(st, "has_collection")
     assert present is False, "a refused collection exists"
+
+    # binary collections take FLAT, and IVF_FLAT for HAMMING, JACCARD and TANIMOTO only
+    float_only = [(IndexType.HNSW, {"M": 16, "efConstruction": 100}), (IndexType.IVF_SQ8, {"nlist": 64}),
+                  (IndexType.IVF_PQ, {"nlist": 64, "m": 8}), (IndexType.ANNOY, {"n_trees": 8}),
+                  (IndexType.RNSG, CASES["RNSG"].build)]
+    for metric in BIN_METRICS:
+        coll = create(c, BIN_METRICS[metric], dim=BIN_DIM, prefix="bin_idx_" + metric.lower())
+        refused = list(float_only)
+        if metric in ("SUBSTRUCTURE", "SUPERSTRUCTURE"):
+            refused.append((IndexType.IVF_FLAT, {"nlist": 64}))
+        for index, params in refused:
+            st = c.create_index(coll, index, dict(params), timeout=LONG_RPC)
+            assert_error(st, ILLEGAL_INDEX_TYPE, "create_index {} on a {} collection".format(index.name, metric))
+        info = index_info(c, coll)
+        assert info.index_type == IndexType.FLAT, \
+            "refused create_index calls changed the {} collection's index: {!r}".format(metric, info.index_type)
 
     binary = create(c, MetricType.HAMMING, dim=BIN_DIM, prefix="bin_kind")
     floats = create(c, MetricType.L2, dim=DIM, prefix="float_kind")

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::index::{RowBitmap, TopK, search_flat};
+use super::index::{BinaryMetric, RowBitmap, TopK, search_binary_flat, search_flat};
 use super::segment::{self, RawSegment, SegmentError};
 use super::segment_index::{IndexError, SearchParams, SegmentIndex, float_metric};
 use super::vectors::{Vectors, VectorsRef};
@@ -85,9 +85,12 @@ impl LoadedSegment {
                     float_metric(metric),
                     deleted,
                 )),
-                // Binary kernels land next (BIN_FLAT search).
-                (Vectors::Binary(_), VectorsRef::Binary(_)) => {
-                    Err(IndexError::Unsupported(mishards_meta::EngineType::BinFlat))
+                (Vectors::Binary(data), VectorsRef::Binary(q)) => {
+                    let metric = BinaryMetric::from_code(metric.code())
+                        .ok_or(IndexError::MetricMismatch(metric))?;
+                    Ok(search_binary_flat(
+                        q, data, &raw.ids, raw.dim, k, metric, deleted,
+                    ))
                 }
                 _ => Err(IndexError::MetricMismatch(metric)),
             },

@@ -9,8 +9,9 @@ use std::io::{self, Read, Write};
 use serde_json::{Map, Value};
 
 use crate::index::{
-    Annoy, AnnoyParams, AnnoySearch, Hnsw, HnswParams, IvfFlat, IvfPq, IvfPqParams, IvfPqSearch,
-    IvfSq8, IvfSq8Params, IvfSq8Search, Metric, RowBitmap, TopK,
+    Annoy, AnnoyParams, AnnoySearch, BinIvfFlat, BinIvfParams, BinIvfSearch, BinaryMetric, Hnsw,
+    HnswParams, IvfFlat, IvfPq, IvfPqParams, IvfPqSearch, IvfSq8, IvfSq8Params, IvfSq8Search,
+    Metric, RowBitmap, TopK,
 };
 use crate::segment::RawSegment;
 use crate::vectors::{Vectors, VectorsRef};
@@ -24,6 +25,7 @@ pub enum SegmentIndex {
     IvfPq(IvfPq),
     Hnsw(Hnsw),
     Annoy(Annoy),
+    BinIvfFlat(BinIvfFlat),
 }
 
 /// `$body` with `$i` bound to the kernel inside whichever variant `$index` is.
@@ -35,6 +37,7 @@ macro_rules! each_kernel {
             SegmentIndex::IvfPq($i) => $body,
             SegmentIndex::Hnsw($i) => $body,
             SegmentIndex::Annoy($i) => $body,
+            SegmentIndex::BinIvfFlat($i) => $body,
         }
     };
 }
@@ -146,6 +149,20 @@ impl SegmentIndex {
                 };
                 SegmentIndex::Annoy(Annoy::build(float?, ids, dim, m, &p).map_err(|e| refused(&e))?)
             }
+            EngineType::BinIvfFlat => {
+                let Vectors::Binary(bits) = &raw.vectors else {
+                    return Err(IndexError::WrongKind("float", engine));
+                };
+                let metric = BinaryMetric::from_code(metric.code())
+                    .ok_or(IndexError::MetricMismatch(metric))?;
+                let p = BinIvfParams {
+                    nlist: param(params, "nlist", 1024),
+                    seed,
+                };
+                SegmentIndex::BinIvfFlat(
+                    BinIvfFlat::build(bits, ids, dim, metric, &p).map_err(|e| refused(&e))?,
+                )
+            }
             other => return Err(IndexError::Unsupported(other)),
         })
     }
@@ -157,6 +174,7 @@ impl SegmentIndex {
             SegmentIndex::IvfPq(_) => EngineType::IvfPq,
             SegmentIndex::Hnsw(_) => EngineType::Hnsw,
             SegmentIndex::Annoy(_) => EngineType::Annoy,
+            SegmentIndex::BinIvfFlat(_) => EngineType::BinIvfFlat,
         }
     }
 
@@ -183,9 +201,17 @@ impl SegmentIndex {
         deleted: Option<&RowBitmap>,
     ) -> Result<TopK, IndexError> {
         let engine = self.engine_type();
-        let float = match queries {
-            VectorsRef::Float(q) => q,
-            VectorsRef::Binary(_) => return Err(IndexError::WrongKind("binary", engine)),
+        let float = match (queries, self) {
+            (VectorsRef::Binary(q), SegmentIndex::BinIvfFlat(index)) => {
+                let p = BinIvfSearch {
+                    nprobe: params.nprobe.unwrap_or((index.nlist() / 16).max(1)),
+                };
+                return index
+                    .search(q, k, &p, deleted)
+                    .map_err(|e| IndexError::Params(e.to_string()));
+            }
+            (VectorsRef::Float(q), _) => q,
+            (VectorsRef::Binary(_), _) => return Err(IndexError::WrongKind("binary", engine)),
         };
         let refused = |e: &dyn std::fmt::Display| IndexError::Params(e.to_string());
         // The default nprobe of a file searched without one: 1/16 of its lists.
@@ -222,6 +248,7 @@ impl SegmentIndex {
                     .search(float, k, &p, deleted)
                     .map_err(|e| refused(&e))?
             }
+            SegmentIndex::BinIvfFlat(_) => return Err(IndexError::WrongKind("float", engine)),
         })
     }
 
@@ -242,6 +269,9 @@ impl SegmentIndex {
             EngineType::IvfPq => SegmentIndex::IvfPq(IvfPq::read_from(r).map_err(|e| corrupt(&e))?),
             EngineType::Hnsw => SegmentIndex::Hnsw(Hnsw::read_from(r).map_err(|e| corrupt(&e))?),
             EngineType::Annoy => SegmentIndex::Annoy(Annoy::read_from(r).map_err(|e| corrupt(&e))?),
+            EngineType::BinIvfFlat => {
+                SegmentIndex::BinIvfFlat(BinIvfFlat::read_from(r).map_err(|e| corrupt(&e))?)
+            }
             other => return Err(IndexError::Unsupported(other)),
         })
     }

@@ -7,6 +7,7 @@
 //! smaller id, whatever the thread count.
 
 pub mod annoy;
+pub mod binary;
 pub mod flat;
 pub mod hnsw;
 pub mod ivf;
@@ -22,6 +23,9 @@ mod scan;
 mod testutil;
 
 pub use annoy::{Annoy, AnnoyError, AnnoyParams, AnnoySearch};
+pub use binary::{
+    BinIvfError, BinIvfFlat, BinIvfParams, BinIvfSearch, BinaryMetric, search_binary_flat,
+};
 pub use flat::search_flat;
 pub use hnsw::{Hnsw, HnswError, HnswParams};
 pub use ivf::IvfFlat;
