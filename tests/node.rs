@@ -652,6 +652,7 @@ async fn unflushed_writes_survive_a_crash_through_the_log() {
     let mut rng = SplitMix64::new(9);
     let vectors = rng.vectors(100, 4);
     let flat: Vec<f32> = vectors.concat();
+    let bits: Vec<u8> = vec![0xff, 0x00, 0x0f, 0xf0, 0x01, 0x80];
     let ids = {
         let engine = open_engine(&uri, &opts).await;
         engine
@@ -664,6 +665,12 @@ async fn unflushed_writes_survive_a_crash_through_the_log() {
             .unwrap();
         engine
             .delete("durable", "", vec![ids[0], ids[1]])
+            .await
+            .unwrap();
+        // A binary collection's rows go through the same log.
+        engine.create_collection("bits", 16, 1024, 3).await.unwrap();
+        engine
+            .insert("bits", "", vec![1, 2, 3], Vectors::Binary(bits.clone()), 3)
             .await
             .unwrap();
         ids
@@ -686,6 +693,21 @@ async fn unflushed_writes_survive_a_crash_through_the_log() {
         .unwrap()
         .unwrap();
     assert_ne!(top.ids[0], ids[0], "a deleted row came back");
+    assert_eq!(engine.count("bits").await.unwrap(), 3);
+    assert_eq!(
+        engine.vectors_by_id("bits", "", &[2]).await.unwrap(),
+        [Some(Vectors::Binary(vec![0x0f, 0xf0]))]
+    );
+    let query = Query {
+        vectors: VectorsRef::Binary(&bits[4..]),
+        ..query
+    };
+    let top = engine.search("bits", &[], &query).await.unwrap().unwrap();
+    assert_eq!(
+        (top.ids[0], top.distances[0]),
+        (3, 0.0),
+        "HAMMING of a row to itself"
+    );
     // Ids handed out after the restart never repeat earlier ones.
     let more = engine
         .insert(
