@@ -481,3 +481,16 @@ async fn binary_collections() {
     }
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rnsg() {
+    lifecycle_on_l2_and_ip(IndexCase {
+        index_type: 4,
+        build: r#"{"search_length": 45, "out_degree": 50, "candidate_pool_size": 300, "knng": 100}"#,
+        search: r#"{"search_length": 100}"#,
+        stats_name: "NSG",
+        // faiss's NSG reaches 0.82 (L2) on data of this shape with these params.
+        min_recall: 0.75,
+    })
+    .await;
+}

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use crate::index::{
     Annoy, AnnoyParams, AnnoySearch, BinIvfFlat, BinIvfParams, BinIvfSearch, BinaryMetric, Hnsw,
     HnswParams, IvfFlat, IvfPq, IvfPqParams, IvfPqSearch, IvfSq8, IvfSq8Params, IvfSq8Search,
-    Metric, RowBitmap, TopK,
+    Metric, Nsg, NsgParams, NsgSearch, RowBitmap, TopK,
 };
 use crate::segment::RawSegment;
 use crate::vectors::{Vectors, VectorsRef};
@@ -25,6 +25,7 @@ pub enum SegmentIndex {
     IvfPq(IvfPq),
     Hnsw(Hnsw),
     Annoy(Annoy),
+    Nsg(Nsg),
     BinIvfFlat(BinIvfFlat),
 }
 
@@ -37,6 +38,7 @@ macro_rules! each_kernel {
             SegmentIndex::IvfPq($i) => $body,
             SegmentIndex::Hnsw($i) => $body,
             SegmentIndex::Annoy($i) => $body,
+            SegmentIndex::Nsg($i) => $body,
             SegmentIndex::BinIvfFlat($i) => $body,
         }
     };
@@ -149,6 +151,16 @@ impl SegmentIndex {
                 };
                 SegmentIndex::Annoy(Annoy::build(float?, ids, dim, m, &p).map_err(|e| refused(&e))?)
             }
+            EngineType::Rnsg => {
+                let p = NsgParams {
+                    search_length: param(params, "search_length", 45),
+                    out_degree: param(params, "out_degree", 50),
+                    candidate_pool_size: param(params, "candidate_pool_size", 300),
+                    knng: param(params, "knng", 100),
+                    seed,
+                };
+                SegmentIndex::Nsg(Nsg::build(float?, ids, dim, m, &p).map_err(|e| refused(&e))?)
+            }
             EngineType::BinIvfFlat => {
                 let Vectors::Binary(bits) = &raw.vectors else {
                     return Err(IndexError::WrongKind("float", engine));
@@ -174,6 +186,7 @@ impl SegmentIndex {
             SegmentIndex::IvfPq(_) => EngineType::IvfPq,
             SegmentIndex::Hnsw(_) => EngineType::Hnsw,
             SegmentIndex::Annoy(_) => EngineType::Annoy,
+            SegmentIndex::Nsg(_) => EngineType::Rnsg,
             SegmentIndex::BinIvfFlat(_) => EngineType::BinIvfFlat,
         }
     }
@@ -248,6 +261,14 @@ impl SegmentIndex {
                     .search(float, k, &p, deleted)
                     .map_err(|e| refused(&e))?
             }
+            SegmentIndex::Nsg(index) => {
+                let p = NsgSearch {
+                    search_length: params.search_length.unwrap_or(k.max(40)),
+                };
+                index
+                    .search(float, k, &p, deleted)
+                    .map_err(|e| refused(&e))?
+            }
             SegmentIndex::BinIvfFlat(_) => return Err(IndexError::WrongKind("float", engine)),
         })
     }
@@ -269,6 +290,7 @@ impl SegmentIndex {
             EngineType::IvfPq => SegmentIndex::IvfPq(IvfPq::read_from(r).map_err(|e| corrupt(&e))?),
             EngineType::Hnsw => SegmentIndex::Hnsw(Hnsw::read_from(r).map_err(|e| corrupt(&e))?),
             EngineType::Annoy => SegmentIndex::Annoy(Annoy::read_from(r).map_err(|e| corrupt(&e))?),
+            EngineType::Rnsg => SegmentIndex::Nsg(Nsg::read_from(r).map_err(|e| corrupt(&e))?),
             EngineType::BinIvfFlat => {
                 SegmentIndex::BinIvfFlat(BinIvfFlat::read_from(r).map_err(|e| corrupt(&e))?)
             }

@@ -13,6 +13,7 @@ pub mod hnsw;
 pub mod ivf;
 pub mod ivf_pq;
 pub mod ivf_sq8;
+pub mod nsg;
 pub mod topk;
 
 mod kernel;
@@ -31,4 +32,5 @@ pub use hnsw::{Hnsw, HnswError, HnswParams};
 pub use ivf::IvfFlat;
 pub use ivf_pq::{IvfPq, IvfPqError, IvfPqParams, IvfPqSearch};
 pub use ivf_sq8::{IvfSq8, IvfSq8Error, IvfSq8Params, IvfSq8Search};
+pub use nsg::{Nsg, NsgError, NsgParams, NsgSearch};
 pub use topk::{MergeError, Metric, RowBitmap, TopK};
