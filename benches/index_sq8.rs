@@ -290,16 +290,16 @@ fn main() {
         }
     }
     let mut anchor = None;
-    if a.anchor {
-        if let Some((an, head)) = Anchor::start(&a, dir) {
-            for line in head {
-                match line.strip_prefix("build ") {
-                    Some(s) => println!("build,anchor,{s}"),
-                    None => println!("# anchor {line}"),
-                }
+    if a.anchor
+        && let Some((an, head)) = Anchor::start(&a, dir)
+    {
+        for line in head {
+            match line.strip_prefix("build ") {
+                Some(s) => println!("build,anchor,{s}"),
+                None => println!("# anchor {line}"),
             }
-            anchor = Some(an);
         }
+        anchor = Some(an);
     }
     let mut table = Vec::new();
     for &nprobe in &a.nprobes {
