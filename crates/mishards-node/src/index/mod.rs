@@ -6,6 +6,7 @@
 //! faiss report it; IP is the inner product. Results are deterministic: equal distances rank by
 //! smaller id, whatever the thread count.
 
+pub mod binary;
 pub mod flat;
 pub mod hnsw;
 pub mod ivf;
@@ -18,6 +19,9 @@ mod scan;
 #[cfg(test)]
 mod testutil;
 
+pub use binary::{
+    BinIvfError, BinIvfFlat, BinIvfParams, BinIvfSearch, BinaryMetric, search_binary_flat,
+};
 pub use flat::search_flat;
 pub use hnsw::{Hnsw, HnswError, HnswParams};
 pub use ivf::IvfFlat;
