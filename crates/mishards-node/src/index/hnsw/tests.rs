@@ -2,6 +2,7 @@ use super::*;
 use crate::index::flat::search_flat_with;
 use crate::index::kernel::Isa;
 use crate::index::testutil::{Rng, check, clustered, exact, recall, seq_ids};
+use mishards_common::rng::SplitMix64;
 
 fn params(m: usize, ef_construction: usize) -> HnswParams {
     HnswParams {
@@ -359,4 +360,194 @@ fn hnsw_inconsistent_body_with_valid_checksum_is_an_error() {
         Err(HnswError::Corrupt(_))
     ));
     assert!(patch(links_at, &999u32.to_le_bytes()).is_err());
+}
+
+/// Rows in batches, each batch around its own `centres` centres ~ U(−1, 1)^dim with noise
+/// U(−0.15, 0.15), rows ordered batch by batch; queries around yet another set of centres, so
+/// they lie far from every cluster of the data.
+fn far_query_data(seed: u64, batches: &[usize], nq: usize, dim: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut rng = SplitMix64::new(seed);
+    let mut uniform = |a: f64| ((rng.next_f64() * 2.0 - 1.0) * a) as f32;
+    let group = |n: usize, uniform: &mut dyn FnMut(f64) -> f32| {
+        let centres: Vec<f32> = (0..40 * dim).map(|_| uniform(1.0)).collect();
+        let mut out = Vec::with_capacity(n * dim);
+        for _ in 0..n {
+            // The centre from the same stream: a uniform index in 0..40.
+            let c = (((uniform(1.0) as f64 + 1.0) / 2.0 * 40.0) as usize).min(39);
+            out.extend((0..dim).map(|d| centres[c * dim + d] + uniform(0.15)));
+        }
+        out
+    };
+    let mut data = Vec::new();
+    for &n in batches {
+        data.extend(group(n, &mut uniform));
+    }
+    let queries = group(nq, &mut uniform);
+    (data, queries)
+}
+
+/// Not a test: prints our recall on `far_query_data` for several seeds and, with
+/// `MISHARDS_HNSW_DUMP=dir`, writes the data for `benches/hnsw_far_queries.py` (hnswlib on the
+/// same rows).
+#[test]
+#[ignore]
+fn hnsw_far_queries_experiment() {
+    let dump = std::env::var("MISHARDS_HNSW_DUMP").ok();
+    let (dim, k) = (16, 10);
+    let seeds: u64 = std::env::var("SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8);
+    for (m, efc, ef) in [(16, 100, 64), (8, 40, 64)] {
+        let mut total = 0.0;
+        for seed in 0..seeds {
+            let nq: usize = std::env::var("NQ")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(20);
+            let (data, queries) = far_query_data(seed, &[4200, 4200, 300], nq, dim);
+            let rows = data.len() / dim;
+            let ids = seq_ids(rows);
+            if let Some(dir) = &dump {
+                let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+                std::fs::write(format!("{dir}/far{seed}_base.f32"), bytes(&data)).expect("write");
+                std::fs::write(format!("{dir}/far{seed}_query.f32"), bytes(&queries))
+                    .expect("write");
+            }
+            let want = search_flat_with(
+                Isa::detect(),
+                &queries,
+                &data,
+                &ids,
+                dim,
+                k,
+                Metric::L2,
+                None,
+            );
+            let mut r = 0.0;
+            for rep in 0..3 {
+                let p = HnswParams {
+                    m,
+                    ef_construction: efc,
+                    seed: seed + 100 + rep * 1000,
+                };
+                let index = Hnsw::build(&data, &ids, dim, Metric::L2, p).expect("valid");
+                let got = index.search(&queries, k, ef, None).expect("ok");
+                r += recall(&got, &want) / 3.0;
+            }
+            total += r;
+            println!("M {m} efC {efc} ef {ef} seed {seed}: recall {r:.3}");
+        }
+        println!(
+            "M {m} efC {efc} ef {ef}: mean recall {:.3}",
+            total / seeds as f64
+        );
+    }
+}
+
+/// Rows around `clusters` centres ~ U(−1, 1)^dim (noise U(−0.15, 0.15)), stored cluster by
+/// cluster (as inserts grouped by source arrive); queries around the same centres.
+fn sorted_cluster_data(
+    seed: u64,
+    clusters: usize,
+    per: usize,
+    nq: usize,
+    dim: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let mut rng = SplitMix64::new(seed);
+    let mut uniform = |a: f64| ((rng.next_f64() * 2.0 - 1.0) * a) as f32;
+    let centres: Vec<f32> = (0..clusters * dim).map(|_| uniform(1.0)).collect();
+    let mut data = Vec::with_capacity(clusters * per * dim);
+    for c in 0..clusters {
+        for _ in 0..per {
+            data.extend((0..dim).map(|d| centres[c * dim + d] + uniform(0.15)));
+        }
+    }
+    let mut queries = Vec::with_capacity(nq * dim);
+    for i in 0..nq {
+        let c = (i * 7919) % clusters;
+        queries.extend((0..dim).map(|d| centres[c * dim + d] + uniform(0.15)));
+    }
+    (data, queries)
+}
+
+#[test]
+#[ignore]
+fn hnsw_sorted_clusters_experiment() {
+    let dump = std::env::var("MISHARDS_HNSW_DUMP").ok();
+    let (dim, k) = (16, 10);
+    let seeds: u64 = std::env::var("SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4);
+    for (m, efc, ef) in [(16, 100, 64), (8, 40, 64)] {
+        let mut total = 0.0;
+        for seed in 0..seeds {
+            let (data, queries) = sorted_cluster_data(seed, 200, 100, 200, dim);
+            let rows = data.len() / dim;
+            let ids = seq_ids(rows);
+            if let Some(dir) = &dump {
+                let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+                std::fs::write(format!("{dir}/sorted{seed}_base.f32"), bytes(&data))
+                    .expect("write");
+                std::fs::write(format!("{dir}/sorted{seed}_query.f32"), bytes(&queries))
+                    .expect("write");
+            }
+            let want = search_flat_with(
+                Isa::detect(),
+                &queries,
+                &data,
+                &ids,
+                dim,
+                k,
+                Metric::L2,
+                None,
+            );
+            let p = HnswParams {
+                m,
+                ef_construction: efc,
+                seed: seed + 100,
+            };
+            let index = Hnsw::build(&data, &ids, dim, Metric::L2, p).expect("valid");
+            let got = index.search(&queries, k, ef, None).expect("ok");
+            let r = recall(&got, &want);
+            total += r;
+        }
+        println!(
+            "sorted M {m} efC {efc} ef {ef}: mean recall {:.3}",
+            total / seeds as f64
+        );
+    }
+}
+
+#[test]
+fn hnsw_scored_orders_as_cmp_score_then_row() {
+    let values = [
+        f32::NEG_INFINITY,
+        -f32::MAX,
+        -1.5,
+        -f32::MIN_POSITIVE,
+        -0.0,
+        0.0,
+        1e-40,
+        2.0,
+        f32::MAX,
+        f32::INFINITY,
+        f32::NAN,
+    ];
+    for &a in &values {
+        let s = Scored::new(a, 7);
+        assert_eq!(s.row(), 7);
+        if a.is_nan() {
+            assert!(s.score().is_nan());
+        } else {
+            assert_eq!(s.score(), a, "{a}");
+        }
+        for &b in &values {
+            for (ra, rb) in [(1u32, 2u32), (2, 1), (3, 3)] {
+                let want = cmp_score(a, b).then(ra.cmp(&rb));
+                assert_eq!(Scored::new(a, ra).cmp(&Scored::new(b, rb)), want, "{a} {b}");
+            }
+        }
+    }
 }
