@@ -6,12 +6,21 @@
 //! if it is closer to the new row than to every neighbour already kept); the search keeps `ef`
 //! candidates; deleted rows are still walked through but never returned (hnswlib's filter).
 //!
-//! What differs, and why: the build inserts rows in batches, each batch's rows searched in
-//! parallel against the graph as it stood before the batch, then linked in one step. hnswlib
-//! inserts concurrently under per-node locks, so its graph depends on thread timing; batches make
-//! the graph a function of the data and the seed alone, whatever the thread count. A batch is at
-//! most 1/32 of the rows already in the graph, so a row misses few would-be neighbours, and
-//! those it misses still link to it when they prune their own lists later.
+//! What differs, and why: the build inserts rows in batches. Each row of a batch searches the
+//! graph as it stood before the batch (in parallel: read-only work) and scores the rows of the
+//! batch before it exactly, then picks its neighbours among both; the batch is then linked in one
+//! step, each receiving row's list merged once with all its new back links. hnswlib inserts
+//! concurrently under per-node locks, so its graph depends on thread timing; batches make the
+//! graph a function of the data and the seed alone, whatever the thread count. Since every row
+//! sees every row inserted before it (the batch's own through exact scores, which a graph search
+//! would only approximate), recall matches or beats hnswlib's, also where batching used to hurt
+//! (rows stored cluster by cluster, so that a batch holds whole clusters; queries far from every
+//! cluster): see the tests, which state hnswlib's figures on the same rows. A batch is at most
+//! 1/32 of the rows already in the graph and at most `MAX_BATCH` rows, so the exact scores cost
+//! little.
+//!
+//! Memory follows hnswlib's `data_level0`: a row's level-0 links sit just before its vector in
+//! one block, so expanding a row reads lines that scoring it has just brought in.
 //!
 //! Scores inside are "lower is better" (squared L2, or the negated inner product; hnswlib uses
 //! 1 − ip, which orders the same); reported distances are Milvus's: squared L2 ascending, or the
@@ -20,7 +29,6 @@
 mod distance;
 mod format;
 
-use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::fmt;
 use std::sync::Mutex;
@@ -28,7 +36,7 @@ use std::sync::Mutex;
 use mishards_common::rng::SplitMix64;
 use rayon::prelude::*;
 
-use self::distance::{Scorer, prefetch};
+use self::distance::{Floats, Scorer, prefetch};
 use super::topk::{Metric, RowBitmap, TopK, cmp_score};
 
 /// Milvus 1.1's range for the build parameter `M`.
@@ -41,11 +49,12 @@ pub const EF_MAX: usize = 32768;
 /// Highest level a row may get. At M = 4 (the steepest level distribution) a row reaches level
 /// 32 with probability 4^−32, so the cap never changes a real graph; it bounds corrupt input.
 const MAX_LEVEL: usize = 32;
-/// The build inserts rows one at a time until the graph holds this many, then in batches of at
-/// most `len / BATCH_DIVISOR` rows.
+/// Batches hold at most `len / BATCH_DIVISOR` rows (`len` the rows already in the graph), so
+/// the first rows go in one at a time.
 const BATCH_DIVISOR: usize = 32;
-/// Largest insertion batch: enough work per batch to keep every core busy.
-const MAX_BATCH: usize = 1024;
+/// Largest insertion batch: enough work per batch to keep every core busy, few enough rows
+/// that scoring each against the batch's earlier rows stays a small part of the build.
+const MAX_BATCH: usize = 256;
 /// Marks "no row" in the serialized entry point.
 const NO_ROW: u32 = u32::MAX;
 
@@ -99,27 +108,40 @@ impl HnswParams {
 }
 
 /// A row and its score (lower is better), ordered by score, then row: a total order, so every
-/// heap and sort below is deterministic.
-#[derive(Clone, Copy, Debug)]
-struct Scored {
-    score: f32,
-    row: u32,
-}
+/// heap and sort below is deterministic. Packed in one u64 (the score's bits mapped to an
+/// unsigned order, −0 read as +0 and every NaN after every number, as `cmp_score` orders; then
+/// the row) so the search heaps compare plain integers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Scored(u64);
 
-impl PartialEq for Scored {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
+impl Scored {
+    #[inline(always)]
+    fn new(score: f32, row: u32) -> Scored {
+        // Adding +0 turns −0 into +0 and leaves every other value as it is.
+        let bits = (score + 0.0).to_bits();
+        let ordered = if score.is_nan() {
+            u32::MAX
+        } else if bits >> 31 == 1 {
+            !bits
+        } else {
+            bits | 1 << 31
+        };
+        Scored(((ordered as u64) << 32) | row as u64)
     }
-}
-impl Eq for Scored {}
-impl PartialOrd for Scored {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
+
+    #[inline(always)]
+    fn score(self) -> f32 {
+        let ordered = (self.0 >> 32) as u32;
+        f32::from_bits(if ordered >> 31 == 1 {
+            ordered & !(1 << 31)
+        } else {
+            !ordered
+        })
     }
-}
-impl Ord for Scored {
-    fn cmp(&self, other: &Self) -> Ordering {
-        cmp_score(self.score, other.score).then(self.row.cmp(&other.row))
+
+    #[inline(always)]
+    fn row(self) -> u32 {
+        self.0 as u32
     }
 }
 
@@ -214,18 +236,21 @@ impl PartialEq for ScratchPool {
 
 /// An HNSW index over one segment.
 ///
-/// Rows are the segment's rows in order (row `r` is `vectors[r*dim..(r+1)*dim]`, id `ids[r]`).
-/// Links: level 0 of row `r` is `level0[r*(2M+1)..]`, a count then up to `2M` rows; level `l ≥ 1`
-/// is `upper[r][(l-1)*(M+1)..]`, a count then up to `M` rows (rows of level 0 have no `upper`).
+/// Rows are the segment's rows in order (id `ids[r]`). Level 0 is one block per row, as hnswlib's
+/// `data_level0`: `blocks[r*stride..]` holds a link count, up to `2M` rows, then the row's vector
+/// as f32 bits (`stride = 1 + 2M + dim`), so expanding a row reads its links from the lines its
+/// vector was just scored from. Level `l ≥ 1` is `upper[r][(l-1)*(M+1)..]`, a count then up to
+/// `M` rows (rows of level 0 have no `upper`).
 #[derive(Clone, PartialEq)]
 pub struct Hnsw {
     dim: usize,
     metric: Metric,
     params: HnswParams,
     ids: Vec<i64>,
-    vectors: Vec<f32>,
     levels: Vec<u8>,
-    level0: Vec<u32>,
+    blocks: Vec<u32>,
+    /// u32s per level-0 block: `1 + 2M + dim`.
+    stride: usize,
     upper: Vec<Vec<u32>>,
     /// The row searches start from (one of the highest level), `None` when empty.
     entry: Option<u32>,
@@ -279,28 +304,24 @@ impl Hnsw {
         let levels: Vec<u8> = (0..rows as u64)
             .map(|r| random_level(params.seed, r, params.m))
             .collect();
-        let mut index = Hnsw::with_levels(
-            dim,
-            metric,
-            params,
-            ids[..rows].to_vec(),
-            data[..rows * dim].to_vec(),
-            levels,
-        );
+        let mut index = Hnsw::with_levels(dim, metric, params, ids[..rows].to_vec(), levels);
+        for (r, v) in data[..rows * dim].chunks_exact(dim.max(1)).enumerate() {
+            index.set_vector(r, v.iter().map(|x| x.to_bits()));
+        }
         index.link_all();
         Ok(index)
     }
 
-    /// An index with its rows and levels but no links yet.
+    /// An index with its ids and levels but no vectors (zeros) and no links yet.
     fn with_levels(
         dim: usize,
         metric: Metric,
         params: HnswParams,
         ids: Vec<i64>,
-        vectors: Vec<f32>,
         levels: Vec<u8>,
     ) -> Hnsw {
         let rows = ids.len();
+        let stride = 1 + 2 * params.m + dim;
         let upper = levels
             .iter()
             .map(|&l| vec![0u32; l as usize * (params.m + 1)])
@@ -310,9 +331,9 @@ impl Hnsw {
             metric,
             params,
             ids,
-            vectors,
             levels,
-            level0: vec![0; rows * (2 * params.m + 1)],
+            blocks: vec![0; rows * stride],
+            stride,
             upper,
             entry: None,
             max_level: 0,
@@ -333,11 +354,12 @@ impl Hnsw {
         while next < rows {
             let batch = (next / BATCH_DIVISOR).clamp(1, MAX_BATCH).min(rows - next);
             let range = next..next + batch;
-            // Every row of the batch searches the graph as it stood before the batch: read-only
-            // work, so the result does not depend on which thread ran what.
+            // Every row of the batch searches the graph as it stood before the batch, and scores
+            // the rows of the batch before it exactly: read-only work, so the result does not
+            // depend on which thread ran what.
             let plans: Vec<Plan> = if batch == 1 {
                 let mut s = self.pool.take(rows);
-                let p = vec![self.plan_insert(next as u32, &mut s)];
+                let p = vec![self.plan_insert(next as u32, next, &mut s)];
                 self.pool.give(s);
                 p
             } else {
@@ -349,11 +371,12 @@ impl Hnsw {
                             pool: &self.pool,
                             scratch: self.pool.take(rows),
                         },
-                        |s, r| self.plan_insert(r as u32, &mut s.scratch),
+                        |s, r| self.plan_insert(r as u32, next, &mut s.scratch),
                     )
                     .collect()
             };
-            // Back links, grouped by the row that receives them, each group merged on its own.
+            // Back links, grouped by the row that receives them, each group merged on its own
+            // into that row's list: its plan for a row of this batch, else its current links.
             let mut back: Vec<(u8, u32, u32)> = Vec::new();
             for (plan, row) in plans.iter().zip(range.clone()) {
                 for (level, links) in plan.iter().enumerate() {
@@ -363,13 +386,18 @@ impl Hnsw {
             back.sort_unstable();
             let groups: Vec<&[(u8, u32, u32)]> =
                 back.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)).collect();
+            let merge = |g: &&[(u8, u32, u32)]| {
+                let (level, to) = (g[0].0 as usize, g[0].1);
+                let base = match (to as usize).checked_sub(next) {
+                    Some(i) => plans[i][level].as_slice(),
+                    None => self.links(to, level),
+                };
+                self.merge_back_links(g, base)
+            };
             let merged: Vec<(usize, u32, Vec<u32>)> = if groups.len() < 64 {
-                groups.iter().map(|g| self.merge_back_links(g)).collect()
+                groups.iter().map(merge).collect()
             } else {
-                groups
-                    .par_iter()
-                    .map(|g| self.merge_back_links(g))
-                    .collect()
+                groups.par_iter().map(merge).collect()
             };
             for (plan, row) in plans.iter().zip(range.clone()) {
                 for (level, links) in plan.iter().enumerate() {
@@ -390,55 +418,70 @@ impl Hnsw {
         }
     }
 
-    /// Where row `row` links in the current graph: per level `0..=min(level, max_level)`, the
-    /// neighbours hnswlib's heuristic keeps among the `efConstruction` nearest found.
-    fn plan_insert(&self, row: u32, s: &mut Scratch) -> Plan {
-        let Some(mut cur) = self.entry else {
-            return Vec::new();
-        };
+    /// Where row `row` links: per level `0..=level`, the neighbours hnswlib's heuristic keeps
+    /// among the `efConstruction` nearest of the graph as it stood before the batch (found by
+    /// its search) and of the rows `batch_start..row` (scored exactly). With the latter, each row
+    /// sees every row inserted before it, as in hnswlib's one-at-a-time build; without, the rows
+    /// of a batch would never link to each other, and a cluster whose rows arrive together would
+    /// be left without inner links.
+    fn plan_insert(&self, row: u32, batch_start: usize, s: &mut Scratch) -> Plan {
         let q = self.vector(row);
         let level = self.levels[row as usize] as usize;
-        let mut cur_score = self.scorer.score(q, self.vector(cur));
-        for l in (level + 1..=self.max_level).rev() {
-            (cur, cur_score) = self.greedy(q, cur, cur_score, l);
-        }
-        let top = level.min(self.max_level);
-        let mut plan = vec![Vec::new(); top + 1];
-        for l in (0..=top).rev() {
-            let found = self.search_level(
-                q,
-                Scored {
-                    score: cur_score,
-                    row: cur,
-                },
-                self.params.ef_construction,
-                l,
-                None,
-                s,
-            );
-            if let Some(best) = found.first() {
-                (cur, cur_score) = (best.row, best.score);
+        let efc = self.params.ef_construction;
+        let mut cands: Vec<Vec<Scored>> = vec![Vec::new(); level + 1];
+        if let Some(mut cur) = self.entry {
+            let mut cur_score = self.scorer.score(q, self.vector(cur));
+            for l in (level + 1..=self.max_level).rev() {
+                (cur, cur_score) = self.greedy(q, cur, cur_score, l);
             }
-            plan[l] = self.select_neighbours(&found, self.params.m);
+            for l in (0..=level.min(self.max_level)).rev() {
+                let found = self.search_level(q, Scored::new(cur_score, cur), efc, l, None, s);
+                if let Some(best) = found.first() {
+                    (cur, cur_score) = (best.row(), best.score());
+                }
+                cands[l] = found;
+            }
         }
-        plan
+        // Level 0 keeps only what can make its `efc` best (most of the batch cannot); the upper
+        // levels, with few rows each, take every row of the batch that reaches them.
+        let bound = match cands[0].get(efc - 1) {
+            Some(w) => w.score(),
+            None => f32::INFINITY,
+        };
+        for other in batch_start as u32..row {
+            let score = self.scorer.score(q, self.vector(other));
+            let hit = Scored::new(score, other);
+            if score < bound {
+                cands[0].push(hit);
+            }
+            let top = (self.levels[other as usize] as usize).min(level);
+            for c in &mut cands[1..=top] {
+                c.push(hit);
+            }
+        }
+        cands
+            .iter_mut()
+            .map(|c| {
+                c.sort_unstable();
+                c.truncate(efc);
+                self.select_neighbours(c, self.params.m)
+            })
+            .collect()
     }
 
     /// Row `to`'s new links on `level` once the rows in `group` (all `(level, to, from)`) link to
-    /// it: appended while there is room, else the heuristic picks among old and new.
-    fn merge_back_links(&self, group: &[(u8, u32, u32)]) -> (usize, u32, Vec<u32>) {
+    /// it, `base` being its links before: appended while there is room, else the heuristic picks
+    /// among old and new (hnswlib's `mutuallyConnectNewElement`, for the whole batch at once).
+    fn merge_back_links(&self, group: &[(u8, u32, u32)], base: &[u32]) -> (usize, u32, Vec<u32>) {
         let (level, to) = (group[0].0 as usize, group[0].1);
         let cap = self.capacity(level);
-        let mut links = self.links(to, level).to_vec();
+        let mut links = base.to_vec();
         links.extend(group.iter().map(|g| g.2));
         if links.len() > cap {
             let x = self.vector(to);
             let mut cands: Vec<Scored> = links
                 .iter()
-                .map(|&r| Scored {
-                    score: self.scorer.score(x, self.vector(r)),
-                    row: r,
-                })
+                .map(|&r| Scored::new(self.scorer.score(x, self.vector(r)), r))
                 .collect();
             cands.sort_unstable();
             links = self.select_neighbours(&cands, cap);
@@ -451,19 +494,19 @@ impl Hnsw {
     /// links pointing in different directions, which is what makes the graph navigable.
     fn select_neighbours(&self, cands: &[Scored], max: usize) -> Vec<u32> {
         if cands.len() < max {
-            return cands.iter().map(|c| c.row).collect();
+            return cands.iter().map(|c| c.row()).collect();
         }
         let mut kept: Vec<u32> = Vec::with_capacity(max);
         for c in cands {
             if kept.len() >= max {
                 break;
             }
-            let v = self.vector(c.row);
+            let v = self.vector(c.row());
             if kept
                 .iter()
-                .all(|&k| self.scorer.score(v, self.vector(k)) >= c.score)
+                .all(|&k| self.scorer.score(v, self.vector(k)) >= c.score())
             {
-                kept.push(c.row);
+                kept.push(c.row());
             }
         }
         kept
@@ -477,13 +520,20 @@ impl Hnsw {
         }
     }
 
+    /// Sets row `row`'s vector from its f32 bits.
+    fn set_vector(&mut self, row: usize, bits: impl Iterator<Item = u32>) {
+        let at = row * self.stride + 1 + 2 * self.params.m;
+        for (slot, b) in self.blocks[at..at + self.dim].iter_mut().zip(bits) {
+            *slot = b;
+        }
+    }
+
     /// The links of `row` on `level` (empty above the row's level).
     #[inline]
     fn links(&self, row: u32, level: usize) -> &[u32] {
         let list = if level == 0 {
-            let stride = 2 * self.params.m + 1;
-            self.level0
-                .get(row as usize * stride..(row as usize + 1) * stride)
+            let at = row as usize * self.stride;
+            self.blocks.get(at..at + 1 + 2 * self.params.m)
         } else {
             let stride = self.params.m + 1;
             self.upper
@@ -501,8 +551,8 @@ impl Hnsw {
 
     fn set_links(&mut self, row: u32, level: usize, links: &[u32]) {
         let list = if level == 0 {
-            let stride = 2 * self.params.m + 1;
-            &mut self.level0[row as usize * stride..(row as usize + 1) * stride]
+            let at = row as usize * self.stride;
+            &mut self.blocks[at..at + 1 + 2 * self.params.m]
         } else {
             let stride = self.params.m + 1;
             &mut self.upper[row as usize][(level - 1) * stride..level * stride]
@@ -514,24 +564,33 @@ impl Hnsw {
         list[1 + n..].fill(0);
     }
 
+    /// Row `row`'s vector, as f32 bits.
     #[inline]
-    fn vector(&self, row: u32) -> &[f32] {
-        let r = row as usize;
-        &self.vectors[r * self.dim..(r + 1) * self.dim]
+    fn vector(&self, row: u32) -> &[u32] {
+        let at = row as usize * self.stride + 1 + 2 * self.params.m;
+        &self.blocks[at..at + self.dim]
+    }
+
+    /// Row `row`'s level-0 block: its links, then its vector.
+    #[inline]
+    fn block(&self, row: u32) -> &[u32] {
+        let at = row as usize * self.stride;
+        &self.blocks[at..at + self.stride]
     }
 
     /// Greedy walk on one upper level: move to the best neighbour while it improves.
-    fn greedy(&self, q: &[f32], mut cur: u32, mut cur_score: f32, level: usize) -> (u32, f32) {
+    fn greedy<Q: Floats + ?Sized>(
+        &self,
+        q: &Q,
+        mut cur: u32,
+        mut cur_score: f32,
+        level: usize,
+    ) -> (u32, f32) {
         loop {
             let mut moved = false;
             for &n in self.links(cur, level) {
                 let s = self.scorer.score(q, self.vector(n));
-                if (Scored { score: s, row: n })
-                    < (Scored {
-                        score: cur_score,
-                        row: cur,
-                    })
-                {
+                if Scored::new(s, n) < Scored::new(cur_score, cur) {
                     (cur, cur_score, moved) = (n, s, true);
                 }
             }
@@ -545,9 +604,9 @@ impl Hnsw {
     /// best rows. Rows in `deleted` are walked through but not kept; while fewer than `ef` live
     /// rows are kept the search does not stop early (as hnswlib does with deletions). Returns the
     /// kept rows, best first.
-    fn search_level(
+    fn search_level<Q: Floats + ?Sized>(
         &self,
-        q: &[f32],
+        q: &Q,
         start: Scored,
         ef: usize,
         level: usize,
@@ -564,35 +623,43 @@ impl Hnsw {
         candidates.clear();
         found.clear();
         let is_deleted = |r: u32| deleted.is_some_and(|d| d.contains(r as usize));
-        visited.check_and_mark(start.row);
+        visited.check_and_mark(start.row());
         candidates.push(std::cmp::Reverse(start));
-        if !is_deleted(start.row) {
+        if !is_deleted(start.row()) {
             found.push(start);
         }
-        let mut bound = found.peek().map_or(f32::INFINITY, |w| w.score);
+        let mut bound = found.peek().map_or(f32::INFINITY, |w| w.score());
         while let Some(std::cmp::Reverse(c)) = candidates.pop() {
-            if c.score > bound && (found.len() >= ef || deleted.is_none()) {
+            if c.score() > bound && (found.len() >= ef || deleted.is_none()) {
                 break;
             }
             // Unseen neighbours first, so only vectors about to be scored are prefetched (most
             // neighbours are already seen; loading theirs would waste memory bandwidth).
             fresh.clear();
             fresh.extend(
-                self.links(c.row, level)
+                self.links(c.row(), level)
                     .iter()
                     .copied()
                     .filter(|&n| !visited.check_and_mark(n)),
             );
+            // On level 0 the whole block: a row scored now is likely expanded later.
+            let fetch = |r: u32| {
+                prefetch(if level == 0 {
+                    self.block(r)
+                } else {
+                    self.vector(r)
+                })
+            };
             if let Some(&first) = fresh.first() {
-                prefetch(self.vector(first));
+                fetch(first);
             }
             for (i, &n) in fresh.iter().enumerate() {
                 if let Some(&next) = fresh.get(i + 1) {
-                    prefetch(self.vector(next));
+                    fetch(next);
                 }
                 let score = self.scorer.score(q, self.vector(n));
                 if found.len() < ef || score < bound {
-                    let hit = Scored { score, row: n };
+                    let hit = Scored::new(score, n);
                     candidates.push(std::cmp::Reverse(hit));
                     if !is_deleted(n) {
                         found.push(hit);
@@ -601,7 +668,7 @@ impl Hnsw {
                         }
                     }
                     if let Some(w) = found.peek() {
-                        bound = w.score;
+                        bound = w.score();
                     }
                 }
             }
@@ -626,10 +693,7 @@ impl Hnsw {
         for l in (1..=self.max_level).rev() {
             (cur, cur_score) = self.greedy(q, cur, cur_score, l);
         }
-        let start = Scored {
-            score: cur_score,
-            row: cur,
-        };
+        let start = Scored::new(cur_score, cur);
         self.search_level(q, start, ef, 0, deleted, s)
     }
 
@@ -665,12 +729,13 @@ impl Hnsw {
             // Equal distances rank by smaller id (the search ranked them by row), also at the
             // k-th place, so the cut comes after this sort.
             hits.sort_by(|a, b| {
-                cmp_score(a.score, b.score)
-                    .then(self.ids[a.row as usize].cmp(&self.ids[b.row as usize]))
+                cmp_score(a.score(), b.score())
+                    .then(self.ids[a.row() as usize].cmp(&self.ids[b.row() as usize]))
             });
             for ((id, d), h) in ids.iter_mut().zip(dists.iter_mut()).zip(&hits) {
-                *id = self.ids[h.row as usize];
-                *d = metric.unscore(h.score);
+                *id = self.ids[h.row() as usize];
+                // + 0 reports a zero score as +0 whatever its sign.
+                *d = metric.unscore(h.score()) + 0.0;
             }
         };
         let chunks = out
@@ -721,7 +786,7 @@ impl Hnsw {
     /// Bytes the index holds in memory: vectors, ids, levels and links.
     pub fn memory_bytes(&self) -> usize {
         let upper: usize = self.upper.iter().map(|u| u.len() * 4 + 24).sum();
-        self.vectors.len() * 4 + self.ids.len() * 9 + self.level0.len() * 4 + upper
+        self.blocks.len() * 4 + self.ids.len() * 9 + upper
     }
 
     /// The highest level of the graph (0 when empty).

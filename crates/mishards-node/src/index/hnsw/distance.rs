@@ -43,6 +43,45 @@ impl Simd {
     }
 }
 
+/// A vector of f32 as the kernels read it: plain floats (a query), or a row's floats stored as
+/// their bits beside its links (see [`super::Hnsw`]'s level-0 blocks). Bits and floats have the
+/// same size and alignment, and every bit pattern is a valid f32, so both are read in place.
+pub(super) trait Floats {
+    fn ptr(&self) -> *const f32;
+    fn count(&self) -> usize;
+    fn at(&self, i: usize) -> f32;
+}
+
+impl Floats for [f32] {
+    #[inline(always)]
+    fn ptr(&self) -> *const f32 {
+        self.as_ptr()
+    }
+    #[inline(always)]
+    fn count(&self) -> usize {
+        self.len()
+    }
+    #[inline(always)]
+    fn at(&self, i: usize) -> f32 {
+        self[i]
+    }
+}
+
+impl Floats for [u32] {
+    #[inline(always)]
+    fn ptr(&self) -> *const f32 {
+        self.as_ptr().cast()
+    }
+    #[inline(always)]
+    fn count(&self) -> usize {
+        self.len()
+    }
+    #[inline(always)]
+    fn at(&self, i: usize) -> f32 {
+        f32::from_bits(self[i])
+    }
+}
+
 /// How a pair of vectors is scored: the metric and the instruction set, resolved once.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Scorer {
@@ -60,7 +99,7 @@ impl Scorer {
 
     /// The score of `a` against `b` (lower is better); both are one vector of the same length.
     #[inline]
-    pub(super) fn score(&self, a: &[f32], b: &[f32]) -> f32 {
+    pub(super) fn score<A: Floats + ?Sized, B: Floats + ?Sized>(&self, a: &A, b: &B) -> f32 {
         match self.metric {
             Metric::L2 => l2(self.simd, a, b),
             Metric::Ip => -dot(self.simd, a, b),
@@ -70,78 +109,61 @@ impl Scorer {
 
 /// Squared Euclidean distance over the common length of `a` and `b`.
 #[inline]
-pub(super) fn l2(simd: Option<Simd>, a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
+pub(super) fn l2<A: Floats + ?Sized, B: Floats + ?Sized>(simd: Option<Simd>, a: &A, b: &B) -> f32 {
+    let n = a.count().min(b.count());
     #[cfg(target_arch = "x86_64")]
     match simd {
         // SAFETY: a `Simd` exists only if the CPU has its instructions; both pointers cover `n`
-        // floats.
-        Some(Simd(Level::Avx512)) => return unsafe { avx512::l2(a.as_ptr(), b.as_ptr(), n) },
-        Some(Simd(Level::Avx2Fma)) => return unsafe { avx2::l2(a.as_ptr(), b.as_ptr(), n) },
+        // floats (`Floats::ptr` points at `count()` readable f32-sized values).
+        Some(Simd(Level::Avx512)) => return unsafe { avx512::l2(a.ptr(), b.ptr(), n) },
+        Some(Simd(Level::Avx2Fma)) => return unsafe { avx2::l2(a.ptr(), b.ptr(), n) },
         None => {}
     }
     let _ = simd;
-    portable_l2(&a[..n], &b[..n])
+    portable(n, |i| {
+        let d = a.at(i) - b.at(i);
+        d * d
+    })
 }
 
 /// Inner product over the common length of `a` and `b`.
 #[inline]
-pub(super) fn dot(simd: Option<Simd>, a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
+pub(super) fn dot<A: Floats + ?Sized, B: Floats + ?Sized>(simd: Option<Simd>, a: &A, b: &B) -> f32 {
+    let n = a.count().min(b.count());
     #[cfg(target_arch = "x86_64")]
     match simd {
         // SAFETY: as in `l2`.
-        Some(Simd(Level::Avx512)) => return unsafe { avx512::dot(a.as_ptr(), b.as_ptr(), n) },
-        Some(Simd(Level::Avx2Fma)) => return unsafe { avx2::dot(a.as_ptr(), b.as_ptr(), n) },
+        Some(Simd(Level::Avx512)) => return unsafe { avx512::dot(a.ptr(), b.ptr(), n) },
+        Some(Simd(Level::Avx2Fma)) => return unsafe { avx2::dot(a.ptr(), b.ptr(), n) },
         None => {}
     }
     let _ = simd;
-    portable_dot(&a[..n], &b[..n])
+    portable(n, |i| a.at(i) * b.at(i))
 }
 
 fn reduce(acc: &[f32; LANES]) -> f32 {
     ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 }
 
-fn portable_l2(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; LANES];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| (x - y) * (x - y))
-        .sum();
-    for (xa, xb) in ca.zip(cb) {
-        for l in 0..LANES {
-            let d = xa[l] - xb[l];
-            acc[l] += d * d;
-        }
-    }
-    reduce(&acc) + tail
-}
-
-fn portable_dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; LANES];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (xa, xb) in ca.zip(cb) {
-        for l in 0..LANES {
-            acc[l] += xa[l] * xb[l];
-        }
-    }
-    reduce(&acc) + tail
-}
-
-/// Hints the CPU to start loading the vector at `v` (a no-op off x86-64). The graph walk knows
-/// the next neighbour a whole distance computation ahead of needing it, as hnswlib exploits too.
+/// The sum of `term(i)` over `0..n` in `LANES` interleaved partial sums (as the SIMD kernels
+/// add), so the compiler can vectorise it.
 #[inline(always)]
-pub(super) fn prefetch(v: &[f32]) {
+fn portable(n: usize, term: impl Fn(usize) -> f32) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let full = n - n % LANES;
+    for base in (0..full).step_by(LANES) {
+        for (l, a) in acc.iter_mut().enumerate() {
+            *a += term(base + l);
+        }
+    }
+    let tail: f32 = (full..n).map(&term).sum();
+    reduce(&acc) + tail
+}
+
+/// Hints the CPU to start loading `v` (a no-op off x86-64). The graph walk knows the next
+/// neighbour a whole distance computation ahead of needing it, as hnswlib exploits too.
+#[inline(always)]
+pub(super) fn prefetch(v: &[u32]) {
     #[cfg(target_arch = "x86_64")]
     for line in v.chunks(16) {
         // SAFETY: a prefetch never faults, and the pointer comes from a live slice anyway.
@@ -320,20 +342,26 @@ mod tests {
             for isa in [None, Simd::avx2_fma(), Simd::detect()] {
                 let tol = 1e-5 * (1.0 + dim as f64);
                 assert!(
-                    (l2(isa, &a, &b) as f64 - want_l2).abs() < tol,
+                    (l2(isa, &a[..], &b[..]) as f64 - want_l2).abs() < tol,
                     "{isa:?} l2 {dim}"
                 );
                 assert!(
-                    (dot(isa, &a, &b) as f64 - want_ip).abs() < tol,
+                    (dot(isa, &a[..], &b[..]) as f64 - want_ip).abs() < tol,
                     "{isa:?} ip {dim}"
                 );
                 let s = Scorer {
                     metric: Metric::Ip,
                     simd: isa,
                 };
-                assert_eq!(s.score(&a, &b), -dot(isa, &a, &b));
+                assert_eq!(s.score(&a[..], &b[..]), -dot(isa, &a[..], &b[..]));
             }
-            assert_eq!(l2(Simd::detect(), &a, &a), 0.0);
+            assert_eq!(l2(Simd::detect(), &a[..], &a[..]), 0.0);
+            // A row stored as bits scores exactly as its floats.
+            let bits: Vec<u32> = b.iter().map(|x| x.to_bits()).collect();
+            for isa in [None, Simd::avx2_fma(), Simd::detect()] {
+                assert_eq!(l2(isa, &a[..], &bits[..]), l2(isa, &a[..], &b[..]));
+                assert_eq!(dot(isa, &bits[..], &a[..]), dot(isa, &b[..], &a[..]));
+            }
         }
     }
 }

@@ -45,8 +45,10 @@ impl Hnsw {
         for id in &self.ids {
             body.extend_from_slice(&id.to_le_bytes());
         }
-        for v in &self.vectors {
-            body.extend_from_slice(&v.to_le_bytes());
+        for row in 0..self.len() as u32 {
+            for bits in self.vector(row) {
+                body.extend_from_slice(&bits.to_le_bytes());
+            }
         }
         body.extend_from_slice(&self.levels);
         for row in 0..self.len() as u32 {
@@ -154,7 +156,11 @@ fn parse_body(body: &[u8]) -> Result<Hnsw, HnswError> {
     let floats = rows
         .checked_mul(dim)
         .ok_or_else(|| corrupt("vector data size overflows"))?;
-    let vectors = c.array(floats, f32::from_le_bytes)?;
+    let vector_bytes = c.take(
+        floats
+            .checked_mul(4)
+            .ok_or_else(|| corrupt("vector data size overflows"))?,
+    )?;
     let levels = c.take(rows)?.to_vec();
     if let Some(&l) = levels.iter().find(|&&l| l as usize > MAX_LEVEL) {
         return Err(corrupt(format!("level {l} above the limit {MAX_LEVEL}")));
@@ -189,7 +195,16 @@ fn parse_body(body: &[u8]) -> Result<Hnsw, HnswError> {
         ef_construction,
         seed,
     };
-    let mut index = Hnsw::with_levels(dim, metric, params, ids, vectors, levels);
+    let mut index = Hnsw::with_levels(dim, metric, params, ids, levels);
+    if dim > 0 {
+        for (row, v) in vector_bytes.chunks_exact(4 * dim).enumerate() {
+            index.set_vector(
+                row,
+                v.chunks_exact(4)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            );
+        }
+    }
     index.entry = entry;
     index.max_level = max_level;
     let mut links = Vec::with_capacity(2 * m);
