@@ -165,6 +165,9 @@ pub struct IvfPq {
     codebooks: Vec<f32>,
     /// Squared norms of the codebook entries, `m × ksub` (derived).
     codebook_norms: Vec<f32>,
+    /// The codebooks transposed per sub-quantizer, `m × dsub × ksub`, for the query tables
+    /// (derived).
+    codebooks_t: Vec<f32>,
     list_starts: Vec<usize>,
     offsets: Vec<u32>,
     ids: Vec<i64>,
@@ -356,6 +359,17 @@ impl IvfPq {
         } else {
             kernel::norms_vec(isa, &codebooks, m * ksub, dsub)
         };
+        let mut codebooks_t = vec![0.0f32; codebooks.len()];
+        if dsub > 0 {
+            let blocks = codebooks.chunks_exact(ksub * dsub);
+            for (src, dst) in blocks.zip(codebooks_t.chunks_exact_mut(ksub * dsub)) {
+                for (c, entry) in src.chunks_exact(dsub).enumerate() {
+                    for (d, &v) in entry.iter().enumerate() {
+                        dst[d * ksub + c] = v;
+                    }
+                }
+            }
+        }
         let mut index = IvfPq {
             dim,
             metric,
@@ -365,6 +379,7 @@ impl IvfPq {
             centroid_norms,
             codebooks,
             codebook_norms,
+            codebooks_t,
             list_starts,
             offsets,
             ids,
@@ -512,7 +527,14 @@ impl IvfPq {
         let mut lut = adc::Lut::new(m, self.nbits);
         let mut scores = Vec::new();
         let mut residual = vec![0.0f32; dim];
-        let mut dots = vec![0.0f32; ksub];
+        let mut dots = vec![
+            0.0f32;
+            if self.metric == Metric::L2 && self.precomputed.is_empty() {
+                m * ksub
+            } else {
+                0
+            }
+        ];
         for i in 0..n {
             let ctx = QueryCtx {
                 q: &queries[i * dim..(i + 1) * dim],
@@ -525,10 +547,14 @@ impl IvfPq {
                 });
             }
             let q = q0 + i;
-            let lists = probes.row_ids(q).iter().zip(probes.row_distances(q));
-            for (&l, &d) in lists {
+            let row = probes.row_ids(q);
+            let lists = row.iter().zip(probes.row_distances(q));
+            for (p, (&l, &d)) in lists.enumerate() {
                 if l < 0 {
                     continue;
+                }
+                if let Some(&next) = row.get(p + 1) {
+                    self.prefetch_list(next);
                 }
                 let scan = ScanBufs {
                     lut: &mut lut,
@@ -563,10 +589,23 @@ impl IvfPq {
         heaps
     }
 
+    /// Starts loading list `l`'s table and codes (nothing for `l < 0`).
+    fn prefetch_list(&self, l: i64) {
+        let Ok(l) = usize::try_from(l) else { return };
+        let (m, ksub, cs) = (self.m, self.ksub(), self.code_size());
+        if let Some(pre) = self.precomputed.get(l * m * ksub..(l + 1) * m * ksub) {
+            adc::prefetch(pre);
+        }
+        if let (Some(&s), Some(&e)) = (self.list_starts.get(l), self.list_starts.get(l + 1)) {
+            adc::prefetch(&self.codes[s * cs..e * cs]);
+        }
+    }
+
     /// The per-query tables of `n` queries, `m × ksub` each: −2⟨q_j, b_jc⟩ for L2 with
     /// precomputed list tables, −⟨q_j, b_jc⟩ for IP (so lower is better), empty otherwise.
     fn query_tables(&self, isa: Isa, queries: &[f32], n: usize) -> Vec<f32> {
         let (m, ksub, dsub) = (self.m, self.ksub(), self.dsub());
+        // Scaling by −1 or −2 is exact.
         let scale = match self.metric {
             Metric::L2 if self.precomputed.is_empty() => return Vec::new(),
             Metric::L2 => -2.0,
@@ -574,16 +613,12 @@ impl IvfPq {
         };
         let stride = m * ksub;
         let mut sims = vec![0.0f32; n * stride];
-        let mut sub = vec![0.0f32; n * dsub];
-        for j in 0..m {
-            for (i, s) in sub.chunks_exact_mut(dsub).enumerate() {
-                s.copy_from_slice(&queries[i * self.dim + j * dsub..][..dsub]);
-            }
-            let cb = &self.codebooks[j * ksub * dsub..(j + 1) * ksub * dsub];
-            kernel::dots(isa, &sub, n, cb, ksub, dsub, &mut sims[j * ksub..], stride);
+        for (q, out) in queries
+            .chunks_exact(self.dim)
+            .zip(sims.chunks_exact_mut(stride))
+        {
+            adc::query_table(isa, &self.codebooks_t, q, m, dsub, ksub, scale, out);
         }
-        // Multiplying by −1 or −2 is exact.
-        sims.iter_mut().for_each(|v| *v *= scale);
         sims
     }
 
@@ -616,28 +651,23 @@ impl IvfPq {
             Metric::Ip => -coarse,
             Metric::L2 if !self.precomputed.is_empty() => {
                 let pre = &self.precomputed[l * m * ksub..(l + 1) * m * ksub];
-                lut.fill(ksub, |j, t| {
-                    let (p, q) = (&pre[j * ksub..(j + 1) * ksub], &ctx.sim[j * ksub..]);
-                    for ((t, &p), &q) in t.iter_mut().zip(p).zip(q) {
-                        *t = p + q;
-                    }
-                });
+                lut.fill_sum(isa, ksub, pre, ctx.sim);
                 coarse
             }
             Metric::L2 => {
-                // faiss without precomputed tables: distances from the residual q − c_l.
+                // faiss without precomputed tables: ‖r_j − b‖² from the residual r = q − c_l.
                 let c = &self.centroids[l * self.dim..(l + 1) * self.dim];
                 for ((r, &q), &c) in residual.iter_mut().zip(ctx.q).zip(c) {
                     *r = q - c;
                 }
+                let (bt, norms) = (&self.codebooks_t, &self.codebook_norms);
+                adc::query_table(isa, bt, residual, m, dsub, ksub, -2.0, dots);
                 lut.fill(ksub, |j, t| {
                     let rj = &residual[j * dsub..(j + 1) * dsub];
-                    let cb = &self.codebooks[j * ksub * dsub..(j + 1) * ksub * dsub];
-                    kernel::dots(isa, rj, 1, cb, ksub, dsub, dots, ksub);
                     let rn: f32 = rj.iter().map(|v| v * v).sum();
-                    let norms = &self.codebook_norms[j * ksub..(j + 1) * ksub];
-                    for ((t, &n), &d) in t.iter_mut().zip(norms).zip(dots.iter()) {
-                        *t = ((rn + n) - (d + d)).max(0.0);
+                    let (nj, dj) = (&norms[j * ksub..], &dots[j * ksub..]);
+                    for ((t, &n), &d) in t.iter_mut().zip(nj).zip(dj) {
+                        *t = ((rn + n) + d).max(0.0);
                     }
                 });
                 0.0
@@ -724,6 +754,7 @@ impl IvfPq {
             + self.centroid_norms.capacity()
             + self.codebooks.capacity()
             + self.codebook_norms.capacity()
+            + self.codebooks_t.capacity()
             + self.precomputed.capacity();
         size_of::<IvfPq>()
             + f * size_of::<f32>()

@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""faiss-cpu IndexIVFPQ anchor for `cargo bench --bench index_ivf_pq`, driven over stdin.
+
+Reads the raw little-endian files the Rust bench wrote into DIR (ivf_base.f32, ivf_query.f32,
+ivf_gt.i64: the layout of benches/faiss_baseline.py), then answers one command per line so the
+bench can alternate our runs and faiss's on the same machine state:
+
+  build M NBITS        -> "build SECONDS"        (IndexIVFPQ(IndexFlatL2, d, nlist, M, NBITS), train + add)
+  search NPROBE REPS   -> "search NPROBE RECALL MEDIAN_S BEST_S"   (all queries as one batch)
+  quit
+
+Every answer is one line on stdout, flushed.
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+try:
+    import faiss
+except ImportError:
+    sys.exit("faiss is not installed: pip install faiss-cpu numpy")
+
+
+def load(path, dim, dtype="<f4"):
+    return np.ascontiguousarray(np.fromfile(path, dtype=dtype).reshape(-1, dim))
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--dir", required=True)
+    p.add_argument("--dim", type=int, required=True)
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--nlist", type=int, default=1024)
+    a = p.parse_args()
+    d, k = a.dim, a.k
+    xb = load(os.path.join(a.dir, "ivf_base.f32"), d)
+    xq = load(os.path.join(a.dir, "ivf_query.f32"), d)
+    gt = np.fromfile(os.path.join(a.dir, "ivf_gt.i64"), dtype="<i8").reshape(-1, k)
+    print("hello", faiss.__version__, faiss.omp_get_max_threads(), flush=True)
+    index = None
+    for line in sys.stdin:
+        cmd = line.split()
+        if not cmd:
+            continue
+        if cmd[0] == "quit":
+            break
+        if cmd[0] == "build":
+            m, nbits = int(cmd[1]), int(cmd[2])
+            t0 = time.perf_counter()
+            quantizer = faiss.IndexFlatL2(d)
+            ivf = faiss.IndexIVFPQ(quantizer, d, a.nlist, m, nbits)
+            ivf.train(xb)
+            ivf.add(xb)
+            secs = time.perf_counter() - t0
+            index = (quantizer, ivf)  # the index does not own its quantizer
+            print("build", secs, flush=True)
+        elif cmd[0] == "search":
+            nprobe, reps = int(cmd[1]), int(cmd[2])
+            ivf = index[1]
+            ivf.nprobe = nprobe
+            ivf.search(xq, k)  # warm-up
+            times = []
+            for _ in range(max(1, reps)):
+                t0 = time.perf_counter()
+                _, ids = ivf.search(xq, k)
+                times.append(time.perf_counter() - t0)
+            hits = sum(len(set(ids[q]) & set(gt[q])) for q in range(len(xq)))
+            print("search", nprobe, hits / gt.size, statistics.median(times), min(times), flush=True)
+        else:
+            print("error unknown command", line.strip(), flush=True)
+
+
+if __name__ == "__main__":
+    main()
