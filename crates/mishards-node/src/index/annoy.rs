@@ -372,13 +372,7 @@ impl Annoy {
         let n = s.cands.len();
         s.dots.clear();
         s.dots.resize(n, 0.0);
-        for i in 0..n {
-            if let Some(&ahead) = s.cands.get(i + PREFETCH_AHEAD) {
-                prefetch(self.row(ahead));
-            }
-            let x = self.row(s.cands[i]);
-            kernel::dots(isa, q, 1, x, 1, dim, &mut s.dots[i..i + 1], 1);
-        }
+        gather_dots(isa, q, &self.vectors, &s.cands, &mut s.block, &mut s.dots);
         s.scores.clear();
         s.scores.resize(n, 0.0);
         match self.metric {
@@ -410,12 +404,6 @@ impl Annoy {
             *id = hid;
             *d = self.metric.unscore(score);
         }
-    }
-
-    #[inline]
-    fn row(&self, r: u32) -> &[f32] {
-        let r = r as usize;
-        &self.vectors[r * self.dim..(r + 1) * self.dim]
     }
 
     pub fn dim(&self) -> usize {
@@ -465,6 +453,40 @@ fn dot(isa: Isa, a: &[f32], b: &[f32]) -> f32 {
     let mut out = [0.0f32];
     kernel::dots(isa, a, 1, b, 1, a.len(), &mut out, 1);
     out[0]
+}
+
+/// Rows copied together before scoring: 32 rows of dim 128 are 16 KiB, in L1 with the query.
+const GATHER_BLOCK: usize = 32;
+
+/// `out[i] = ⟨q, vectors[rows[i]]⟩` for scattered rows: each block of rows is copied into `buf`
+/// (prefetching the rows ahead) and scored with one 1 × N kernel call, whose eight independent
+/// accumulator chains do a row in a fraction of the time one chain takes. The kernel gives the
+/// same bits for a pair whatever the tile shape, so these are FLAT's dot products exactly.
+fn gather_dots(
+    isa: Isa,
+    q: &[f32],
+    vectors: &[f32],
+    rows: &[u32],
+    buf: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let dim = q.len();
+    buf.resize(GATHER_BLOCK * dim, 0.0);
+    let row = |r: u32| &vectors[r as usize * dim..(r as usize + 1) * dim];
+    for (b, (block, out)) in rows
+        .chunks(GATHER_BLOCK)
+        .zip(out.chunks_mut(GATHER_BLOCK))
+        .enumerate()
+    {
+        for (i, &r) in block.iter().enumerate() {
+            if let Some(&ahead) = rows.get(b * GATHER_BLOCK + i + PREFETCH_AHEAD) {
+                prefetch(row(ahead));
+            }
+            buf[i * dim..(i + 1) * dim].copy_from_slice(row(r));
+        }
+        let n = block.len();
+        kernel::dots(isa, q, 1, &buf[..n * dim], n, dim, out, n);
+    }
 }
 
 /// Hints the CPU to start loading `v` (a no-op off x86-64): candidate rows are scattered over
@@ -544,6 +566,8 @@ struct Scratch {
     visited: Visited,
     queue: BinaryHeap<Pending>,
     cands: Vec<u32>,
+    /// Candidate rows copied together for scoring.
+    block: Vec<f32>,
     dots: Vec<f32>,
     xn: Vec<f32>,
     scores: Vec<f32>,
@@ -559,6 +583,7 @@ impl Scratch {
             },
             queue: BinaryHeap::new(),
             cands: Vec::new(),
+            block: Vec::new(),
             dots: Vec::new(),
             xn: Vec::new(),
             scores: Vec::new(),

@@ -3,7 +3,7 @@
 use mishards_common::rng::SplitMix64;
 use rayon::prelude::*;
 
-use super::{AnnoyError, AnnoyParams, Forest, LEAF, dot, leaf_capacity};
+use super::{AnnoyError, AnnoyParams, Forest, LEAF, gather_dots, leaf_capacity};
 use crate::index::kernel::{self, Isa};
 use crate::index::topk::Metric;
 
@@ -122,6 +122,10 @@ struct Work {
     pq: Vec<f32>,
     /// Rows of the margin > 0 side while partitioning.
     right: Vec<u32>,
+    /// The rows' margins against the split being tried.
+    margins: Vec<f32>,
+    /// Rows copied together for [`gather_dots`].
+    block: Vec<f32>,
 }
 
 impl Builder<'_> {
@@ -134,6 +138,8 @@ impl Builder<'_> {
         let mut w = Work {
             pq: vec![0.0; 2 * self.dim],
             right: Vec::new(),
+            margins: Vec::new(),
+            block: Vec::new(),
         };
         t.root = self.grow(&mut order, &mut rng, &mut t, &mut w);
         t
@@ -163,13 +169,23 @@ impl Builder<'_> {
         let mut at = 0;
         for _ in 0..SPLIT_ATTEMPTS {
             self.two_means_plane(rows, rng, &mut plane, w);
-            at = self.partition(rows, rng, w, |b, r| {
-                let wr = match b.metric {
-                    Metric::L2 => 1.0,
-                    Metric::Ip => b.extra(r),
-                };
-                dot(b.isa, &plane[..b.dim], b.row(r)) + plane[b.dim] * wr
-            });
+            w.margins.resize(n, 0.0);
+            gather_dots(
+                self.isa,
+                &plane[..self.dim],
+                self.vectors,
+                rows,
+                &mut w.block,
+                &mut w.margins,
+            );
+            for (m, &r) in w.margins.iter_mut().zip(rows.iter()) {
+                *m += plane[self.dim]
+                    * match self.metric {
+                        Metric::L2 => 1.0,
+                        Metric::Ip => self.extra(r),
+                    };
+            }
+            at = partition(rows, &w.margins, rng, &mut w.right);
             if imbalance(at, n) < RETRY_IMBALANCE {
                 break;
             }
@@ -177,7 +193,9 @@ impl Builder<'_> {
         while imbalance(at, n) > RANDOM_IMBALANCE {
             // Annoy's last resort: a null hyperplane, rows dealt out by coin flips.
             plane.fill(0.0);
-            at = self.partition(rows, rng, w, |_, _| 0.0);
+            w.margins.clear();
+            w.margins.resize(n, 0.0);
+            at = partition(rows, &w.margins, rng, &mut w.right);
         }
         let (lo, hi) = rows.split_at_mut(at);
         let left = self.grow(lo, rng, t, w);
@@ -185,37 +203,6 @@ impl Builder<'_> {
         t.planes.extend_from_slice(&plane);
         t.children.push([left, right]);
         (t.children.len() - 1) as u32
-    }
-
-    /// Puts the rows with margin ≤ 0 first and those with margin > 0 after (each in their old
-    /// order); a margin of exactly 0 goes to a coin flip, as Annoy's `side` does. Returns the
-    /// count on the first side.
-    fn partition(
-        &self,
-        rows: &mut [u32],
-        rng: &mut SplitMix64,
-        w: &mut Work,
-        margin: impl Fn(&Self, u32) -> f32,
-    ) -> usize {
-        w.right.clear();
-        let mut kept = 0;
-        for i in 0..rows.len() {
-            let r = rows[i];
-            let m = margin(self, r);
-            let positive = if m != 0.0 {
-                m > 0.0
-            } else {
-                rng.next_u64() & 1 == 1
-            };
-            if positive {
-                w.right.push(r);
-            } else {
-                rows[kept] = r;
-                kept += 1;
-            }
-        }
-        rows[kept..].copy_from_slice(&w.right);
-        kept
     }
 
     /// Annoy's two-means heuristic over `rows` (at least 2), then the hyperplane between the
@@ -294,6 +281,35 @@ impl Builder<'_> {
             Metric::Ip => ne,
         };
     }
+}
+
+/// Puts the rows with margin ≤ 0 first and those with margin > 0 after (each in their old
+/// order); a margin of exactly 0 goes to a coin flip, as Annoy's `side` does. `margins[i]` is
+/// row `rows[i]`'s. Returns the count on the first side.
+fn partition(
+    rows: &mut [u32],
+    margins: &[f32],
+    rng: &mut SplitMix64,
+    right: &mut Vec<u32>,
+) -> usize {
+    right.clear();
+    let mut kept = 0;
+    for i in 0..rows.len() {
+        let (r, m) = (rows[i], margins[i]);
+        let positive = if m != 0.0 {
+            m > 0.0
+        } else {
+            rng.next_u64() & 1 == 1
+        };
+        if positive {
+            right.push(r);
+        } else {
+            rows[kept] = r;
+            kept += 1;
+        }
+    }
+    rows[kept..].copy_from_slice(right);
+    kept
 }
 
 /// Annoy's angular distance `2 − 2·cos` from squared norms and the dot product (2 when a norm
