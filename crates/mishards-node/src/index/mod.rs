@@ -9,6 +9,7 @@
 pub mod flat;
 pub mod hnsw;
 pub mod ivf;
+pub mod nsg;
 pub mod topk;
 
 mod kernel;
@@ -21,4 +22,5 @@ mod testutil;
 pub use flat::search_flat;
 pub use hnsw::{Hnsw, HnswError, HnswParams};
 pub use ivf::IvfFlat;
+pub use nsg::{Nsg, NsgError, NsgParams, NsgSearch};
 pub use topk::{MergeError, Metric, RowBitmap, TopK};
