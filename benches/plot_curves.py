@@ -4,7 +4,8 @@ the index benches print, one picture per bench output.
     python benches/plot_curves.py --title "IVF_SQ8 vs faiss" --out docs/bench/ivf_sq8.png bench-output.txt
 
 Lines that are not curve lines are ignored, so a bench's whole output can be given as is. Each series
-(ours, anchor, …) is one line through its points sorted by recall; the y axis is logarithmic."""
+(ours, anchor, …) is one line through its points in the order of the swept parameter (numeric when it is a
+number); the y axis is logarithmic."""
 
 import argparse
 import collections
@@ -42,8 +43,14 @@ def main():
     if not curves:
         sys.exit("no curve lines in " + ", ".join(args.inputs))
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    def param_order(point):
+        try:
+            return (0, float(point[2]), "")
+        except ValueError:
+            return (1, 0.0, point[2])
+
     for series, points in curves.items():
-        points.sort()
+        points.sort(key=param_order)
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=series)
         for recall, qps, param in points:
             ax.annotate(param, (recall, qps), textcoords="offset points", xytext=(3, 3), fontsize=6)

@@ -8,9 +8,10 @@
 //! visited (plus its kNN neighbours), nearest first and at most `candidate_pool_size` deep, by
 //! NSG's rule: a candidate is kept only if no link already kept is closer to it than the row is,
 //! up to `out_degree` links. Every kept link is then offered back to its target (the reverse
-//! edge), the target's list pruned by the same rule when it overflows. Last, a walk over the graph
+//! edge), the target's list pruned by the same rule when it overflows. Then a walk over the graph
 //! from the navigating node finds the rows it cannot reach; each unreached row is linked from the
-//! nearest reached row a search finds, until every row is reachable.
+//! nearest reached row a search finds, until every row is reachable. A second pass repeats the
+//! link step walking the graph just built instead of the kNN graph (see [`build`] for why).
 //!
 //! Search: greedy best-first from the navigating node, keeping the `search_length` best rows seen
 //! in a sorted pool and expanding the best unexpanded one until none is left.
@@ -28,6 +29,8 @@
 //!   when rows are deleted so `k` live rows come back whenever that many exist.
 //! - The kNN graph probes a few IVF lists (see [`build`]) rather than knowhere's 10 % of them,
 //!   which costs a tenth of the segment per row: quadratic in the row count.
+//! - A second link pass over the first pass's graph (knowhere links once, over the kNN graph):
+//!   on clustered data one pass leaves a star-shaped graph that searches navigate poorly.
 //!
 //! Scores inside are "lower is better" (squared L2, or the negated inner product, as knowhere's
 //! `DistanceIP` does); reported distances are Milvus's: squared L2 ascending, or the inner

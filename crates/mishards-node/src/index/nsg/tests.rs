@@ -62,8 +62,8 @@ fn assert_graph_sound(index: &Nsg) {
 /// distance, in Milvus order.
 fn recall_on_clustered_data(metric: Metric) {
     let mut rng = Rng::new(42);
-    let (rows, dim, nq) = (3000, 24, 50);
-    let all = clustered(&mut rng, rows + nq, dim, 60, 0.4);
+    let (rows, dim, nq) = (2000, 24, 50);
+    let all = clustered(&mut rng, rows + nq, dim, 40, 0.4);
     let (data, queries) = all.split_at(rows * dim);
     let ids = seq_ids(rows);
     let index = Nsg::build(data, &ids, dim, metric, &params(40, 30, 50)).expect("valid params");
@@ -111,11 +111,11 @@ fn nsg_ip_recall_on_clustered_data() {
 #[test]
 fn nsg_ivf_knn_graph_on_a_larger_segment() {
     let mut rng = Rng::new(12);
-    let (rows, dim, nq) = (10_000, 8, 40);
+    let (rows, dim, nq) = (9_000, 6, 40);
     let all = clustered(&mut rng, rows + nq, dim, 100, 0.3);
     let (data, queries) = all.split_at(rows * dim);
     let ids = seq_ids(rows);
-    let index = Nsg::build(data, &ids, dim, Metric::L2, &params(20, 12, 12)).expect("valid");
+    let index = Nsg::build(data, &ids, dim, Metric::L2, &params(10, 10, 10)).expect("valid");
     assert_graph_sound(&index);
     let want = search_flat_with(
         Isa::detect(),
@@ -369,7 +369,7 @@ fn nsg_single_queries_match_the_batch() {
 #[test]
 fn nsg_build_is_deterministic_across_thread_counts() {
     let mut rng = Rng::new(6);
-    let (rows, dim) = (2500, 8);
+    let (rows, dim) = (2000, 8);
     let data = clustered(&mut rng, rows, dim, 20, 0.5);
     let ids = seq_ids(rows);
     let build = || Nsg::build(&data, &ids, dim, Metric::L2, &params(30, 16, 20)).expect("ok");
@@ -433,7 +433,7 @@ fn nsg_repair_links_disconnected_clusters() {
 
 fn small_index(metric: Metric) -> (Nsg, Vec<f32>) {
     let mut rng = Rng::new(10);
-    let (rows, dim) = (300, 5);
+    let (rows, dim) = (200, 5);
     let data = clustered(&mut rng, rows, dim, 10, 0.5);
     let index = Nsg::build(&data, &seq_ids(rows), dim, metric, &params(20, 8, 10)).expect("ok");
     (index, rng.normals(6 * dim))
@@ -568,7 +568,7 @@ fn nsg_inconsistent_body_with_valid_checksum_is_an_error() {
         (36, 301u32.to_le_bytes().to_vec()),
         (40, 49u32.to_le_bytes().to_vec()),
         (44, 4u32.to_le_bytes().to_vec()),
-        (56, 300u32.to_le_bytes().to_vec()),
+        (56, 200u32.to_le_bytes().to_vec()),
         (56, u32::MAX.to_le_bytes().to_vec()),
         (60, (index.links.len() as u64 + 1).to_le_bytes().to_vec()),
         (60, u64::MAX.to_le_bytes().to_vec()),
