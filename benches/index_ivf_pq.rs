@@ -16,8 +16,9 @@
 //!
 //! Options [defaults]: `--rows N` [200000] `--dim D` [128] `--nq N` [1000] `--k K` [10]
 //! `--nlist N` [1024] `--m LIST` [16,32] `--nbits N` [8] `--nprobe LIST` [1,2,4,8,16,32,64]
-//! `--centers N` [1000] `--noise S` [1.0] `--seed N` [42] `--reps N` [3] `--no-anchor`
-//! `--keep DIR`.
+//! `--centers N` [1000] `--noise S` [1.0] `--seed N` [42] `--build-seed N` our k-means seed
+//! [the data seed] `--reps N` [3] `--single N` nprobe
+//! of a one-query-at-a-time run over all queries [16; 0 = none] `--no-anchor` `--keep DIR`.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -40,7 +41,9 @@ struct Args {
     centers: usize,
     noise: f32,
     seed: u64,
+    build_seed: Option<u64>,
     reps: usize,
+    single: usize,
     no_anchor: bool,
     keep: Option<PathBuf>,
 }
@@ -58,7 +61,9 @@ fn parse_args() -> Args {
         centers: 1000,
         noise: 1.0,
         seed: 42,
+        build_seed: None,
         reps: 3,
+        single: 16,
         no_anchor: false,
         keep: None,
     };
@@ -91,7 +96,9 @@ fn parse_args() -> Args {
             "--centers" => a.centers = num("--centers", &value()),
             "--noise" => a.noise = num("--noise", &value()),
             "--seed" => a.seed = num("--seed", &value()),
+            "--build-seed" => a.build_seed = Some(num("--build-seed", &value())),
             "--reps" => a.reps = num("--reps", &value()),
+            "--single" => a.single = num("--single", &value()),
             "--no-anchor" => a.no_anchor = true,
             "--keep" => a.keep = Some(PathBuf::from(value())),
             // `cargo bench` passes --bench to every bench binary.
@@ -282,7 +289,7 @@ fn main() {
             nlist: a.nlist,
             m,
             nbits: a.nbits,
-            seed: a.seed,
+            seed: a.build_seed.unwrap_or(a.seed),
         };
         let t = Instant::now();
         let index = IvfPq::build(&data, &ids, dim, Metric::L2, &params).unwrap_or_else(|e| {
@@ -338,8 +345,29 @@ fn main() {
                         "curve,anchor,m{m}:nprobe={nprobe},{r:.4},{qps:.0},{:.0}",
                         a.nq as f64 / best
                     );
-                    anchor_curve.push((r, qps));
+                    anchor_curve.push((nprobe, r, qps));
                 }
+            }
+        }
+        if a.single > 0 {
+            // nq = 1: every query alone, on this thread.
+            let search = IvfPqSearch { nprobe: a.single };
+            let t = Instant::now();
+            for q in queries.chunks_exact(dim) {
+                std::hint::black_box(index.search(q, k, &search, None).ok());
+            }
+            let ours = a.nq as f64 / t.elapsed().as_secs_f64();
+            println!("single,ours,m{m}:nprobe={},{ours:.0}", a.single);
+            let answer = anchor
+                .as_mut()
+                .and_then(|an| an.ask(&format!("single {}", a.single)));
+            if let Some(s) = answer.and_then(|v| v.get(2).and_then(|x| x.parse::<f64>().ok())) {
+                let theirs = a.nq as f64 / s;
+                println!(
+                    "single,anchor,m{m}:nprobe={},{theirs:.0}  (ours/faiss {:.2}×)",
+                    a.single,
+                    ours / theirs
+                );
             }
         }
         summary.push((m, ours_build, anchor_build, ours_curve, anchor_curve));
@@ -353,15 +381,28 @@ fn main() {
                 .unwrap_or_else(|| "—".into())
         );
         println!(
-            "| nprobe | recall ours | QPS ours | faiss QPS at our recall | ours / faiss |\n|---:|---:|---:|---:|---:|"
+            "| nprobe | recall ours | recall faiss | QPS ours | QPS faiss | ours / faiss, same nprobe | faiss QPS at our recall | ours (fastest point at ≥ this recall) / faiss, equal recall |\n|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
+        let curve: Vec<(f64, f64)> = theirs.iter().map(|&(_, r, q)| (r, q)).collect();
+        let opt =
+            |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map(f).unwrap_or_else(|| "—".into());
         for &(nprobe, r, q) in ours {
-            let f = qps_at_recall(theirs, r);
+            let same = theirs.iter().find(|t| t.0 == nprobe);
+            // At equal recall: our fastest point reaching this recall against faiss's
+            // interpolated QPS there (on a plateau, a larger nprobe adds time, not recall).
+            let qb = ours
+                .iter()
+                .filter(|o| o.1 >= r)
+                .map(|o| o.2)
+                .fold(q, f64::max);
+            let f = qps_at_recall(&curve, r);
             println!(
-                "| {nprobe} | {r:.4} | {q:.0} | {} | {} |",
-                f.map(|f| format!("{f:.0}")).unwrap_or_else(|| "—".into()),
-                f.map(|f| format!("{:.2}×", q / f))
-                    .unwrap_or_else(|| "—".into())
+                "| {nprobe} | {r:.4} | {} | {q:.0} | {} | {} | {} | {} |",
+                opt(same.map(|t| t.1), &|v| format!("{v:.4}")),
+                opt(same.map(|t| t.2), &|v| format!("{v:.0}")),
+                opt(same.map(|t| q / t.2), &|v| format!("{v:.2}×")),
+                opt(f, &|v| format!("{v:.0}")),
+                opt(f.map(|f| qb / f), &|v| format!("{v:.2}×")),
             );
         }
     }

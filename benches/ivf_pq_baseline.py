@@ -7,6 +7,7 @@ bench can alternate our runs and faiss's on the same machine state:
 
   build M NBITS        -> "build SECONDS"        (IndexIVFPQ(IndexFlatL2, d, nlist, M, NBITS), train + add)
   search NPROBE REPS   -> "search NPROBE RECALL MEDIAN_S BEST_S"   (all queries as one batch)
+  single NPROBE        -> "single NPROBE SECONDS"  (every query alone, one after another)
   quit
 
 Every answer is one line on stdout, flushed.
@@ -70,6 +71,15 @@ def main():
                 times.append(time.perf_counter() - t0)
             hits = sum(len(set(ids[q]) & set(gt[q])) for q in range(len(xq)))
             print("search", nprobe, hits / gt.size, statistics.median(times), min(times), flush=True)
+        elif cmd[0] == "single":
+            nprobe = int(cmd[1])
+            ivf = index[1]
+            ivf.nprobe = nprobe
+            ivf.search(xq[:1], k)  # warm-up
+            t0 = time.perf_counter()
+            for i in range(len(xq)):
+                ivf.search(xq[i : i + 1], k)
+            print("single", nprobe, time.perf_counter() - t0, flush=True)
         else:
             print("error unknown command", line.strip(), flush=True)
 

@@ -523,7 +523,7 @@ impl IvfPq {
         let (dim, m, ksub) = (self.dim, self.m, self.ksub());
         let n = queries.len() / dim;
         let mut heaps = Heaps::new(n, k.min(self.len()));
-        let sims = self.query_tables(isa, queries, n);
+        let mut sim = Vec::new();
         let mut lut = adc::Lut::new(m, self.nbits);
         let mut scores = Vec::new();
         let mut residual = vec![0.0f32; dim];
@@ -536,19 +536,17 @@ impl IvfPq {
             }
         ];
         for i in 0..n {
-            let ctx = QueryCtx {
-                q: &queries[i * dim..(i + 1) * dim],
-                sim: sims.get(i * m * ksub..(i + 1) * m * ksub).unwrap_or(&[]),
-            };
+            let q = &queries[i * dim..(i + 1) * dim];
+            self.query_table(isa, q, &mut sim);
+            let ctx = QueryCtx { q, sim: &sim };
             if self.metric == Metric::Ip {
                 // The inner-product table does not depend on the list.
                 lut.fill(ksub, |j, t| {
                     t.copy_from_slice(&ctx.sim[j * ksub..(j + 1) * ksub])
                 });
             }
-            let q = q0 + i;
-            let row = probes.row_ids(q);
-            let lists = row.iter().zip(probes.row_distances(q));
+            let row = probes.row_ids(q0 + i);
+            let lists = row.iter().zip(probes.row_distances(q0 + i));
             for (p, (&l, &d)) in lists.enumerate() {
                 if l < 0 {
                     continue;
@@ -601,25 +599,18 @@ impl IvfPq {
         }
     }
 
-    /// The per-query tables of `n` queries, `m × ksub` each: −2⟨q_j, b_jc⟩ for L2 with
-    /// precomputed list tables, −⟨q_j, b_jc⟩ for IP (so lower is better), empty otherwise.
-    fn query_tables(&self, isa: Isa, queries: &[f32], n: usize) -> Vec<f32> {
+    /// Query `q`'s table into `out` (`m × ksub`): −2⟨q_j, b_jc⟩ for L2 with precomputed list
+    /// tables, −⟨q_j, b_jc⟩ for IP (so lower is better); left empty otherwise.
+    fn query_table(&self, isa: Isa, q: &[f32], out: &mut Vec<f32>) {
         let (m, ksub, dsub) = (self.m, self.ksub(), self.dsub());
         // Scaling by −1 or −2 is exact.
         let scale = match self.metric {
-            Metric::L2 if self.precomputed.is_empty() => return Vec::new(),
+            Metric::L2 if self.precomputed.is_empty() => return,
             Metric::L2 => -2.0,
             Metric::Ip => -1.0,
         };
-        let stride = m * ksub;
-        let mut sims = vec![0.0f32; n * stride];
-        for (q, out) in queries
-            .chunks_exact(self.dim)
-            .zip(sims.chunks_exact_mut(stride))
-        {
-            adc::query_table(isa, &self.codebooks_t, q, m, dsub, ksub, scale, out);
-        }
-        sims
+        out.resize(m * ksub, 0.0);
+        adc::query_table(isa, &self.codebooks_t, q, m, dsub, ksub, scale, out);
     }
 
     /// Scores every code of list `l` for query slot `h` and offers the live ones to its heap.
