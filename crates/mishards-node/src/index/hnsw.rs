@@ -26,7 +26,6 @@
 //! 1 − ip, which orders the same); reported distances are Milvus's: squared L2 ascending, or the
 //! inner product descending. Equal distances rank by smaller id.
 
-mod distance;
 mod format;
 
 use std::collections::BinaryHeap;
@@ -36,7 +35,7 @@ use std::sync::Mutex;
 use mishards_common::rng::SplitMix64;
 use rayon::prelude::*;
 
-use self::distance::{Floats, Scorer, prefetch};
+use super::distance::{Floats, Scorer, prefetch};
 use super::topk::{Metric, RowBitmap, TopK, cmp_score};
 
 /// Milvus 1.1's range for the build parameter `M`.
@@ -257,12 +256,6 @@ pub struct Hnsw {
     max_level: usize,
     scorer: Scorer,
     pool: ScratchPool,
-}
-
-impl PartialEq for Scorer {
-    fn eq(&self, other: &Self) -> bool {
-        self.metric == other.metric
-    }
 }
 
 impl fmt::Debug for Hnsw {

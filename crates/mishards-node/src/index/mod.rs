@@ -16,6 +16,7 @@ pub mod ivf_sq8;
 pub mod nsg;
 pub mod topk;
 
+mod distance;
 mod kernel;
 mod kmeans;
 mod scan;

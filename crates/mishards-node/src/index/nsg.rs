@@ -37,7 +37,6 @@
 //! product descending. Equal distances rank by smaller id.
 
 mod build;
-mod distance;
 mod format;
 
 use std::cmp::Ordering;
@@ -47,7 +46,7 @@ use std::sync::Mutex;
 
 use rayon::prelude::*;
 
-use self::distance::{Scorer, prefetch};
+use super::distance::{Scorer, prefetch};
 use super::topk::{Metric, RowBitmap, TopK, cmp_score};
 
 /// Milvus 1.1's range for the build parameter `search_length`, and for the search parameter of

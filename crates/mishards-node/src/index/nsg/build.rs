@@ -27,8 +27,8 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use super::distance::Scorer;
 use super::{NO_ROW, Nsg, NsgError, NsgParams, Scored, Scratch, ScratchPool, Space, walk};
+use crate::index::distance::Scorer;
 use crate::index::ivf::IvfFlat;
 use crate::index::topk::Metric;
 

@@ -16,9 +16,9 @@
 
 use std::io::{self, Read, Write};
 
-use super::distance::Scorer;
 use super::{NO_ROW, Nsg, NsgParams, ScratchPool};
 use crate::checked_io::{CrcReader, CrcWriter, read_le, read_u32, read_u64, write_le};
+use crate::index::distance::Scorer;
 use crate::index::topk::Metric;
 
 const MAGIC: [u8; 8] = *b"MSNSG\0\0\0";
