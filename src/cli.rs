@@ -704,6 +704,7 @@ async fn run_demo(config: DemoConfig, out: &mut dyn Write) -> Result<(), CliErro
         gc_grace: std::time::Duration::from_secs(60),
         cache_bytes: 1 << 30,
         index_build_rows: 4096,
+        wal_recovery_error_ignore: false,
         log: config.log.clone(),
         tracing: config.tracing.clone(),
     };

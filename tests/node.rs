@@ -639,6 +639,7 @@ async fn unflushed_writes_survive_a_crash_through_the_log() {
         gc_grace: Duration::from_secs(60),
         cache_bytes: 1 << 30,
         index_build_rows: 4096,
+        wal_damage: mishards::node::wal::DamagePolicy::Refuse,
     };
     let uri = mishards::node::server::meta_uri(&config).unwrap();
     // Each open is a fresh start of the engine on the same storage and metadata.
@@ -1108,6 +1109,7 @@ async fn metadata_transitions_are_all_or_nothing() {
             gc_grace: Duration::from_secs(60),
             cache_bytes: 1 << 30,
             index_build_rows: 100,
+            wal_damage: mishards::node::wal::DamagePolicy::Refuse,
         };
         let meta = MetaStore::open(&db.uri, &MetaOptions::default())
             .await

@@ -164,6 +164,8 @@ pub struct NodeConfig {
     pub gc_grace: std::time::Duration,
     pub cache_bytes: usize,
     pub index_build_rows: i64,
+    /// `wal.recovery_error_ignore`: skip damaged write-ahead log records instead of refusing to start.
+    pub wal_recovery_error_ignore: bool,
     pub log: LogConfig,
     pub tracing: TracingConfig,
 }
@@ -204,6 +206,7 @@ impl NodeConfig {
                 .int("index_build_threshold")
                 .unwrap_or(4096)
                 .min(i64::MAX as u64) as i64,
+            wal_recovery_error_ignore: s.flag("wal_recovery_error_ignore"),
             log: LogConfig::from_settings(s)?,
             tracing: TracingConfig::from_settings(s, DEFAULT_NODE_SERVICE_NAME)?,
         })

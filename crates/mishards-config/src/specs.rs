@@ -425,6 +425,15 @@ pub static SPECS: &[Spec] = &[
         "seconds a replaced segment file stays on disk for read nodes still searching it"
     ),
     spec!(
+        "wal_recovery_error_ignore",
+        ["MISHARDS_WAL_RECOVERY_ERROR_IGNORE"],
+        "wal-recovery-error-ignore",
+        Kind::Bool,
+        Some("false"),
+        NODE,
+        "Milvus's wal.recovery_error_ignore: start a write node whose write-ahead log is damaged (not merely torn by a crash) by skipping the damaged records, which are lost; off: refuse to start, naming the file and offset"
+    ),
+    spec!(
         "cache_size",
         ["MISHARDS_CACHE_SIZE"],
         "cache-size",

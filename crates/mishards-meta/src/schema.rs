@@ -3,6 +3,7 @@
 //! a database written here is read by Milvus 1.1.
 
 use std::fmt;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use sqlx::FromRow;
 
@@ -195,6 +196,24 @@ pub struct NewTable {
     pub metric_type: MetricType,
     pub owner_table: String,
     pub partition_tag: String,
+    /// The write-ahead log's last lsn when the table is created, as Milvus 1.1 sets it: records logged
+    /// before the table existed are never replayed into it.
+    pub flush_lsn: i64,
+}
+
+/// A `table_id` for a new partition: a number unique on this write node, as Milvus 1.1's
+/// `NextCollectionId` makes one (microseconds × 1000 plus a counter). Unlike a name built from the tag, it
+/// fits every file system and the column whatever the tag holds, and cannot clash with a collection (whose
+/// name must start with a letter or `_`).
+fn next_partition_table_id(now_us: i64) -> String {
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let wanted = now_us.saturating_mul(1000);
+    let id = LAST
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+            Some(wanted.max(last.saturating_add(1)))
+        })
+        .map_or(wanted, |last| wanted.max(last.saturating_add(1)));
+    id.to_string()
 }
 
 impl NewTable {
@@ -216,14 +235,15 @@ impl NewTable {
             metric_type,
             owner_table: String::new(),
             partition_tag: String::new(),
+            flush_lsn: 0,
         }
     }
 
-    /// A partition of `parent`, named `<collection>_<tag>` as Milvus names it, inheriting the parent's
-    /// dimension, metric and index settings.
+    /// A partition of `parent` with the tag in its own column and a generated `table_id`, as Milvus 1.1
+    /// creates one, inheriting the parent's dimension, metric and index settings.
     pub fn partition(parent: &TableRow, tag: &str, now_us: i64) -> Self {
         NewTable {
-            table_id: format!("{}_{}", parent.table_id, tag),
+            table_id: next_partition_table_id(now_us),
             dimension: parent.dimension,
             created_on: now_us,
             index_file_size: parent.index_file_size,
@@ -232,6 +252,7 @@ impl NewTable {
             metric_type: parent.metric_type,
             owner_table: parent.table_id.clone(),
             partition_tag: tag.to_string(),
+            flush_lsn: 0,
         }
     }
 }

@@ -385,7 +385,7 @@ impl MetaStore {
     pub async fn create_table(&self, table: &NewTable) -> Result<TableRow, MetaError> {
         let sql = "INSERT INTO Tables (table_id, state, dimension, created_on, flag, index_file_size, engine_type, \
                    index_params, metric_type, owner_table, partition_tag, version, flush_lsn) \
-                   VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, 0)";
+                   VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)";
         let args = [
             Arg::Text(&table.table_id),
             Arg::Int(TableState::Normal.code().into()),
@@ -398,6 +398,7 @@ impl MetaStore {
             Arg::Text(&table.owner_table),
             Arg::Text(&table.partition_tag),
             Arg::Text(SCHEMA_VERSION),
+            Arg::Int(table.flush_lsn),
         ];
         match self.execute("create table", sql, &args).await {
             Ok(_) => {}

@@ -64,6 +64,13 @@ pub enum NodeError {
     Config(#[from] server_config::ConfigError),
     #[error(transparent)]
     Index(#[from] segment_index::IndexError),
+    #[error(
+        "flushing table `{table}` failed: {source}; its rows stay in the write-ahead log and the next flush tries again"
+    )]
+    FlushFailed {
+        table: String,
+        source: Box<NodeError>,
+    },
     #[error("{0}")]
     Internal(String),
 }
@@ -94,6 +101,7 @@ impl MilvusError for NodeError {
                 segment_index::IndexError::Corrupt(_) => ErrorCode::UnexpectedError,
             },
             NodeError::Segment(e) if e.is_not_found() => ErrorCode::FileNotFound,
+            NodeError::FlushFailed { source, .. } => source.code(),
             NodeError::Wal(_) | NodeError::Segment(_) | NodeError::Internal(_) => {
                 ErrorCode::UnexpectedError
             }

@@ -16,6 +16,7 @@ use super::NodeError;
 use super::engine::{Engine, EngineOptions};
 use super::server_config::ServerConfig;
 use super::service::NodeService;
+use super::wal::DamagePolicy;
 use mishards_config::{NodeConfig, Role};
 use mishards_meta::{MetaOptions, MetaStore, MetaUri, SQLITE_FILE_NAME, SqliteTarget};
 use mishards_proto::limits::MAX_MESSAGE_BYTES;
@@ -96,6 +97,11 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, NodeError> {
             gc_grace: config.gc_grace,
             cache_bytes: config.cache_bytes,
             index_build_rows: config.index_build_rows,
+            wal_damage: if config.wal_recovery_error_ignore {
+                DamagePolicy::Skip
+            } else {
+                DamagePolicy::Refuse
+            },
         },
     )
     .await?;

@@ -13,6 +13,9 @@ use mishards_meta::now_micros;
 /// record whose log write failed can be taken back out).
 #[derive(Default)]
 pub(super) struct MemTable {
+    /// The `created_on` of the table the records were written for (`None` for records of older logs):
+    /// a flush writes them only into that table, never into one created later under the same name.
+    pub(super) created_on: Option<i64>,
     /// Values a row holds (see `vectors::row_width`).
     width: usize,
     ids: Vec<i64>,
@@ -27,6 +30,26 @@ pub(super) struct MemTable {
 impl MemTable {
     pub(super) fn is_empty(&self) -> bool {
         self.ids.is_empty() && self.deletes.is_empty()
+    }
+
+    /// The lsn of the oldest record buffered.
+    pub(super) fn first_lsn(&self) -> Option<u64> {
+        let insert = self.inserts.first().map(|i| i.0);
+        let delete = self.deletes.first().map(|d| d.0);
+        insert.into_iter().chain(delete).min()
+    }
+
+    pub(super) fn width(&self) -> usize {
+        self.width
+    }
+
+    /// The collection's dimension (bits for binary rows).
+    pub(super) fn dim(&self) -> usize {
+        if self.vectors.is_binary() {
+            self.width * 8
+        } else {
+            self.width
+        }
     }
 
     /// Buffers a logged insert. Rows of the other kind than the table's (which its writer checked
@@ -107,7 +130,21 @@ impl MemTable {
         }
         older.deletes.append(&mut self.deletes);
         older.width = older.width.max(self.width);
+        older.created_on = older.created_on.or(self.created_on);
         *self = older;
+    }
+
+    /// The whole buffered state as one record (see [`WalRecord::Relog`]).
+    pub(super) fn relog(&self, table_id: &str, created_on: i64, dim: u32) -> WalRecord {
+        let (ids, vectors) = self.live_rows();
+        WalRecord::Relog {
+            table_id: table_id.to_string(),
+            created_on,
+            dim,
+            deleted: self.deleted_ids(),
+            ids: ids.into_owned(),
+            vectors: vectors.into_owned(),
+        }
     }
 }
 
@@ -139,22 +176,49 @@ pub(super) fn next_ids(b: &mut Buffers, n: usize) -> Result<Vec<i64>, NodeError>
 
 /// Applies a logged change to the in-memory buffers (on the write path and on replay alike).
 pub(super) fn apply_record(b: &mut Buffers, lsn: u64, record: WalRecord, width: usize) {
+    if let WalRecord::Insert { ids, .. } | WalRecord::Relog { ids, .. } = &record {
+        b.last_id = b.last_id.max(ids.iter().copied().max().unwrap_or(0));
+    }
+    let created_on = record.created_on();
+    let mem = b.tables.entry(record.table_id().to_string()).or_default();
+    if let (Some(have), Some(new)) = (mem.created_on, created_on)
+        && have != new
+    {
+        // Two tables of one name: the older was dropped (a writer raced the drop), so its rows go.
+        if new < have {
+            tracing::warn!(
+                table = record.table_id(),
+                lsn,
+                "a write for a dropped table of this name is not buffered"
+            );
+            return;
+        }
+        *mem = MemTable::default();
+    }
+    mem.created_on = created_on.or(mem.created_on);
+    mem.width = width;
     match record {
-        WalRecord::Insert {
-            table_id,
+        WalRecord::Insert { ids, vectors, .. } => mem.push_insert(lsn, ids, vectors),
+        WalRecord::Delete { ids, .. } => mem.deletes.push((lsn, ids)),
+        WalRecord::Relog {
+            deleted,
             ids,
             vectors,
             ..
         } => {
-            b.last_id = b.last_id.max(ids.iter().copied().max().unwrap_or(0));
-            let mem = b.tables.entry(table_id).or_default();
-            mem.width = width;
-            mem.push_insert(lsn, ids, vectors);
-        }
-        WalRecord::Delete { table_id, ids } => {
-            let mem = b.tables.entry(table_id).or_default();
-            mem.width = width;
-            mem.deletes.push((lsn, ids));
+            // Replaces every record of the table before it, which it sums up.
+            *mem = MemTable {
+                created_on,
+                width,
+                vectors: Vectors::empty(vectors.is_binary()),
+                ..MemTable::default()
+            };
+            if !deleted.is_empty() {
+                mem.deletes.push((lsn, deleted));
+            }
+            if !ids.is_empty() {
+                mem.push_insert(lsn, ids, vectors);
+            }
         }
     }
 }

@@ -50,6 +50,7 @@ impl Engine {
         let metric = validate::metric(metric)?;
         validate::binary_dimension(dim, metric)?;
         let mut table = NewTable::collection(name, dim, size, metric, now_micros());
+        table.flush_lsn = self.last_lsn();
         if metric.is_binary() {
             table.engine_type = EngineType::BinFlat; // as Milvus 1.1 creates binary collections
         }
@@ -114,7 +115,8 @@ impl Engine {
                 "partition `{tag}` already exists in `{name}`"
             )));
         }
-        let partition = NewTable::partition(&tables.collection, &tag, now_micros());
+        let mut partition = NewTable::partition(&tables.collection, &tag, now_micros());
+        partition.flush_lsn = self.last_lsn();
         match self.meta.create_table(&partition).await {
             Ok(_) => Ok(()),
             Err(mishards_meta::MetaError::AlreadyExists(t)) => {

@@ -29,7 +29,7 @@ use self::buffer::{Buffers, apply_record};
 use crate::NodeError;
 use crate::cache::SegmentCache;
 use crate::vectors::VectorsRef;
-use crate::wal::Wal;
+use crate::wal::{DamagePolicy, Wal};
 use mishards_config::Role;
 use mishards_meta::{CollectionTables, FileRow, FileType, MetaStore, TableRow, TableState};
 
@@ -56,6 +56,8 @@ pub struct EngineOptions {
     pub cache_bytes: usize,
     /// Files with fewer rows than this stay exact (FLAT) even when the collection has an index.
     pub index_build_rows: i64,
+    /// What a damaged write-ahead log does at start (`wal.recovery_error_ignore`).
+    pub wal_damage: DamagePolicy,
 }
 
 /// A query against one collection.
@@ -114,13 +116,18 @@ impl Engine {
                 let (wal, records) = Wal::open(
                     &opts.storage.join(super::WAL_DIR_NAME),
                     flushed.max(0) as u64 + 1,
+                    opts.wal_damage,
                 )?;
                 let replayed = records.len();
                 for (lsn, record) in records {
                     let Some(table) = tables.get(record.table_id()) else {
                         continue;
                     };
-                    if table.state != TableState::Normal || lsn as i64 <= table.flush_lsn {
+                    // Records of a dropped table of the same name, or older than the table, are not its.
+                    if table.state != TableState::Normal
+                        || lsn as i64 <= table.flush_lsn
+                        || !record.belongs_to(table.created_on)
+                    {
                         continue;
                     }
                     apply_record(&mut buffers, lsn, record, write::table_width(table));
@@ -154,6 +161,13 @@ impl Engine {
 
     pub fn cache(&self) -> &SegmentCache {
         &self.cache
+    }
+
+    /// The lsn of the last record logged (0 on a read node): a table created now starts after it.
+    fn last_lsn(&self) -> i64 {
+        self.wal
+            .as_ref()
+            .map_or(0, |w| w.next_lsn().saturating_sub(1) as i64)
     }
 
     fn writer(&self, rpc: &'static str) -> Result<&Wal, NodeError> {

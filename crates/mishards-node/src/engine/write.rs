@@ -9,7 +9,7 @@ use super::catalogue::partition_table;
 use super::{Engine, SEGMENT_FILES, blocking, group_by_segment, lock_error, raw_file};
 use crate::segment::{self, SegmentError};
 use crate::vectors::{Vectors, row_width};
-use crate::wal::{Durable, WalRecord};
+use crate::wal::{Durable, Wal, WalRecord};
 use crate::{NodeError, validate};
 use mishards_meta::{
     EngineType, FLAG_AUTO_IDS, FLAG_USER_IDS, FileChanges, FileRow, FileType, NewFile, TableRow,
@@ -93,6 +93,7 @@ impl Engine {
             };
             let record = WalRecord::Insert {
                 table_id: target.table_id.clone(),
+                created_on: Some(target.created_on),
                 dim: dim as u32,
                 ids: ids.clone(),
                 vectors,
@@ -178,6 +179,7 @@ impl Engine {
             for table in targets {
                 let record = WalRecord::Delete {
                     table_id: table.table_id.clone(),
+                    created_on: Some(table.created_on),
                     ids: ids.clone(),
                 };
                 let (lsn, durable) = wal.submit(&record)?;
@@ -253,7 +255,9 @@ impl Engine {
         for (_, mem) in &mut taken {
             failed.iter().for_each(|lsn| mem.discard(*lsn));
         }
-        let mut first_error = None;
+        // One table's failing flush holds up no other: the rest flush, merge, build indexes and let the
+        // log go; the failing table keeps its rows buffered and its error goes to the caller.
+        let mut failed_tables = Vec::new();
         let mut touched = Vec::new();
         for (table_id, mem) in taken {
             match self.flush_table(&table_id, &mem, upto as i64).await {
@@ -261,22 +265,21 @@ impl Engine {
                 Err(e) => {
                     tracing::error!(table = %table_id, error = %e, "flush failed; keeping the data buffered");
                     if let Ok(mut b) = self.buffers.lock() {
-                        b.tables.entry(table_id).or_default().restore(mem);
+                        b.tables.entry(table_id.clone()).or_default().restore(mem);
                     }
-                    first_error.get_or_insert(e);
+                    failed_tables.push((table_id, e));
                 }
             }
-        }
-        if let Some(e) = first_error {
-            return Err(e);
         }
         if wanted.is_none() {
             // Every buffered table was taken and cleaned: failed records up to `upto` are gone for good.
             wal.forget_failed_through(upto);
         }
         if everything {
-            self.meta.set_global_lsn(upto as i64).await?;
-            wal.checkpoint(upto);
+            let kept = self.relog_unflushed(wal, &failed_tables).await;
+            let checkpoint = kept.map_or(upto, |first| upto.min(first.saturating_sub(1)));
+            self.meta.set_global_lsn(checkpoint as i64).await?;
+            wal.checkpoint(checkpoint);
         }
         // The flushed data is safe whatever happens to the merge: a merge that fails leaves the small
         // files as they are (all or nothing) and is tried again after the next flush.
@@ -287,7 +290,58 @@ impl Engine {
         }
         drop(_m);
         self.schedule_index_builds();
-        Ok(())
+        match failed_tables.into_iter().next() {
+            Some((table_id, e)) => Err(NodeError::FlushFailed {
+                table: table_id,
+                source: Box::new(e),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Logs again, at the head of the log, the buffered state of tables whose flush failed when it holds
+    /// log files that could otherwise go: so one table that cannot be flushed keeps at most its own
+    /// buffered rows in the log, not every write since it started failing. Returns the first lsn still
+    /// needed for a table that could not be logged again (the checkpoint must stay below it).
+    async fn relog_unflushed(&self, wal: &Wal, failed: &[(String, NodeError)]) -> Option<u64> {
+        let current_file = wal.current_file_first_lsn();
+        let mut kept: Option<u64> = None;
+        let mut keep = |lsn: u64| kept = Some(kept.map_or(lsn, |k| k.min(lsn)));
+        let mut waits = Vec::new();
+        if let Ok(mut b) = self.buffers.lock() {
+            for (table_id, _) in failed {
+                let (first, record, width) = {
+                    let Some(mem) = b.tables.get(table_id) else {
+                        continue;
+                    };
+                    let Some(first) = mem.first_lsn() else {
+                        continue;
+                    };
+                    let Some(created_on) = mem.created_on.filter(|_| first < current_file) else {
+                        keep(first); // in the newest file already (or of an older log): hold the checkpoint
+                        continue;
+                    };
+                    let record = mem.relog(table_id, created_on, mem.dim() as u32);
+                    (first, record, mem.width())
+                };
+                match wal.submit(&record) {
+                    Ok((lsn, durable)) => {
+                        apply_record(&mut b, lsn, record, width);
+                        waits.push((first, durable));
+                    }
+                    Err(_) => keep(first),
+                }
+            }
+        } else {
+            return Some(0);
+        }
+        for (first, durable) in waits {
+            if let Err(e) = durable.wait().await {
+                tracing::error!(error = %e, "logging an unflushable table again failed; the log keeps its files");
+                keep(first);
+            }
+        }
+        kept
     }
 
     /// Writes a table's buffered rows as a segment file and applies its buffered deletes; the new file
@@ -299,13 +353,10 @@ impl Engine {
         mem: &MemTable,
         upto: i64,
     ) -> Result<(), NodeError> {
-        let Some(table) = self
-            .meta
-            .table(table_id)
-            .await?
-            .filter(|t| t.state == TableState::Normal)
-        else {
-            return Ok(()); // dropped meanwhile: nothing to keep
+        let Some(table) = self.meta.table(table_id).await?.filter(|t| {
+            t.state == TableState::Normal && mem.created_on.is_none_or(|c| c == t.created_on)
+        }) else {
+            return Ok(()); // dropped meanwhile (and maybe created again): nothing to keep
         };
         let mut changes = FileChanges {
             flush_lsn: Some((table_id.to_string(), upto)),
@@ -437,6 +488,7 @@ mod tests {
             gc_grace: Duration::from_secs(60),
             cache_bytes: 1 << 30,
             index_build_rows: 4096,
+            wal_damage: crate::wal::DamagePolicy::Refuse,
         }
     }
 
@@ -445,7 +497,12 @@ mod tests {
         let meta = MetaStore::open(&uri, &MetaOptions::default())
             .await
             .expect("metadata");
-        Engine::open(meta, options(storage)).await.expect("engine")
+        let opts = EngineOptions {
+            // Dropped tables' rows go at the first garbage collection, so a name can be used again.
+            gc_grace: Duration::ZERO,
+            ..options(storage)
+        };
+        Engine::open(meta, opts).await.expect("engine")
     }
 
     fn wal(engine: &Engine) -> &Wal {
@@ -453,8 +510,12 @@ mod tests {
     }
 
     async fn found(engine: &Engine, ids: &[i64]) -> Vec<bool> {
+        found_in(engine, "c", ids).await
+    }
+
+    async fn found_in(engine: &Engine, name: &str, ids: &[i64]) -> Vec<bool> {
         engine
-            .vectors_by_id("c", "", ids)
+            .vectors_by_id(name, "", ids)
             .await
             .expect("by id")
             .iter()
@@ -550,6 +611,7 @@ mod tests {
             let mut b = engine.buffers.lock().unwrap();
             let record = WalRecord::Insert {
                 table_id: "c".into(),
+                created_on: None,
                 dim: 2,
                 ids: vec![2],
                 vectors: Vectors::Float(vec![2.0; 2]),
@@ -562,5 +624,170 @@ mod tests {
         assert!(pending.wait().await.is_err());
         assert_eq!(found(&engine, &[1, 2]).await, [true, false]);
         assert_eq!(engine.count("c").await.unwrap(), 1);
+    }
+
+    fn rows(n: usize, dim: usize) -> Vectors {
+        Vectors::Float((0..n * dim).map(|i| i as f32).collect())
+    }
+
+    /// The case: rows logged for a dropped collection never reach a new collection of the same
+    /// name after a crash, whatever its dimension, and the same for a partition's table.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_tables_log_records_never_reach_its_successor() {
+        for new_dim in [8, 4] {
+            let dir = tempfile::tempdir().unwrap();
+            let engine = open(dir.path()).await;
+            engine.create_collection("res_a", 8, 1024, 1).await.unwrap();
+            engine.create_partition("res_a", "p").await.unwrap();
+            engine
+                .insert("res_a", "", vec![], rows(50, 8), 50)
+                .await
+                .unwrap();
+            engine.flush(&[]).await.unwrap();
+            engine
+                .insert("res_a", "", vec![], rows(30, 8), 30)
+                .await
+                .unwrap();
+            engine
+                .insert("res_a", "p", vec![], rows(7, 8), 7)
+                .await
+                .unwrap();
+            engine.drop_collection("res_a").await.unwrap();
+            engine.collect_garbage().await.unwrap();
+            engine
+                .create_collection("res_a", new_dim, 1024, 1)
+                .await
+                .unwrap();
+            engine.create_partition("res_a", "p").await.unwrap();
+            assert_eq!(engine.count("res_a").await.unwrap(), 0);
+            drop(engine); // a crash: nothing flushed since the drop
+            let engine = open(dir.path()).await;
+            engine.flush(&[]).await.unwrap();
+            assert_eq!(engine.count("res_a").await.unwrap(), 0, "dim {new_dim}");
+            engine
+                .insert("res_a", "p", vec![], rows(2, new_dim as usize), 2)
+                .await
+                .unwrap();
+            engine.flush(&[]).await.unwrap();
+            assert_eq!(engine.count("res_a").await.unwrap(), 2, "dim {new_dim}");
+        }
+    }
+
+    /// A tag Milvus accepts names no file: 120 dots, slashes, 255 characters all flush and count.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn any_tag_milvus_accepts_flushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = open(dir.path()).await;
+        engine.create_collection("c", 2, 1024, 1).await.unwrap();
+        let tags = [
+            ".".repeat(120),
+            "../../etc".into(),
+            "a/b\\c".into(),
+            "é".repeat(127),
+        ];
+        for tag in &tags {
+            engine.create_partition("c", tag).await.unwrap();
+            engine
+                .insert("c", tag, vec![], rows(3, 2), 3)
+                .await
+                .unwrap();
+        }
+        engine.flush(&[]).await.unwrap();
+        assert_eq!(engine.count("c").await.unwrap(), 3 * tags.len() as i64);
+        let mut listed = engine.partitions("c").await.unwrap();
+        listed.sort();
+        let mut wanted: Vec<String> = tags.iter().cloned().chain(["_default".into()]).collect();
+        wanted.sort();
+        assert_eq!(listed, wanted);
+    }
+
+    /// A table whose flush fails (its folder cannot be created) holds up no other table, reports its
+    /// error to flush, and does not keep old log files: its rows are logged again at the head of the log.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_failing_table_holds_up_no_other_and_the_log_stays_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = open(dir.path()).await;
+        engine.create_collection("good", 2, 1024, 1).await.unwrap();
+        engine.create_collection("bad", 2, 1024, 1).await.unwrap();
+        // A file where the table's folder must go: every flush of `bad` fails.
+        let blocker = segment::table_dir(dir.path(), "bad");
+        std::fs::create_dir_all(blocker.parent().unwrap()).unwrap();
+        std::fs::write(&blocker, b"not a folder").unwrap();
+        engine
+            .insert("bad", "", vec![], rows(5, 2), 5)
+            .await
+            .unwrap();
+        let mut first_files = None;
+        for round in 0..4i64 {
+            engine
+                .insert("good", "", vec![], rows(10, 2), 10)
+                .await
+                .unwrap();
+            let err = engine.flush(&[]).await.unwrap_err();
+            assert!(err.to_string().contains("`bad`"), "{err}");
+            assert_eq!(engine.count("good").await.unwrap(), 10 * (round + 1));
+            // `good` alone flushes fine.
+            engine.flush(&["good".into()]).await.unwrap();
+            wal(&engine).rotate_for_test();
+            let files = wal_files(dir.path());
+            first_files.get_or_insert(files.clone());
+            assert!(files.len() <= 3, "round {round}: the log keeps {files:?}");
+        }
+        // Once the folder can be made, the relogged rows flush, once.
+        std::fs::remove_file(&blocker).unwrap();
+        engine.flush(&[]).await.unwrap();
+        assert_eq!(engine.count("bad").await.unwrap(), 5);
+        drop(engine);
+        let engine = open(dir.path()).await;
+        engine.flush(&[]).await.unwrap();
+        assert_eq!(
+            engine.count("bad").await.unwrap(),
+            5,
+            "nothing replayed twice"
+        );
+        assert_eq!(engine.count("good").await.unwrap(), 40);
+    }
+
+    /// Rows relogged for a table that cannot flush survive a crash, once each.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn relogged_rows_survive_a_crash_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = open(dir.path()).await;
+        engine.create_collection("good", 2, 1024, 1).await.unwrap();
+        engine.create_collection("bad", 2, 1024, 1).await.unwrap();
+        let blocker = segment::table_dir(dir.path(), "bad");
+        std::fs::create_dir_all(blocker.parent().unwrap()).unwrap();
+        std::fs::write(&blocker, b"").unwrap();
+        engine
+            .insert("bad", "", vec![1, 2, 3], rows(3, 2), 3)
+            .await
+            .unwrap();
+        engine.delete("bad", "", vec![2]).await.unwrap();
+        for _ in 0..3 {
+            wal(&engine).rotate_for_test();
+            engine
+                .insert("good", "", vec![], rows(1, 2), 1)
+                .await
+                .unwrap();
+            assert!(engine.flush(&[]).await.is_err());
+        }
+        drop(engine);
+        std::fs::remove_file(&blocker).unwrap();
+        let engine = open(dir.path()).await;
+        engine.flush(&[]).await.unwrap();
+        assert_eq!(engine.count("bad").await.unwrap(), 2);
+        assert_eq!(
+            found_in(&engine, "bad", &[1, 2, 3]).await,
+            [true, false, true]
+        );
+    }
+
+    fn wal_files(storage: &std::path::Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(storage.join(crate::WAL_DIR_NAME))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
     }
 }

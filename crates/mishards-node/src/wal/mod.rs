@@ -1,10 +1,9 @@
 //! The write node's write-ahead log. An insert or delete is acknowledged only after its record is on disk
 //! (`fsync`); concurrent writers share one `fsync` (group commit) through a dedicated writer thread.
 //!
-//! Layout: `<dir>/<first lsn, 20 digits>.wal`, each a sequence of records
-//! `[len u32][crc32 u32][lsn u64][kind u8][payload]` (little-endian; crc over lsn..payload).
-//! A torn record at the end of the newest file (a crash mid-write) is cut off on open; damage anywhere
-//! else is an error, because records after it would be lost silently.
+//! Layout: `<dir>/<first lsn, 20 digits>.wal`, each a sequence of records (`record.rs`). A torn record at
+//! the end of the newest file (a crash mid-write) is cut off on open; damage followed by valid records is
+//! an error (`read.rs`), because records after it would be lost silently.
 //!
 //! A batch whose write or `fsync` fails is cut off the file again at once and its writers get the error
 //! (`settle` tells a flush which lsns failed, so their data never reaches a segment); later records follow
@@ -12,24 +11,27 @@
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-use crate::checked_io::{extend_le, from_le};
-use crate::vectors::{Vectors, row_width};
+mod read;
+mod record;
+
+pub use read::DamagePolicy;
+pub use record::WalRecord;
+
+#[cfg(test)]
+use crate::vectors::Vectors;
+#[cfg(test)]
+use record::HEADER_BYTES;
 
 /// Start a new log file once the current one is this large.
 const ROTATE_BYTES: u64 = 64 << 20;
-const HEADER_BYTES: usize = 8;
-const KIND_INSERT: u8 = 1;
-const KIND_DELETE: u8 = 2;
-/// An insert of binary rows: `dim` is in bits, each row `dim / 8` bytes.
-const KIND_INSERT_BINARY: u8 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WalError {
@@ -47,149 +49,6 @@ pub enum WalError {
         "the write-ahead log takes no more writes: a failed write could not be undone ({0}); restart the node"
     )]
     Failed(String),
-}
-
-/// One logged change.
-#[derive(Debug, Clone, PartialEq)]
-pub enum WalRecord {
-    Insert {
-        table_id: String,
-        dim: u32,
-        ids: Vec<i64>,
-        vectors: Vectors,
-    },
-    Delete {
-        table_id: String,
-        ids: Vec<i64>,
-    },
-}
-
-impl WalRecord {
-    pub fn table_id(&self) -> &str {
-        match self {
-            WalRecord::Insert { table_id, .. } | WalRecord::Delete { table_id, .. } => table_id,
-        }
-    }
-
-    fn encode(&self, lsn: u64) -> Vec<u8> {
-        let mut body = Vec::with_capacity(self.encoded_len_hint());
-        body.extend_from_slice(&lsn.to_le_bytes());
-        let put_table = |body: &mut Vec<u8>, table: &str| {
-            body.extend_from_slice(&(table.len() as u32).to_le_bytes());
-            body.extend_from_slice(table.as_bytes());
-        };
-        match self {
-            WalRecord::Insert {
-                table_id,
-                dim,
-                ids,
-                vectors,
-            } => {
-                body.push(match vectors {
-                    Vectors::Float(_) => KIND_INSERT,
-                    Vectors::Binary(_) => KIND_INSERT_BINARY,
-                });
-                put_table(&mut body, table_id);
-                body.extend_from_slice(&dim.to_le_bytes());
-                body.extend_from_slice(&(ids.len() as u64).to_le_bytes());
-                extend_le(&mut body, ids, i64::to_le_bytes);
-                match vectors {
-                    Vectors::Float(v) => extend_le(&mut body, v, f32::to_le_bytes),
-                    Vectors::Binary(v) => body.extend_from_slice(v),
-                }
-            }
-            WalRecord::Delete { table_id, ids } => {
-                body.push(KIND_DELETE);
-                put_table(&mut body, table_id);
-                body.extend_from_slice(&(ids.len() as u64).to_le_bytes());
-                extend_le(&mut body, ids, i64::to_le_bytes);
-            }
-        }
-        let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
-        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        out.extend_from_slice(&body);
-        out
-    }
-
-    fn encoded_len_hint(&self) -> usize {
-        match self {
-            WalRecord::Insert {
-                table_id,
-                ids,
-                vectors,
-                ..
-            } => 32 + table_id.len() + ids.len() * 8 + vectors.bytes(),
-            WalRecord::Delete { table_id, ids } => 32 + table_id.len() + ids.len() * 8,
-        }
-    }
-
-    /// Decodes a record body (after len and crc). `None` when it does not parse.
-    fn decode(body: &[u8]) -> Option<(u64, WalRecord)> {
-        let mut r = Cursor { buf: body, pos: 0 };
-        let lsn = r.u64()?;
-        let kind = r.take(1)?[0];
-        let table_len = r.u32()? as usize;
-        let table_id = String::from_utf8(r.take(table_len)?.to_vec()).ok()?;
-        let record = match kind {
-            KIND_INSERT | KIND_INSERT_BINARY => {
-                let dim = r.u32()?;
-                let n = usize::try_from(r.u64()?).ok()?;
-                let ids = r.i64s(n)?;
-                let width = row_width(dim as usize, kind == KIND_INSERT_BINARY);
-                let values = n.checked_mul(width)?;
-                let vectors = if kind == KIND_INSERT_BINARY {
-                    Vectors::Binary(r.take(values)?.to_vec())
-                } else {
-                    Vectors::Float(r.f32s(values)?)
-                };
-                WalRecord::Insert {
-                    table_id,
-                    dim,
-                    ids,
-                    vectors,
-                }
-            }
-            KIND_DELETE => {
-                let n = usize::try_from(r.u64()?).ok()?;
-                WalRecord::Delete {
-                    table_id,
-                    ids: r.i64s(n)?,
-                }
-            }
-            _ => return None,
-        };
-        (r.pos == body.len()).then_some((lsn, record))
-    }
-}
-
-struct Cursor<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let end = self.pos.checked_add(n)?;
-        let out = self.buf.get(self.pos..end)?;
-        self.pos = end;
-        Some(out)
-    }
-    fn u32(&mut self) -> Option<u32> {
-        self.take(4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        self.take(8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_le_bytes)
-    }
-    fn i64s(&mut self, n: usize) -> Option<Vec<i64>> {
-        Some(from_le(self.take(n.checked_mul(8)?)?, i64::from_le_bytes))
-    }
-    fn f32s(&mut self, n: usize) -> Option<Vec<f32>> {
-        Some(from_le(self.take(n.checked_mul(4)?)?, f32::from_le_bytes))
-    }
 }
 
 enum Command {
@@ -215,9 +74,15 @@ pub struct Wal {
     submitter: Arc<Mutex<Submitter>>,
     /// Lsns of records whose write failed (their submitters were told), until `forget_failed_through`.
     failed: Arc<Mutex<BTreeSet<u64>>>,
+    /// The first lsn of the file being written (0 before the first write): records below it sit in
+    /// files a checkpoint can drop.
+    current_file: Arc<AtomicU64>,
     /// Test hook: this many coming writes fail halfway.
     #[cfg(test)]
     fail_writes: Arc<AtomicUsize>,
+    /// Test hook: the next write starts a new file.
+    #[cfg(test)]
+    rotate: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Waits until a submitted record is on disk.
@@ -232,7 +97,11 @@ impl Durable {
 impl Wal {
     /// Opens (creating) the log in `dir` and returns it with every intact record, in lsn order, for
     /// replay. New records get lsns after the highest one found (or after `min_next_lsn - 1`).
-    pub fn open(dir: &Path, min_next_lsn: u64) -> Result<(Wal, Vec<(u64, WalRecord)>), WalError> {
+    pub fn open(
+        dir: &Path,
+        min_next_lsn: u64,
+        damage: DamagePolicy,
+    ) -> Result<(Wal, Vec<(u64, WalRecord)>), WalError> {
         let io_err = |path: &Path| {
             let path = path.to_path_buf();
             move |source| WalError::Io { path, source }
@@ -241,8 +110,7 @@ impl Wal {
         let files = list_files(dir).map_err(io_err(dir))?;
         let mut records = Vec::new();
         for (i, (_, path)) in files.iter().enumerate() {
-            let last = i + 1 == files.len();
-            read_file(path, last, &mut records)?;
+            read::read_file(path, i + 1 == files.len(), damage, &mut records)?;
         }
         let next_lsn = records
             .last()
@@ -252,7 +120,11 @@ impl Wal {
         let (tx, rx) = mpsc::channel();
         let failed = Arc::new(Mutex::new(BTreeSet::new()));
         let fail_writes = Arc::new(AtomicUsize::new(0));
+        let current_file = Arc::new(AtomicU64::new(0));
+        let rotate = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writer = Writer {
+            rotate: rotate.clone(),
+            current_file: current_file.clone(),
             dir: dir.to_path_buf(),
             files,
             current: None,
@@ -268,8 +140,11 @@ impl Wal {
             Wal {
                 submitter: Arc::new(Mutex::new(Submitter { next_lsn, tx })),
                 failed,
+                current_file,
                 #[cfg(test)]
                 fail_writes,
+                #[cfg(test)]
+                rotate,
             },
             records,
         ))
@@ -294,6 +169,11 @@ impl Wal {
     /// The lsn the next record will get; every record before it has been submitted.
     pub fn next_lsn(&self) -> u64 {
         self.submitter.lock().map(|s| s.next_lsn).unwrap_or(0)
+    }
+
+    /// The first lsn of the file being written: a checkpoint can drop the files holding records below it.
+    pub fn current_file_first_lsn(&self) -> u64 {
+        self.current_file.load(Ordering::SeqCst)
     }
 
     /// Lets the log drop files whose records all have lsn ≤ `lsn`.
@@ -325,6 +205,12 @@ impl Wal {
         }
     }
 
+    /// Makes the next write start a new file, as one reaching the rotation size would.
+    #[cfg(test)]
+    pub(crate) fn rotate_for_test(&self) {
+        self.rotate.store(true, Ordering::SeqCst);
+    }
+
     /// Makes the next `n` writes fail halfway through their record, as a full disk would.
     #[cfg(test)]
     pub(crate) fn fail_next_writes(&self, n: usize) {
@@ -349,73 +235,6 @@ fn list_files(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     Ok(files)
 }
 
-fn read_file(path: &Path, last: bool, out: &mut Vec<(u64, WalRecord)>) -> Result<(), WalError> {
-    let io_err = |source| WalError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut reader = BufReader::new(File::open(path).map_err(io_err)?);
-    let mut offset = 0u64;
-    loop {
-        let mut header = [0u8; HEADER_BYTES];
-        match read_full(&mut reader, &mut header).map_err(io_err)? {
-            0 => return Ok(()),
-            n if n < HEADER_BYTES => return torn(path, offset, last, "truncated record header"),
-            _ => {}
-        }
-        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        let mut body = vec![0u8; len];
-        if read_full(&mut reader, &mut body).map_err(io_err)? < len {
-            return torn(path, offset, last, "truncated record");
-        }
-        if crc32fast::hash(&body) != crc {
-            return torn(path, offset, last, "checksum mismatch");
-        }
-        let Some((lsn, record)) = WalRecord::decode(&body) else {
-            return torn(path, offset, last, "record does not parse");
-        };
-        out.push((lsn, record));
-        offset += (HEADER_BYTES + len) as u64;
-    }
-}
-
-/// A damaged tail of the newest file is a write the crash interrupted: cut it off and go on.
-fn torn(path: &Path, offset: u64, last: bool, reason: &str) -> Result<(), WalError> {
-    if !last {
-        return Err(WalError::Corrupt {
-            path: path.to_path_buf(),
-            offset,
-            reason: reason.into(),
-        });
-    }
-    tracing::warn!(path = %path.display(), offset, reason, "cutting off a torn write at the end of the log");
-    let file = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(|source| WalError::Io {
-            path: path.into(),
-            source,
-        })?;
-    file.set_len(offset)
-        .and_then(|_| file.sync_all())
-        .map_err(|source| WalError::Io {
-            path: path.into(),
-            source,
-        })
-}
-
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(&mut buf[filled..])? {
-            0 => break,
-            n => filled += n,
-        }
-    }
-    Ok(filled)
-}
-
 struct Writer {
     dir: PathBuf,
     /// (first lsn, path) of every file, oldest first; the last one is `current` once writing started.
@@ -425,6 +244,8 @@ struct Writer {
     /// Why the log takes no more writes (a failed write could not be cut off again).
     broken: Option<String>,
     fail_writes: Arc<AtomicUsize>,
+    current_file: Arc<AtomicU64>,
+    rotate: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Writer {
@@ -503,7 +324,7 @@ impl Writer {
     fn open_file(&mut self, lsn: u64) -> Result<(), WalError> {
         let needs_new = match &self.current {
             None => true,
-            Some((_, size)) => *size >= ROTATE_BYTES,
+            Some((_, size)) => *size >= ROTATE_BYTES || self.rotate.swap(false, Ordering::SeqCst),
         };
         if needs_new {
             self.sync()?;
@@ -520,6 +341,7 @@ impl Writer {
             let size = file.metadata().map(|m| m.len()).unwrap_or(0);
             self.files.push((lsn, path));
             self.current = Some((file, size));
+            self.current_file.store(lsn, Ordering::SeqCst);
         }
         Ok(())
     }
@@ -597,6 +419,7 @@ mod tests {
     fn insert(table: &str, ids: &[i64]) -> WalRecord {
         WalRecord::Insert {
             table_id: table.into(),
+            created_on: Some(1),
             dim: 2,
             ids: ids.to_vec(),
             vectors: Vectors::Float(ids.iter().flat_map(|&i| [i as f32, -(i as f32)]).collect()),
@@ -606,12 +429,13 @@ mod tests {
     #[tokio::test]
     async fn records_survive_a_reopen_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let (wal, replay) = Wal::open(dir.path(), 1).unwrap();
+        let (wal, replay) = Wal::open(dir.path(), 1, DamagePolicy::Refuse).unwrap();
         assert!(replay.is_empty());
         let (l1, d1) = wal.submit(&insert("a", &[1, 2])).unwrap();
         let (l2, d2) = wal
             .submit(&WalRecord::Delete {
                 table_id: "a".into(),
+                created_on: Some(1),
                 ids: vec![2],
             })
             .unwrap();
@@ -619,7 +443,7 @@ mod tests {
         d2.wait().await.unwrap();
         assert_eq!((l1, l2), (1, 2));
         drop(wal);
-        let (wal, replay) = Wal::open(dir.path(), 1).unwrap();
+        let (wal, replay) = Wal::open(dir.path(), 1, DamagePolicy::Refuse).unwrap();
         assert_eq!(
             replay,
             vec![
@@ -628,6 +452,7 @@ mod tests {
                     2,
                     WalRecord::Delete {
                         table_id: "a".into(),
+                        created_on: Some(1),
                         ids: vec![2]
                     }
                 )
@@ -639,7 +464,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_writers_share_fsyncs_and_keep_lsn_order() {
         let dir = tempfile::tempdir().unwrap();
-        let (wal, _) = Wal::open(dir.path(), 10).unwrap();
+        let (wal, _) = Wal::open(dir.path(), 10, DamagePolicy::Refuse).unwrap();
         let mut tasks = Vec::new();
         for t in 0..8i64 {
             let wal = wal.clone();
@@ -653,7 +478,7 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
-        let (_, replay) = Wal::open(dir.path(), 1).unwrap();
+        let (_, replay) = Wal::open(dir.path(), 1, DamagePolicy::Refuse).unwrap();
         assert_eq!(replay.len(), 400);
         assert!(replay.windows(2).all(|w| w[1].0 == w[0].0 + 1));
         assert_eq!(replay[0].0, 10);
@@ -662,7 +487,7 @@ mod tests {
     #[tokio::test]
     async fn a_torn_tail_is_cut_off_and_damage_elsewhere_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let (wal, _) = Wal::open(dir.path(), 1).unwrap();
+        let (wal, _) = Wal::open(dir.path(), 1, DamagePolicy::Refuse).unwrap();
         for i in 0..3 {
             wal.submit(&insert("t", &[i]))
                 .unwrap()
@@ -681,7 +506,7 @@ mod tests {
             .unwrap()
             .set_len(len - 5)
             .unwrap();
-        let (wal, replay) = Wal::open(dir.path(), 1).unwrap();
+        let (wal, replay) = Wal::open(dir.path(), 1, DamagePolicy::Refuse).unwrap();
         assert_eq!(replay.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2]);
         wal.submit(&insert("t", &[9]))
             .unwrap()
@@ -690,7 +515,7 @@ mod tests {
             .await
             .unwrap();
         drop(wal);
-        let (_, replay) = Wal::open(dir.path(), 1).unwrap();
+        let (_, replay) = Wal::open(dir.path(), 1, DamagePolicy::Refuse).unwrap();
         assert_eq!(replay.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3]);
 
         // Flip a byte inside the first record of a file that is not the newest one.
@@ -703,8 +528,52 @@ mod tests {
         bytes[HEADER_BYTES + 3] ^= 0xff;
         fs::write(&path, bytes).unwrap();
         assert!(matches!(
-            Wal::open(dir.path(), 1),
+            Wal::open(dir.path(), 1, DamagePolicy::Refuse),
             Err(WalError::Corrupt { .. })
+        ));
+    }
+
+    /// Six acknowledged records, then one byte flipped a third of the way into the newest file: the
+    /// node must not start with two of them (the case), and with `Skip` it keeps the other five.
+    #[tokio::test]
+    async fn damage_followed_by_valid_records_in_the_newest_file_refuses_to_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(dir.path(), 1, DamagePolicy::Refuse).unwrap();
+        for i in 0..6 {
+            let (_, d) = wal.submit(&insert("t", &[i])).unwrap();
+            d.wait().await.unwrap();
+        }
+        drop(wal);
+        let (_, path) = list_files(dir.path()).unwrap().pop().unwrap();
+        let pristine = fs::read(&path).unwrap();
+        let mut bytes = pristine.clone();
+        bytes[pristine.len() / 3] ^= 0x40;
+        fs::write(&path, &bytes).unwrap();
+        match Wal::open(dir.path(), 1, DamagePolicy::Refuse) {
+            Err(WalError::Corrupt {
+                path: p, reason, ..
+            }) => {
+                assert_eq!(p, path);
+                assert!(reason.contains("recovery_error_ignore"), "{reason}");
+            }
+            other => panic!("expected Corrupt, got {:?}", other.map(|r| r.1)),
+        }
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            bytes,
+            "a refused start changes nothing"
+        );
+        let (_, replay) = Wal::open(dir.path(), 1, DamagePolicy::Skip).unwrap();
+        assert_eq!(replay.len(), 5, "only the damaged record is lost");
+        assert!(replay.windows(2).all(|w| w[0].0 < w[1].0));
+
+        // A length field claiming 4 GiB is damage like any other, read without allocating it.
+        let mut bytes = pristine;
+        bytes[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            Wal::open(dir.path(), 1, DamagePolicy::Refuse),
+            Err(WalError::Corrupt { offset: 0, .. })
         ));
     }
 
@@ -718,6 +587,8 @@ mod tests {
             failed: Default::default(),
             broken: None,
             fail_writes: Default::default(),
+            current_file: Default::default(),
+            rotate: Default::default(),
         };
         for first in [1u64, 50, 90] {
             let path = dir.path().join(format!("{first:020}.wal"));
@@ -739,7 +610,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_write_is_cut_off_reported_and_later_writes_go_on() {
         let dir = tempfile::tempdir().unwrap();
-        let (wal, _) = Wal::open(dir.path(), 1).unwrap();
+        let (wal, _) = Wal::open(dir.path(), 1, DamagePolicy::Refuse).unwrap();
         let (l1, d1) = wal.submit(&insert("t", &[1])).unwrap();
         d1.wait().await.unwrap();
         wal.fail_next_writes(1);
@@ -754,7 +625,7 @@ mod tests {
         assert!(wal.settle(u64::MAX).await.unwrap().is_empty());
         drop(wal);
         // The half-written record was cut off: the record after it replays, the failed one does not.
-        let (_, replay) = Wal::open(dir.path(), 1).unwrap();
+        let (_, replay) = Wal::open(dir.path(), 1, DamagePolicy::Refuse).unwrap();
         assert_eq!(
             replay,
             vec![(l1, insert("t", &[1])), (l3, insert("t", &[3]))]
@@ -764,13 +635,13 @@ mod tests {
     #[tokio::test]
     async fn settle_waits_for_records_submitted_before_it() {
         let dir = tempfile::tempdir().unwrap();
-        let (wal, _) = Wal::open(dir.path(), 1).unwrap();
+        let (wal, _) = Wal::open(dir.path(), 1, DamagePolicy::Refuse).unwrap();
         let pending: Vec<Durable> = (0..20)
             .map(|i| wal.submit(&insert("t", &[i])).unwrap().1)
             .collect();
         assert!(wal.settle(u64::MAX).await.unwrap().is_empty());
         drop(wal);
-        let (_, replay) = Wal::open(dir.path(), 1).unwrap();
+        let (_, replay) = Wal::open(dir.path(), 1, DamagePolicy::Refuse).unwrap();
         assert_eq!(
             replay.len(),
             20,
@@ -779,33 +650,5 @@ mod tests {
         for d in pending {
             d.wait().await.unwrap();
         }
-    }
-
-    #[test]
-    fn garbage_never_decodes() {
-        assert!(WalRecord::decode(&[]).is_none());
-        assert!(WalRecord::decode(&[0; 13]).is_none());
-        let good = insert("t", &[1, 2]).encode(5);
-        let body = &good[HEADER_BYTES..];
-        assert_eq!(WalRecord::decode(body).map(|r| r.0), Some(5));
-        assert!(WalRecord::decode(&body[..body.len() - 1]).is_none());
-    }
-
-    #[test]
-    fn binary_inserts_round_trip_with_their_bytes() {
-        let record = WalRecord::Insert {
-            table_id: "bin".into(),
-            dim: 16,
-            ids: vec![7, 8],
-            vectors: Vectors::Binary(vec![0xff, 0x01, 0x80, 0x00]),
-        };
-        let encoded = record.encode(9);
-        assert_eq!(
-            WalRecord::decode(&encoded[HEADER_BYTES..]),
-            Some((9, record))
-        );
-        // Two rows of 16 bits need 4 bytes: one missing byte does not decode.
-        let body = &encoded[HEADER_BYTES..encoded.len() - 1];
-        assert!(WalRecord::decode(body).is_none());
     }
 }
