@@ -282,6 +282,42 @@ fn a_node_listens_on_a_free_port_and_stops_cleanly_on_sigterm() {
     assert!(rw.stop().contains("shutting down"));
 }
 
+/// Two write nodes on one storage folder would share one write-ahead log: the second exits non-zero
+/// with one line saying whose the folder is, and the first goes on serving.
+#[test]
+fn a_second_write_node_on_one_folder_exits_naming_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("data");
+    let rw = Process::local_node("rw", storage.to_str().unwrap(), &[], &[]);
+    let out = mishards(
+        &[
+            "node",
+            "--role",
+            "rw",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--storage",
+            storage.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    let last = err.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: storage folder ")
+            && last.contains("is in use by another write node (pid ")
+            && last.contains("only one write node may use a storage folder"),
+        "{err}"
+    );
+    // Read nodes take no lock.
+    let ro = Process::local_node("ro", storage.to_str().unwrap(), &[], &[]);
+    assert!(ro.stop().contains("shutting down"));
+    assert!(rw.stop().contains("shutting down"));
+}
+
 #[test]
 fn settings_table_names_each_key_once() {
     let mut seen = std::collections::HashSet::new();

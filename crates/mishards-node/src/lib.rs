@@ -10,6 +10,7 @@ pub mod segment_index;
 pub mod server;
 pub mod server_config;
 pub mod service;
+pub mod storage_lock;
 pub mod validate;
 pub mod vectors;
 pub mod wal;
@@ -59,6 +60,8 @@ pub enum NodeError {
     #[error(transparent)]
     Wal(#[from] wal::WalError),
     #[error(transparent)]
+    StorageLock(#[from] storage_lock::StorageLockError),
+    #[error(transparent)]
     Segment(#[from] segment::SegmentError),
     #[error(transparent)]
     Config(#[from] server_config::ConfigError),
@@ -102,7 +105,10 @@ impl MilvusError for NodeError {
             },
             NodeError::Segment(e) if e.is_not_found() => ErrorCode::FileNotFound,
             NodeError::FlushFailed { source, .. } => source.code(),
-            NodeError::Wal(_) | NodeError::Segment(_) | NodeError::Internal(_) => {
+            NodeError::Wal(_)
+            | NodeError::StorageLock(_)
+            | NodeError::Segment(_)
+            | NodeError::Internal(_) => {
                 ErrorCode::UnexpectedError
             }
         }

@@ -29,6 +29,7 @@ use self::buffer::{Buffers, apply_record};
 use crate::NodeError;
 use crate::cache::SegmentCache;
 use crate::vectors::VectorsRef;
+use crate::storage_lock::StorageLock;
 use crate::wal::{DamagePolicy, Wal};
 use mishards_config::Role;
 use mishards_meta::{CollectionTables, FileRow, FileType, MetaStore, TableRow, TableState};
@@ -81,6 +82,8 @@ pub struct Engine {
     cache: Arc<SegmentCache>,
     /// The last metadata read of each collection, for riding out a metadata outage.
     known: Mutex<HashMap<String, CollectionTables>>,
+    /// A write node's exclusive claim on its storage folder, held while the engine lives.
+    _storage_lock: Option<StorageLock>,
 }
 
 fn lock_error<T>(_: T) -> NodeError {
@@ -98,6 +101,10 @@ impl Engine {
             ))
         })?;
         let mut buffers = Buffers::default();
+        let storage_lock = match opts.role {
+            Role::Reader => None,
+            Role::Writer => Some(StorageLock::acquire(&opts.storage)?),
+        };
         let wal = match opts.role {
             Role::Reader => None,
             Role::Writer => {
@@ -139,6 +146,7 @@ impl Engine {
             }
         };
         Ok(Arc::new(Engine {
+            _storage_lock: storage_lock,
             cache: Arc::new(SegmentCache::new(opts.cache_bytes)),
             known: Mutex::new(HashMap::new()),
             auto_flush_ms: AtomicU64::new(opts.auto_flush_interval.as_millis().max(1) as u64),
