@@ -178,7 +178,7 @@ impl MetaStore {
                             .filename(path)
                             .create_if_missing(true)
                             .journal_mode(SqliteJournalMode::Wal)
-                            .synchronous(SqliteSynchronous::Normal)
+                            .synchronous(SqliteSynchronous::Full)
                     }
                 }
                 .busy_timeout(options.acquire_timeout)

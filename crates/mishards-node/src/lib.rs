@@ -108,9 +108,7 @@ impl MilvusError for NodeError {
             NodeError::Wal(_)
             | NodeError::StorageLock(_)
             | NodeError::Segment(_)
-            | NodeError::Internal(_) => {
-                ErrorCode::UnexpectedError
-            }
+            | NodeError::Internal(_) => ErrorCode::UnexpectedError,
         }
     }
 }

@@ -69,7 +69,9 @@ impl StorageLock {
             "pid {} on host {}, since {}",
             std::process::id(),
             hostname(),
-            jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or(jiff::Timestamp::now())
+            jiff::Timestamp::now()
+                .round(jiff::Unit::Second)
+                .unwrap_or(jiff::Timestamp::now())
         );
         file.set_len(0)
             .and_then(|_| file.seek(SeekFrom::Start(0)))
@@ -99,7 +101,10 @@ mod tests {
         let first = StorageLock::acquire(dir.path()).unwrap();
         match StorageLock::acquire(dir.path()) {
             Err(StorageLockError::Held { holder, .. }) => {
-                assert!(holder.contains(&format!("pid {}", std::process::id())), "{holder}");
+                assert!(
+                    holder.contains(&format!("pid {}", std::process::id())),
+                    "{holder}"
+                );
             }
             other => panic!("expected Held, got {other:?}"),
         }

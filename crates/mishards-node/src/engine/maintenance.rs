@@ -207,3 +207,108 @@ impl Engine {
         Ok(())
     }
 }
+
+impl Engine {
+    /// Removes what a crash can leave in the storage folder that no metadata row names: temporary files
+    /// of interrupted atomic writes, segment files written but never committed, and folders of tables
+    /// that no longer exist. Runs on the write node at start, before anything else writes files.
+    pub(super) async fn sweep_orphans(&self) -> Result<usize, NodeError> {
+        let _m = self.maintenance.lock().await;
+        let tables = self.meta.all_tables().await?;
+        let table_ids: Vec<String> = tables.iter().map(|t| t.table_id.clone()).collect();
+        let files = self.meta.files_of_tables(&table_ids, FileType::ALL).await?;
+        let storage = self.opts.storage.clone();
+        blocking(move || orphans::sweep(&storage, &tables, &files)).await?
+    }
+}
+
+/// The file-system side of [`Engine::sweep_orphans`].
+mod orphans {
+    use std::collections::{HashMap, HashSet};
+    use std::fs;
+    use std::path::{Path, PathBuf};
+
+    use mishards_meta::{FileRow, TableRow};
+
+    use crate::NodeError;
+    use crate::segment;
+
+    pub(super) fn sweep(
+        storage: &Path,
+        tables: &[TableRow],
+        files: &[FileRow],
+    ) -> Result<usize, NodeError> {
+        let root = storage.join("tables");
+        if !root.is_dir() {
+            return Ok(0);
+        }
+        let known_tables: HashMap<PathBuf, &str> = tables
+            .iter()
+            .map(|t| {
+                (
+                    segment::table_dir(storage, &t.table_id),
+                    t.table_id.as_str(),
+                )
+            })
+            .collect();
+        // Per segment folder, the file names metadata knows.
+        let mut known_files: HashMap<PathBuf, HashSet<&str>> = HashMap::new();
+        for f in files {
+            known_files
+                .entry(segment::segment_dir(storage, &f.table_id, &f.segment_id))
+                .or_default()
+                .insert(f.file_id.as_str());
+        }
+        let mut removed = 0;
+        for table_dir in entries(&root)? {
+            if !known_tables.contains_key(&table_dir) {
+                removed += remove(&table_dir, "folder of a table that does not exist");
+                continue;
+            }
+            for segment_dir in entries(&table_dir)? {
+                let Some(known) = known_files.get(&segment_dir) else {
+                    removed += remove(&segment_dir, "segment no file row names");
+                    continue;
+                };
+                for file in entries(&segment_dir)? {
+                    let name = file
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .unwrap_or_default();
+                    if name == segment::DELETED_FILE || known.contains(name) {
+                        continue;
+                    }
+                    removed += remove(
+                        &file,
+                        "file no file row names (a write a crash interrupted)",
+                    );
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    fn entries(dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
+        let read = fs::read_dir(dir)
+            .map_err(|e| NodeError::Internal(format!("cannot list {}: {e}", dir.display())))?;
+        Ok(read.filter_map(|e| e.ok().map(|e| e.path())).collect())
+    }
+
+    fn remove(path: &Path, why: &str) -> usize {
+        let result = if path.is_dir() {
+            fs::remove_dir_all(path)
+        } else {
+            fs::remove_file(path)
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), why, "removed an orphan from the storage folder");
+                1
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, why, "cannot remove an orphan from the storage folder");
+                0
+            }
+        }
+    }
+}

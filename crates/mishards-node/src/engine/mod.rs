@@ -28,8 +28,8 @@ use tokio::sync::watch;
 use self::buffer::{Buffers, apply_record};
 use crate::NodeError;
 use crate::cache::SegmentCache;
-use crate::vectors::VectorsRef;
 use crate::storage_lock::StorageLock;
+use crate::vectors::VectorsRef;
 use crate::wal::{DamagePolicy, Wal};
 use mishards_config::Role;
 use mishards_meta::{CollectionTables, FileRow, FileType, MetaStore, TableRow, TableState};
@@ -192,6 +192,9 @@ impl Engine {
         tokio::spawn(async move {
             if engine.wal.is_none() {
                 return;
+            }
+            if let Err(e) = engine.sweep_orphans().await {
+                tracing::warn!(error = %e, "cannot sweep the storage folder for files a crash left behind");
             }
             // Files left TO_INDEX by an earlier run (stopped mid-build) get their index now.
             engine.schedule_index_builds();

@@ -782,6 +782,49 @@ mod tests {
         );
     }
 
+    /// What a crash leaves behind (a temporary file, a segment written but never committed, a file
+    /// beside committed ones, the folder of a table that is gone) is removed at start; data stays.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn orphans_a_crash_leaves_are_swept_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = open(dir.path()).await;
+        engine.create_collection("c", 2, 1024, 1).await.unwrap();
+        engine
+            .insert("c", "", vec![1, 2], rows(2, 2), 2)
+            .await
+            .unwrap();
+        engine.flush(&[]).await.unwrap();
+        engine.delete("c", "", vec![2]).await.unwrap();
+        engine.flush(&[]).await.unwrap();
+        drop(engine);
+        let table = segment::table_dir(dir.path(), "c");
+        let segment_dir = std::fs::read_dir(&table)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let orphans = [
+            segment_dir.join(".1234.tmp-99"),
+            segment_dir.join("1700000000000000"),
+            table.join("1700000000000001").join("1700000000000002"),
+            segment::table_dir(dir.path(), "gone").join("s").join("f"),
+        ];
+        for o in &orphans {
+            std::fs::create_dir_all(o.parent().unwrap()).unwrap();
+            std::fs::write(o, b"left by a crash").unwrap();
+        }
+        let engine = open(dir.path()).await;
+        assert_eq!(engine.sweep_orphans().await.unwrap(), 4);
+        for o in &orphans {
+            assert!(!o.exists(), "{} stays", o.display());
+        }
+        assert!(!segment::table_dir(dir.path(), "gone").exists());
+        assert!(segment_dir.join(segment::DELETED_FILE).exists());
+        assert_eq!(engine.count("c").await.unwrap(), 1);
+        assert_eq!(found(&engine, &[1, 2]).await, [true, false]);
+    }
+
     fn wal_files(storage: &std::path::Path) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(storage.join(crate::WAL_DIR_NAME))
             .unwrap()
