@@ -49,6 +49,12 @@ pub enum NodeError {
     FileNotFound(String),
     #[error("{0}")]
     CacheFailed(String),
+    /// A bound Milvus 1.1 sets (partitions per collection), answered with its code for it.
+    #[error("{0}")]
+    LimitReached(String),
+    /// The write buffer is full and cannot be flushed now: Milvus's OUT_OF_MEMORY.
+    #[error("{0}")]
+    BufferFull(String),
     #[error(
         "this node is a read node (role ro) and does not take writes; send {0} to the write node (role rw)"
     )]
@@ -92,6 +98,9 @@ impl MilvusError for NodeError {
             NodeError::InvalidMetric(_) => ErrorCode::IllegalMetricType,
             NodeError::FileNotFound(_) => ErrorCode::FileNotFound,
             NodeError::CacheFailed(_) => ErrorCode::CacheFailed,
+            NodeError::BufferFull(_) => ErrorCode::OutOfMemory,
+            // Milvus answers SERVER_UNSUPPORTED_ERROR, which reaches clients as UNEXPECTED_ERROR.
+            NodeError::LimitReached(_) => ErrorCode::UnexpectedError,
             NodeError::ReadOnly(_) => ErrorCode::PermissionDenied,
             NodeError::Partition(e) => e.code(),
             NodeError::Meta(e) => e.code(),

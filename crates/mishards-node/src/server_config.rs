@@ -57,6 +57,7 @@ pub trait LiveSettings: Send + Sync {
     fn set_cache_capacity(&self, bytes: usize);
     /// `None`: no regular flush (Milvus's `auto_flush_interval` 0).
     fn set_auto_flush_interval(&self, every: Option<Duration>);
+    fn set_insert_buffer_size(&self, bytes: u64);
 }
 
 impl LiveSettings for Engine {
@@ -66,6 +67,10 @@ impl LiveSettings for Engine {
 
     fn set_auto_flush_interval(&self, every: Option<Duration>) {
         self.set_auto_flush(every);
+    }
+
+    fn set_insert_buffer_size(&self, bytes: u64) {
+        Engine::set_insert_buffer_size(self, bytes);
     }
 }
 
@@ -157,6 +162,9 @@ impl ServerConfig {
             ("cache", "cache_size") => self
                 .live
                 .set_cache_capacity(usize::try_from(amount).unwrap_or(usize::MAX)),
+            ("cache", "insert_buffer_size") => self
+                .live
+                .set_insert_buffer_size(u64::try_from(amount).unwrap_or(u64::MAX)),
             ("storage", "auto_flush_interval") => self.live.set_auto_flush_interval(
                 (amount > 0).then(|| Duration::from_secs(amount.unsigned_abs())),
             ),

@@ -39,6 +39,12 @@ impl MemTable {
         insert.into_iter().chain(delete).min()
     }
 
+    /// Memory the buffered records hold.
+    pub(super) fn bytes(&self) -> usize {
+        let deleted: usize = self.deletes.iter().map(|(_, ids)| ids.len()).sum();
+        self.vectors.bytes() + (self.ids.len() + deleted) * 8
+    }
+
     pub(super) fn width(&self) -> usize {
         self.width
     }

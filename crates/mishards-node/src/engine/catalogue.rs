@@ -8,6 +8,9 @@ use mishards_meta::{
     now_micros,
 };
 
+/// Milvus 1.1's bound on a collection's partitions (`CreatePartitionRequest`).
+pub const MAX_PARTITIONS: usize = 4096;
+
 impl Engine {
     /// A live collection with its partitions. While the metadata database cannot be read, the last
     /// view this node read is used, so searches of loaded data go on through an outage.
@@ -113,6 +116,13 @@ impl Engine {
         {
             return Err(NodeError::InvalidArgument(format!(
                 "partition `{tag}` already exists in `{name}`"
+            )));
+        }
+        if tables.partitions.len() >= MAX_PARTITIONS {
+            return Err(NodeError::LimitReached(format!(
+                "The number of partitions exceeds the upper limit({MAX_PARTITIONS}): collection `{name}` \
+                 has {} partitions; drop one first",
+                tables.partitions.len()
             )));
         }
         let mut partition = NewTable::partition(&tables.collection, &tag, now_micros());

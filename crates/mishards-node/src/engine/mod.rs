@@ -46,6 +46,9 @@ const SEGMENT_FILES: [FileType; 4] = [
 const RAW_FILES: [FileType; 3] = [FileType::Raw, FileType::ToIndex, FileType::Backup];
 
 /// How an engine runs: its role, where its files live, and its flush, GC, cache and index settings.
+/// Milvus 1.1's default `cache.insert_buffer_size` (1 GB).
+pub const DEFAULT_INSERT_BUFFER_BYTES: u64 = 1 << 30;
+
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
     pub role: Role,
@@ -82,6 +85,8 @@ pub struct Engine {
     cache: Arc<SegmentCache>,
     /// The last metadata read of each collection, for riding out a metadata outage.
     known: Mutex<HashMap<String, CollectionTables>>,
+    /// `cache.insert_buffer_size`: the most the write buffer holds before inserts wait for a flush.
+    insert_buffer_bytes: AtomicU64,
     /// A write node's exclusive claim on its storage folder, held while the engine lives.
     _storage_lock: Option<StorageLock>,
 }
@@ -147,6 +152,7 @@ impl Engine {
         };
         Ok(Arc::new(Engine {
             _storage_lock: storage_lock,
+            insert_buffer_bytes: AtomicU64::new(DEFAULT_INSERT_BUFFER_BYTES),
             cache: Arc::new(SegmentCache::new(opts.cache_bytes)),
             known: Mutex::new(HashMap::new()),
             auto_flush_ms: AtomicU64::new(opts.auto_flush_interval.as_millis().max(1) as u64),
@@ -226,6 +232,12 @@ impl Engine {
                 tracing::error!(error = %e, "final flush failed; data stays in the write-ahead log");
             }
         })
+    }
+
+    /// Changes the insert buffer's limit at run time (`set_config cache.insert_buffer_size`).
+    pub fn set_insert_buffer_size(&self, bytes: u64) {
+        self.insert_buffer_bytes
+            .store(bytes.max(1), Ordering::Relaxed);
     }
 
     /// Changes the auto-flush interval at run time (`Cmd("set_config storage.auto_flush_interval …")`);

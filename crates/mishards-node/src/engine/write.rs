@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::buffer::{MemTable, apply_record, next_ids};
 use super::catalogue::partition_table;
@@ -34,7 +35,7 @@ impl Engine {
     /// Inserts rows into a collection (or one partition) and returns their ids once the write-ahead log
     /// holds them. `ids` must be empty (ids are assigned) or one per row.
     pub async fn insert(
-        &self,
+        self: &Arc<Self>,
         name: &str,
         tag: &str,
         ids: Vec<i64>,
@@ -83,6 +84,7 @@ impl Engine {
         }
         self.check_id_mode(&tables.collection, !ids.is_empty())
             .await?;
+        self.make_room(vectors.bytes() + rows * 8).await?;
         // Submitting and buffering under one lock keeps the buffer in log order, which a flush relies on.
         let (lsn, durable, ids) = {
             let mut b = self.buffers.lock().map_err(lock_error)?;
@@ -108,6 +110,31 @@ impl Engine {
             return Err(e.into());
         }
         Ok(ids)
+    }
+
+    /// Back-pressure of `cache.insert_buffer_size`: an insert that would take the buffered rows past it
+    /// flushes first; when the buffer is still too full (a table cannot be flushed), it is refused with
+    /// OUT_OF_MEMORY rather than growing memory. One insert larger than the limit goes into an empty buffer.
+    async fn make_room(self: &Arc<Self>, bytes: usize) -> Result<(), NodeError> {
+        let limit = self.insert_buffer_bytes.load(Ordering::Relaxed);
+        let buffered = |engine: &Engine| -> Result<u64, NodeError> {
+            let b = engine.buffers.lock().map_err(lock_error)?;
+            Ok(b.tables.values().map(MemTable::bytes).sum::<usize>() as u64)
+        };
+        let over = |held: u64| held > 0 && held.saturating_add(bytes as u64) > limit;
+        if !over(buffered(self)?) {
+            return Ok(());
+        }
+        if let Err(e) = self.flush(&[]).await {
+            tracing::warn!(error = %e, "a flush to make room in the insert buffer failed");
+        }
+        let held = buffered(self)?;
+        if over(held) {
+            return Err(NodeError::BufferFull(format!(
+                "the write node's insert buffer holds {held} bytes that cannot be flushed now, and this                  insert of {bytes} bytes would pass cache.insert_buffer_size ({limit} bytes): retry later,                  check the node's log for why flushes fail, or raise cache.insert_buffer_size"
+            )));
+        }
+        Ok(())
     }
 
     /// Takes a record whose log write failed back out of the buffer. One that a flush took meanwhile is
@@ -823,6 +850,82 @@ mod tests {
         assert!(segment_dir.join(segment::DELETED_FILE).exists());
         assert_eq!(engine.count("c").await.unwrap(), 1);
         assert_eq!(found(&engine, &[1, 2]).await, [true, false]);
+    }
+
+    /// `cache.insert_buffer_size` bounds the buffer: a full buffer is flushed to make room, and when it
+    /// cannot be (a table that fails to flush holds it) inserts get OUT_OF_MEMORY instead of memory.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_insert_buffer_flushes_or_refuses_with_out_of_memory() {
+        use mishards_proto::ErrorCode;
+        use mishards_proto::error::MilvusError;
+        let dir = tempfile::tempdir().unwrap();
+        let engine = open(dir.path()).await;
+        engine.set_insert_buffer_size(1000);
+        engine.create_collection("c", 2, 1024, 1).await.unwrap();
+        for _ in 0..20 {
+            engine
+                .insert("c", "", vec![], rows(40, 2), 40)
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            engine.count("c").await.unwrap(),
+            760,
+            "flushed to make room"
+        );
+        engine.create_collection("bad", 2, 1024, 1).await.unwrap();
+        let blocker = segment::table_dir(dir.path(), "bad");
+        std::fs::write(&blocker, b"").unwrap();
+        engine
+            .insert("bad", "", vec![], rows(40, 2), 40)
+            .await
+            .unwrap();
+        let err = engine
+            .insert("c", "", vec![], rows(40, 2), 40)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::OutOfMemory);
+        assert!(
+            err.to_string().contains("cache.insert_buffer_size"),
+            "{err}"
+        );
+        std::fs::remove_file(&blocker).unwrap();
+        engine
+            .insert("c", "", vec![], rows(40, 2), 40)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_collection_takes_at_most_milvus_s_4096_partitions() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = open(dir.path()).await;
+        engine.create_collection("c", 2, 1024, 1).await.unwrap();
+        engine.create_partition("c", "p0").await.unwrap();
+        // The other 4095 rows in one transaction: one by one would take minutes.
+        let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!(
+            "sqlite://{}",
+            dir.path().join("meta.sqlite").display()
+        ))
+        .await
+        .unwrap();
+        sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 4095) \
+             INSERT INTO Tables (table_id, state, dimension, created_on, flag, index_file_size, \
+             engine_type, index_params, metric_type, owner_table, partition_tag, version, flush_lsn) \
+             SELECT 'x' || i, state, dimension, created_on, flag, index_file_size, engine_type, \
+             index_params, metric_type, owner_table, 'p' || i, version, flush_lsn \
+             FROM n, Tables WHERE partition_tag = 'p0'",
+        )
+        .execute(&mut db)
+        .await
+        .unwrap();
+        assert_eq!(
+            engine.partitions("c").await.unwrap().len(),
+            1 + super::super::catalogue::MAX_PARTITIONS
+        );
+        let err = engine.create_partition("c", "one_more").await.unwrap_err();
+        assert!(err.to_string().contains("upper limit(4096)"), "{err}");
     }
 
     fn wal_files(storage: &std::path::Path) -> Vec<String> {

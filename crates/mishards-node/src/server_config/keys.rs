@@ -150,7 +150,7 @@ pub const KEYS: &[Key] = &[
             max: i64::MAX,
         },
         "1GB",
-        Stored,
+        Live,
     ),
     key("cache", "preload_collection", CollectionList, "", Stored),
     key("cache", "cpu_cache_threshold", Fraction, "0.7", Stored),

@@ -12,6 +12,7 @@ use super::*;
 struct Recorded {
     cache_bytes: Mutex<Vec<usize>>,
     flush_every: Mutex<Vec<Option<Duration>>>,
+    insert_buffer: Mutex<Vec<u64>>,
 }
 
 impl LiveSettings for Recorded {
@@ -20,6 +21,9 @@ impl LiveSettings for Recorded {
     }
     fn set_auto_flush_interval(&self, every: Option<Duration>) {
         self.flush_every.lock().unwrap().push(every);
+    }
+    fn set_insert_buffer_size(&self, bytes: u64) {
+        self.insert_buffer.lock().unwrap().push(bytes);
     }
 }
 
@@ -120,6 +124,7 @@ fn values_changeable_in_service_read_back_as_written() {
         );
     }
     assert_eq!(*live.cache_bytes.lock().unwrap(), vec![64 << 20]);
+    assert_eq!(*live.insert_buffer.lock().unwrap(), vec![1 << 20]);
     assert_eq!(
         *live.flush_every.lock().unwrap(),
         vec![Some(Duration::from_secs(5))]
