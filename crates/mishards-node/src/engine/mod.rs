@@ -165,6 +165,16 @@ impl Engine {
         }))
     }
 
+    /// Lets go of the engine once background work scheduled on it (index builds) has let go too, which
+    /// releases a write node's storage folder; so one process can open the folder again (tests of a
+    /// restart). Gives up waiting after 10 s.
+    pub async fn close(self: Arc<Self>) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&self) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     pub fn role(&self) -> Role {
         self.opts.role
     }

@@ -574,7 +574,7 @@ mod tests {
                 .await
                 .unwrap();
             if restart {
-                drop(engine);
+                engine.close().await;
                 engine = open(dir.path()).await;
             }
             engine.flush(&[]).await.unwrap();
@@ -687,7 +687,7 @@ mod tests {
                 .unwrap();
             engine.create_partition("res_a", "p").await.unwrap();
             assert_eq!(engine.count("res_a").await.unwrap(), 0);
-            drop(engine); // a crash: nothing flushed since the drop
+            engine.close().await; // a crash: nothing flushed since the drop
             let engine = open(dir.path()).await;
             engine.flush(&[]).await.unwrap();
             assert_eq!(engine.count("res_a").await.unwrap(), 0, "dim {new_dim}");
@@ -764,7 +764,7 @@ mod tests {
         std::fs::remove_file(&blocker).unwrap();
         engine.flush(&[]).await.unwrap();
         assert_eq!(engine.count("bad").await.unwrap(), 5);
-        drop(engine);
+        engine.close().await;
         let engine = open(dir.path()).await;
         engine.flush(&[]).await.unwrap();
         assert_eq!(
@@ -798,7 +798,7 @@ mod tests {
                 .unwrap();
             assert!(engine.flush(&[]).await.is_err());
         }
-        drop(engine);
+        engine.close().await;
         std::fs::remove_file(&blocker).unwrap();
         let engine = open(dir.path()).await;
         engine.flush(&[]).await.unwrap();
@@ -823,7 +823,7 @@ mod tests {
         engine.flush(&[]).await.unwrap();
         engine.delete("c", "", vec![2]).await.unwrap();
         engine.flush(&[]).await.unwrap();
-        drop(engine);
+        engine.close().await;
         let table = segment::table_dir(dir.path(), "c");
         let segment_dir = std::fs::read_dir(&table)
             .unwrap()
