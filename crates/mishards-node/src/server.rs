@@ -42,6 +42,7 @@ impl RunningNode {
             tracing::warn!(error = %e, "gRPC server ended with an error");
         }
         let _ = self.background.await;
+        self.engine.release_storage_lock();
     }
 
     /// Stops at once, as `kill -9` would: the listener closes, in-flight calls and background work
@@ -52,6 +53,7 @@ impl RunningNode {
         self.background.abort();
         let _ = self.server.await;
         let _ = self.background.await;
+        self.engine.release_storage_lock();
     }
 }
 

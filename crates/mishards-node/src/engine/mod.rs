@@ -88,7 +88,7 @@ pub struct Engine {
     /// `cache.insert_buffer_size`: the most the write buffer holds before inserts wait for a flush.
     insert_buffer_bytes: AtomicU64,
     /// A write node's exclusive claim on its storage folder, held while the engine lives.
-    _storage_lock: Option<StorageLock>,
+    storage_lock: Mutex<Option<StorageLock>>,
 }
 
 fn lock_error<T>(_: T) -> NodeError {
@@ -151,7 +151,7 @@ impl Engine {
             }
         };
         Ok(Arc::new(Engine {
-            _storage_lock: storage_lock,
+            storage_lock: Mutex::new(storage_lock),
             insert_buffer_bytes: AtomicU64::new(DEFAULT_INSERT_BUFFER_BYTES),
             cache: Arc::new(SegmentCache::new(opts.cache_bytes)),
             known: Mutex::new(HashMap::new()),
@@ -172,6 +172,15 @@ impl Engine {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while Arc::strong_count(&self) > 1 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.release_storage_lock();
+    }
+
+    /// Gives up the write node's claim on its storage folder: for a node stopped inside a process that
+    /// goes on (tests, the embedded demo), where a connection task may still hold the engine.
+    pub fn release_storage_lock(&self) {
+        if let Ok(mut lock) = self.storage_lock.lock() {
+            lock.take();
         }
     }
 
