@@ -650,3 +650,42 @@ async fn columns_of(uri: &MetaUri, table: &str) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// A statement stuck behind a lock fails after the statement timeout with a reason, instead of
+/// holding its caller (and the actor or request behind it) for as long as the lock lasts.
+#[tokio::test]
+async fn a_statement_stuck_behind_a_lock_times_out() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.sqlite");
+    let uri = MetaUri::Sqlite(mishards::meta::SqliteTarget::File(path.clone()));
+    let options = MetaOptions {
+        acquire_timeout: Duration::from_secs(30),
+        statement_timeout: Duration::from_millis(300),
+        ..MetaOptions::default()
+    };
+    let store = MetaStore::open(&uri, &options).await.unwrap();
+    let mut holder = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let err = store
+        .create_table(&NewTable::collection("locked", 2, 1, MetricType::L2, 0))
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(matches!(err, MetaError::Timeout { .. }), "{err}");
+    assert_eq!(
+        mishards::proto::error::MilvusError::code(&err),
+        mishards::proto::ErrorCode::MetaFailed
+    );
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    store
+        .create_table(&NewTable::collection("locked", 2, 1, MetricType::L2, 0))
+        .await
+        .unwrap();
+}

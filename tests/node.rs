@@ -1260,3 +1260,123 @@ async fn a_dropped_collections_log_never_reaches_its_successor_on_every_backend(
         }
     }
 }
+
+/// A tmpfs of a given size, unmounted when dropped: a disk that fills up, and gets space back.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "this test needs to mount a small tmpfs (root or CAP_SYS_ADMIN), and could not: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    fn resize(&self, size: &str) {
+        let out = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(self.dir.path())
+            .output()
+            .expect("run mount");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// ENOSPC during WAL appends, flushes, merges and index builds: each is an error to its caller, no
+/// acknowledged row is lost or doubled, and the node carries on once space returns (after a restart too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_calls_but_loses_nothing_acknowledged() {
+    use mishards::meta::{MetaOptions, MetaStore, MetaUri, SqliteTarget};
+    use mishards::node::engine::{Engine, EngineOptions};
+    let disk = SmallDisk::mount("3m");
+    let opts = EngineOptions {
+        role: mishards::config::Role::Writer,
+        storage: disk.path().to_path_buf(),
+        auto_flush_interval: Duration::from_secs(3600),
+        gc_grace: Duration::ZERO,
+        cache_bytes: 1 << 30,
+        index_build_rows: 100,
+        wal_damage: mishards::node::wal::DamagePolicy::Refuse,
+    };
+    let uri = MetaUri::Sqlite(SqliteTarget::File(disk.path().join("meta.sqlite")));
+    let open = || async {
+        let meta = MetaStore::open(&uri, &MetaOptions::default()).await.unwrap();
+        Engine::open(meta, opts.clone()).await.unwrap()
+    };
+    let engine = open().await;
+    engine.create_collection("full", 64, 1, 1).await.unwrap();
+    let mut rng = SplitMix64::new(5);
+    let mut acknowledged = 0i64;
+    let mut refused = None;
+    // Inserts (WAL appends) and flushes (segment files) until the disk refuses; bounded.
+    for round in 0..400 {
+        let flat: Vec<f32> = rng.vectors(100, 64).concat();
+        match engine.insert("full", "", vec![], Vectors::Float(flat), 100).await {
+            Ok(_) => acknowledged += 100,
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+        if round % 5 == 4 && engine.flush(&[]).await.is_err() {
+            // A failed flush keeps its rows in the log and the buffer; go on until inserts fail too.
+        }
+    }
+    let refused = refused.expect("the disk never filled up");
+    assert!(
+        refused.to_string().contains("No space left on device")
+            || refused.to_string().contains("full"),
+        "{refused}"
+    );
+    assert!(acknowledged > 0);
+    // Flush, merge and index build on a full disk: errors, never a panic or a hang.
+    let flushed = engine.flush(&[]).await;
+    let indexed = engine.create_index("full", 2, r#"{"nlist": 4}"#).await;
+    assert!(
+        flushed.is_err() || indexed.is_err(),
+        "something must have needed space"
+    );
+
+    // Space returns: everything acknowledged is there, once.
+    disk.resize("64m");
+    engine.flush(&[]).await.unwrap();
+    assert_eq!(engine.count("full").await.unwrap(), acknowledged);
+    engine
+        .create_index("full", 2, r#"{"nlist": 4}"#)
+        .await
+        .unwrap();
+    let flat: Vec<f32> = rng.vectors(100, 64).concat();
+    engine
+        .insert("full", "", vec![], Vectors::Float(flat), 100)
+        .await
+        .unwrap();
+    acknowledged += 100;
+    engine.close().await;
+    let engine = open().await;
+    engine.flush(&[]).await.unwrap();
+    assert_eq!(engine.count("full").await.unwrap(), acknowledged, "after a restart");
+    engine.close().await;
+}

@@ -39,6 +39,13 @@ pub enum MetaError {
     /// nothing of it was kept.
     #[error("metadata changed meanwhile, nothing was written: {0}")]
     Conflict(String),
+    #[error(
+        "metadata query ({op}) took longer than {after:?}: the metadata database is locked or overloaded; retry later"
+    )]
+    Timeout {
+        op: &'static str,
+        after: std::time::Duration,
+    },
 }
 
 impl MilvusError for MetaError {
@@ -50,6 +57,7 @@ impl MilvusError for MetaError {
             | MetaError::Connect { .. }
             | MetaError::SchemaMismatch { .. }
             | MetaError::Query { .. }
+            | MetaError::Timeout { .. }
             | MetaError::Conflict(_) => ErrorCode::MetaFailed,
         }
     }

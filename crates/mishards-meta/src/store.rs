@@ -64,6 +64,9 @@ pub struct MetaOptions {
     pub acquire_timeout: Duration,
     /// Log every SQL statement at INFO (`SQL_ECHO`).
     pub echo: bool,
+    /// How long one statement may run before the caller gets an error (a locked table, a stalled
+    /// server). A transaction's commit is not cut short: whether it happened would be unknown.
+    pub statement_timeout: Duration,
 }
 
 impl Default for MetaOptions {
@@ -72,6 +75,7 @@ impl Default for MetaOptions {
             max_connections: 8,
             acquire_timeout: Duration::from_secs(5),
             echo: false,
+            statement_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -112,6 +116,7 @@ macro_rules! bind_all {
 pub struct MetaStore {
     pool: Pool,
     uri: MetaUri,
+    statement_timeout: Duration,
 }
 
 fn placeholders(n: usize) -> String {
@@ -212,6 +217,7 @@ impl MetaStore {
         Ok(MetaStore {
             pool,
             uri: uri.clone(),
+            statement_timeout: options.statement_timeout,
         })
     }
 
@@ -261,11 +267,28 @@ impl MetaStore {
         sql: &str,
         args: &[Arg<'_>],
     ) -> Result<u64, MetaError> {
-        on_pool!(&self.pool, |p| bind_all!(sqlx::query(sql), args)
-            .execute(p)
-            .await
-            .map(|r| r.rows_affected()))
+        self.bounded(op, async {
+            on_pool!(&self.pool, |p| bind_all!(sqlx::query(sql), args)
+                .execute(p)
+                .await
+                .map(|r| r.rows_affected()))
+        })
+        .await?
         .map_err(query_error(op))
+    }
+
+    /// Fails `work` with `Timeout` once it takes longer than the statement timeout.
+    async fn bounded<T>(
+        &self,
+        op: &'static str,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, MetaError> {
+        tokio::time::timeout(self.statement_timeout, work)
+            .await
+            .map_err(|_| MetaError::Timeout {
+                op,
+                after: self.statement_timeout,
+            })
     }
 
     /// Runs one statement on its own and returns the number of rows it touched.
@@ -284,9 +307,12 @@ impl MetaStore {
     where
         R: for<'r> FromRow<'r, MySqlRow> + for<'r> FromRow<'r, SqliteRow> + Send + Unpin,
     {
-        on_pool!(&self.pool, |p| bind_all!(sqlx::query_as::<_, R>(sql), args)
-            .fetch_all(p)
-            .await)
+        self.bounded(op, async {
+            on_pool!(&self.pool, |p| bind_all!(sqlx::query_as::<_, R>(sql), args)
+                .fetch_all(p)
+                .await)
+        })
+        .await?
         .map_err(query_error(op))
     }
 
@@ -305,10 +331,10 @@ impl MetaStore {
             let mut results = Vec::with_capacity(statements.len());
             let mut outcome = Ok(());
             for s in statements {
-                let result = bind_all!(sqlx::query(&s.sql), &s.args)
-                    .execute(&mut *tx)
+                let result = self
+                    .bounded(s.op, bind_all!(sqlx::query(&s.sql), &s.args).execute(&mut *tx))
                     .await
-                    .map_err(query_error(s.op));
+                    .and_then(|r| r.map_err(query_error(s.op)));
                 match result {
                     Ok(r) if s.expect.is_some_and(|n| r.rows_affected() != n) => {
                         outcome = Err(MetaError::Conflict(format!(

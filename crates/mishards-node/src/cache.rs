@@ -113,15 +113,19 @@ impl LoadedSegment {
     }
 
     /// The vector stored for `id`, unless deleted. Only raw files answer; index files return `None`.
-    pub fn vector_of(&self, id: i64) -> Option<Vectors> {
+    /// The live rows whose ids `wanted` holds, with their vectors, in one pass over the segment.
+    pub fn vectors_of<V>(&self, wanted: &HashMap<i64, V>) -> Vec<(i64, Vectors)> {
         let SegmentData::Raw(raw) = &*self.data else {
-            return None;
+            return Vec::new();
         };
-        let row = raw.ids.iter().position(|x| *x == id)?;
-        if self.deleted.as_ref().is_some_and(|d| d.contains(row)) {
-            return None;
-        }
-        raw.vector(row)
+        raw.ids
+            .iter()
+            .enumerate()
+            .filter(|(row, id)| {
+                wanted.contains_key(id) && !self.deleted.as_ref().is_some_and(|d| d.contains(*row))
+            })
+            .filter_map(|(row, id)| raw.vector(row).map(|v| (*id, v)))
+            .collect()
     }
 }
 

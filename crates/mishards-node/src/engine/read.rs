@@ -1,7 +1,7 @@
 //! The read path: searches (segment cache → kernels → merged top-k), reads by id, and loading or
 //! releasing a collection's files in the segment cache.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use rayon::prelude::*;
@@ -179,10 +179,28 @@ impl Engine {
             .collect();
         let files = self.meta.files_of_tables(&targets, &RAW_FILES).await?;
         let segments = self.load_files(files).await?;
-        Ok(ids
-            .iter()
-            .map(|id| segments.iter().find_map(|s| s.vector_of(*id)))
-            .collect())
+        let ids = ids.to_vec();
+        // One pass over each segment's ids, off the async threads: many ids × large segments must
+        // cost rows + ids, and never stall other requests.
+        blocking(move || {
+            let mut found: Vec<Option<Vectors>> = vec![None; ids.len()];
+            let mut wanted: HashMap<i64, Vec<usize>> = HashMap::with_capacity(ids.len());
+            for (i, id) in ids.iter().enumerate() {
+                wanted.entry(*id).or_default().push(i);
+            }
+            for segment in &segments {
+                if wanted.is_empty() {
+                    break;
+                }
+                for (id, vector) in segment.vectors_of(&wanted) {
+                    for i in wanted.remove(&id).unwrap_or_default() {
+                        found[i] = Some(vector.clone());
+                    }
+                }
+            }
+            found
+        })
+        .await
     }
 
     /// Live ids of one segment of the collection, in row order.
