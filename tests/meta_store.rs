@@ -98,6 +98,8 @@ async fn collections_and_partitions() {
             db.label
         );
 
+        // Partition tables get generated numeric ids, as Milvus 1.1's `NextCollectionId` gives.
+        let mut part_ids = Vec::new();
         for tag in ["2024-01", "2024-02"] {
             let p = store
                 .create_table(&NewTable::partition(&created, tag, 43))
@@ -107,8 +109,11 @@ async fn collections_and_partitions() {
                 (p.owner_table.as_str(), p.partition_tag.as_str()),
                 ("vectors", tag)
             );
-            assert_eq!(p.table_id, format!("vectors_{tag}"));
+            assert!(p.table_id.bytes().all(|b| b.is_ascii_digit()), "{}", p.table_id);
+            assert!(!part_ids.contains(&p.table_id), "ids are unique");
+            part_ids.push(p.table_id);
         }
+        let (p01, p02) = (part_ids[0].as_str(), part_ids[1].as_str());
         store
             .create_table(&NewTable::collection(
                 "another",
@@ -143,11 +148,11 @@ async fn collections_and_partitions() {
         );
         assert_eq!(
             select_tables(&view, &["2024-0[2]".into()]).unwrap(),
-            ["vectors_2024-02"]
+            [p02]
         );
         assert!(
             store
-                .collection_with_partitions("vectors_2024-01")
+                .collection_with_partitions(p01)
                 .await
                 .unwrap()
                 .is_none(),
@@ -166,7 +171,7 @@ async fn collections_and_partitions() {
             .await
             .unwrap();
         store
-            .update_table_flush_lsn("vectors_2024-01", 99)
+            .update_table_flush_lsn(p01, 99)
             .await
             .unwrap();
         let view = store
@@ -184,7 +189,7 @@ async fn collections_and_partitions() {
 
         assert!(
             store
-                .mark_table_deleted("vectors_2024-02", 50)
+                .mark_table_deleted(p02, 50)
                 .await
                 .unwrap()
         );
@@ -203,7 +208,7 @@ async fn collections_and_partitions() {
                 .is_none()
         );
         assert_eq!(
-            store.table("vectors_2024-01").await.unwrap().unwrap().state,
+            store.table(p01).await.unwrap().unwrap().state,
             TableState::ToDelete
         );
         assert!(
@@ -216,8 +221,8 @@ async fn collections_and_partitions() {
         store
             .delete_tables(&[
                 "vectors".into(),
-                "vectors_2024-01".into(),
-                "vectors_2024-02".into(),
+                p01.into(),
+                p02.into(),
             ])
             .await
             .unwrap();
@@ -232,14 +237,16 @@ async fn files_lifecycle_and_searchable_set() {
     for db in common::databases().await {
         let store = open(&db).await;
         let c = add_l2_collection(&store, "c", 1 << 30).await;
-        store
+        let c_p = store
             .create_table(&NewTable::partition(&c, "p", 1))
             .await
-            .unwrap();
+            .unwrap()
+            .table_id;
+        let c_p = c_p.as_str();
         add_l2_collection(&store, "d", 1 << 30).await;
 
         let raw = add_file(&store, "c", "s1", FileType::Raw, 10).await;
-        let to_index = add_file(&store, "c_p", "s2", FileType::ToIndex, 20).await;
+        let to_index = add_file(&store, c_p, "s2", FileType::ToIndex, 20).await;
         let index = add_file(&store, "c", "s3", FileType::Index, 30).await;
         let new = add_file(&store, "c", "s4", FileType::New, 0).await;
         let other = add_file(&store, "d", "s5", FileType::Raw, 5).await;
@@ -260,7 +267,7 @@ async fn files_lifecycle_and_searchable_set() {
             .unwrap();
         assert_eq!(read, [raw.clone(), index.clone()], "{}", db.label);
 
-        let tables = ["c".to_string(), "c_p".to_string()];
+        let tables = ["c".to_string(), c_p.to_string()];
         assert_eq!(
             ids(&store.searchable_files(&tables).await.unwrap()),
             [raw.id, to_index.id, index.id]
@@ -306,7 +313,7 @@ async fn files_lifecycle_and_searchable_set() {
         );
 
         // Dropping a partition hides its files from search even before they are removed.
-        store.mark_table_deleted("c_p", 4_000).await.unwrap();
+        store.mark_table_deleted(c_p, 4_000).await.unwrap();
         assert_eq!(
             ids(&store.searchable_files(&tables).await.unwrap()),
             [index.id, new.id]
