@@ -726,6 +726,7 @@ async fn run_demo(config: DemoConfig, out: &mut dyn Write) -> Result<(), CliErro
         admin: config.admin.clone(),
         hedge: config.hedge.clone(),
         search_batch: config.search_batch,
+        clients: config.clients.clone(),
         faults: Default::default(),
         log: config.log.clone(),
         tracing: config.tracing.clone(),

@@ -8,7 +8,7 @@ use mishards_meta::{MetaError, MetaUri};
 use crate::error::ConfigError;
 use crate::node_addr::NodeAddr;
 use crate::sections::{
-    AdminConfig, DEFAULT_NODE_SERVICE_NAME, FaultConfig, HedgeConfig, LogConfig, TracingConfig,
+    AdminConfig, ClientLimits, DEFAULT_NODE_SERVICE_NAME, FaultConfig, HedgeConfig, LogConfig, TracingConfig,
 };
 use crate::settings::Settings;
 use crate::specs::DEFAULT_PORT;
@@ -64,6 +64,8 @@ pub struct GatewayConfig {
     pub hedge: HedgeConfig,
     /// Most searches one read-node call carries (1: no batching).
     pub search_batch: usize,
+    /// `set_config` from clients, and the resources clients may hold.
+    pub clients: ClientLimits,
     pub faults: FaultConfig,
     pub log: LogConfig,
     pub tracing: TracingConfig,
@@ -124,6 +126,7 @@ impl GatewayConfig {
             admin: AdminConfig::from_settings(s)?,
             hedge: HedgeConfig::from_settings(s)?,
             search_batch: search_batch(s)?,
+            clients: ClientLimits::from_settings(s)?,
             faults: FaultConfig::from_settings(s)?,
             log: LogConfig::from_settings(s)?,
             tracing: TracingConfig::from_settings(s, "mishards")?,
@@ -261,6 +264,7 @@ pub struct DemoConfig {
     pub admin: AdminConfig,
     pub hedge: HedgeConfig,
     pub search_batch: usize,
+    pub clients: ClientLimits,
     pub log: LogConfig,
     pub tracing: TracingConfig,
 }
@@ -282,6 +286,7 @@ impl DemoConfig {
             admin: AdminConfig::from_settings(s)?,
             hedge: HedgeConfig::from_settings(s)?,
             search_batch: search_batch(s)?,
+            clients: ClientLimits::from_settings(s)?,
             log: LogConfig::from_settings(s)?,
             tracing: TracingConfig::from_settings(s, "mishards")?,
         })

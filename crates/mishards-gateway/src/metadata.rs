@@ -315,8 +315,14 @@ impl Handler<Refresh> for MetadataPoller {
         if self.injected() {
             return Box::pin(actix::fut::ready(self.snapshot.clone()));
         }
-        Box::pin(self.read().into_actor(self).map(|outcome, act, _| {
-            act.absorb(outcome);
+        // Bounded like the caller's wait (service::REFRESH_TIMEOUT), so a stuck database leaves no
+        // reads piling up here; a read that ran out changes nothing and the next poll tries again.
+        let read = tokio::time::timeout(super::service::REFRESH_TIMEOUT, self.read());
+        Box::pin(read.into_actor(self).map(|outcome, act, _| {
+            match outcome {
+                Ok(outcome) => act.absorb(outcome),
+                Err(_) => tracing::debug!(meta = %act.uri, "a metadata refresh timed out"),
+            }
             act.snapshot.clone()
         }))
     }

@@ -655,6 +655,7 @@ mod tests {
             restarts: 0,
             search_calls: 5,
             batched_searches: 3,
+            refused_batches: 0,
         }
     }
 
