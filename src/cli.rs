@@ -712,7 +712,7 @@ async fn run_demo(config: DemoConfig, out: &mut dyn Write) -> Result<(), CliErro
         host: config.host.clone(),
         port: config.port,
         write_node: NodeAddr::loopback(0),
-        meta_uri: String::new(),
+        meta_uri: Default::default(),
         sql_echo: config.sql_echo,
         discovery: DiscoveryKind::File,
         static_hosts: Vec::new(),

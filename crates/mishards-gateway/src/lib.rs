@@ -192,7 +192,7 @@ impl RunningGateway {
 /// Starts the actor system and the gRPC server on a thread of their own, and the admin listener on the
 /// caller's runtime.
 pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGateway, GatewayError> {
-    let uri = MetaUri::parse(&config.meta_uri, None)?;
+    let uri = MetaUri::parse(config.meta_uri.expose(), None)?;
     let meta_options = MetaOptions {
         echo: config.sql_echo,
         ..MetaOptions::default()

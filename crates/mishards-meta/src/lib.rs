@@ -15,7 +15,7 @@ pub use partitions::{
 };
 pub use schema::*;
 pub use store::{CollectionIndex, FileChanges, MetaOptions, MetaStore, Retype};
-pub use uri::{MetaUri, MySqlTarget, SQLITE_FILE_NAME, SqliteTarget, mask_password};
+pub use uri::{MetaUri, MySqlTarget, SQLITE_FILE_NAME, SecretUri, SqliteTarget, mask_password};
 
 /// Everything that can go wrong talking to the metadata database.
 #[derive(Debug, thiserror::Error)]
