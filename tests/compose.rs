@@ -180,6 +180,10 @@ fn every_service_is_a_valid_mishards_process_and_they_point_at_each_other() {
         Some(jaeger_otlp.as_str())
     );
     assert_eq!(gateway.tracing.service_name, "mishards");
+    assert!(
+        !gateway.clients.allow_set_config,
+        "the compose gateway refuses clients' set_config"
+    );
     let admin_port = match gateway.admin.port {
         Some(port) => port,
         None => panic!("the gateway's admin API is on"),
