@@ -239,19 +239,34 @@ fn malformed(i: usize, query: &[f32]) -> (Vec<proto::RowRecord>, proto::ErrorCod
         binary_data,
     };
     match i % 6 {
-        0 => (vec![row(Vec::new(), vec![0xA5; DIM / 8])], proto::ErrorCode::IllegalRowrecord),
-        1 => (vec![row(query.to_vec(), vec![1])], proto::ErrorCode::IllegalRowrecord),
-        2 => (vec![row(query[..DIM - 1].to_vec(), Vec::new())], proto::ErrorCode::IllegalDimension),
+        0 => (
+            vec![row(Vec::new(), vec![0xA5; DIM / 8])],
+            proto::ErrorCode::IllegalRowrecord,
+        ),
+        1 => (
+            vec![row(query.to_vec(), vec![1])],
+            proto::ErrorCode::IllegalRowrecord,
+        ),
+        2 => (
+            vec![row(query[..DIM - 1].to_vec(), Vec::new())],
+            proto::ErrorCode::IllegalDimension,
+        ),
         3 => (Vec::new(), proto::ErrorCode::IllegalRowrecord),
         4 => {
             let mut nan = query.to_vec();
             nan[3] = f32::NAN;
-            (vec![row(query.to_vec(), Vec::new()), row(nan, Vec::new())], proto::ErrorCode::IllegalRowrecord)
+            (
+                vec![row(query.to_vec(), Vec::new()), row(nan, Vec::new())],
+                proto::ErrorCode::IllegalRowrecord,
+            )
         }
         _ => {
             let mut inf = query.to_vec();
             inf[0] = f32::NEG_INFINITY;
-            (vec![row(inf, Vec::new())], proto::ErrorCode::IllegalRowrecord)
+            (
+                vec![row(inf, Vec::new())],
+                proto::ErrorCode::IllegalRowrecord,
+            )
         }
     }
 }
@@ -268,14 +283,28 @@ async fn a_malformed_search_in_a_batch_fails_only_itself() {
     for bad in [0, 1, 2, 4, 5] {
         let mut requests = one_each(&files, &queries, false);
         let (rows, _) = malformed(bad, &queries[bad]);
-        requests[bad].0.search_param.as_mut().expect("param").query_record_array = rows;
+        requests[bad]
+            .0
+            .search_param
+            .as_mut()
+            .expect("param")
+            .query_record_array = rows;
         let before = link_stats(&link).await;
         let answers = send_together(&cluster, &link, requests, &[]).await;
         let after = link_stats(&link).await;
-        assert_eq!(after.refused_batches - before.refused_batches, 1, "malformed kind {bad}");
+        assert_eq!(
+            after.refused_batches - before.refused_batches,
+            1,
+            "malformed kind {bad}"
+        );
         for (i, a) in answers.iter().enumerate() {
             if i == bad {
-                assert_ne!(code(&answer(a).status), 0, "kind {bad}: {:?}", answer(a).status);
+                assert_ne!(
+                    code(&answer(a).status),
+                    0,
+                    "kind {bad}: {:?}",
+                    answer(a).status
+                );
             } else {
                 assert_exact(answer(a), &data, std::slice::from_ref(&queries[i]), 10);
             }
@@ -320,7 +349,13 @@ async fn malformed_searches_beside_good_ones_fail_no_good_search() {
                 ..search_param("batched", &[], 10)
             };
             let result = common::send_search(&mut c, param).await;
-            assert_eq!(code(&result.status), expected as i32, "kind {}: {:?}", i % 6, result.status);
+            assert_eq!(
+                code(&result.status),
+                expected as i32,
+                "kind {}: {:?}",
+                i % 6,
+                result.status
+            );
         }
     });
     bad.await.expect("malformed searches");
@@ -341,7 +376,9 @@ async fn non_finite_queries_get_one_answer_from_gateway_and_node() {
     query[5] = f32::INFINITY;
     let param = search_param("batched", &[rng.vectors(1, DIM).remove(0), query], 10);
     let mut gateway = cluster.client().await;
-    let from_gateway = common::send_search(&mut gateway, param.clone()).await.status;
+    let from_gateway = common::send_search(&mut gateway, param.clone())
+        .await
+        .status;
     let reader = cluster.readers[0].as_ref().expect("read node").addr;
     let mut node = common::client(reader).await;
     let from_node = node
@@ -355,9 +392,14 @@ async fn non_finite_queries_get_one_answer_from_gateway_and_node() {
         .status;
     let mut writer = common::client(cluster.writer.as_ref().expect("write node").addr).await;
     let from_writer = common::send_search(&mut writer, param).await.status;
-    assert_eq!(code(&from_gateway), proto::ErrorCode::IllegalRowrecord as i32);
+    assert_eq!(
+        code(&from_gateway),
+        proto::ErrorCode::IllegalRowrecord as i32
+    );
     assert!(
-        from_gateway.as_ref().is_some_and(|s| s.reason.contains("query vector 1 contains NaN or an infinite value")),
+        from_gateway.as_ref().is_some_and(|s| s
+            .reason
+            .contains("query vector 1 contains NaN or an infinite value")),
         "{from_gateway:?}"
     );
     assert_eq!(from_node, from_gateway);

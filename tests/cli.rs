@@ -415,14 +415,36 @@ fn metadata_passwords_never_reach_output_or_logs() {
         "mysql+pymysql://user:p@ss:w/rd@127.0.0.1:1/milvus",
     ] {
         let runs = [
-            mishards(&["config", "check", "--for", "gateway"], &[("SQLALCHEMY_DATABASE_URI", uri), ("WOSERVER", "w:1")]),
-            mishards(&["config", "check", "--for", "node"], &[("SQLALCHEMY_DATABASE_URI", uri), ("MISHARDS_ROLE", "rw")]),
             mishards(
-                &["gateway", "--debug", "--woserver", "127.0.0.1:19531", "--admin-port", "off"],
+                &["config", "check", "--for", "gateway"],
+                &[("SQLALCHEMY_DATABASE_URI", uri), ("WOSERVER", "w:1")],
+            ),
+            mishards(
+                &["config", "check", "--for", "node"],
+                &[("SQLALCHEMY_DATABASE_URI", uri), ("MISHARDS_ROLE", "rw")],
+            ),
+            mishards(
+                &[
+                    "gateway",
+                    "--debug",
+                    "--woserver",
+                    "127.0.0.1:19531",
+                    "--admin-port",
+                    "off",
+                ],
                 &[("SQLALCHEMY_DATABASE_URI", uri)],
             ),
             mishards(
-                &["node", "--debug", "--role", "rw", "--port", "0", "--storage", storage.to_str().unwrap()],
+                &[
+                    "node",
+                    "--debug",
+                    "--role",
+                    "rw",
+                    "--port",
+                    "0",
+                    "--storage",
+                    storage.to_str().unwrap(),
+                ],
                 &[("SQLALCHEMY_DATABASE_URI", uri)],
             ),
         ];

@@ -120,7 +120,8 @@ fn every_service_is_a_valid_mishards_process_and_they_point_at_each_other() {
                     Some(jaeger_otlp.as_str()),
                     "{name} sends its traces to Jaeger"
                 );
-                let (host, db) = mysql_host(node.meta_uri.as_ref().expect("nodes use MySQL").expose());
+                let (host, db) =
+                    mysql_host(node.meta_uri.as_ref().expect("nodes use MySQL").expose());
                 assert_eq!(
                     (host.as_str(), db.as_str()),
                     ("mysql", database.as_str()),

@@ -309,8 +309,8 @@ fn every_setting_is_documented_in_the_readme() {
             Some(cells) if cells[0].contains('*') => {}
             Some(cells) => {
                 let env_ok = spec.env.iter().all(|e| cells[1].contains(e));
-                let flag_ok = cells[2].contains(&format!("--{}", spec.flag))
-                    || cells[2].contains("--*");
+                let flag_ok =
+                    cells[2].contains(&format!("--{}", spec.flag)) || cells[2].contains("--*");
                 if !(env_ok && flag_ok) {
                     missing.push(format!("{} (env or flag differs)", spec.key));
                 }
@@ -318,5 +318,8 @@ fn every_setting_is_documented_in_the_readme() {
             None => missing.push(spec.key.to_string()),
         }
     }
-    assert!(missing.is_empty(), "settings not in the README's table: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "settings not in the README's table: {missing:?}"
+    );
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{RandomVectors, SplitMix64, TestCluster, code, cmd, search_param};
+use common::{RandomVectors, SplitMix64, TestCluster, cmd, code, search_param};
 use mishards::proto;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -74,7 +74,9 @@ async fn a_million_partition_tags_are_refused_quickly_and_nobody_else_notices() 
         let r = common::send_search(&mut hostile, tagged(&query, tags)).await;
         assert_eq!(code(&r.status), proto::ErrorCode::IllegalArgument as i32);
         assert!(
-            r.status.as_ref().is_some_and(|s| s.reason.contains(expected)),
+            r.status
+                .as_ref()
+                .is_some_and(|s| s.reason.contains(expected)),
             "{:?}",
             r.status
         );
@@ -104,12 +106,8 @@ async fn set_config_from_clients_is_relayed_or_refused_as_the_gateway_says() {
     open.shutdown().await;
 
     // Refused: PERMISSION_DENIED naming the setting; get_config still answers; nothing changed.
-    let closed = TestCluster::start_with(
-        0,
-        None,
-        &[("allow-client-set-config", "false".into())],
-    )
-    .await;
+    let closed =
+        TestCluster::start_with(0, None, &[("allow-client-set-config", "false".into())]).await;
     let mut c = closed.client().await;
     for text in [
         "set_config storage.auto_flush_interval 7",
@@ -131,7 +129,10 @@ async fn set_config_from_clients_is_relayed_or_refused_as_the_gateway_says() {
     }
     let got = cmd(&mut c, "get_config storage.auto_flush_interval").await;
     assert_eq!(code(&got.status), 0, "{:?}", got.status);
-    assert_eq!(got.string_reply, "3600", "the test cluster's own setting, unchanged");
+    assert_eq!(
+        got.string_reply, "3600",
+        "the test cluster's own setting, unchanged"
+    );
     closed.shutdown().await;
 }
 
@@ -190,10 +191,14 @@ async fn server_settings(stream: &mut TcpStream) -> Result<Vec<(u16, u32)>, Stri
 /// A silent client the gateway serves (it greets it with SETTINGS). Retried, bounded: a connection the
 /// test harness just closed may hold its slot for a moment.
 async fn served_client(addr: std::net::SocketAddr) -> TcpStream {
-    common::wait_for("a served connection", Duration::from_secs(10), || async move {
-        let mut stream = silent_client(addr).await;
-        server_settings(&mut stream).await.map(|_| stream)
-    })
+    common::wait_for(
+        "a served connection",
+        Duration::from_secs(10),
+        || async move {
+            let mut stream = silent_client(addr).await;
+            server_settings(&mut stream).await.map(|_| stream)
+        },
+    )
     .await
 }
 
@@ -217,7 +222,10 @@ async fn a_client_that_stops_answering_pings_is_disconnected_in_time() {
     read_until_closed(&mut stream, Duration::from_secs(5))
         .await
         .expect("the gateway closes a connection whose pings go unanswered");
-    assert!(started.elapsed() >= Duration::from_millis(200), "closed before any ping was due");
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "closed before any ping was due"
+    );
     // A real client, which answers pings, keeps its connection across many ping rounds.
     let mut c = cluster.client().await;
     for _ in 0..4 {
@@ -229,8 +237,7 @@ async fn a_client_that_stops_answering_pings_is_disconnected_in_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_cap_are_closed_at_once() {
-    let cluster =
-        TestCluster::start_with(0, None, &[("max-connections", "2".into())]).await;
+    let cluster = TestCluster::start_with(0, None, &[("max-connections", "2".into())]).await;
     let addr = cluster.gateway.addr;
     // Two served connections hold both slots.
     let first = served_client(addr).await;

@@ -8,7 +8,8 @@ use mishards_meta::{MetaError, MetaUri, SecretUri};
 use crate::error::ConfigError;
 use crate::node_addr::NodeAddr;
 use crate::sections::{
-    AdminConfig, ClientLimits, DEFAULT_NODE_SERVICE_NAME, FaultConfig, HedgeConfig, LogConfig, TracingConfig,
+    AdminConfig, ClientLimits, DEFAULT_NODE_SERVICE_NAME, FaultConfig, HedgeConfig, LogConfig,
+    TracingConfig,
 };
 use crate::settings::Settings;
 use crate::specs::DEFAULT_PORT;
@@ -374,7 +375,9 @@ mod tests {
             ("keepalive-interval", "0"),
             ("keepalive-timeout", "7200"),
         ] {
-            let err = gateway_config(&[(flag, value)], &[]).unwrap_err().to_string();
+            let err = gateway_config(&[(flag, value)], &[])
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("choose"), "{flag}: {err}");
         }
     }

@@ -547,10 +547,17 @@ impl NodeLink {
 /// gRPC error other than the node being unreachable, slow or gone (which would fail each member alone
 /// too). A refused batch's searches are asked again one by one.
 fn refused_batch(
-    answer: &Result<Result<tonic::Response<proto::TopKQueryResult>, tonic::Status>, tokio::time::error::Elapsed>,
+    answer: &Result<
+        Result<tonic::Response<proto::TopKQueryResult>, tonic::Status>,
+        tokio::time::error::Elapsed,
+    >,
 ) -> bool {
     match answer {
-        Ok(Ok(reply)) => reply.get_ref().status.as_ref().is_some_and(|s| s.error_code != 0),
+        Ok(Ok(reply)) => reply
+            .get_ref()
+            .status
+            .as_ref()
+            .is_some_and(|s| s.error_code != 0),
         Ok(Err(status)) => !matches!(
             status.code(),
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled

@@ -30,7 +30,10 @@ const TAGS_QUOTED: usize = 8;
 pub enum PartitionSelectError {
     #[error("partition tag `{tag}` is not a valid regular expression: {reason}")]
     BadPattern { tag: String, reason: String },
-    #[error("no partition of collection `{collection}` matches the tags {}", quoted(tags))]
+    #[error(
+        "no partition of collection `{collection}` matches the tags {}",
+        quoted(tags)
+    )]
     NoMatch {
         collection: String,
         tags: Vec<String>,
@@ -307,7 +310,9 @@ mod tests {
 
     #[test]
     fn tag_lists_are_bounded_before_anything_is_compiled() {
-        let many: Vec<String> = (0..=MAX_SEARCH_PARTITION_TAGS).map(|i| format!("t{i}")).collect();
+        let many: Vec<String> = (0..=MAX_SEARCH_PARTITION_TAGS)
+            .map(|i| format!("t{i}"))
+            .collect();
         let err = select_tables(&fixture(), &many).unwrap_err();
         assert_eq!(
             err,

@@ -338,12 +338,19 @@ mod tests {
     fn passwords_with_slash_at_and_colon_parse_and_never_show() {
         for (uri, password) in [
             ("mysql://user:p%40ss:w/rd@host/db", "p@ss:w/rd"),
-            ("mysql+pymysql://user:p@ss:w/rd@host:3307/db?charset=utf8mb4", "p@ss:w/rd"),
+            (
+                "mysql+pymysql://user:p@ss:w/rd@host:3307/db?charset=utf8mb4",
+                "p@ss:w/rd",
+            ),
             ("mysql://user:a#b?c@host/db", "a#b?c"),
         ] {
             let t = mysql(uri);
             assert_eq!(t.password.as_deref(), Some(password), "{uri}");
-            assert_eq!((t.user.as_str(), t.host.as_str()), ("user", "host"), "{uri}");
+            assert_eq!(
+                (t.user.as_str(), t.host.as_str()),
+                ("user", "host"),
+                "{uri}"
+            );
             assert_eq!(t.database, "db", "{uri}");
             let parsed = MetaUri::MySql(t);
             let secret = SecretUri::new(uri);
