@@ -192,7 +192,7 @@ impl ClientLimits {
         }
         let seconds = |key: &'static str, default: std::time::Duration| {
             let value = s.number(key).unwrap_or(default.as_secs_f64());
-            if !(value >= 0.01 && value <= 3600.0) {
+            if !(0.01..=3600.0).contains(&value) {
                 return Err(s.invalid(key, format!("{value} seconds: choose 0.01 to 3600")));
             }
             Ok(std::time::Duration::from_secs_f64(value))
