@@ -206,21 +206,20 @@ async fn searches_that_reach_a_link_together_share_one_call_and_get_their_own_an
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_batch_is_asked_again_search_by_search() {
+async fn a_node_error_about_the_shared_files_reaches_every_search_of_the_batch() {
     let mut rng = SplitMix64::new(6);
     let (cluster, link, _, _) = loaded(&[], 1, &mut rng).await;
-    // A file id no node knows: the node refuses the batched call (FILE_NOT_FOUND), so each search is
-    // asked alone, and each gets the node's own answer to it.
+    // A file id no node knows: the node answers FILE_NOT_FOUND for the whole call, which each search
+    // would get alone too, so it is every search's answer, in one call.
     let files = vec!["999999".to_string()];
     let queries = rng.vectors(4, DIM);
     let before = link_stats(&link).await;
     let answers = send_together(&cluster, &link, one_each(&files, &queries, false), &[]).await;
     let after = link_stats(&link).await;
-    assert_eq!(after.search_calls - before.search_calls, 1 + 4);
-    assert_eq!(after.refused_batches - before.refused_batches, 1);
-    assert_eq!(after.in_flight, 0);
+    assert_eq!(after.search_calls - before.search_calls, 1);
+    assert_eq!(after.refused_batches, before.refused_batches);
     for a in &answers {
-        assert_eq!(a.as_ref().map(|a| a.batch), Some(1));
+        assert_eq!(a.as_ref().map(|a| a.batch), Some(4));
         assert_eq!(
             code(&answer(a).status),
             proto::ErrorCode::FileNotFound as i32,
@@ -282,7 +281,7 @@ async fn a_malformed_search_in_a_batch_fails_only_itself() {
     // refuses it before batching (the next test).
     for bad in [0, 1, 2, 4, 5] {
         let mut requests = one_each(&files, &queries, false);
-        let (rows, _) = malformed(bad, &queries[bad]);
+        let (rows, expected) = malformed(bad, &queries[bad]);
         requests[bad]
             .0
             .search_param
@@ -292,6 +291,13 @@ async fn a_malformed_search_in_a_batch_fails_only_itself() {
         let before = link_stats(&link).await;
         let answers = send_together(&cluster, &link, requests, &[]).await;
         let after = link_stats(&link).await;
+        // One refused call, then one call per search.
+        assert_eq!(
+            after.search_calls - before.search_calls,
+            1 + 6,
+            "malformed kind {bad}"
+        );
+        assert_eq!(after.in_flight, 0);
         assert_eq!(
             after.refused_batches - before.refused_batches,
             1,
@@ -299,9 +305,11 @@ async fn a_malformed_search_in_a_batch_fails_only_itself() {
         );
         for (i, a) in answers.iter().enumerate() {
             if i == bad {
-                assert_ne!(
+                // The node's own answer to it alone.
+                assert_eq!(a.as_ref().map(|a| a.batch), Some(1));
+                assert_eq!(
                     code(&answer(a).status),
-                    0,
+                    expected as i32,
                     "kind {bad}: {:?}",
                     answer(a).status
                 );

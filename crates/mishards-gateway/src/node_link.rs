@@ -543,21 +543,29 @@ impl NodeLink {
     }
 }
 
-/// Whether a batched call's outcome is a refusal that may be one member's doing: an error status, or a
-/// gRPC error other than the node being unreachable, slow or gone (which would fail each member alone
-/// too). A refused batch's searches are asked again one by one.
+/// Whether a batched call's outcome is a refusal that may be one member's doing: an error status about
+/// the request (its rows, say), or a gRPC error other than the node being unreachable, slow or gone. A
+/// refusal about what the members share (the collection, its files, the metadata) would fail each of
+/// them alone too, so it goes to all of them as it is. A refused batch's searches are asked again one
+/// by one.
 fn refused_batch(
     answer: &Result<
         Result<tonic::Response<proto::TopKQueryResult>, tonic::Status>,
         tokio::time::error::Elapsed,
     >,
 ) -> bool {
+    use proto::ErrorCode;
     match answer {
-        Ok(Ok(reply)) => reply
-            .get_ref()
-            .status
-            .as_ref()
-            .is_some_and(|s| s.error_code != 0),
+        Ok(Ok(reply)) => reply.get_ref().status.as_ref().is_some_and(|s| {
+            let shared = [
+                ErrorCode::CollectionNotExists,
+                ErrorCode::FileNotFound,
+                ErrorCode::MetaFailed,
+                ErrorCode::CacheFailed,
+                ErrorCode::OutOfMemory,
+            ];
+            s.error_code != 0 && !shared.iter().any(|c| *c as i32 == s.error_code)
+        }),
         Ok(Err(status)) => !matches!(
             status.code(),
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
