@@ -54,7 +54,7 @@ async fn a_million_partition_tags_are_refused_quickly_and_nobody_else_notices() 
     let mut hostile = common::client(addr).await;
     // A million tags: refused by their number, with Milvus's ILLEGAL_ARGUMENT and what to do.
     let million: Vec<String> = (0..1_000_000).map(|i| format!("t{i}")).collect();
-    let refused = common::send_search(&mut hostile, tagged(&query, million)).await;
+    let refused = common::send_search(&mut hostile, tagged(&query, million.clone())).await;
     assert_eq!(
         code(&refused.status),
         proto::ErrorCode::IllegalArgument as i32,
@@ -66,6 +66,11 @@ async fn a_million_partition_tags_are_refused_quickly_and_nobody_else_notices() 
         reason.contains("1000000 partition tags") && reason.contains("at most 4096"),
         "{reason}"
     );
+    // The write node, asked directly, refuses it alike.
+    let writer = cluster.writer.as_ref().expect("write node").addr;
+    let from_node =
+        common::send_search(&mut common::client(writer).await, tagged(&query, million)).await;
+    assert_eq!(from_node.status, refused.status);
     // A tag past Milvus's 255 characters, and a blank one.
     for (tags, expected) in [
         (vec!["x".repeat(256)], "at most 255 characters"),
