@@ -206,18 +206,18 @@ async fn searches_that_reach_a_link_together_share_one_call_and_get_their_own_an
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_error_reaches_every_search_of_the_batch() {
+async fn a_node_error_about_the_shared_files_reaches_every_search_of_the_batch() {
     let mut rng = SplitMix64::new(6);
     let (cluster, link, _, _) = loaded(&[], 1, &mut rng).await;
-    // A file id no node knows: the node answers FILE_NOT_FOUND for the whole call.
+    // A file id no node knows: the node answers FILE_NOT_FOUND for the whole call, which each search
+    // would get alone too, so it is every search's answer, in one call.
     let files = vec!["999999".to_string()];
     let queries = rng.vectors(4, DIM);
     let before = link_stats(&link).await;
     let answers = send_together(&cluster, &link, one_each(&files, &queries, false), &[]).await;
-    assert_eq!(
-        link_stats(&link).await.search_calls - before.search_calls,
-        1
-    );
+    let after = link_stats(&link).await;
+    assert_eq!(after.search_calls - before.search_calls, 1);
+    assert_eq!(after.refused_batches, before.refused_batches);
     for a in &answers {
         assert_eq!(a.as_ref().map(|a| a.batch), Some(4));
         assert_eq!(
@@ -227,6 +227,191 @@ async fn a_node_error_reaches_every_search_of_the_batch() {
             answer(a).status
         );
     }
+    cluster.shutdown().await;
+}
+
+/// The query of search `i` made malformed as a careless client would: rows of the other kind, the
+/// wrong dimension, no rows, NaN or an infinity. With the Milvus code each must get.
+fn malformed(i: usize, query: &[f32]) -> (Vec<proto::RowRecord>, proto::ErrorCode) {
+    let row = |float_data: Vec<f32>, binary_data: Vec<u8>| proto::RowRecord {
+        float_data,
+        binary_data,
+    };
+    match i % 6 {
+        0 => (
+            vec![row(Vec::new(), vec![0xA5; DIM / 8])],
+            proto::ErrorCode::IllegalRowrecord,
+        ),
+        1 => (
+            vec![row(query.to_vec(), vec![1])],
+            proto::ErrorCode::IllegalRowrecord,
+        ),
+        2 => (
+            vec![row(query[..DIM - 1].to_vec(), Vec::new())],
+            proto::ErrorCode::IllegalDimension,
+        ),
+        3 => (Vec::new(), proto::ErrorCode::IllegalRowrecord),
+        4 => {
+            let mut nan = query.to_vec();
+            nan[3] = f32::NAN;
+            (
+                vec![row(query.to_vec(), Vec::new()), row(nan, Vec::new())],
+                proto::ErrorCode::IllegalRowrecord,
+            )
+        }
+        _ => {
+            let mut inf = query.to_vec();
+            inf[0] = f32::NEG_INFINITY;
+            (
+                vec![row(inf, Vec::new())],
+                proto::ErrorCode::IllegalRowrecord,
+            )
+        }
+    }
+}
+
+/// Searches the node would refuse, sent to a link together with good ones (as if the gateway had not
+/// checked them): the good ones get their exact answers, each bad one its own refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_search_in_a_batch_fails_only_itself() {
+    let mut rng = SplitMix64::new(9);
+    let (cluster, link, data, files) = loaded(&[], 1, &mut rng).await;
+    let queries = rng.vectors(6, DIM);
+    // An empty query (kind 3) adds no rows to a batch, so the node cannot refuse it there: the gateway
+    // refuses it before batching (the next test).
+    for bad in [0, 1, 2, 4, 5] {
+        let mut requests = one_each(&files, &queries, false);
+        let (rows, expected) = malformed(bad, &queries[bad]);
+        requests[bad]
+            .0
+            .search_param
+            .as_mut()
+            .expect("param")
+            .query_record_array = rows;
+        let before = link_stats(&link).await;
+        let answers = send_together(&cluster, &link, requests, &[]).await;
+        let after = link_stats(&link).await;
+        // One refused call, then one call per search.
+        assert_eq!(
+            after.search_calls - before.search_calls,
+            1 + 6,
+            "malformed kind {bad}"
+        );
+        assert_eq!(after.in_flight, 0);
+        assert_eq!(
+            after.refused_batches - before.refused_batches,
+            1,
+            "malformed kind {bad}"
+        );
+        for (i, a) in answers.iter().enumerate() {
+            if i == bad {
+                // The node's own answer to it alone.
+                assert_eq!(a.as_ref().map(|a| a.batch), Some(1));
+                assert_eq!(
+                    code(&answer(a).status),
+                    expected as i32,
+                    "kind {bad}: {:?}",
+                    answer(a).status
+                );
+            } else {
+                assert_exact(answer(a), &data, std::slice::from_ref(&queries[i]), 10);
+            }
+        }
+    }
+    cluster.shutdown().await;
+}
+
+/// Through the gateway: six clients search normally while a seventh sends every kind of malformed
+/// search. Each malformed one is refused with its code before batching; no good search fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_searches_beside_good_ones_fail_no_good_search() {
+    let mut rng = SplitMix64::new(10);
+    let (cluster, _link, data, _) = loaded(&[], 2, &mut rng).await;
+    let data = std::sync::Arc::new(data);
+    let addr = cluster.gateway.addr;
+    let mut good = Vec::new();
+    for client in 0..6 {
+        let data = data.clone();
+        let queries = SplitMix64::new(100 + client).vectors(40, DIM);
+        good.push(tokio::spawn(async move {
+            let mut c = common::client(addr).await;
+            let mut failed = 0;
+            for q in &queries {
+                let result = common::search(&mut c, "batched", std::slice::from_ref(q), 10).await;
+                if code(&result.status) != 0 {
+                    failed += 1;
+                } else {
+                    assert_exact(&result, &data, std::slice::from_ref(q), 10);
+                }
+            }
+            failed
+        }));
+    }
+    let bad_queries = rng.vectors(60, DIM);
+    let bad = tokio::spawn(async move {
+        let mut c = common::client(addr).await;
+        for (i, q) in bad_queries.iter().enumerate() {
+            let (rows, expected) = malformed(i, q);
+            let param = proto::SearchParam {
+                query_record_array: rows,
+                ..search_param("batched", &[], 10)
+            };
+            let result = common::send_search(&mut c, param).await;
+            assert_eq!(
+                code(&result.status),
+                expected as i32,
+                "kind {}: {:?}",
+                i % 6,
+                result.status
+            );
+        }
+    });
+    bad.await.expect("malformed searches");
+    let mut failed = 0;
+    for g in good {
+        failed += g.await.expect("good searches");
+    }
+    assert_eq!(failed, 0, "good searches failed");
+    cluster.shutdown().await;
+}
+
+/// NaN or an infinity in a query: the gateway and the node refuse it alike (code and message).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_finite_queries_get_one_answer_from_gateway_and_node() {
+    let mut rng = SplitMix64::new(11);
+    let (cluster, _link, _, files) = loaded(&[], 1, &mut rng).await;
+    let mut query = rng.vectors(1, DIM).remove(0);
+    query[5] = f32::INFINITY;
+    let param = search_param("batched", &[rng.vectors(1, DIM).remove(0), query], 10);
+    let mut gateway = cluster.client().await;
+    let from_gateway = common::send_search(&mut gateway, param.clone())
+        .await
+        .status;
+    let reader = cluster.readers[0].as_ref().expect("read node").addr;
+    let mut node = common::client(reader).await;
+    let from_node = node
+        .search_in_files(proto::SearchInFilesParam {
+            file_id_array: files.clone(),
+            search_param: Some(param.clone()),
+        })
+        .await
+        .expect("search in files")
+        .into_inner()
+        .status;
+    let mut writer = common::client(cluster.writer.as_ref().expect("write node").addr).await;
+    let from_writer = common::send_search(&mut writer, param).await.status;
+    assert_eq!(
+        code(&from_gateway),
+        proto::ErrorCode::IllegalRowrecord as i32
+    );
+    assert!(
+        from_gateway.as_ref().is_some_and(|s| s
+            .reason
+            .contains("query vector 1 contains NaN or an infinite value")),
+        "{from_gateway:?}"
+    );
+    assert_eq!(from_node, from_gateway);
+    assert_eq!(from_writer, from_gateway);
     cluster.shutdown().await;
 }
 

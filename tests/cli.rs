@@ -438,3 +438,61 @@ fn config_check_rejects_a_bad_file_value_even_when_env_overrides_it() {
         assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     }
 }
+
+/// A password with `/`, `@` and `:` in it, percent-encoded and not: neither `config check`, nor a
+/// node's or a gateway's logs (debug on) while they fail to reach the database, show any of it.
+#[test]
+fn metadata_passwords_never_reach_output_or_logs() {
+    let pieces = ["p%40ss", "p@ss", "ss:w", "w/rd", "rd@"];
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("data");
+    for uri in [
+        "mysql://user:p%40ss:w/rd@127.0.0.1:1/milvus",
+        "mysql+pymysql://user:p@ss:w/rd@127.0.0.1:1/milvus",
+    ] {
+        let runs = [
+            mishards(
+                &["config", "check", "--for", "gateway"],
+                &[("SQLALCHEMY_DATABASE_URI", uri), ("WOSERVER", "w:1")],
+            ),
+            mishards(
+                &["config", "check", "--for", "node"],
+                &[("SQLALCHEMY_DATABASE_URI", uri), ("MISHARDS_ROLE", "rw")],
+            ),
+            mishards(
+                &[
+                    "gateway",
+                    "--debug",
+                    "--woserver",
+                    "127.0.0.1:19531",
+                    "--admin-port",
+                    "off",
+                ],
+                &[("SQLALCHEMY_DATABASE_URI", uri)],
+            ),
+            mishards(
+                &[
+                    "node",
+                    "--debug",
+                    "--role",
+                    "rw",
+                    "--port",
+                    "0",
+                    "--storage",
+                    storage.to_str().unwrap(),
+                ],
+                &[("SQLALCHEMY_DATABASE_URI", uri)],
+            ),
+        ];
+        for (i, out) in runs.iter().enumerate() {
+            let text = format!("{}{}", stdout(out), stderr(out));
+            assert!(text.contains("user:***@127.0.0.1"), "run {i}: {text}");
+            for piece in pieces {
+                assert!(!text.contains(piece), "run {i} shows `{piece}`: {text}");
+            }
+        }
+        // The servers could not reach the database and said so.
+        assert_eq!(runs[2].status.code(), Some(1), "{}", stderr(&runs[2]));
+        assert_eq!(runs[3].status.code(), Some(1), "{}", stderr(&runs[3]));
+    }
+}

@@ -120,7 +120,8 @@ fn every_service_is_a_valid_mishards_process_and_they_point_at_each_other() {
                     Some(jaeger_otlp.as_str()),
                     "{name} sends its traces to Jaeger"
                 );
-                let (host, db) = mysql_host(node.meta_uri.as_deref().expect("nodes use MySQL"));
+                let (host, db) =
+                    mysql_host(node.meta_uri.as_ref().expect("nodes use MySQL").expose());
                 assert_eq!(
                     (host.as_str(), db.as_str()),
                     ("mysql", database.as_str()),
@@ -172,7 +173,7 @@ fn every_service_is_a_valid_mishards_process_and_they_point_at_each_other() {
         "the gateway discovers exactly the read nodes"
     );
     assert_eq!(
-        mysql_host(&gateway.meta_uri),
+        mysql_host(gateway.meta_uri.expose()),
         ("mysql".into(), database.clone())
     );
     assert_eq!(
@@ -180,6 +181,10 @@ fn every_service_is_a_valid_mishards_process_and_they_point_at_each_other() {
         Some(jaeger_otlp.as_str())
     );
     assert_eq!(gateway.tracing.service_name, "mishards");
+    assert!(
+        !gateway.clients.allow_set_config,
+        "the compose gateway refuses clients' set_config"
+    );
     let admin_port = match gateway.admin.port {
         Some(port) => port,
         None => panic!("the gateway's admin API is on"),

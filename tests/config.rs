@@ -282,3 +282,44 @@ fn timezone_accepts_utc_offsets_fixed_zones_and_regions() {
         "{err}"
     );
 }
+
+/// Every setting of the table (specs.rs) has its row in the README's settings table, with its
+/// environment name and flag (a `prefix_*` row covers a family).
+#[test]
+fn every_setting_is_documented_in_the_readme() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let rows: Vec<Vec<&str>> = readme
+        .lines()
+        .filter(|l| l.starts_with("| "))
+        .map(|l| l.split(" | ").collect())
+        .filter(|cells: &Vec<&str>| cells.len() >= 6)
+        .collect();
+    let mut missing = Vec::new();
+    for spec in mishards::config::SPECS {
+        let row = rows.iter().find(|cells| {
+            cells[0].trim_start_matches("| ").split(", ").any(|name| {
+                name == spec.key
+                    || name
+                        .strip_suffix('*')
+                        .is_some_and(|prefix| spec.key.starts_with(prefix))
+            })
+        });
+        match row {
+            Some(cells) if cells[0].contains('*') => {}
+            Some(cells) => {
+                let env_ok = spec.env.iter().all(|e| cells[1].contains(e));
+                let flag_ok =
+                    cells[2].contains(&format!("--{}", spec.flag)) || cells[2].contains("--*");
+                if !(env_ok && flag_ok) {
+                    missing.push(format!("{} (env or flag differs)", spec.key));
+                }
+            }
+            None => missing.push(spec.key.to_string()),
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "settings not in the README's table: {missing:?}"
+    );
+}

@@ -3,12 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
-use mishards_meta::{MetaError, MetaUri};
+use mishards_meta::{MetaError, MetaUri, SecretUri};
 
 use crate::error::ConfigError;
 use crate::node_addr::NodeAddr;
 use crate::sections::{
-    AdminConfig, DEFAULT_NODE_SERVICE_NAME, FaultConfig, HedgeConfig, LogConfig, TracingConfig,
+    AdminConfig, ClientLimits, DEFAULT_NODE_SERVICE_NAME, FaultConfig, HedgeConfig, LogConfig,
+    TracingConfig,
 };
 use crate::settings::Settings;
 use crate::specs::DEFAULT_PORT;
@@ -49,7 +50,8 @@ pub struct GatewayConfig {
     pub host: String,
     pub port: u16,
     pub write_node: NodeAddr,
-    pub meta_uri: String,
+    /// Masked in `Debug`: a config may be printed or logged.
+    pub meta_uri: SecretUri,
     pub sql_echo: bool,
     pub discovery: DiscoveryKind,
     pub static_hosts: Vec<NodeAddr>,
@@ -64,6 +66,8 @@ pub struct GatewayConfig {
     pub hedge: HedgeConfig,
     /// Most searches one read-node call carries (1: no batching).
     pub search_batch: usize,
+    /// `set_config` from clients, and the resources clients may hold.
+    pub clients: ClientLimits,
     pub faults: FaultConfig,
     pub log: LogConfig,
     pub tracing: TracingConfig,
@@ -104,8 +108,8 @@ impl GatewayConfig {
         };
         let max_retry = u32::try_from(s.int("max_retry").unwrap_or(3))
             .map_err(|_| s.invalid("max_retry", "too large"))?;
-        let meta_uri = s.required_text("sqlalchemy_database_uri")?.to_string();
-        check_meta_uri(s, &meta_uri, None)?;
+        let meta_uri = SecretUri::new(s.required_text("sqlalchemy_database_uri")?);
+        check_meta_uri(s, meta_uri.expose(), None)?;
         Ok(GatewayConfig {
             host: s.text("host").unwrap_or("0.0.0.0").to_string(),
             port: s.port("server_port"),
@@ -124,6 +128,7 @@ impl GatewayConfig {
             admin: AdminConfig::from_settings(s)?,
             hedge: HedgeConfig::from_settings(s)?,
             search_batch: search_batch(s)?,
+            clients: ClientLimits::from_settings(s)?,
             faults: FaultConfig::from_settings(s)?,
             log: LogConfig::from_settings(s)?,
             tracing: TracingConfig::from_settings(s, "mishards")?,
@@ -156,8 +161,8 @@ pub struct NodeConfig {
     pub host: String,
     pub port: u16,
     pub storage: PathBuf,
-    /// `None`: `meta.sqlite` inside `storage`.
-    pub meta_uri: Option<String>,
+    /// `None`: `meta.sqlite` inside `storage`. Masked in `Debug`.
+    pub meta_uri: Option<SecretUri>,
     pub sql_echo: bool,
     pub version: String,
     pub auto_flush_interval: std::time::Duration,
@@ -187,9 +192,9 @@ impl NodeConfig {
         let meta_uri = s
             .text("sqlalchemy_database_uri")
             .filter(|u| !u.trim().is_empty())
-            .map(str::to_string);
+            .map(SecretUri::new);
         if let Some(uri) = &meta_uri {
-            check_meta_uri(s, uri, Some(&storage))?;
+            check_meta_uri(s, uri.expose(), Some(&storage))?;
         }
         Ok(NodeConfig {
             role,
@@ -264,6 +269,7 @@ pub struct DemoConfig {
     pub admin: AdminConfig,
     pub hedge: HedgeConfig,
     pub search_batch: usize,
+    pub clients: ClientLimits,
     pub log: LogConfig,
     pub tracing: TracingConfig,
 }
@@ -285,6 +291,7 @@ impl DemoConfig {
             admin: AdminConfig::from_settings(s)?,
             hedge: HedgeConfig::from_settings(s)?,
             search_batch: search_batch(s)?,
+            clients: ClientLimits::from_settings(s)?,
             log: LogConfig::from_settings(s)?,
             tracing: TracingConfig::from_settings(s, "mishards")?,
         })
@@ -296,6 +303,87 @@ mod tests {
     use super::*;
     use crate::test_support::{env, flags, gateway_config};
     use crate::{DEFAULT_OTLP_ENDPOINT, Scope, TimeZone, specs_for};
+
+    /// A password with `/`, `@` and `:` in it, percent-encoded and not.
+    const SECRET_URIS: [&str; 2] = [
+        "mysql://user:p%40ss:w/rd@db:3306/milvus",
+        "mysql+pymysql://user:p@ss:w/rd@db:3306/milvus?charset=utf8mb4",
+    ];
+
+    fn assert_no_password(shown: &str) {
+        for piece in ["p%40ss", "p@ss", "ss:w", "w/rd", "rd@"] {
+            assert!(!shown.contains(piece), "`{piece}` shown in {shown}");
+        }
+        assert!(shown.contains("user:***@db"), "{shown}");
+    }
+
+    #[test]
+    fn configs_holding_a_metadata_uri_never_show_its_password() {
+        for uri in SECRET_URIS {
+            let e = env(&[("WOSERVER", "w:1"), ("SQLALCHEMY_DATABASE_URI", uri)]);
+            let s = Settings::resolve(Scope::Gateway, &flags(&[]), &e, None).unwrap();
+            assert_no_password(&format!("{s:?}"));
+            assert_no_password(&s.render());
+            let g = GatewayConfig::from_settings(&s).unwrap();
+            assert_eq!(g.meta_uri.expose(), uri);
+            assert_no_password(&format!("{g:?}"));
+            assert_no_password(&format!("{g:#?}"));
+            assert_no_password(&g.meta_uri.to_string());
+            let s = Settings::resolve(
+                Scope::Node,
+                &flags(&[("role", "rw"), ("meta-uri", uri)]),
+                &env(&[]),
+                None,
+            )
+            .unwrap();
+            assert_no_password(&format!("{s:?}"));
+            assert_no_password(&s.render());
+            let n = NodeConfig::from_settings(&s).unwrap();
+            assert_no_password(&format!("{n:?}"));
+            assert_no_password(&format!("{n:#?}"));
+        }
+    }
+
+    #[test]
+    fn client_limits_settings() {
+        let g = gateway_config(&[], &[]).unwrap();
+        assert_eq!(g.clients, ClientLimits::default());
+        assert!(g.clients.allow_set_config);
+        assert_eq!(g.clients.max_concurrent_streams, 1024);
+        let g = gateway_config(
+            &[
+                ("allow-client-set-config", "false"),
+                ("max-concurrent-streams", "8"),
+                ("keepalive-interval", "0.5"),
+            ],
+            &[
+                ("MISHARDS_MAX_CONNECTIONS", "3"),
+                ("MISHARDS_KEEPALIVE_TIMEOUT", "2"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            g.clients,
+            ClientLimits {
+                allow_set_config: false,
+                max_concurrent_streams: 8,
+                max_connections: 3,
+                keepalive_interval: std::time::Duration::from_millis(500),
+                keepalive_timeout: std::time::Duration::from_secs(2),
+            }
+        );
+        for (flag, value) in [
+            ("max-concurrent-streams", "0"),
+            ("max-connections", "0"),
+            ("keepalive-interval", "0"),
+            ("keepalive-timeout", "7200"),
+        ] {
+            let err = gateway_config(&[(flag, value)], &[])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("choose"), "{flag}: {err}");
+        }
+    }
 
     #[test]
     fn gateway_config_from_mishards_environment() {

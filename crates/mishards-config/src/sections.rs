@@ -141,6 +141,72 @@ impl AdminConfig {
     }
 }
 
+/// What the gateway grants its clients (gateway and demo): `set_config`, and the resources one client
+/// and all of them may hold on the gRPC port.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientLimits {
+    /// Relay `Cmd("set_config …")` to the write node (else refuse it).
+    pub allow_set_config: bool,
+    /// Most HTTP/2 streams (requests) one connection may have open.
+    pub max_concurrent_streams: u32,
+    /// Most client connections open at once.
+    pub max_connections: usize,
+    /// Ping each connection this often…
+    pub keepalive_interval: std::time::Duration,
+    /// …and close it when a ping goes unanswered this long.
+    pub keepalive_timeout: std::time::Duration,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            allow_set_config: true,
+            max_concurrent_streams: 1024,
+            max_connections: 10_000,
+            keepalive_interval: std::time::Duration::from_secs(20),
+            keepalive_timeout: std::time::Duration::from_secs(20),
+        }
+    }
+}
+
+impl ClientLimits {
+    pub fn from_settings(s: &Settings) -> Result<ClientLimits, ConfigError> {
+        let defaults = ClientLimits::default();
+        let streams = s
+            .int("max_concurrent_streams")
+            .unwrap_or(u64::from(defaults.max_concurrent_streams));
+        if !(1..=65_536).contains(&streams) {
+            return Err(s.invalid(
+                "max_concurrent_streams",
+                format!("{streams} streams: choose 1 to 65536"),
+            ));
+        }
+        let connections = s
+            .int("max_connections")
+            .unwrap_or(defaults.max_connections as u64);
+        if !(1..=1_000_000).contains(&connections) {
+            return Err(s.invalid(
+                "max_connections",
+                format!("{connections} connections: choose 1 to 1000000"),
+            ));
+        }
+        let seconds = |key: &'static str, default: std::time::Duration| {
+            let value = s.number(key).unwrap_or(default.as_secs_f64());
+            if !(0.01..=3600.0).contains(&value) {
+                return Err(s.invalid(key, format!("{value} seconds: choose 0.01 to 3600")));
+            }
+            Ok(std::time::Duration::from_secs_f64(value))
+        };
+        Ok(ClientLimits {
+            allow_set_config: s.flag("allow_client_set_config"),
+            max_concurrent_streams: streams as u32,
+            max_connections: connections as usize,
+            keepalive_interval: seconds("keepalive_interval", defaults.keepalive_interval)?,
+            keepalive_timeout: seconds("keepalive_timeout", defaults.keepalive_timeout)?,
+        })
+    }
+}
+
 /// Slow-node mitigation (gateway and demo): hedged requests and ranking slow read nodes last.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HedgeConfig {

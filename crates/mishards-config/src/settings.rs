@@ -94,7 +94,8 @@ impl fmt::Display for Value {
 }
 
 /// The effective configuration of one scope: every setting with a value and its origin.
-#[derive(Debug, Clone)]
+/// Its `Debug` masks secrets as `config check` does.
+#[derive(Clone)]
 pub struct Settings {
     scope: Scope,
     values: BTreeMap<&'static str, (Value, Origin)>,
@@ -345,20 +346,37 @@ impl Settings {
         for spec in specs_for(self.scope) {
             match self.values.get(spec.key) {
                 Some((value, origin)) => {
-                    let shown = match value {
-                        // A URI shows all but its password; any other secret shows nothing.
-                        Value::Text(s) if spec.secret && s.contains("://") => {
-                            format!("{:?}", mask_password(s))
-                        }
-                        Value::Text(_) if spec.secret => format!("{:?}", SECRET_MASK),
-                        other => toml_literal(other),
-                    };
+                    let shown = shown(spec, value);
                     out.push_str(&format!("{} = {shown}  # {origin}\n", spec.key));
                 }
                 None => out.push_str(&format!("# {} =   (not set)\n", spec.key)),
             }
         }
         out
+    }
+}
+
+/// A value as `config check` and `Debug` show it: a URI shows all but its password, any other secret
+/// shows nothing.
+fn shown(spec: &Spec, value: &Value) -> String {
+    match value {
+        Value::Text(s) if spec.secret && s.contains("://") => format!("{:?}", mask_password(s)),
+        Value::Text(_) if spec.secret => format!("{:?}", SECRET_MASK),
+        other => toml_literal(other),
+    }
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut map = f.debug_map();
+        for (key, (value, origin)) in &self.values {
+            let value = match spec_by_key(key) {
+                Some(spec) => shown(spec, value),
+                None => format!("{:?}", SECRET_MASK),
+            };
+            map.entry(key, &format_args!("{value} ({origin})"));
+        }
+        map.finish()
     }
 }
 

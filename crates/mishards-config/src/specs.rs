@@ -377,6 +377,51 @@ pub static SPECS: &[Spec] = &[
         "searches taking at least this many milliseconds are logged as slow and kept in /slow (0: every search)"
     ),
     spec!(
+        "allow_client_set_config",
+        ["MISHARDS_ALLOW_CLIENT_SET_CONFIG"],
+        "allow-client-set-config",
+        Kind::Bool,
+        Some("true"),
+        GATEWAY_DEMO,
+        "relay clients' Cmd(\"set_config …\") to the write node; false refuses it with PERMISSION_DENIED (get_config still works), so an anonymous client cannot change the write node's settings"
+    ),
+    spec!(
+        "max_concurrent_streams",
+        ["MISHARDS_MAX_CONCURRENT_STREAMS"],
+        "max-concurrent-streams",
+        Kind::Count,
+        Some("1024"),
+        GATEWAY_DEMO,
+        "most requests one client connection may have open at once (HTTP/2 streams; 1 to 65536)"
+    ),
+    spec!(
+        "max_connections",
+        ["MISHARDS_MAX_CONNECTIONS"],
+        "max-connections",
+        Kind::Count,
+        Some("10000"),
+        GATEWAY_DEMO,
+        "most client connections the gRPC port keeps open; one past it is closed at once (1 to 1000000)"
+    ),
+    spec!(
+        "keepalive_interval",
+        ["MISHARDS_KEEPALIVE_INTERVAL"],
+        "keepalive-interval",
+        Kind::Number,
+        Some("20"),
+        GATEWAY_DEMO,
+        "seconds between the HTTP/2 pings the gateway sends on each client connection"
+    ),
+    spec!(
+        "keepalive_timeout",
+        ["MISHARDS_KEEPALIVE_TIMEOUT"],
+        "keepalive-timeout",
+        Kind::Number,
+        Some("20"),
+        GATEWAY_DEMO,
+        "seconds a client has to answer a ping before its connection is closed (a dead or stuck client's connection goes within interval + timeout)"
+    ),
+    spec!(
         "enable_fault_injection",
         ["MISHARDS_ENABLE_FAULT_INJECTION"],
         "enable-fault-injection",

@@ -105,6 +105,29 @@ pub fn combine(
     (combined, rows)
 }
 
+/// Undoes `combine`: each search's own request again, from the combined one and its `rows`. Used when
+/// a batched call is refused, so each search is asked alone and a bad one fails only itself.
+pub fn separate(
+    mut combined: proto::SearchInFilesParam,
+    rows: &[usize],
+) -> Vec<proto::SearchInFilesParam> {
+    let records = combined
+        .search_param
+        .as_mut()
+        .map(|s| std::mem::take(&mut s.query_record_array))
+        .unwrap_or_default();
+    let mut records = records.into_iter();
+    rows.iter()
+        .map(|&n| {
+            let mut one = combined.clone();
+            if let Some(param) = one.search_param.as_mut() {
+                param.query_record_array = records.by_ref().take(n).collect();
+            }
+            one
+        })
+        .collect()
+}
+
 /// Splits the answer to a combined request into one answer per search (`rows` from `combine`). An
 /// error status, or an answer over no data, is every search's answer; rows that do not add up are a
 /// misbehaving node, which the caller treats as a failed call.
@@ -284,6 +307,17 @@ mod tests {
         );
         assert_eq!(parts[1].distances, vec![2.0, 3.0, 4.0, 5.0]);
         assert_eq!((parts[2].row_num, parts[2].ids.clone()), (1, vec![30, 31]));
+    }
+
+    #[test]
+    fn separate_gives_back_each_search_as_it_was() {
+        let searches = vec![
+            search(&["1"], 2, 1, 0.0),
+            search(&["1"], 2, 2, 1.0),
+            search(&["1"], 2, 1, 3.0),
+        ];
+        let (combined, rows) = combine(searches.clone());
+        assert_eq!(separate(combined, &rows), searches);
     }
 
     #[test]

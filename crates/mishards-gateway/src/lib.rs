@@ -72,6 +72,12 @@ pub enum GatewayError {
     Meta(#[from] MetaError),
     #[error("{0}")]
     Start(String),
+    #[error(
+        "set_config is refused by this gateway (its setting allow_client_set_config, \
+         MISHARDS_ALLOW_CLIENT_SET_CONFIG, is false); get_config works, and an operator changes the \
+         write node's settings in its own configuration"
+    )]
+    SetConfigRefused,
 }
 
 impl MilvusError for GatewayError {
@@ -84,6 +90,7 @@ impl MilvusError for GatewayError {
             | GatewayError::Actor { .. }
             | GatewayError::Start(_) => ErrorCode::UnexpectedError,
             GatewayError::CollectionNotFound(_) => ErrorCode::CollectionNotExists,
+            GatewayError::SetConfigRefused => ErrorCode::PermissionDenied,
             GatewayError::Partition(e) => e.code(),
             GatewayError::Merge(_) => ErrorCode::IllegalSearchResult,
             GatewayError::Meta(e) => e.code(),
@@ -185,7 +192,7 @@ impl RunningGateway {
 /// Starts the actor system and the gRPC server on a thread of their own, and the admin listener on the
 /// caller's runtime.
 pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGateway, GatewayError> {
-    let uri = MetaUri::parse(&config.meta_uri, None)?;
+    let uri = MetaUri::parse(config.meta_uri.expose(), None)?;
     let meta_options = MetaOptions {
         echo: config.sql_echo,
         ..MetaOptions::default()
@@ -314,7 +321,8 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
         config.max_retry,
         config.version.clone(),
     )
-    .with_hedging(hedging.clone());
+    .with_hedging(hedging.clone())
+    .allowing_set_config(config.clients.allow_set_config);
     let grpc = MilvusServiceServer::new(service)
         .max_decoding_message_size(mishards_proto::limits::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(mishards_proto::limits::MAX_MESSAGE_BYTES);
@@ -331,12 +339,13 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
         grpc,
     );
     let (served, server) = tokio::sync::oneshot::channel();
+    let limits = config.clients.clone();
     // The server's tasks are local to the arbiter, so it is started there rather than sent to it.
     actors.home.spawn_fn(move || {
         actix::spawn(async move {
             let result = match tokio::net::TcpListener::from_std(listener) {
                 Ok(listener) => {
-                    server::serve(listener, service, stopped).await;
+                    server::serve(listener, service, limits, stopped).await;
                     Ok(())
                 }
                 Err(e) => Err(format!("cannot listen on the actors' thread: {e}")),

@@ -14,6 +14,9 @@ use mishards_meta::{
     CollectionTables, FileRow, MetaError, MetaOptions, MetaStore, MetaUri, TableRow, TableState,
 };
 
+/// Longest a periodic snapshot read may take (a big catalogue on a slow database included).
+const POLL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// One consistent view of the cluster's metadata.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -276,9 +279,17 @@ impl MetadataPoller {
             return;
         }
         self.polling = true;
-        ctx.spawn(self.read().into_actor(self).map(|outcome, act, _| {
+        // Bounded, so a read stuck on the database cannot stop every later poll (`polling` stays set
+        // until it ends): one past the bound counts as an outage, and the next poll tries afresh.
+        let read = tokio::time::timeout(POLL_TIMEOUT, self.read());
+        ctx.spawn(read.into_actor(self).map(|outcome, act, _| {
             act.polling = false;
-            act.absorb(outcome);
+            act.absorb(outcome.unwrap_or_else(|_| {
+                Err(MetaError::Query {
+                    op: "metadata snapshot (no answer within 30 s)",
+                    source: sqlx::Error::PoolTimedOut,
+                })
+            }));
         }));
     }
 }
@@ -315,8 +326,14 @@ impl Handler<Refresh> for MetadataPoller {
         if self.injected() {
             return Box::pin(actix::fut::ready(self.snapshot.clone()));
         }
-        Box::pin(self.read().into_actor(self).map(|outcome, act, _| {
-            act.absorb(outcome);
+        // Bounded like the caller's wait (service::REFRESH_TIMEOUT), so a stuck database leaves no
+        // reads piling up here; a read that ran out changes nothing and the next poll tries again.
+        let read = tokio::time::timeout(super::service::REFRESH_TIMEOUT, self.read());
+        Box::pin(read.into_actor(self).map(|outcome, act, _| {
+            match outcome {
+                Ok(outcome) => act.absorb(outcome),
+                Err(_) => tracing::debug!(meta = %act.uri, "a metadata refresh timed out"),
+            }
             act.snapshot.clone()
         }))
     }
@@ -354,5 +371,43 @@ impl Handler<crate::control::Crash> for MetadataPoller {
     type Result = ();
     fn handle(&mut self, _: crate::control::Crash, ctx: &mut Context<Self>) {
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mishards_meta::MySqlTarget;
+
+    /// A metadata database that accepts connections and never answers (a stuck server, a black-holed
+    /// network): a refresh after a write gives up after `REFRESH_TIMEOUT` instead of waiting out the
+    /// store's own minute-long acquire timeout.
+    #[actix::test]
+    async fn a_refresh_gives_up_on_a_stuck_metadata_database() {
+        // Connections complete in the kernel's backlog and are never accepted: nothing is ever read.
+        let stuck = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+        let port = stuck.local_addr().expect("address").port();
+        let uri = MetaUri::MySql(MySqlTarget {
+            host: "127.0.0.1".into(),
+            port,
+            user: "u".into(),
+            password: None,
+            database: "d".into(),
+            charset: None,
+            socket: None,
+        });
+        let options = MetaOptions {
+            acquire_timeout: Duration::from_secs(300),
+            ..MetaOptions::default()
+        };
+        let poller = MetadataPoller::new(uri, options, Duration::from_secs(3600)).start();
+        let bound = super::super::service::REFRESH_TIMEOUT * 4;
+        let snapshot = tokio::time::timeout(bound, poller.send(Refresh))
+            .await
+            .expect("the refresh answers within its timeout")
+            .expect("the poller answers");
+        // Nothing was read: the (empty) snapshot it had.
+        assert_eq!(snapshot.epoch, 0);
+        drop(stuck);
     }
 }

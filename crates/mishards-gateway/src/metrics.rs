@@ -422,6 +422,7 @@ fn register_sample(registry: &mut Registry, sample: &ClusterSample) {
     let cancelled = Family::<NodeLabels, Counter>::default();
     let search_calls = Family::<NodeLabels, Counter>::default();
     let batched = Family::<NodeLabels, Counter>::default();
+    let refused_batches = Family::<NodeLabels, Counter>::default();
     let latency_p95 = Family::<NodeLabels, F64Gauge>::default();
     let state = Family::<NodeStateLabels, Gauge>::default();
     let nodes = sample
@@ -453,6 +454,9 @@ fn register_sample(registry: &mut Registry, sample: &ClusterSample) {
         batched
             .get_or_create(&labels)
             .inc_by(stats.batched_searches);
+        refused_batches
+            .get_or_create(&labels)
+            .inc_by(stats.refused_batches);
         if let Some(p95) = stats.latency_p95_ms {
             latency_p95.get_or_create(&labels).set(p95 / 1000.0);
         }
@@ -498,6 +502,11 @@ fn register_sample(registry: &mut Registry, sample: &ClusterSample) {
         "node_batched_searches",
         "Searches that shared a SearchInFiles call with other searches of the same shape",
         batched,
+    );
+    registry.register(
+        "node_refused_batches",
+        "Batched SearchInFiles calls the node refused, whose searches were then asked one by one",
+        refused_batches,
     );
     registry.register_with_unit(
         "node_latency_p95",
@@ -655,6 +664,7 @@ mod tests {
             restarts: 0,
             search_calls: 5,
             batched_searches: 3,
+            refused_batches: 2,
         }
     }
 
@@ -755,6 +765,7 @@ mod tests {
             "mishards_node_requests_total{node=\"127.0.0.1:3\",role=\"write\"} 7",
             "mishards_node_search_calls_total{node=\"127.0.0.1:3\",role=\"write\"} 5",
             "mishards_node_batched_searches_total{node=\"127.0.0.1:3\",role=\"write\"} 3",
+            "mishards_node_refused_batches_total{node=\"127.0.0.1:3\",role=\"write\"} 2",
             "mishards_node_state{node=\"127.0.0.1:1\",role=\"read\",state=\"healthy\"} 1",
             "mishards_node_state{node=\"127.0.0.1:3\",role=\"write\",state=\"healthy\"} 0",
             "mishards_node_state{node=\"127.0.0.1:3\",role=\"write\",state=\"down\"} 1",

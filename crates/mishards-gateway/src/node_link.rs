@@ -141,6 +141,8 @@ pub struct LinkStats {
     /// others: `searches / search_calls` is the mean batch.
     pub search_calls: u64,
     pub batched_searches: u64,
+    /// Batched calls the node refused, whose searches were then asked one by one.
+    pub refused_batches: u64,
 }
 
 pub struct NodeLink {
@@ -173,6 +175,8 @@ pub struct NodeLink {
     flush_scheduled: bool,
     search_calls: u64,
     batched_searches: u64,
+    /// Batched calls the node refused, whose searches were then asked one by one.
+    refused_batches: u64,
 }
 
 /// More restarts than this within `RESTART_WINDOW` mark the node down until a probe succeeds after the
@@ -216,6 +220,7 @@ impl NodeLink {
             flush_scheduled: false,
             search_calls: 0,
             batched_searches: 0,
+            refused_batches: 0,
         }
     }
 
@@ -368,6 +373,7 @@ impl NodeLink {
             restarts: self.restarts,
             search_calls: self.search_calls,
             batched_searches: self.batched_searches,
+            refused_batches: self.refused_batches,
         }
     }
 
@@ -457,16 +463,20 @@ impl NodeLink {
         let Some(first) = requests.next() else {
             return;
         };
-        let (request, rows) = if size == 1 {
-            (first, Vec::new())
+        // A batch keeps a copy of its request: if the node refuses it, each search is asked alone,
+        // so one bad search fails only itself.
+        let (request, rows, members) = if size == 1 {
+            (first, Vec::new(), None)
         } else {
             // The first caller's metadata (its traceparent, if any) goes with the call.
             let (metadata, extensions, first) = first.into_parts();
             let searches = std::iter::once(first).chain(requests.map(tonic::Request::into_inner));
             let (combined, rows) = batch::combine(searches.collect());
+            let members = Some(combined.clone());
             (
                 tonic::Request::from_parts(metadata, extensions, combined),
                 rows,
+                members,
             )
         };
         let started = Instant::now();
@@ -484,6 +494,13 @@ impl NodeLink {
                 .map(move |(answer, replies), act, ctx| {
                     act.in_flight = act.in_flight.saturating_sub(size as u64);
                     let latency = started.elapsed();
+                    if let Some(members) = members
+                        && answer.as_ref().is_some_and(refused_batch)
+                    {
+                        act.call_ended(latency, false, ctx);
+                        act.answer_alone(members, &rows, replies, deadline.into_std(), ctx);
+                        return;
+                    }
                     let answers: Vec<Result<proto::TopKQueryResult, String>> = match answer {
                         None => {
                             // Every caller went away: neither a success nor a failure for the node.
@@ -523,6 +540,67 @@ impl NodeLink {
                     }
                 }),
         );
+    }
+}
+
+/// Whether a batched call's outcome is a refusal that may be one member's doing: an error status about
+/// the request (its rows, say), or a gRPC error other than the node being unreachable, slow or gone. A
+/// refusal about what the members share (the collection, its files, the metadata) would fail each of
+/// them alone too, so it goes to all of them as it is. A refused batch's searches are asked again one
+/// by one.
+fn refused_batch(
+    answer: &Result<
+        Result<tonic::Response<proto::TopKQueryResult>, tonic::Status>,
+        tokio::time::error::Elapsed,
+    >,
+) -> bool {
+    use proto::ErrorCode;
+    match answer {
+        Ok(Ok(reply)) => reply.get_ref().status.as_ref().is_some_and(|s| {
+            let shared = [
+                ErrorCode::CollectionNotExists,
+                ErrorCode::FileNotFound,
+                ErrorCode::MetaFailed,
+                ErrorCode::CacheFailed,
+                ErrorCode::OutOfMemory,
+            ];
+            s.error_code != 0 && !shared.iter().any(|c| *c as i32 == s.error_code)
+        }),
+        Ok(Err(status)) => !matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ),
+        Err(_) => false,
+    }
+}
+
+impl NodeLink {
+    /// Sends each search of a refused batch as a call of its own, by the batch's deadline; each
+    /// caller gets its own answer.
+    fn answer_alone(
+        &mut self,
+        combined: proto::SearchInFilesParam,
+        rows: &[usize],
+        replies: Vec<oneshot::Sender<LinkAnswer>>,
+        deadline: Instant,
+        ctx: &mut Context<Self>,
+    ) {
+        tracing::debug!(node = %self.node, searches = rows.len(), "a batched search was refused: asking its searches one by one");
+        self.refused_batches += 1;
+        for (param, reply) in batch::separate(combined, rows).into_iter().zip(replies) {
+            if reply.is_closed() {
+                self.cancelled += 1;
+                continue;
+            }
+            self.in_flight += 1;
+            let alone = SearchFiles {
+                request: tonic::Request::new(param),
+                deadline,
+                alone: true,
+                reply,
+            };
+            self.send_batch(vec![alone], ctx);
+        }
     }
 }
 

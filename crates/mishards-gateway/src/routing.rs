@@ -16,7 +16,7 @@ use super::metadata::{Snapshot, SnapshotUpdate};
 use super::node_link::{LinkState, NodeHealth, NodeLink};
 use super::placement::Router;
 use mishards_config::{NodeAddr, RouterKind};
-use mishards_meta::{MetricType, select_tables};
+use mishards_meta::{MetricType, TagPatterns, all_tables, select_matching};
 
 /// One file of a search and the nodes that may serve it, best first (down nodes left out).
 #[derive(Debug, Clone)]
@@ -49,12 +49,14 @@ pub struct SearchPlan {
     pub latency: Arc<LatencyView>,
 }
 
-/// Plans a search over a collection, with optional partition tags (whole-string regular expressions).
+/// Plans a search over a collection, with optional partition tags (whole-string regular expressions),
+/// compiled by the caller: compiling a search's patterns is its own work, never this actor's.
 #[derive(Message)]
 #[rtype(result = "Result<Option<SearchPlan>, GatewayError>")]
 pub struct Plan {
     pub collection: String,
-    pub tags: Vec<String>,
+    /// `None`: every partition.
+    pub tags: Option<Arc<TagPatterns>>,
 }
 
 /// The cluster's current read-node links (sent on every membership change).
@@ -215,11 +217,18 @@ impl Routing {
         usable
     }
 
-    fn plan(&self, collection: &str, tags: &[String]) -> Result<Option<SearchPlan>, GatewayError> {
+    fn plan(
+        &self,
+        collection: &str,
+        tags: Option<&TagPatterns>,
+    ) -> Result<Option<SearchPlan>, GatewayError> {
         let Some(tables) = self.snapshot.collections.get(collection) else {
             return Ok(None);
         };
-        let selected = select_tables(tables, tags).map_err(GatewayError::Partition)?;
+        let selected = match tags {
+            None => all_tables(tables),
+            Some(patterns) => select_matching(tables, patterns).map_err(GatewayError::Partition)?,
+        };
         let files = self
             .snapshot
             .files_of(&selected)
@@ -314,7 +323,7 @@ impl Handler<NodeHealth> for Routing {
 impl Handler<Plan> for Routing {
     type Result = Result<Option<SearchPlan>, GatewayError>;
     fn handle(&mut self, p: Plan, _: &mut Context<Self>) -> Self::Result {
-        self.plan(&p.collection, &p.tags)
+        self.plan(&p.collection, p.tags.as_deref())
     }
 }
 

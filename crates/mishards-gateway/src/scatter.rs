@@ -29,6 +29,7 @@ use super::node_link::{Acquire, Cancelled, Lease, LeaseReport, LinkAnswer, NodeL
 use super::race::{self, Attempt, Call, NodeOutcome, Winner, millis};
 use super::routing::{Plan, Routing, SearchPlan, Seen};
 use mishards_config::NodeAddr;
+use mishards_meta::{TagPatterns, check_search_tags};
 use mishards_proto::error::{MilvusError, success};
 use mishards_proto::{self as proto, ErrorCode};
 use mishards_telemetry::{RequestTraceId, outgoing, outgoing_traced};
@@ -134,11 +135,12 @@ impl Search {
             files = Empty,
             nodes = Empty
         );
+        let tags = tag_patterns(&param.partition_tag_array).await?;
         let plan = self
             .routing
             .send(Plan {
                 collection: param.collection_name.clone(),
-                tags: param.partition_tag_array.clone(),
+                tags,
             })
             .instrument(route.clone())
             .await
@@ -187,13 +189,22 @@ impl Search {
     }
 }
 
+/// Partition tags a search's manifest keeps.
+const MANIFEST_TAGS: usize = 32;
+
 impl SearchManifest {
     fn start(trace_id: RequestTraceId, param: &proto::SearchParam) -> SearchManifest {
         SearchManifest {
             trace_id: trace_id.to_string(),
             rpc: "Search",
             collection: param.collection_name.clone(),
-            partition_tags: param.partition_tag_array.clone(),
+            // The first few: a manifest is kept for a while, and a search may name thousands.
+            partition_tags: param
+                .partition_tag_array
+                .iter()
+                .take(MANIFEST_TAGS)
+                .cloned()
+                .collect(),
             nq: param.query_record_array.len(),
             topk: param.topk,
             epoch: 0,
@@ -232,6 +243,27 @@ impl SearchManifest {
             }),
         }
     }
+}
+
+/// The search's partition tags, compiled: from the cache, or on a blocking thread, so a search naming
+/// many tags never holds up the actors' thread (every other search's work runs there).
+async fn tag_patterns(tags: &[String]) -> Result<Option<Arc<TagPatterns>>, GatewayError> {
+    if tags.is_empty() {
+        return Ok(None);
+    }
+    if let Some(cached) = TagPatterns::cached(tags) {
+        return Ok(Some(cached));
+    }
+    // The limits are checked before the copy, so a huge list is refused without one.
+    check_search_tags(tags).map_err(GatewayError::Partition)?;
+    let tags = tags.to_vec();
+    let compiled = tokio::task::spawn_blocking(move || TagPatterns::compile(&tags))
+        .await
+        .map_err(|e| GatewayError::Actor {
+            actor: "partition tag compiler",
+            reason: e.to_string(),
+        })?;
+    compiled.map(Some).map_err(GatewayError::Partition)
 }
 
 /// The checks Milvus makes before searching, so they hold even when no node is asked, and so a
@@ -290,6 +322,13 @@ fn check_query(
             ErrorCode::IllegalDimension,
             format!("every query vector must have the collection's dimension {dimension}"),
         ));
+    }
+    if !binary
+        && let Some(reason) = mishards_proto::limits::non_finite_query_problem(
+            records.iter().map(|r| r.float_data.as_slice()),
+        )
+    {
+        return Err(invalid(ErrorCode::IllegalRowrecord, reason));
     }
     Ok(())
 }

@@ -5,9 +5,12 @@
 //! the arbiter's local set, where an actor cannot be started — each search then had to hand its
 //! scatter-gather actor to the arbiter through a channel (`start_in_arbiter`) — and it routes every
 //! request through an axum router and per-connection layers the gateway does not use. Here a handler
-//! starts its actor in place. What tonic's server also did is kept: TCP_NODELAY, HTTP/2 only, no limit
-//! on concurrent streams, graceful shutdown that lets open requests finish, and `grpc-timeout`
-//! (in `telemetry::RpcService`).
+//! starts its actor in place. What tonic's server also did is kept: TCP_NODELAY, HTTP/2 only, graceful
+//! shutdown that lets open requests finish, and `grpc-timeout` (in `telemetry::RpcService`).
+//!
+//! What clients may hold is bounded (`ClientLimits`): streams per connection, connections (one past the
+//! cap is closed at once, so the client fails fast instead of waiting in the backlog), and keep-alive
+//! pings that close a connection whose client stopped answering.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -16,8 +19,9 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use mishards_config::ClientLimits;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 /// Runs hyper's tasks (a connection's request handlers) as local tasks of the current local set.
 #[derive(Clone, Copy)]
@@ -37,8 +41,12 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Serves `service` on `listener` until `stop` turns true, then lets open connections finish their
 /// requests. Must run inside a `tokio::task::LocalSet` (the actors' arbiter).
-pub async fn serve<S, B>(listener: TcpListener, service: S, mut stop: watch::Receiver<bool>)
-where
+pub async fn serve<S, B>(
+    listener: TcpListener,
+    service: S,
+    limits: ClientLimits,
+    mut stop: watch::Receiver<bool>,
+) where
     S: tower::Service<http::Request<Incoming>, Response = http::Response<B>, Error = Infallible>
         + Clone
         + 'static,
@@ -50,15 +58,27 @@ where
     let mut http2 = hyper::server::conn::http2::Builder::new(LocalExec);
     http2
         .timer(TokioTimer::new())
-        .max_concurrent_streams(None)
-        .keep_alive_timeout(Duration::from_secs(20));
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .keep_alive_interval(limits.keepalive_interval)
+        .keep_alive_timeout(limits.keepalive_timeout);
+    let open = std::sync::Arc::new(Semaphore::new(limits.max_connections));
+    // Refusals are logged once per burst, not once per connection.
+    let mut refused: u64 = 0;
     let mut connections = tokio::task::JoinSet::new();
     let connection_stop = stop.clone();
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
+                Ok((stream, peer)) => {
+                    let Ok(permit) = open.clone().try_acquire_owned() else {
+                        refused += 1;
+                        if refused.is_power_of_two() {
+                            tracing::warn!(%peer, refused, max_connections = limits.max_connections, "client connection refused: the gateway holds max_connections already");
+                        }
+                        drop(stream);
+                        continue;
+                    };
                     if let Err(e) = stream.set_nodelay(true) {
                         tracing::debug!(error = %e, "cannot set TCP_NODELAY on a client connection");
                     }
@@ -68,6 +88,7 @@ where
                     );
                     let mut stop = connection_stop.clone();
                     connections.spawn_local(async move {
+                        let _permit = permit;
                         let mut connection = std::pin::pin!(connection);
                         let result = tokio::select! {
                             result = connection.as_mut() => result,

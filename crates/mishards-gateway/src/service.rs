@@ -28,6 +28,10 @@ use mishards_telemetry::{RequestTraceId, outgoing, record_request, response_with
 const QUICK: Duration = Duration::from_secs(60);
 const SLOW: Duration = Duration::from_secs(3600);
 
+/// Longest a write's client waits for the metadata refresh after it: a stuck metadata database must
+/// not hold acknowledged writes (the poller catches up on its own schedule).
+pub const REFRESH_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The actors a request talks to.
 #[derive(Clone)]
 pub struct Actors {
@@ -52,6 +56,8 @@ pub struct GatewayService {
     version: String,
     /// How searches hedge slow read nodes (`None`: they do not).
     hedging: Option<std::sync::Arc<super::hedge::Hedging>>,
+    /// Relay clients' `set_config` to the write node (`allow_client_set_config`).
+    allow_set_config: bool,
 }
 
 type Reply<T> = Result<Response<T>, Status>;
@@ -90,7 +96,14 @@ impl GatewayService {
             max_retry,
             version,
             hedging: None,
+            allow_set_config: true,
         }
+    }
+
+    /// Whether clients' `Cmd("set_config …")` reaches the write node or is refused here.
+    pub fn allowing_set_config(mut self, allowed: bool) -> Self {
+        self.allow_set_config = allowed;
+        self
     }
 
     /// Searches hedge slow read nodes as `hedging` says.
@@ -160,9 +173,18 @@ impl GatewayService {
         }
     }
 
-    /// Re-reads the metadata after a write, so the client's next search sees it.
+    /// Re-reads the metadata after a write, so the client's next search sees it; gives up after
+    /// `REFRESH_TIMEOUT` (the write itself succeeded).
     async fn refresh(&self) {
-        let _ = self.actors.poller.send(Refresh).await;
+        if tokio::time::timeout(REFRESH_TIMEOUT, self.actors.poller.send(Refresh))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                timeout = ?REFRESH_TIMEOUT,
+                "the metadata refresh after a write did not finish in time: answering the client; searches see the write once the poller reads it"
+            );
+        }
     }
 
     async fn snapshot(&self) -> Result<Arc<Snapshot>, GatewayError> {
@@ -477,6 +499,11 @@ impl MilvusService for GatewayService {
     }
 
     async fn search(&self, r: Request<proto::SearchParam>) -> Reply<proto::TopKQueryResult> {
+        // Refused before anything copies the tags (the search's manifest, its plan): a list past the
+        // limit costs only its length check.
+        if let Err(e) = mishards_meta::check_search_tags(&r.get_ref().partition_tag_array) {
+            return reply("Search", Err(GatewayError::Partition(e)));
+        }
         record_request(r.get_ref());
         let trace_id = RequestTraceId::of(&r);
         reply("Search", self.search_plan(r.into_inner(), trace_id).await)
@@ -495,6 +522,10 @@ impl MilvusService for GatewayService {
             "version" => local(self.version.clone()),
             "status" => local("OK".into()),
             "conn_stats" => self.conn_stats().await.and_then(local),
+            // As Milvus 1.1 (and the node): any command starting so is a config change.
+            _ if !self.allow_set_config && cmd.starts_with("set_config") => {
+                Err(GatewayError::SetConfigRefused)
+            }
             _ => {
                 self.relay(
                     r.into_inner(),

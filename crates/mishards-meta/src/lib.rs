@@ -9,10 +9,13 @@ mod uri;
 use mishards_proto::ErrorCode;
 use mishards_proto::error::MilvusError;
 
-pub use partitions::{DEFAULT_PARTITION_TAG, PartitionSelectError, select_tables};
+pub use partitions::{
+    DEFAULT_PARTITION_TAG, PartitionSelectError, TagPatterns, all_tables, check_search_tags,
+    select_matching, select_tables,
+};
 pub use schema::*;
 pub use store::{CollectionIndex, FileChanges, MetaOptions, MetaStore, Retype};
-pub use uri::{MetaUri, MySqlTarget, SQLITE_FILE_NAME, SqliteTarget, mask_password};
+pub use uri::{MetaUri, MySqlTarget, SQLITE_FILE_NAME, SecretUri, SqliteTarget, mask_password};
 
 /// Everything that can go wrong talking to the metadata database.
 #[derive(Debug, thiserror::Error)]

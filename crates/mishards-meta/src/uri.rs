@@ -82,7 +82,10 @@ impl MetaUri {
 fn parse_mysql(uri: &str) -> Result<MySqlTarget, String> {
     // `url` cannot parse `mysql+pymysql` hosts any differently from `mysql`, so normalise the scheme.
     let normalised = match uri.split_once("://") {
-        Some((_, rest)) => format!("mysql://{rest}"),
+        Some((_, rest)) => format!(
+            "mysql://{}",
+            encode_user_info(rest).unwrap_or_else(|| rest.to_string())
+        ),
         None => uri.to_string(),
     };
     let url = url::Url::parse(&normalised).map_err(|e| e.to_string())?;
@@ -151,21 +154,81 @@ fn parse_sqlite(rest: &str, storage_dir: Option<&Path>) -> Result<SqliteTarget, 
 }
 
 /// Replaces the password in a URI-looking string with `***`; anything else comes back unchanged.
+/// The credentials end at the last `@` (a host never holds one), so a password with `/`, `@` or `:` in
+/// it, encoded or not, is masked whole.
 pub fn mask_password(uri: &str) -> String {
     let Some((scheme, rest)) = uri.split_once("://") else {
         return uri.to_string();
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
+    let Some((credentials, location)) = rest.rsplit_once('@') else {
         return uri.to_string();
     };
-    let credentials = &authority[..at];
     match credentials.split_once(':') {
         Some((user, password)) if !password.is_empty() => {
-            format!("{scheme}://{user}:***{}", &rest[at..])
+            format!("{scheme}://{user}:***@{location}")
         }
         _ => uri.to_string(),
+    }
+}
+
+/// Percent-encodes what a password may hold that would end the URI's user-info part early (`/`, `@`,
+/// `:`, `?`, `#`, …), keeping `%XX` escapes as they are: `user:p@ss/w@host` reads as the user `user`
+/// with the password `p@ss/w`, as an operator who did not encode it meant.
+fn encode_user_info(rest: &str) -> Option<String> {
+    let (credentials, location) = rest.rsplit_once('@')?;
+    let (user, password) = credentials.split_once(':')?;
+    let mut encoded = String::with_capacity(password.len());
+    for c in password.chars() {
+        match c {
+            c if c.is_ascii_alphanumeric() || "-._~%!$&'()*+,;=".contains(c) => encoded.push(c),
+            c => {
+                let mut buf = [0; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    encoded.push_str(&format!("%{b:02X}"));
+                }
+            }
+        }
+    }
+    Some(format!("{user}:{encoded}@{location}"))
+}
+
+/// A metadata URI as the operator gave it (text), whose `Debug` and `Display` mask the password: what a
+/// config holds, so printing or logging the config never shows the secret.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretUri(String);
+
+impl SecretUri {
+    pub fn new(text: impl Into<String>) -> Self {
+        SecretUri(text.into())
+    }
+
+    /// The URI with its password: for connecting, never for printing.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for SecretUri {
+    fn from(text: String) -> Self {
+        SecretUri(text)
+    }
+}
+
+impl From<&str> for SecretUri {
+    fn from(text: &str) -> Self {
+        SecretUri(text.to_string())
+    }
+}
+
+impl fmt::Display for SecretUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&mask_password(&self.0))
+    }
+}
+
+impl fmt::Debug for SecretUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&mask_password(&self.0), f)
     }
 }
 
@@ -269,6 +332,47 @@ mod tests {
             assert!(!err.contains("secret"), "{err}");
             assert!(err.contains(&mask_password(uri)), "{err}");
         }
+    }
+
+    #[test]
+    fn passwords_with_slash_at_and_colon_parse_and_never_show() {
+        for (uri, password) in [
+            ("mysql://user:p%40ss:w/rd@host/db", "p@ss:w/rd"),
+            (
+                "mysql+pymysql://user:p@ss:w/rd@host:3307/db?charset=utf8mb4",
+                "p@ss:w/rd",
+            ),
+            ("mysql://user:a#b?c@host/db", "a#b?c"),
+        ] {
+            let t = mysql(uri);
+            assert_eq!(t.password.as_deref(), Some(password), "{uri}");
+            assert_eq!(
+                (t.user.as_str(), t.host.as_str()),
+                ("user", "host"),
+                "{uri}"
+            );
+            assert_eq!(t.database, "db", "{uri}");
+            let parsed = MetaUri::MySql(t);
+            let secret = SecretUri::new(uri);
+            for shown in [
+                format!("{parsed}"),
+                format!("{parsed:?}"),
+                format!("{secret}"),
+                format!("{secret:?}"),
+                mask_password(uri),
+            ] {
+                assert!(!shown.contains(password), "{shown}");
+                assert!(!shown.contains("ss:w"), "{shown}");
+                assert!(!shown.contains("rd@"), "{shown}");
+                assert!(shown.contains("user:***@host"), "{shown}");
+            }
+            assert_eq!(secret.expose(), uri);
+        }
+        // A bad URI with such a password: its error masks it too.
+        let err = MetaUri::parse("mysql://user:p@ss:w/rd@/db", None)
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("ss:w"), "{err}");
     }
 
     #[test]

@@ -60,7 +60,7 @@ impl RunningNode {
 /// The metadata URI a node uses: the configured one, else `meta.sqlite` in its storage folder.
 pub fn meta_uri(config: &NodeConfig) -> Result<MetaUri, NodeError> {
     match &config.meta_uri {
-        Some(text) => Ok(MetaUri::parse(text, Some(&config.storage))?),
+        Some(text) => Ok(MetaUri::parse(text.expose(), Some(&config.storage))?),
         None => Ok(MetaUri::Sqlite(SqliteTarget::File(
             config.storage.join(SQLITE_FILE_NAME),
         ))),

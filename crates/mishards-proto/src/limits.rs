@@ -40,3 +40,16 @@ pub fn result_size_problem(nq: usize, k: usize) -> Option<String> {
         )),
     }
 }
+
+/// Most partition tags one search may name. Milvus 1.1 sets no such bound, but each tag is a regular
+/// expression compiled for the search, so an unbounded list lets one request cost any amount of work.
+pub const MAX_SEARCH_PARTITION_TAGS: usize = 4096;
+
+/// Why a search's query vectors are refused for holding NaN or an infinity, if they are (the gateway
+/// and the node say it alike).
+pub fn non_finite_query_problem<'a>(mut rows: impl Iterator<Item = &'a [f32]>) -> Option<String> {
+    rows.position(|row| row.iter().any(|v| !v.is_finite()))
+        .map(|row| {
+            format!("query vector {row} contains NaN or an infinite value: vectors must be finite")
+        })
+}

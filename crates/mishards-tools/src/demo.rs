@@ -106,7 +106,8 @@ impl EmbeddedCluster {
         gateway_config.meta_uri = format!(
             "sqlite://{}",
             data_dir.join(mishards_meta::SQLITE_FILE_NAME).display()
-        );
+        )
+        .into();
         gateway_config.discovery = DiscoveryKind::File;
         gateway_config.discovery_file = Some(hosts_file.clone());
         gateway_config.static_hosts = Vec::new();

@@ -10,9 +10,11 @@ use super::{Engine, Query, RAW_FILES, blocking, every_table, table_ids};
 use crate::cache::LoadedSegment;
 use crate::index::TopK;
 use crate::segment_index::{SearchParams, float_metric};
-use crate::vectors::{Vectors, row_width};
+use crate::vectors::{Vectors, VectorsRef, row_width};
 use crate::{NodeError, validate};
-use mishards_meta::{FileRow, FileType, TableRow, select_tables};
+use mishards_meta::{
+    CollectionTables, FileRow, FileType, TableRow, TagPatterns, check_search_tags, select_matching,
+};
 
 impl Engine {
     /// Searches the collection's searchable files (of the tables the tags select). `None` when the
@@ -25,7 +27,7 @@ impl Engine {
     ) -> Result<Option<TopK>, NodeError> {
         let tables = self.collection(name).await?;
         let params = check_query(&tables.collection, query)?;
-        let selected = select_tables(&tables, tags)?;
+        let selected = tables_of(&tables, tags).await?;
         let files = self.meta.searchable_files(&selected).await?;
         self.search_files(&tables.collection, files, query, params)
             .await
@@ -227,7 +229,7 @@ impl Engine {
         let tables = self.collection(name).await?;
         let files = self
             .meta
-            .searchable_files(&select_tables(&tables, tags)?)
+            .searchable_files(&tables_of(&tables, tags).await?)
             .await?;
         let bytes: u64 = files
             .iter()
@@ -249,7 +251,7 @@ impl Engine {
         let tables = self.collection(name).await?;
         let files = self
             .meta
-            .searchable_files(&select_tables(&tables, tags)?)
+            .searchable_files(&tables_of(&tables, tags).await?)
             .await?;
         self.cache
             .evict(&files.iter().map(|f| f.id).collect::<Vec<_>>());
@@ -278,7 +280,31 @@ fn check_query(collection: &TableRow, query: &Query<'_>) -> Result<SearchParams,
             if binary { " (bits)" } else { "" }
         )));
     }
+    if let VectorsRef::Float(values) = query.vectors
+        && let Some(reason) =
+            mishards_proto::limits::non_finite_query_problem(values.chunks(dim.max(1)))
+    {
+        return Err(NodeError::InvalidRowRecord(reason));
+    }
     validate::search_params(collection.engine_type, query.k, query.params)
+}
+
+/// The tables a search (or preload, or release) of these tags reads. Compiling the tags' patterns is
+/// CPU work bounded by `check_search_tags`: done on a blocking thread unless cached, so a search naming
+/// thousands of tags does not hold up an async worker.
+async fn tables_of(tables: &CollectionTables, tags: &[String]) -> Result<Vec<String>, NodeError> {
+    if tags.is_empty() {
+        return Ok(table_ids(tables));
+    }
+    let patterns = match TagPatterns::cached(tags) {
+        Some(hit) => hit,
+        None => {
+            check_search_tags(tags)?;
+            let tags = tags.to_vec();
+            blocking(move || TagPatterns::compile(&tags)).await??
+        }
+    };
+    Ok(select_matching(tables, &patterns)?)
 }
 
 /// `TableFiles.id`s as clients send them: decimal strings.

@@ -412,10 +412,13 @@ fn the_forms_follow_milvus_rules() {
         assert!(!is_meta_uri(uri), "{uri}");
     }
     assert_eq!(
-        without_password("mysql://root:secret@db:3306/milvus"),
+        mishards_meta::mask_password("mysql://root:secret@db:3306/milvus"),
         "mysql://root:***@db:3306/milvus"
     );
-    assert_eq!(without_password("sqlite://:@:/"), "sqlite://:@:/");
+    assert_eq!(
+        mishards_meta::mask_password("sqlite://:@:/"),
+        "sqlite://:@:/"
+    );
     let zone = |text: &str| mishards_config::parse_timezone(text).expect("a zone");
     assert_eq!(timezone_text(&zone("UTC+8")).as_deref(), Some("UTC+8"));
     assert_eq!(timezone_text(&zone("-05:30")).as_deref(), Some("UTC-5:30"));
