@@ -109,7 +109,11 @@ async fn collections_and_partitions() {
                 (p.owner_table.as_str(), p.partition_tag.as_str()),
                 ("vectors", tag)
             );
-            assert!(p.table_id.bytes().all(|b| b.is_ascii_digit()), "{}", p.table_id);
+            assert!(
+                p.table_id.bytes().all(|b| b.is_ascii_digit()),
+                "{}",
+                p.table_id
+            );
             assert!(!part_ids.contains(&p.table_id), "ids are unique");
             part_ids.push(p.table_id);
         }
@@ -146,10 +150,7 @@ async fn collections_and_partitions() {
                 .collect::<Vec<_>>(),
             ["2024-01", "2024-02"]
         );
-        assert_eq!(
-            select_tables(&view, &["2024-0[2]".into()]).unwrap(),
-            [p02]
-        );
+        assert_eq!(select_tables(&view, &["2024-0[2]".into()]).unwrap(), [p02]);
         assert!(
             store
                 .collection_with_partitions(p01)
@@ -170,10 +171,7 @@ async fn collections_and_partitions() {
             .update_collection_index("vectors", EngineType::IvfFlat, r#"{"nlist": 1024}"#)
             .await
             .unwrap();
-        store
-            .update_table_flush_lsn(p01, 99)
-            .await
-            .unwrap();
+        store.update_table_flush_lsn(p01, 99).await.unwrap();
         let view = store
             .collection_with_partitions("vectors")
             .await
@@ -187,12 +185,7 @@ async fn collections_and_partitions() {
         assert_eq!(view.partitions[0].flush_lsn, 99);
         assert_eq!(view.collection.index_params, r#"{"nlist": 1024}"#);
 
-        assert!(
-            store
-                .mark_table_deleted(p02, 50)
-                .await
-                .unwrap()
-        );
+        assert!(store.mark_table_deleted(p02, 50).await.unwrap());
         let view = store
             .collection_with_partitions("vectors")
             .await
@@ -219,11 +212,7 @@ async fn collections_and_partitions() {
         );
 
         store
-            .delete_tables(&[
-                "vectors".into(),
-                p01.into(),
-                p02.into(),
-            ])
+            .delete_tables(&["vectors".into(), p01.into(), p02.into()])
             .await
             .unwrap();
         assert!(store.table("vectors").await.unwrap().is_none());
@@ -684,7 +673,11 @@ async fn a_statement_stuck_behind_a_lock_times_out() {
         .create_table(&NewTable::collection("locked", 2, 1, MetricType::L2, 0))
         .await
         .unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(matches!(err, MetaError::Timeout { .. }), "{err}");
     assert_eq!(
         mishards::proto::error::MilvusError::code(&err),

@@ -1292,7 +1292,11 @@ impl SmallDisk {
             .arg(self.dir.path())
             .output()
             .expect("run mount");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -1323,7 +1327,9 @@ async fn a_full_disk_fails_calls_but_loses_nothing_acknowledged() {
     };
     let uri = MetaUri::Sqlite(SqliteTarget::File(disk.path().join("meta.sqlite")));
     let open = || async {
-        let meta = MetaStore::open(&uri, &MetaOptions::default()).await.unwrap();
+        let meta = MetaStore::open(&uri, &MetaOptions::default())
+            .await
+            .unwrap();
         Engine::open(meta, opts.clone()).await.unwrap()
     };
     let engine = open().await;
@@ -1334,7 +1340,10 @@ async fn a_full_disk_fails_calls_but_loses_nothing_acknowledged() {
     // Inserts (WAL appends) and flushes (segment files) until the disk refuses; bounded.
     for round in 0..400 {
         let flat: Vec<f32> = rng.vectors(100, 64).concat();
-        match engine.insert("full", "", vec![], Vectors::Float(flat), 100).await {
+        match engine
+            .insert("full", "", vec![], Vectors::Float(flat), 100)
+            .await
+        {
             Ok(_) => acknowledged += 100,
             Err(e) => {
                 refused = Some(e);
@@ -1377,6 +1386,10 @@ async fn a_full_disk_fails_calls_but_loses_nothing_acknowledged() {
     engine.close().await;
     let engine = open().await;
     engine.flush(&[]).await.unwrap();
-    assert_eq!(engine.count("full").await.unwrap(), acknowledged, "after a restart");
+    assert_eq!(
+        engine.count("full").await.unwrap(),
+        acknowledged,
+        "after a restart"
+    );
     engine.close().await;
 }

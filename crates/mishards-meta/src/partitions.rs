@@ -272,7 +272,14 @@ mod tests {
         let partitions = ["2024-01", "2024-02", "other"]
             .iter()
             .enumerate()
-            .map(|(i, tag)| row(NewTable::partition(&collection, tag, 0), i as i64 + 2))
+            .map(|(i, tag)| {
+                // Readable table ids in place of the generated ones.
+                let new = NewTable {
+                    table_id: format!("c_{tag}"),
+                    ..NewTable::partition(&collection, tag, 0)
+                };
+                row(new, i as i64 + 2)
+            })
             .collect();
         CollectionTables {
             collection,

@@ -332,7 +332,10 @@ impl MetaStore {
             let mut outcome = Ok(());
             for s in statements {
                 let result = self
-                    .bounded(s.op, bind_all!(sqlx::query(&s.sql), &s.args).execute(&mut *tx))
+                    .bounded(
+                        s.op,
+                        bind_all!(sqlx::query(&s.sql), &s.args).execute(&mut *tx),
+                    )
                     .await
                     .and_then(|r| r.map_err(query_error(s.op)));
                 match result {
