@@ -7,7 +7,8 @@
 //! request through an axum router and per-connection layers the gateway does not use. Here a handler
 //! starts its actor in place. What tonic's server also did is kept: TCP_NODELAY, HTTP/2 only, no limit
 //! on concurrent streams, graceful shutdown that lets open requests finish, and `grpc-timeout`
-//! (in `telemetry::RpcService`).
+//! (in `telemetry::RpcService`). With TLS on, each connection's handshake runs in its own task, so a
+//! slow or failing client never holds up the accept loop.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -18,6 +19,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+use mishards_tls::{MaybeTls, ServerTls};
 
 /// Runs hyper's tasks (a connection's request handlers) as local tasks of the current local set.
 #[derive(Clone, Copy)]
@@ -36,9 +39,14 @@ where
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Serves `service` on `listener` until `stop` turns true, then lets open connections finish their
-/// requests. Must run inside a `tokio::task::LocalSet` (the actors' arbiter).
-pub async fn serve<S, B>(listener: TcpListener, service: S, mut stop: watch::Receiver<bool>)
-where
+/// requests; over TLS when `tls` is given (a client that fails the handshake is dropped). Must run
+/// inside a `tokio::task::LocalSet` (the actors' arbiter).
+pub async fn serve<S, B>(
+    listener: TcpListener,
+    service: S,
+    mut stop: watch::Receiver<bool>,
+    tls: Option<ServerTls>,
+) where
     S: tower::Service<http::Request<Incoming>, Response = http::Response<B>, Error = Infallible>
         + Clone
         + 'static,
@@ -58,16 +66,34 @@ where
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
+                Ok((stream, peer)) => {
                     if let Err(e) = stream.set_nodelay(true) {
                         tracing::debug!(error = %e, "cannot set TCP_NODELAY on a client connection");
                     }
-                    let connection = http2.serve_connection(
-                        TokioIo::new(stream),
-                        TowerToHyperService::new(service.clone()),
-                    );
+                    let (http2, service, tls) = (http2.clone(), service.clone(), tls.clone());
                     let mut stop = connection_stop.clone();
                     connections.spawn_local(async move {
+                        let io = match tls {
+                            None => MaybeTls::Plain(stream),
+                            Some(tls) => {
+                                let handshake = tokio::select! {
+                                    result = tls.accept(stream) => result,
+                                    _ = stop.wait_for(|s| *s) => return,
+                                };
+                                match handshake {
+                                    Ok(stream) => MaybeTls::Tls(Box::new(stream)),
+                                    Err(e) => {
+                                        // Debug, not warn: any port scan or plain-TCP client lands here.
+                                        tracing::debug!(%peer, error = %e, "TLS handshake with a client failed");
+                                        return;
+                                    }
+                                }
+                            }
+                        };
+                        let connection = http2.serve_connection(
+                            TokioIo::new(io),
+                            TowerToHyperService::new(service),
+                        );
                         let mut connection = std::pin::pin!(connection);
                         let result = tokio::select! {
                             result = connection.as_mut() => result,
