@@ -195,9 +195,7 @@ async fn a_cluster_over_tls_answers_trusted_clients_only() {
         },
     )
     .await;
-    let err = stranger
-        .err()
-        .expect("a client trusting another CA got an answer");
+    let err = stranger.expect_err("a client trusting another CA got an answer");
     assert!(
         err.contains("UnknownIssuer") || err.contains("certificate"),
         "{err}"
