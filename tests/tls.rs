@@ -334,3 +334,62 @@ async fn the_client_port_requires_certificates_and_reloads_new_ones() {
     nodes.reader.shutdown().await;
     nodes.writer.shutdown().await;
 }
+
+#[tokio::test]
+async fn unusable_certificate_files_stop_a_node_and_a_gateway_at_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = TestCa::new("mishards test CA");
+    let good = ca.issue_files(dir.path(), "good", &["127.0.0.1"]);
+    let other = ca.issue_files(dir.path(), "other", &["127.0.0.1"]);
+    let storage = dir.path().join("data");
+    let missing = dir.path().join("missing.pem");
+    let node = |cert: &Path, key: &Path| {
+        node_config(
+            "rw",
+            &storage,
+            &[("tls-cert", path(cert)), ("tls-key", path(key))],
+        )
+    };
+    let err = mishards::node::start(&node(&missing, &good.key))
+        .await
+        .err()
+        .expect("a node with a missing certificate started");
+    assert!(err.to_string().contains("missing.pem"), "{err}");
+    // A key that is not the certificate's.
+    let err = mishards::node::start(&node(&good.cert, &other.key))
+        .await
+        .err()
+        .expect("a node with another certificate's key started");
+    assert!(err.to_string().contains("TLS"), "{err}");
+    // The gateway checks its files before it reaches for anything else.
+    let writer = mishards::node::start(&node_config("rw", &storage, &[]))
+        .await
+        .expect("write node");
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "").expect("hosts file");
+    let meta_uri = format!("sqlite://{}", storage.join("meta.sqlite").display());
+    let settings = [("node-tls-ca", path(&good.key))];
+    let mut flags: std::collections::HashMap<&'static str, String> = [
+        ("host", "127.0.0.1".to_string()),
+        ("port", "0".to_string()),
+        ("woserver", writer.addr.to_string()),
+        ("meta-uri", meta_uri),
+        ("discovery", "file".to_string()),
+        ("discovery-file", path(&hosts)),
+        ("admin-port", "off".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    flags.extend(settings);
+    let env = std::collections::HashMap::new();
+    let settings =
+        mishards::config::Settings::resolve(mishards::config::Scope::Gateway, &flags, &env, None)
+            .expect("gateway settings");
+    let config = mishards::config::GatewayConfig::from_settings(&settings).expect("gateway config");
+    let err = mishards::gateway::start(&config, Default::default())
+        .await
+        .err()
+        .expect("a gateway with a key as its CA started");
+    assert!(err.to_string().contains("good.key"), "{err}");
+    writer.shutdown().await;
+}

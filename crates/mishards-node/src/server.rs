@@ -63,6 +63,14 @@ pub fn meta_uri(config: &NodeConfig) -> Result<MetaUri, NodeError> {
 /// Opens the metadata (a write node creates the schema; a read node needs it to exist), the engine, and
 /// starts serving on `config.host:config.port` (port 0 picks a free port; see `RunningNode::addr`).
 pub async fn start(config: &NodeConfig) -> Result<RunningNode, NodeError> {
+    // Unreadable or unusable certificates are a misconfiguration: refuse to start, naming the file,
+    // before the engine opens (and a write node replays its log).
+    let tls = config
+        .tls
+        .as_ref()
+        .map(mishards_tls::ServerTls::load)
+        .transpose()
+        .map_err(|e| NodeError::Internal(format!("TLS on the gRPC port: {e}")))?;
     let uri = meta_uri(config)?;
     tracing::debug!(
         auto_flush = ?config.auto_flush_interval,
@@ -95,13 +103,6 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, NodeError> {
         },
     )
     .await?;
-    // Unreadable or unusable certificates are a misconfiguration: refuse to start, naming the file.
-    let tls = config
-        .tls
-        .as_ref()
-        .map(mishards_tls::ServerTls::load)
-        .transpose()
-        .map_err(|e| NodeError::Internal(format!("TLS on the gRPC port: {e}")))?;
     let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port))
         .await
         .map_err(|e| {

@@ -226,3 +226,18 @@ async fn the_watcher_applies_new_files_to_new_connections() {
     }
     assert!(connected, "the new certificate was not picked up");
 }
+
+#[tokio::test]
+async fn a_client_poll_picks_up_a_new_ca_for_its_next_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let old_ca = TestCa::new("old CA");
+    let new_ca = TestCa::new("new CA");
+    let ca_file = old_ca.write(&dir.path().join("ca.pem"));
+    let server_files = new_ca.issue_files(dir.path(), "node", &["127.0.0.1"]);
+    let server = ServerTls::load(&server_settings(&server_files, None, false)).unwrap();
+    let client = ClientTls::load(&client_settings(&ca_file, None)).unwrap();
+    assert!(!handshake(&server, &client, "127.0.0.1").await.1);
+    new_ca.write(&ca_file);
+    assert!(client.config.poll());
+    assert_eq!(handshake(&server, &client, "127.0.0.1").await, (true, true));
+}
