@@ -361,7 +361,7 @@ async fn unusable_certificate_files_stop_a_node_and_a_gateway_at_start() {
         .err()
         .expect("a node with another certificate's key started");
     assert!(err.to_string().contains("TLS"), "{err}");
-    // The gateway checks its files before it reaches for anything else.
+    // A gateway refuses to start too, naming the file.
     let writer = mishards::node::start(&node_config("rw", &storage, &[]))
         .await
         .expect("write node");

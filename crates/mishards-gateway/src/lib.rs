@@ -185,6 +185,19 @@ impl RunningGateway {
 /// Starts the actor system and the gRPC server on a thread of their own, and the admin listener on the
 /// caller's runtime.
 pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGateway, GatewayError> {
+    // Unreadable or unusable certificates are a misconfiguration: refuse to start, naming the file.
+    let client_port_tls = config
+        .tls
+        .as_ref()
+        .map(mishards_tls::ServerTls::load)
+        .transpose()
+        .map_err(|e| GatewayError::Start(format!("TLS on the client port: {e}")))?;
+    let node_tls = config
+        .node_tls
+        .as_ref()
+        .map(mishards_tls::ClientTls::load)
+        .transpose()
+        .map_err(|e| GatewayError::Start(format!("TLS to the nodes: {e}")))?;
     let uri = MetaUri::parse(&config.meta_uri, None)?;
     let meta_options = MetaOptions {
         echo: config.sql_echo,
@@ -202,19 +215,6 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
             default_port: mishards_config::DEFAULT_PORT,
         },
     };
-    // Unreadable or unusable certificates are a misconfiguration: refuse to start, naming the file.
-    let client_port_tls = config
-        .tls
-        .as_ref()
-        .map(mishards_tls::ServerTls::load)
-        .transpose()
-        .map_err(|e| GatewayError::Start(format!("TLS on the client port: {e}")))?;
-    let node_tls = config
-        .node_tls
-        .as_ref()
-        .map(mishards_tls::ClientTls::load)
-        .transpose()
-        .map_err(|e| GatewayError::Start(format!("TLS to the nodes: {e}")))?;
     let link_options = node_link::LinkOptions {
         pool_size: tuning.pool_size,
         probe_interval: tuning.probe_interval,
