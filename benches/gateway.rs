@@ -551,14 +551,16 @@ async fn main() {
             .join(" "),
         median(&mut ratios) * 100.0
     );
-    println!(
-        "bare relay (a second gRPC hop and nothing else), per round: {}",
-        relay_runs
-            .iter()
-            .map(|r| format!("{:.0}%", r * 100.0))
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    if !tls {
+        println!(
+            "bare relay (a second gRPC hop and nothing else), per round: {}",
+            relay_runs
+                .iter()
+                .map(|r| format!("{:.0}%", r * 100.0))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
     println!(
         "CPU per search by thread, direct:      {}",
         cpu_direct.per_search()
@@ -567,10 +569,12 @@ async fn main() {
         "CPU per search by thread, via gateway: {}",
         cpu_gateway.per_search()
     );
-    println!(
-        "CPU per search by thread, bare relay:  {}",
-        cpu_relay.per_search()
-    );
+    if !tls {
+        println!(
+            "CPU per search by thread, bare relay:  {}",
+            cpu_relay.per_search()
+        );
+    }
     let links = gateway
         .actors
         .cluster
