@@ -7,6 +7,8 @@
 //! of each side and reports the median, with the CPU each thread kind spent per search. `--profile=gateway`
 //! (or `relay`, `direct`) runs only that side's throughput for `seconds`, for `perf record -t` to attach to.
 //! `--search-batch=N` sets the gateway's `search_batch` (default 32; 1 sends each search alone).
+//! `--tls` puts every hop under TLS (certificates of a throwaway CA): the nodes' ports, the gateway's
+//! client port and its links to the nodes; the bare relay is left out then.
 
 // The allocator the `mishards` binary uses, so the gateway and nodes here cost what they cost there.
 #[global_allocator]
@@ -25,7 +27,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 
 mod common;
-use common::{Client, SplitMix64, arg, connect, node_config, query, settings, vector};
+use common::{Client, SplitMix64, arg, connect, node_config, query, settings, use_tls, vector};
 
 /// Median and p99 of `n` sequential searches, in microseconds.
 async fn latency(
@@ -358,7 +360,26 @@ async fn main() {
     let (_telemetry, sink) = tracing_mode().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let storage = dir.path().display().to_string();
-    let node = |role: &str| node_config(role, &storage, &[]);
+    // `--tls`: one CA for every hop; the bench's clients trust it.
+    let tls = std::env::args().any(|a| a == "--tls");
+    let (mut node_flags, mut gateway_tls_flags) = (Vec::new(), Vec::new());
+    if tls {
+        let ca = mishards::tls::testing::TestCa::new("bench CA");
+        let ca_file = ca.write(&dir.path().join("ca.pem"));
+        let cert = ca.issue_files(dir.path(), "bench", &["127.0.0.1"]);
+        let (cert, key) = (
+            cert.cert.display().to_string(),
+            cert.key.display().to_string(),
+        );
+        node_flags = vec![("tls-cert", cert.clone()), ("tls-key", key.clone())];
+        gateway_tls_flags = vec![
+            ("tls-cert", cert),
+            ("tls-key", key),
+            ("node-tls-ca", ca_file.display().to_string()),
+        ];
+        use_tls(ca.pem());
+    }
+    let node = |role: &str| node_config(role, &storage, &node_flags);
     let writer = mishards::node::start(&node("rw"))
         .await
         .expect("write node");
@@ -379,6 +400,7 @@ async fn main() {
                 .unwrap_or_else(|| "32".into()),
         ),
     ];
+    let gateway_flags: Vec<_> = gateway_flags.into_iter().chain(gateway_tls_flags).collect();
     let gateway_config = GatewayConfig::from_settings(&settings(Scope::Gateway, &gateway_flags))
         .expect("gateway config");
     let gateway = mishards::gateway::start(&gateway_config, Default::default())
@@ -454,7 +476,10 @@ async fn main() {
         std::env::args().find_map(|a| a.strip_prefix("--profile=").map(str::to_string))
     {
         let target = match side.as_str() {
-            "relay" => bare_relay(reader.addr, files.clone()),
+            "relay" => {
+                assert!(!tls, "the bare relay speaks plain TCP only: drop --tls");
+                bare_relay(reader.addr, files.clone())
+            }
             "direct" => reader.addr,
             _ => gateway.addr,
         };
@@ -479,7 +504,8 @@ async fn main() {
     let (mut direct_runs, mut gw_runs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     let mut cpu_direct = ThreadCpu::default();
     let mut cpu_gateway = ThreadCpu::default();
-    let relay = bare_relay(reader.addr, files.clone());
+    // The bare relay speaks plain TCP only: left out under `--tls`.
+    let relay = (!tls).then(|| bare_relay(reader.addr, files.clone()));
     let mut relay_runs = Vec::new();
     let mut cpu_relay = ThreadCpu::default();
     for _ in 0..rounds {
@@ -490,11 +516,14 @@ async fn main() {
         let via = throughput(gateway.addr, 32, seconds, None).await;
 
         cpu_gateway.add(ThreadCpu::read().since(&before), via * seconds as f64);
-        let before = ThreadCpu::read();
-        let relayed = throughput(relay, 32, seconds, None).await;
-        cpu_relay.add(ThreadCpu::read().since(&before), relayed * seconds as f64);
-        eprintln!("round: direct {direct:.0}/s, via gateway {via:.0}/s, bare relay {relayed:.0}/s");
-        relay_runs.push(relayed / direct);
+        if let Some(relay) = relay {
+            let before = ThreadCpu::read();
+            let relayed = throughput(relay, 32, seconds, None).await;
+            cpu_relay.add(ThreadCpu::read().since(&before), relayed * seconds as f64);
+            eprintln!("round: bare relay {relayed:.0}/s");
+            relay_runs.push(relayed / direct);
+        }
+        eprintln!("round: direct {direct:.0}/s, via gateway {via:.0}/s");
         direct_runs.push(direct);
         gw_runs.push(via);
         ratios.push(via / direct);
@@ -505,8 +534,9 @@ async fn main() {
     };
     let (direct_qps, gw_qps) = (median(&mut direct_runs), median(&mut gw_runs));
     println!(
-        "collection: {rows} × 128 float32 in {} segment(s); nq = 1, top-10; one read node",
-        segments.len()
+        "collection: {rows} × 128 float32 in {} segment(s); nq = 1, top-10; one read node{}",
+        segments.len(),
+        if tls { "; TLS on every hop" } else { "" }
     );
     println!(
         "latency, 1 client, {n} searches: direct p50 {direct_p50:.0} µs p99 {direct_p99:.0} µs | via gateway p50 {gw_p50:.0} µs p99 {gw_p99:.0} µs | added at the median {:.0} µs",
@@ -521,14 +551,16 @@ async fn main() {
             .join(" "),
         median(&mut ratios) * 100.0
     );
-    println!(
-        "bare relay (a second gRPC hop and nothing else), per round: {}",
-        relay_runs
-            .iter()
-            .map(|r| format!("{:.0}%", r * 100.0))
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    if !tls {
+        println!(
+            "bare relay (a second gRPC hop and nothing else), per round: {}",
+            relay_runs
+                .iter()
+                .map(|r| format!("{:.0}%", r * 100.0))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
     println!(
         "CPU per search by thread, direct:      {}",
         cpu_direct.per_search()
@@ -537,10 +569,12 @@ async fn main() {
         "CPU per search by thread, via gateway: {}",
         cpu_gateway.per_search()
     );
-    println!(
-        "CPU per search by thread, bare relay:  {}",
-        cpu_relay.per_search()
-    );
+    if !tls {
+        println!(
+            "CPU per search by thread, bare relay:  {}",
+            cpu_relay.per_search()
+        );
+    }
     let links = gateway
         .actors
         .cluster

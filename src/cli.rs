@@ -696,6 +696,7 @@ async fn run_demo(config: DemoConfig, out: &mut dyn Write) -> Result<(), CliErro
         role: Role::Writer,
         host: "127.0.0.1".into(),
         port: 0,
+        tls: None,
         storage: config.data_dir.clone(),
         meta_uri: None,
         sql_echo: config.sql_echo,
@@ -712,6 +713,8 @@ async fn run_demo(config: DemoConfig, out: &mut dyn Write) -> Result<(), CliErro
     let gateway = GatewayConfig {
         host: config.host.clone(),
         port: config.port,
+        tls: None,
+        node_tls: None,
         write_node: NodeAddr::loopback(0),
         meta_uri: Default::default(),
         sql_echo: config.sql_echo,

@@ -19,4 +19,5 @@ pub use mishards_node as node;
 pub use mishards_proto as proto;
 pub use mishards_proto::{error, limits};
 pub use mishards_telemetry as telemetry;
+pub use mishards_tls as tls;
 pub use mishards_tools::{bench, chaos, demo};

@@ -14,6 +14,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("mishards-config", 2),
     ("mishards-telemetry", 3),
     ("mishards-fault", 3),
+    ("mishards-tls", 3),
     ("mishards-node", 4),
     ("mishards-gateway", 4),
     ("mishards-tools", 5),

@@ -55,8 +55,28 @@ pub fn query(collection: &str, rng: &mut SplitMix64, dim: usize) -> proto::Searc
     }
 }
 
+/// The CA every `connect` trusts once a bench turned TLS on (`use_tls`): its connections are then TLS.
+static TLS_CA: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// From now on `connect` speaks TLS, trusting `ca_pem`.
+pub fn use_tls(ca_pem: String) {
+    let _ = TLS_CA.set(ca_pem);
+}
+
 pub async fn connect(addr: std::net::SocketAddr) -> Client {
-    MilvusServiceClient::connect(format!("http://{addr}"))
+    let Some(ca) = TLS_CA.get() else {
+        return MilvusServiceClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect");
+    };
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(ca));
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+        .expect("endpoint")
+        .tls_config(tls)
+        .expect("TLS config")
+        .connect()
         .await
-        .expect("connect")
+        .expect("connect over TLS");
+    MilvusServiceClient::new(channel)
 }

@@ -9,7 +9,7 @@ use crate::error::ConfigError;
 use crate::node_addr::NodeAddr;
 use crate::sections::{
     AdminConfig, ClientLimits, DEFAULT_NODE_SERVICE_NAME, FaultConfig, HedgeConfig, LogConfig,
-    TracingConfig,
+    NodeTlsConfig, ServerTlsConfig, TracingConfig,
 };
 use crate::settings::Settings;
 use crate::specs::DEFAULT_PORT;
@@ -49,6 +49,10 @@ pub enum RouterKind {
 pub struct GatewayConfig {
     pub host: String,
     pub port: u16,
+    /// TLS on the client port (`None`: plain TCP).
+    pub tls: Option<ServerTlsConfig>,
+    /// TLS on the links to the nodes (`None`: plain TCP).
+    pub node_tls: Option<NodeTlsConfig>,
     pub write_node: NodeAddr,
     /// Masked in `Debug`: a config may be printed or logged.
     pub meta_uri: SecretUri,
@@ -113,6 +117,8 @@ impl GatewayConfig {
         Ok(GatewayConfig {
             host: s.text("host").unwrap_or("0.0.0.0").to_string(),
             port: s.port("server_port"),
+            tls: ServerTlsConfig::from_settings(s)?,
+            node_tls: NodeTlsConfig::from_settings(s)?,
             write_node,
             meta_uri,
             sql_echo: s.flag("sql_echo"),
@@ -160,6 +166,8 @@ pub struct NodeConfig {
     pub role: Role,
     pub host: String,
     pub port: u16,
+    /// TLS on the gRPC port (`None`: plain TCP).
+    pub tls: Option<ServerTlsConfig>,
     pub storage: PathBuf,
     /// `None`: `meta.sqlite` inside `storage`. Masked in `Debug`.
     pub meta_uri: Option<SecretUri>,
@@ -200,6 +208,7 @@ impl NodeConfig {
             role,
             host: s.text("host").unwrap_or("0.0.0.0").to_string(),
             port: s.port("server_port"),
+            tls: ServerTlsConfig::from_settings(s)?,
             storage,
             meta_uri,
             sql_echo: s.flag("sql_echo"),

@@ -325,6 +325,129 @@ impl FaultConfig {
     }
 }
 
+/// Longest `tls_reload_interval`: a day, as for the other intervals.
+const MAX_TLS_RELOAD_SECONDS: f64 = 86_400.0;
+
+/// `tls_reload_interval`: `None` for 0 (never reload).
+fn tls_reload_interval(s: &Settings) -> Result<Option<std::time::Duration>, ConfigError> {
+    let seconds = s.number("tls_reload_interval").unwrap_or(5.0);
+    if !(0.0..=MAX_TLS_RELOAD_SECONDS).contains(&seconds) {
+        return Err(s.invalid(
+            "tls_reload_interval",
+            format!("{seconds} seconds: choose 0 (never reload) to {MAX_TLS_RELOAD_SECONDS}"),
+        ));
+    }
+    Ok((seconds > 0.0).then(|| std::time::Duration::from_secs_f64(seconds)))
+}
+
+/// TLS on a role's gRPC port (gateway and node): its certificate, and the CA client certificates
+/// must chain to (mutual TLS). Present only when `tls_cert` and `tls_key` are set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerTlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Client certificates, when presented (or required), must chain to these CAs.
+    pub client_ca: Option<PathBuf>,
+    /// Refuse clients without a certificate; always with `client_ca`.
+    pub require_client_cert: bool,
+    /// How often the files are checked for changes (`None`: never).
+    pub reload_interval: Option<std::time::Duration>,
+}
+
+impl ServerTlsConfig {
+    /// `None` when the port speaks plain TCP (no certificate configured).
+    pub fn from_settings(s: &Settings) -> Result<Option<ServerTlsConfig>, ConfigError> {
+        let (cert, key) = (s.path("tls_cert"), s.path("tls_key"));
+        let client_ca = s.path("tls_client_ca");
+        let require_client_cert = s.flag("tls_require_client_cert");
+        let (cert, key) = match (cert, key) {
+            (Some(cert), Some(key)) => (cert, key),
+            (Some(_), None) => return Err(s.invalid("tls_cert", "needs tls_key as well")),
+            (None, Some(_)) => return Err(s.invalid("tls_key", "needs tls_cert as well")),
+            (None, None) => {
+                if client_ca.is_some() {
+                    return Err(s.invalid(
+                        "tls_client_ca",
+                        "client certificates need TLS: set tls_cert and tls_key too",
+                    ));
+                }
+                if require_client_cert {
+                    return Err(s.invalid(
+                        "tls_require_client_cert",
+                        "client certificates need TLS: set tls_cert, tls_key and tls_client_ca",
+                    ));
+                }
+                return Ok(None);
+            }
+        };
+        if require_client_cert && client_ca.is_none() {
+            return Err(s.invalid(
+                "tls_require_client_cert",
+                "needs tls_client_ca, the CA client certificates must chain to",
+            ));
+        }
+        Ok(Some(ServerTlsConfig {
+            cert,
+            key,
+            client_ca,
+            require_client_cert,
+            reload_interval: tls_reload_interval(s)?,
+        }))
+    }
+}
+
+/// TLS on the gateway's links to its nodes: the CA their certificates chain to, the gateway's own
+/// client certificate for nodes that require one, and the name to check. Present only when
+/// `node_tls_ca` is set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeTlsConfig {
+    pub ca: PathBuf,
+    /// The gateway's client certificate and key (mutual TLS).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Checked against every node's certificate instead of the node's own host.
+    pub server_name: Option<String>,
+    /// How often the files are checked for changes (`None`: never).
+    pub reload_interval: Option<std::time::Duration>,
+}
+
+impl NodeTlsConfig {
+    /// `None` when the gateway reaches its nodes over plain TCP.
+    pub fn from_settings(s: &Settings) -> Result<Option<NodeTlsConfig>, ConfigError> {
+        let client_cert = match (s.path("node_tls_cert"), s.path("node_tls_key")) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (Some(_), None) => return Err(s.invalid("node_tls_cert", "needs node_tls_key as well")),
+            (None, Some(_)) => return Err(s.invalid("node_tls_key", "needs node_tls_cert as well")),
+            (None, None) => None,
+        };
+        let server_name = s
+            .text("node_tls_server_name")
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_string);
+        let Some(ca) = s.path("node_tls_ca") else {
+            if client_cert.is_some() {
+                return Err(s.invalid(
+                    "node_tls_cert",
+                    "a client certificate needs TLS to the nodes: set node_tls_ca too",
+                ));
+            }
+            if server_name.is_some() {
+                return Err(s.invalid(
+                    "node_tls_server_name",
+                    "a server name needs TLS to the nodes: set node_tls_ca too",
+                ));
+            }
+            return Ok(None);
+        };
+        Ok(Some(NodeTlsConfig {
+            ca,
+            client_cert,
+            server_name,
+            reload_interval: tls_reload_interval(s)?,
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,6 +502,123 @@ mod tests {
         assert_eq!(DemoConfig::from_settings(&again).unwrap().admin.port, None);
         // The node has no admin listener.
         assert!(specs_for(Scope::Node).all(|spec| !spec.key.starts_with("admin")));
+    }
+
+    #[test]
+    fn tls_settings() {
+        let node = |f: &[(&'static str, &str)]| {
+            let mut all = vec![("role", "ro")];
+            all.extend_from_slice(f);
+            let s = Settings::resolve(Scope::Node, &flags(&all), &env(&[]), None)?;
+            NodeConfig::from_settings(&s).map(|n| n.tls)
+        };
+        // Plain TCP unless a certificate is given.
+        assert_eq!(node(&[]).unwrap(), None);
+        assert_eq!(gateway_config(&[], &[]).unwrap().node_tls, None);
+        let tls = node(&[
+            ("tls-cert", "/c.pem"),
+            ("tls-key", "/k.pem"),
+            ("tls-client-ca", "/ca.pem"),
+            ("tls-require-client-cert", "true"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            tls,
+            ServerTlsConfig {
+                cert: "/c.pem".into(),
+                key: "/k.pem".into(),
+                client_ca: Some("/ca.pem".into()),
+                require_client_cert: true,
+                reload_interval: Some(std::time::Duration::from_secs(5)),
+            }
+        );
+        let never = node(&[
+            ("tls-cert", "/c.pem"),
+            ("tls-key", "/k.pem"),
+            ("tls-reload-interval", "0"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(never.reload_interval, None);
+        for (f, key) in [
+            (&[("tls-cert", "/c.pem")][..], "`tls_cert`"),
+            (&[("tls-key", "/k.pem")][..], "`tls_key`"),
+            (&[("tls-client-ca", "/ca.pem")][..], "`tls_client_ca`"),
+            (
+                &[("tls-require-client-cert", "true")][..],
+                "`tls_require_client_cert`",
+            ),
+            (
+                &[
+                    ("tls-cert", "/c.pem"),
+                    ("tls-key", "/k.pem"),
+                    ("tls-require-client-cert", "true"),
+                ][..],
+                "`tls_require_client_cert`",
+            ),
+            (
+                &[
+                    ("tls-cert", "/c.pem"),
+                    ("tls-key", "/k.pem"),
+                    ("tls-reload-interval", "-1"),
+                ][..],
+                "`tls_reload_interval`",
+            ),
+        ] {
+            let err = node(f).unwrap_err().to_string();
+            assert!(err.contains(key), "{f:?}: {err}");
+        }
+        let links = gateway_config(
+            &[
+                ("node-tls-ca", "/ca.pem"),
+                ("node-tls-cert", "/g.pem"),
+                ("node-tls-key", "/g.key"),
+                ("node-tls-server-name", "nodes.internal"),
+            ],
+            &[],
+        )
+        .unwrap()
+        .node_tls
+        .unwrap();
+        assert_eq!(
+            links,
+            NodeTlsConfig {
+                ca: "/ca.pem".into(),
+                client_cert: Some(("/g.pem".into(), "/g.key".into())),
+                server_name: Some("nodes.internal".into()),
+                reload_interval: Some(std::time::Duration::from_secs(5)),
+            }
+        );
+        // From the environment, as a container would set them.
+        let g = gateway_config(
+            &[],
+            &[
+                ("MISHARDS_TLS_CERT", "/c.pem"),
+                ("MISHARDS_TLS_KEY", "/k.pem"),
+                ("MISHARDS_NODE_TLS_CA", "/ca.pem"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(g.tls.unwrap().cert, PathBuf::from("/c.pem"));
+        assert_eq!(g.node_tls.unwrap().client_cert, None);
+        for (f, key) in [
+            (
+                &[("node-tls-cert", "/g.pem"), ("node-tls-key", "/g.key")][..],
+                "`node_tls_cert`",
+            ),
+            (
+                &[("node-tls-ca", "/ca.pem"), ("node-tls-key", "/g.key")][..],
+                "`node_tls_key`",
+            ),
+            (
+                &[("node-tls-server-name", "x")][..],
+                "`node_tls_server_name`",
+            ),
+        ] {
+            let err = gateway_config(f, &[]).unwrap_err().to_string();
+            assert!(err.contains(key), "{f:?}: {err}");
+        }
     }
 
     #[test]

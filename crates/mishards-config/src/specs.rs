@@ -104,6 +104,87 @@ pub static SPECS: &[Spec] = &[
         "address the gRPC server binds"
     ),
     spec!(
+        "tls_cert",
+        ["MISHARDS_TLS_CERT"],
+        "tls-cert",
+        Kind::Path,
+        None,
+        GATEWAY_NODE,
+        "PEM certificate chain of the gRPC port; with tls_key the port speaks TLS only (unset: plain TCP)"
+    ),
+    spec!(
+        "tls_key",
+        ["MISHARDS_TLS_KEY"],
+        "tls-key",
+        Kind::Path,
+        None,
+        GATEWAY_NODE,
+        "PEM private key of tls_cert (PKCS#8, PKCS#1 or SEC1)"
+    ),
+    spec!(
+        "tls_client_ca",
+        ["MISHARDS_TLS_CLIENT_CA"],
+        "tls-client-ca",
+        Kind::Path,
+        None,
+        GATEWAY_NODE,
+        "PEM CA certificates that client certificates must chain to (a client presenting another is refused)"
+    ),
+    spec!(
+        "tls_require_client_cert",
+        ["MISHARDS_TLS_REQUIRE_CLIENT_CERT"],
+        "tls-require-client-cert",
+        Kind::Bool,
+        Some("false"),
+        GATEWAY_NODE,
+        "mutual TLS: refuse clients without a certificate signed by tls_client_ca"
+    ),
+    spec!(
+        "tls_reload_interval",
+        ["MISHARDS_TLS_RELOAD_INTERVAL"],
+        "tls-reload-interval",
+        Kind::Number,
+        Some("5"),
+        GATEWAY_NODE,
+        "seconds between checks of the certificate, key and CA files; changed files apply to new connections (0: never reload)"
+    ),
+    spec!(
+        "node_tls_ca",
+        ["MISHARDS_NODE_TLS_CA"],
+        "node-tls-ca",
+        Kind::Path,
+        None,
+        GATEWAY,
+        "PEM CA certificates the nodes' certificates chain to; setting it makes the gateway reach every node over TLS"
+    ),
+    spec!(
+        "node_tls_cert",
+        ["MISHARDS_NODE_TLS_CERT"],
+        "node-tls-cert",
+        Kind::Path,
+        None,
+        GATEWAY,
+        "PEM client certificate chain the gateway shows nodes that require client certificates"
+    ),
+    spec!(
+        "node_tls_key",
+        ["MISHARDS_NODE_TLS_KEY"],
+        "node-tls-key",
+        Kind::Path,
+        None,
+        GATEWAY,
+        "PEM private key of node_tls_cert"
+    ),
+    spec!(
+        "node_tls_server_name",
+        ["MISHARDS_NODE_TLS_SERVER_NAME"],
+        "node-tls-server-name",
+        Kind::Text,
+        None,
+        GATEWAY,
+        "name every node's certificate is checked against (unset: each node's own host name or IP address)"
+    ),
+    spec!(
         "woserver",
         ["WOSERVER"],
         "woserver",

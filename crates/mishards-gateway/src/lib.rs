@@ -192,6 +192,19 @@ impl RunningGateway {
 /// Starts the actor system and the gRPC server on a thread of their own, and the admin listener on the
 /// caller's runtime.
 pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGateway, GatewayError> {
+    // Unreadable or unusable certificates are a misconfiguration: refuse to start, naming the file.
+    let client_port_tls = config
+        .tls
+        .as_ref()
+        .map(mishards_tls::ServerTls::load)
+        .transpose()
+        .map_err(|e| GatewayError::Start(format!("TLS on the client port: {e}")))?;
+    let node_tls = config
+        .node_tls
+        .as_ref()
+        .map(mishards_tls::ClientTls::load)
+        .transpose()
+        .map_err(|e| GatewayError::Start(format!("TLS to the nodes: {e}")))?;
     let uri = MetaUri::parse(config.meta_uri.expose(), None)?;
     let meta_options = MetaOptions {
         echo: config.sql_echo,
@@ -218,6 +231,7 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
         max_backoff: Duration::from_secs(8),
         fault_injection: config.faults.enabled,
         search_batch: config.search_batch,
+        tls: node_tls,
     };
     // Fault injection: one seed for every decision, logged so a run can be replayed.
     let fault_seed = config
@@ -345,7 +359,7 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
         actix::spawn(async move {
             let result = match tokio::net::TcpListener::from_std(listener) {
                 Ok(listener) => {
-                    server::serve(listener, service, limits, stopped).await;
+                    server::serve(listener, service, limits, stopped, client_port_tls).await;
                     Ok(())
                 }
                 Err(e) => Err(format!("cannot listen on the actors' thread: {e}")),
@@ -353,7 +367,14 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
             let _ = served.send(result);
         });
     });
-    tracing::info!(%addr, write_node = %config.write_node, "gateway serving");
+    tracing::info!(
+        %addr,
+        write_node = %config.write_node,
+        tls = config.tls.is_some(),
+        mtls = config.tls.as_ref().is_some_and(|t| t.require_client_cert),
+        node_tls = config.node_tls.is_some(),
+        "gateway serving"
+    );
     let (admin_addr, admin) = match admin_listener {
         Some((listener, admin_addr)) => {
             let router = admin::router(admin::AdminState {

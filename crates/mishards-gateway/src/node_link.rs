@@ -51,6 +51,8 @@ pub struct LinkOptions {
     pub fault_injection: bool,
     /// Most searches one `SearchInFiles` carries (1: each search is a call of its own).
     pub search_batch: usize,
+    /// TLS to the node (`None`: plain TCP).
+    pub tls: Option<mishards_tls::ClientTls>,
 }
 
 /// A node's health as the router needs it: sent when its state changes or its p95 moves.
@@ -239,7 +241,10 @@ impl NodeLink {
             .map(|_| {
                 let faults = self.faults.as_ref().map(|rules| rules.subscribe());
                 MilvusServiceClient::new(FaultChannel::new(
-                    endpoint.connect_with_connector_lazy(CoalescingConnector::new(connect_timeout)),
+                    endpoint.connect_with_connector_lazy(CoalescingConnector::new(
+                        connect_timeout,
+                        self.options.tls.clone(),
+                    )),
                     faults,
                 ))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -11,6 +11,8 @@
 //! What clients may hold is bounded (`ClientLimits`): streams per connection, connections (one past the
 //! cap is closed at once, so the client fails fast instead of waiting in the backlog), and keep-alive
 //! pings that close a connection whose client stopped answering.
+//! With TLS on, each connection's handshake runs in its own task, so a slow or failing client never
+//! holds up the accept loop.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -22,6 +24,8 @@ use hyper_util::service::TowerToHyperService;
 use mishards_config::ClientLimits;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+
+use mishards_tls::{MaybeTls, ServerTls};
 
 /// Runs hyper's tasks (a connection's request handlers) as local tasks of the current local set.
 #[derive(Clone, Copy)]
@@ -40,12 +44,14 @@ where
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Serves `service` on `listener` until `stop` turns true, then lets open connections finish their
-/// requests. Must run inside a `tokio::task::LocalSet` (the actors' arbiter).
+/// requests; over TLS when `tls` is given (a client that fails the handshake is dropped). Must run
+/// inside a `tokio::task::LocalSet` (the actors' arbiter).
 pub async fn serve<S, B>(
     listener: TcpListener,
     service: S,
     limits: ClientLimits,
     mut stop: watch::Receiver<bool>,
+    tls: Option<ServerTls>,
 ) where
     S: tower::Service<http::Request<Incoming>, Response = http::Response<B>, Error = Infallible>
         + Clone
@@ -82,13 +88,31 @@ pub async fn serve<S, B>(
                     if let Err(e) = stream.set_nodelay(true) {
                         tracing::debug!(error = %e, "cannot set TCP_NODELAY on a client connection");
                     }
-                    let connection = http2.serve_connection(
-                        TokioIo::new(stream),
-                        TowerToHyperService::new(service.clone()),
-                    );
+                    let (http2, service, tls) = (http2.clone(), service.clone(), tls.clone());
                     let mut stop = connection_stop.clone();
                     connections.spawn_local(async move {
                         let _permit = permit;
+                        let io = match tls {
+                            None => MaybeTls::Plain(stream),
+                            Some(tls) => {
+                                let handshake = tokio::select! {
+                                    result = tls.accept(stream) => result,
+                                    _ = stop.wait_for(|s| *s) => return,
+                                };
+                                match handshake {
+                                    Ok(stream) => MaybeTls::Tls(Box::new(stream)),
+                                    Err(e) => {
+                                        // Debug, not warn: any port scan or plain-TCP client lands here.
+                                        tracing::debug!(%peer, error = %e, "TLS handshake with a client failed");
+                                        return;
+                                    }
+                                }
+                            }
+                        };
+                        let connection = http2.serve_connection(
+                            TokioIo::new(io),
+                            TowerToHyperService::new(service),
+                        );
                         let mut connection = std::pin::pin!(connection);
                         let result = tokio::select! {
                             result = connection.as_mut() => result,

@@ -1,5 +1,7 @@
 //! The node links' TCP connections. They are tonic's own (hyper's HTTP connector: DNS, connect timeout,
-//! TCP_NODELAY, keep-alive) with one difference: the connection declines vectored writes.
+//! TCP_NODELAY, keep-alive) with two differences: the connection declines vectored writes, and it may
+//! be TLS (`node_tls_ca`), set up here rather than by tonic's `ClientTlsConfig` so each new connection
+//! takes the certificates as last reloaded (mishards-tls).
 //!
 //! Why: h2 sends a DATA frame of 256 bytes or more by chaining it to its write buffer, and a chained
 //! frame must be written out before anything else is buffered — one `writev` per request. A search's
@@ -16,19 +18,23 @@ use std::time::Duration;
 use http::Uri;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use mishards_tls::{ClientStream, ClientTls, MaybeTls};
 
-/// Connects like tonic's `Endpoint::connect_lazy`; its connections coalesce small frames.
+/// Connects like tonic's `Endpoint::connect_lazy`; its connections coalesce small frames, and are TLS
+/// when it has a `ClientTls`.
 #[derive(Clone)]
-pub struct CoalescingConnector(HttpConnector);
+pub struct CoalescingConnector {
+    http: HttpConnector,
+    tls: Option<ClientTls>,
+}
 
 impl CoalescingConnector {
-    pub fn new(connect_timeout: Duration) -> CoalescingConnector {
+    pub fn new(connect_timeout: Duration, tls: Option<ClientTls>) -> CoalescingConnector {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(connect_timeout));
-        CoalescingConnector(http)
+        CoalescingConnector { http, tls }
     }
 }
 
@@ -42,17 +48,28 @@ impl tower::Service<Uri> for CoalescingConnector {
     type Future = Connecting;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        tower::Service::poll_ready(&mut self.0, cx).map_err(Into::into)
+        tower::Service::poll_ready(&mut self.http, cx).map_err(Into::into)
     }
 
     fn call(&mut self, uri: Uri) -> Connecting {
-        let connecting = tower::Service::call(&mut self.0, uri);
-        Box::pin(async move { Ok(CoalescingIo(connecting.await?)) })
+        let host = uri.host().map(str::to_string);
+        let connecting = tower::Service::call(&mut self.http, uri);
+        let tls = self.tls.clone();
+        Box::pin(async move {
+            let tcp = connecting.await?.into_inner();
+            let stream = match (tls, host) {
+                (None, _) => MaybeTls::Plain(tcp),
+                (Some(tls), Some(host)) => MaybeTls::Tls(Box::new(tls.connect(&host, tcp).await?)),
+                (Some(_), None) => return Err("a TLS node address needs a host".into()),
+            };
+            Ok(CoalescingIo(TokioIo::new(stream)))
+        })
     }
 }
 
-/// A TCP connection that tells hyper it has no vectored writes (see the module's comment).
-pub struct CoalescingIo(TokioIo<TcpStream>);
+/// A node connection (plain or TLS) that tells hyper it has no vectored writes (see the module's
+/// comment).
+pub struct CoalescingIo(TokioIo<MaybeTls<ClientStream>>);
 
 impl hyper::rt::Read for CoalescingIo {
     fn poll_read(

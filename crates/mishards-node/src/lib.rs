@@ -4,6 +4,7 @@
 pub mod cache;
 mod checked_io;
 pub mod engine;
+mod incoming;
 pub mod index;
 pub mod segment;
 pub mod segment_index;

@@ -1,19 +1,15 @@
 //! Starting and stopping a node: metadata, engine, background work, and the gRPC listener.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
-
-use futures::TryStreamExt;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::NodeError;
 use super::engine::{Engine, EngineOptions};
+use super::incoming::NodeIncoming;
 use super::server_config::ServerConfig;
 use super::service::NodeService;
 use super::wal::DamagePolicy;
@@ -70,6 +66,14 @@ pub fn meta_uri(config: &NodeConfig) -> Result<MetaUri, NodeError> {
 /// Opens the metadata (a write node creates the schema; a read node needs it to exist), the engine, and
 /// starts serving on `config.host:config.port` (port 0 picks a free port; see `RunningNode::addr`).
 pub async fn start(config: &NodeConfig) -> Result<RunningNode, NodeError> {
+    // Unreadable or unusable certificates are a misconfiguration: refuse to start, naming the file,
+    // before the engine opens (and a write node replays its log).
+    let tls = config
+        .tls
+        .as_ref()
+        .map(mishards_tls::ServerTls::load)
+        .transpose()
+        .map_err(|e| NodeError::Internal(format!("TLS on the gRPC port: {e}")))?;
     let uri = meta_uri(config)?;
     tracing::debug!(
         auto_flush = ?config.auto_flush_interval,
@@ -136,18 +140,25 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, NodeError> {
             .layer(RpcLayer::new(RpcSide::Node, None))
             .add_service(service)
             .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener)
-                    .with_nodelay(Some(true))
-                    .map_ok(move |stream| Killable {
-                        inner: stream,
-                        killed: connections_killed.clone(),
-                    }),
+                NodeIncoming::new(
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    tls,
+                    connections_killed,
+                ),
                 async move {
                     let _ = stopped.wait_for(|s| *s).await;
                 },
             ),
     );
-    tracing::info!(role = config.role.name(), %addr, meta = %uri, storage = %config.storage.display(), "node serving");
+    tracing::info!(
+        role = config.role.name(),
+        %addr,
+        meta = %uri,
+        storage = %config.storage.display(),
+        tls = config.tls.is_some(),
+        mtls = config.tls.as_ref().is_some_and(|t| t.require_client_cert),
+        "node serving"
+    );
     Ok(RunningNode {
         addr,
         engine,
@@ -156,80 +167,4 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, NodeError> {
         server,
         background,
     })
-}
-
-/// A connection `RunningNode::abort` can cut (the server's spawned connection tasks outlive its accept
-/// loop): once the node is killed, the next read or write fails as a reset connection would. One relaxed
-/// load per poll while alive.
-struct Killable {
-    inner: tokio::net::TcpStream,
-    killed: Arc<AtomicBool>,
-}
-
-impl Killable {
-    fn cut(&self) -> Option<std::io::Error> {
-        self.killed.load(Ordering::Relaxed).then(|| {
-            std::io::Error::new(std::io::ErrorKind::ConnectionReset, "the node was killed")
-        })
-    }
-}
-
-impl tonic::transport::server::Connected for Killable {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
-    }
-}
-
-impl AsyncRead for Killable {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if let Some(e) = self.cut() {
-            return Poll::Ready(Err(e));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Killable {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        if let Some(e) = self.cut() {
-            return Poll::Ready(Err(e));
-        }
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        if let Some(e) = self.cut() {
-            return Poll::Ready(Err(e));
-        }
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        if let Some(e) = self.cut() {
-            return Poll::Ready(Err(e));
-        }
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
