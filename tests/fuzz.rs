@@ -7,7 +7,7 @@
 //! inserts, deletions, truncation), so decoders get past their first checks. A failure is shrunk and
 //! kept by proptest in `tests/fuzz.proptest-regressions`, which later runs replay first.
 //!
-//! `MISHARDS_FUZZ_CASES` sets the inputs per target (default 1000, a bounded run for the suite; a long
+//! `MISHARDS_FUZZ_CASES` sets the inputs per target (default 5000, a bounded run for the suite; a long
 //! run: `MISHARDS_FUZZ_CASES=100000 cargo nextest run --test fuzz`). Every target prints how many inputs
 //! it tried.
 
@@ -39,7 +39,7 @@ fn cases() -> u32 {
     std::env::var("MISHARDS_FUZZ_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1000)
+        .unwrap_or(5000)
 }
 
 fn config() -> ProptestConfig {
