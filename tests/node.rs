@@ -1103,13 +1103,8 @@ async fn metadata_transitions_are_all_or_nothing() {
     for db in common::databases().await {
         let dir = tempfile::tempdir().unwrap();
         let opts = EngineOptions {
-            role: mishards::config::Role::Writer,
-            storage: dir.path().to_path_buf(),
-            auto_flush_interval: Duration::from_secs(3600),
-            gc_grace: Duration::from_secs(60),
-            cache_bytes: 1 << 30,
             index_build_rows: 100,
-            wal_damage: mishards::node::wal::DamagePolicy::Refuse,
+            ..writer_options(dir.path())
         };
         let meta = MetaStore::open(&db.uri, &MetaOptions::default())
             .await
@@ -1210,13 +1205,8 @@ async fn a_dropped_collections_log_never_reaches_its_successor_on_every_backend(
         for new_dim in [8i64, 4] {
             let dir = tempfile::tempdir().unwrap();
             let opts = EngineOptions {
-                role: mishards::config::Role::Writer,
-                storage: dir.path().to_path_buf(),
-                auto_flush_interval: Duration::from_secs(3600),
                 gc_grace: Duration::ZERO,
-                cache_bytes: 1 << 30,
-                index_build_rows: 4096,
-                wal_damage: mishards::node::wal::DamagePolicy::Refuse,
+                ..writer_options(dir.path())
             };
             let label = format!("{} dim {new_dim}", db.label);
             let meta = MetaStore::open(&db.uri, &MetaOptions::default())
@@ -1317,13 +1307,9 @@ async fn a_full_disk_fails_calls_but_loses_nothing_acknowledged() {
     use mishards::node::engine::{Engine, EngineOptions};
     let disk = SmallDisk::mount("3m");
     let opts = EngineOptions {
-        role: mishards::config::Role::Writer,
-        storage: disk.path().to_path_buf(),
-        auto_flush_interval: Duration::from_secs(3600),
         gc_grace: Duration::ZERO,
-        cache_bytes: 1 << 30,
         index_build_rows: 100,
-        wal_damage: mishards::node::wal::DamagePolicy::Refuse,
+        ..writer_options(disk.path())
     };
     let uri = MetaUri::Sqlite(SqliteTarget::File(disk.path().join("meta.sqlite")));
     let open = || async {
@@ -1392,4 +1378,17 @@ async fn a_full_disk_fails_calls_but_loses_nothing_acknowledged() {
         "after a restart"
     );
     engine.close().await;
+}
+
+/// A write node's engine on `storage` that flushes only when told.
+fn writer_options(storage: &std::path::Path) -> mishards::node::engine::EngineOptions {
+    mishards::node::engine::EngineOptions {
+        role: mishards::config::Role::Writer,
+        storage: storage.to_path_buf(),
+        auto_flush_interval: Duration::from_secs(3600),
+        gc_grace: Duration::from_secs(60),
+        cache_bytes: 1 << 30,
+        index_build_rows: 4096,
+        wal_damage: mishards::node::wal::DamagePolicy::Refuse,
+    }
 }

@@ -159,6 +159,18 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, NodeError> {
         mtls = config.tls.as_ref().is_some_and(|t| t.require_client_cert),
         "node serving"
     );
+    if exposed(
+        addr.ip(),
+        config.tls.as_ref().is_some_and(|t| t.require_client_cert),
+    ) {
+        tracing::warn!(
+            %addr,
+            "this node answers anyone who can reach it: it has no authentication of its own, and a client can \
+             write, drop collections and change settings. Bind it to the address the gateway reaches it on \
+             (--host / MISHARDS_HOST, e.g. a private interface), firewall the port to the gateway's hosts, or \
+             require client certificates (tls_require_client_cert)"
+        );
+    }
     Ok(RunningNode {
         addr,
         engine,
@@ -167,4 +179,46 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, NodeError> {
         server,
         background,
     })
+}
+
+/// Whether a node listening on `ip` is reachable beyond this host without client certificates: bound
+/// to every interface, or to an address that is neither loopback nor private.
+fn exposed(ip: std::net::IpAddr, client_certs_required: bool) -> bool {
+    if client_certs_required {
+        return false;
+    }
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            v4.is_unspecified() || !(v4.is_loopback() || v4.is_private() || v4.is_link_local())
+        }
+        std::net::IpAddr::V6(v6) => {
+            v6.is_unspecified()
+                || !(v6.is_loopback() || v6.is_unique_local() || v6.is_unicast_link_local())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exposed;
+
+    #[test]
+    fn nodes_reachable_beyond_private_networks_are_called_exposed() {
+        for (ip, want) in [
+            ("0.0.0.0", true),
+            ("::", true),
+            ("203.0.113.7", true),
+            ("127.0.0.1", false),
+            ("10.1.2.3", false),
+            ("192.168.0.9", false),
+            ("::1", false),
+            ("fd00::5", false),
+        ] {
+            assert_eq!(exposed(ip.parse().unwrap(), false), want, "{ip}");
+            assert!(
+                !exposed(ip.parse().unwrap(), true),
+                "{ip} with client certificates"
+            );
+        }
+    }
 }

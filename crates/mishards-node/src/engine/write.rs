@@ -728,18 +728,27 @@ mod tests {
         assert_eq!(listed, wanted);
     }
 
+    /// Collections `good` and `bad`; a file stands where `bad`'s folder must go, so every flush of `bad`
+    /// fails until the returned file is removed.
+    async fn good_and_unflushable(
+        engine: &Arc<Engine>,
+        storage: &std::path::Path,
+    ) -> std::path::PathBuf {
+        engine.create_collection("good", 2, 1024, 1).await.unwrap();
+        engine.create_collection("bad", 2, 1024, 1).await.unwrap();
+        let blocker = segment::table_dir(storage, "bad");
+        std::fs::create_dir_all(blocker.parent().unwrap()).unwrap();
+        std::fs::write(&blocker, b"not a folder").unwrap();
+        blocker
+    }
+
     /// A table whose flush fails (its folder cannot be created) holds up no other table, reports its
     /// error to flush, and does not keep old log files: its rows are logged again at the head of the log.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_failing_table_holds_up_no_other_and_the_log_stays_bounded() {
         let dir = tempfile::tempdir().unwrap();
         let engine = open(dir.path()).await;
-        engine.create_collection("good", 2, 1024, 1).await.unwrap();
-        engine.create_collection("bad", 2, 1024, 1).await.unwrap();
-        // A file where the table's folder must go: every flush of `bad` fails.
-        let blocker = segment::table_dir(dir.path(), "bad");
-        std::fs::create_dir_all(blocker.parent().unwrap()).unwrap();
-        std::fs::write(&blocker, b"not a folder").unwrap();
+        let blocker = good_and_unflushable(&engine, dir.path()).await;
         engine
             .insert("bad", "", vec![], rows(5, 2), 5)
             .await
@@ -780,11 +789,7 @@ mod tests {
     async fn relogged_rows_survive_a_crash_once() {
         let dir = tempfile::tempdir().unwrap();
         let engine = open(dir.path()).await;
-        engine.create_collection("good", 2, 1024, 1).await.unwrap();
-        engine.create_collection("bad", 2, 1024, 1).await.unwrap();
-        let blocker = segment::table_dir(dir.path(), "bad");
-        std::fs::create_dir_all(blocker.parent().unwrap()).unwrap();
-        std::fs::write(&blocker, b"").unwrap();
+        let blocker = good_and_unflushable(&engine, dir.path()).await;
         engine
             .insert("bad", "", vec![1, 2, 3], rows(3, 2), 3)
             .await
