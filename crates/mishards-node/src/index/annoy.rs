@@ -39,6 +39,7 @@ use std::sync::Mutex;
 
 use rayon::prelude::*;
 
+use super::huge_pages::copy_to_huge_pages;
 use super::kernel::{self, Isa};
 use super::topk::{Metric, RowBitmap, TopK, cmp_score};
 
@@ -205,7 +206,7 @@ impl Annoy {
             });
         }
         let isa = Isa::detect();
-        let vectors = data[..rows * dim].to_vec();
+        let vectors = copy_to_huge_pages(&data[..rows * dim]);
         let sq_norms = kernel::norms_vec(isa, &vectors, rows, dim);
         let forest = if rows == 0 {
             Forest::empty()
