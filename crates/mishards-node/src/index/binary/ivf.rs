@@ -24,13 +24,14 @@ use mishards_common::rng::SplitMix64;
 use rayon::prelude::*;
 
 use super::flat::{Codes, Offsets, Scratch, knn, scan};
-use super::kernel::{self, PopIsa};
-use super::{BinaryMetric, code_size, jaccard, jaccard_to_tanimoto};
+use super::kernel::PopIsa;
+use super::probe::Probe;
+use super::{BinaryMetric, code_size, jaccard_to_tanimoto};
 use crate::checked_io::{CrcReader, CrcWriter, read_le, read_u32, read_u64, write_le};
 use crate::index::kernel::Isa;
 use crate::index::kmeans::{kmeans, sort_by_bucket};
 use crate::index::scan::{Heaps, par_map};
-use crate::index::topk::{Metric, RowBitmap, TopK, cmp_score};
+use crate::index::topk::{Metric, RowBitmap, TopK};
 
 /// Milvus 1.1's range for `nlist` and `nprobe`.
 const NLIST_MAX: usize = 65536;
@@ -278,7 +279,7 @@ impl BinIvfFlat {
         deleted: Option<&RowBitmap>,
         out: &mut TopK,
     ) {
-        let code = self.code();
+        let (code, nlist) = (self.code(), self.nlist());
         let runs = query_runs(queries.len() / code);
         let search_run = |&(q0, q1): &(usize, usize)| {
             let mut heaps = Heaps::new(q1 - q0, k.min(self.len()));
@@ -286,15 +287,15 @@ impl BinIvfFlat {
             let mut probe = Probe::default();
             let widen = widens(deleted);
             for (i, q) in queries[q0 * code..q1 * code].chunks_exact(code).enumerate() {
-                probe.rank(isa, self, q, nprobe);
+                probe.rank(isa, self.metric, &self.centroids, code, q, nprobe);
                 let mut next = 0;
-                while next < probe.order.len()
+                while next < nlist
                     && (next < nprobe || (widen && heaps.threshold(i) == f32::INFINITY))
                 {
                     if next == nprobe {
-                        probe.rank_rest(nprobe);
+                        probe.rank_rest();
                     }
-                    let l = probe.order[next].1 as usize;
+                    let l = probe.order[next] as usize;
                     next += 1;
                     let rows = self.list(l);
                     let (m, h) = (self.metric, &mut heaps);
@@ -339,8 +340,8 @@ impl BinIvfFlat {
             let mut probe = Probe::default();
             let mut lists = Vec::with_capacity((q1 - q0) * nprobe);
             for q in queries[q0 * code..q1 * code].chunks_exact(code) {
-                probe.rank(isa, self, q, nprobe);
-                lists.extend(probe.order[..nprobe].iter().map(|e| e.1));
+                probe.rank(isa, self.metric, &self.centroids, code, q, nprobe);
+                lists.extend_from_slice(&probe.order);
             }
             lists
         };
@@ -561,46 +562,6 @@ impl BinIvfFlat {
             ids,
             codes,
         })
-    }
-}
-
-/// One query's lists, nearest first: `(score, list)` for every list, the first `nprobe` sorted.
-#[derive(Default)]
-struct Probe {
-    order: Vec<(f32, u32)>,
-    a: Vec<u32>,
-    b: Vec<u32>,
-}
-
-impl Probe {
-    /// Scores `q` against every centroid by the index's metric and puts the `nprobe` nearest
-    /// first, in order (ties by smaller list).
-    fn rank(&mut self, isa: PopIsa, index: &BinIvfFlat, q: &[u8], nprobe: usize) {
-        let (nlist, code) = (index.nlist(), index.code());
-        self.a.resize(nlist, 0);
-        self.b.resize(nlist, 0);
-        self.order.clear();
-        if index.metric == BinaryMetric::Hamming {
-            kernel::xor_counts(isa, q, &index.centroids, code, &mut self.a);
-            let scored = self.a.iter().enumerate();
-            self.order
-                .extend(scored.map(|(l, &c)| (c as f32, l as u32)));
-        } else {
-            kernel::and_or_counts(isa, q, &index.centroids, code, &mut self.a, &mut self.b);
-            let scored = self.a.iter().zip(&self.b).enumerate();
-            self.order
-                .extend(scored.map(|(l, (&a, &o))| (jaccard(a, o), l as u32)));
-        }
-        let by = |x: &(f32, u32), y: &(f32, u32)| cmp_score(x.0, y.0).then(x.1.cmp(&y.1));
-        if nprobe < self.order.len() {
-            self.order.select_nth_unstable_by(nprobe, by);
-        }
-        self.order[..nprobe.min(nlist)].sort_unstable_by(by);
-    }
-
-    /// Orders the lists after the first `nprobe` too (only needed when deletes leave a query short).
-    fn rank_rest(&mut self, nprobe: usize) {
-        self.order[nprobe..].sort_unstable_by(|x, y| cmp_score(x.0, y.0).then(x.1.cmp(&y.1)));
     }
 }
 
