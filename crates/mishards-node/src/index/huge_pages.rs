@@ -15,10 +15,7 @@ const MIN_BYTES: usize = 4 * HUGE_PAGE;
 /// `src` copied into a fresh vector whose pages were advised huge before first touch.
 pub(crate) fn copy_to_huge_pages(src: &[f32]) -> Vec<f32> {
     let mut out: Vec<f32> = Vec::with_capacity(src.len());
-    advise_huge(
-        out.as_mut_ptr() as *mut u8,
-        src.len() * std::mem::size_of::<f32>(),
-    );
+    advise_huge(out.as_mut_ptr() as *mut u8, std::mem::size_of_val(src));
     out.extend_from_slice(src);
     out
 }
