@@ -17,6 +17,7 @@ pub mod nsg;
 pub mod topk;
 
 mod distance;
+mod huge_pages;
 mod kernel;
 mod kmeans;
 mod scan;

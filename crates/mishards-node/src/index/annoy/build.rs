@@ -177,6 +177,7 @@ impl Builder<'_> {
                 rows,
                 &mut w.block,
                 &mut w.margins,
+                None,
             );
             for (m, &r) in w.margins.iter_mut().zip(rows.iter()) {
                 *m += plane[self.dim]

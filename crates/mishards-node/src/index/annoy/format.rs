@@ -19,7 +19,7 @@ use std::io::{self, Read, Write};
 
 use super::{Annoy, AnnoyParams, Forest, LEAF, MAX_ROWS, N_TREES_RANGE, ScratchPool};
 use crate::checked_io::{CrcReader, CrcWriter, read_le, read_u32, read_u64, write_le};
-use crate::index::kernel::{self, Isa};
+use crate::index::huge_pages::copy_to_huge_pages;
 use crate::index::topk::Metric;
 
 const MAGIC: [u8; 8] = *b"MSANNOY\0";
@@ -166,17 +166,12 @@ impl Annoy {
             leaf_rows,
         };
         check_shape(&forest)?;
-        let norms = match metric {
-            Metric::L2 => kernel::norms_vec(Isa::detect(), &vectors, rows, dim),
-            Metric::Ip => Vec::new(),
-        };
         Ok(Annoy {
             dim,
             metric,
             params: AnnoyParams { n_trees, seed },
             ids,
-            vectors,
-            norms,
+            vectors: copy_to_huge_pages(&vectors),
             forest,
             pool: ScratchPool::default(),
         })

@@ -90,6 +90,20 @@ fn matches(metric: BinaryMetric, q: &[u8], x: &[u8]) -> bool {
     qc.zip(xc).all(|(a, b)| test(word(a), word(b))) && test(word(qt), word(xt))
 }
 
+/// The largest Hamming count that may enter a heap whose threshold is `thr` (+∞ while the heap
+/// fills: any count).
+#[inline]
+fn count_threshold(thr: f32) -> u32 {
+    if thr >= u32::MAX as f32 {
+        u32::MAX
+    } else if thr < 0.0 {
+        // Only a heap with k = 0 has a negative threshold: nothing enters.
+        0
+    } else {
+        thr as u32
+    }
+}
+
 /// Scores the queries (contiguous, `slots.len()` codes; query `i` feeds heap `slots[i]`) against
 /// every row of `rows`, skipping deleted segment rows. Scores are the Hamming count or the Jaccard
 /// distance (also for Tanimoto), or 0 for a matching row under a match metric.
@@ -135,14 +149,20 @@ pub(super) fn scan(
                 BinaryMetric::Hamming => {
                     let counts = &mut scratch.a[..nb];
                     kernel::xor_counts(isa, q, block, code, counts);
-                    // Most blocks hold nothing closer than the k-th so far: one min decides.
-                    let best = counts.iter().copied().min().unwrap_or(u32::MAX);
-                    if best as f32 > heaps.threshold(slot) {
-                        continue;
+                    // Counts are integers: compare them with the k-th count so far as integers
+                    // (a count c enters iff c as f32 <= threshold), no float pass over the block.
+                    let mut thr = count_threshold(heaps.threshold(slot));
+                    for (r, &c) in counts.iter().enumerate() {
+                        if c <= thr {
+                            let row = b0 + r;
+                            if !live(row) {
+                                continue;
+                            }
+                            heaps.push(slot, c as f32, rows.ids[row]);
+                            thr = count_threshold(heaps.threshold(slot));
+                        }
                     }
-                    for (s, &c) in scores.iter_mut().zip(counts.iter()) {
-                        *s = c as f32;
-                    }
+                    continue;
                 }
                 _ => {
                     let (and, or) = (&mut scratch.a[..nb], &mut scratch.b[..nb]);

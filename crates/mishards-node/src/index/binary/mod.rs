@@ -51,6 +51,7 @@
 mod flat;
 mod ivf;
 mod kernel;
+mod probe;
 
 #[cfg(test)]
 mod tests;
