@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::sample::Index;
+use proptest::test_runner::FileFailurePersistence;
 use prost::Message;
 use tonic::Request;
 
@@ -47,6 +48,11 @@ fn config() -> ProptestConfig {
         cases: cases(),
         // Inputs are cheap to make and checks fail loudly; shrink enough to read a failure.
         max_shrink_iters: 2000,
+        // Every failure found is kept here (committed), and replayed first by every later run.
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fuzz.proptest-regressions"
+        )))),
         ..ProptestConfig::default()
     }
 }
