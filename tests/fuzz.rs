@@ -171,6 +171,10 @@ fn wal_seed() -> Vec<u8> {
                 ids: vec![3],
                 vectors: Vectors::Binary(vec![0xff, 0x0f]),
             },
+            mishards::node::wal::WalRecord::DeleteMany {
+                tables: vec![("t".into(), 1), ("1700000000000000".into(), 2)],
+                ids: vec![1, 2, 3],
+            },
             mishards::node::wal::WalRecord::Relog {
                 table_id: "t".into(),
                 created_on: 1,

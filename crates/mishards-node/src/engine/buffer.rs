@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::NodeError;
 use crate::vectors::Vectors;
@@ -24,7 +25,8 @@ pub(super) struct MemTable {
     inserts: Vec<(u64, usize)>,
     /// Logged deletes, in lsn order. At the flush they remove the buffered rows logged before them and
     /// mark the rows in the table's flushed segments.
-    deletes: Vec<(u64, Vec<i64>)>,
+    /// The ids are shared by every table one DeleteByID reached.
+    deletes: Vec<(u64, Arc<[i64]>)>,
 }
 
 impl MemTable {
@@ -92,7 +94,7 @@ impl MemTable {
         }
         let mut last_delete: HashMap<i64, u64> = HashMap::new();
         for (lsn, ids) in &self.deletes {
-            for id in ids {
+            for id in ids.iter() {
                 last_delete.insert(*id, *lsn); // in lsn order: the last one wins
             }
         }
@@ -116,7 +118,7 @@ impl MemTable {
         let mut ids: Vec<i64> = self
             .deletes
             .iter()
-            .flat_map(|(_, ids)| ids)
+            .flat_map(|(_, ids)| ids.iter())
             .copied()
             .collect();
         ids.sort_unstable();
@@ -185,48 +187,88 @@ pub(super) fn apply_record(b: &mut Buffers, lsn: u64, record: WalRecord, width: 
     if let WalRecord::Insert { ids, .. } | WalRecord::Relog { ids, .. } = &record {
         b.last_id = b.last_id.max(ids.iter().copied().max().unwrap_or(0));
     }
-    let created_on = record.created_on();
-    let mem = b.tables.entry(record.table_id().to_string()).or_default();
-    if let (Some(have), Some(new)) = (mem.created_on, created_on)
-        && have != new
-    {
-        // Two tables of one name: the older was dropped (a writer raced the drop), so its rows go.
-        if new < have {
-            tracing::warn!(
-                table = record.table_id(),
-                lsn,
-                "a write for a dropped table of this name is not buffered"
-            );
-            return;
-        }
-        *mem = MemTable::default();
-    }
-    mem.created_on = created_on.or(mem.created_on);
-    mem.width = width;
     match record {
-        WalRecord::Insert { ids, vectors, .. } => mem.push_insert(lsn, ids, vectors),
-        WalRecord::Delete { ids, .. } => mem.deletes.push((lsn, ids)),
+        WalRecord::Insert {
+            table_id,
+            created_on,
+            ids,
+            vectors,
+            ..
+        } => {
+            if let Some(mem) = table_buffer(b, &table_id, created_on, lsn, width) {
+                mem.push_insert(lsn, ids, vectors);
+            }
+        }
+        WalRecord::Delete {
+            table_id,
+            created_on,
+            ids,
+        } => {
+            if let Some(mem) = table_buffer(b, &table_id, created_on, lsn, width) {
+                mem.deletes.push((lsn, ids.into()));
+            }
+        }
+        WalRecord::DeleteMany { tables, ids } => {
+            let ids: Arc<[i64]> = ids.into();
+            for (table_id, created_on) in tables {
+                if let Some(mem) = table_buffer(b, &table_id, Some(created_on), lsn, width) {
+                    mem.deletes.push((lsn, ids.clone()));
+                }
+            }
+        }
         WalRecord::Relog {
+            table_id,
+            created_on,
             deleted,
             ids,
             vectors,
             ..
         } => {
-            // Replaces every record of the table before it, which it sums up.
-            *mem = MemTable {
-                created_on,
-                width,
-                vectors: Vectors::empty(vectors.is_binary()),
-                ..MemTable::default()
-            };
-            if !deleted.is_empty() {
-                mem.deletes.push((lsn, deleted));
-            }
-            if !ids.is_empty() {
-                mem.push_insert(lsn, ids, vectors);
+            if let Some(mem) = table_buffer(b, &table_id, Some(created_on), lsn, width) {
+                // Replaces every record of the table before it, which it sums up.
+                *mem = MemTable {
+                    created_on: Some(created_on),
+                    width,
+                    vectors: Vectors::empty(vectors.is_binary()),
+                    ..MemTable::default()
+                };
+                if !deleted.is_empty() {
+                    mem.deletes.push((lsn, deleted.into()));
+                }
+                if !ids.is_empty() {
+                    mem.push_insert(lsn, ids, vectors);
+                }
             }
         }
     }
+}
+
+/// The buffer a record for `table_id` (created at `created_on`) goes to; `None` when the record is
+/// for an older table of that name, which was dropped (a writer raced the drop).
+fn table_buffer<'b>(
+    b: &'b mut Buffers,
+    table_id: &str,
+    created_on: Option<i64>,
+    lsn: u64,
+    width: usize,
+) -> Option<&'b mut MemTable> {
+    let mem = b.tables.entry(table_id.to_string()).or_default();
+    if let (Some(have), Some(new)) = (mem.created_on, created_on)
+        && have != new
+    {
+        if new < have {
+            tracing::warn!(
+                table = table_id,
+                lsn,
+                "a write for a dropped table of this name is not buffered"
+            );
+            return None;
+        }
+        *mem = MemTable::default();
+    }
+    mem.created_on = created_on.or(mem.created_on);
+    mem.width = width;
+    Some(mem)
 }
 
 #[cfg(test)]
@@ -244,7 +286,7 @@ mod tests {
     fn a_delete_removes_only_buffered_rows_logged_before_it() {
         let mut m = mem_table(1);
         m.push_insert(1, vec![10, 11], Vectors::Float(vec![1.0, 1.1]));
-        m.deletes.push((2, vec![10, 12]));
+        m.deletes.push((2, vec![10, 12].into()));
         m.push_insert(3, vec![10, 12], Vectors::Float(vec![2.0, 2.2]));
         let (ids, vectors) = m.live_rows();
         assert_eq!(&ids[..], [11, 10, 12]);
@@ -257,7 +299,7 @@ mod tests {
         let mut m = mem_table(2);
         m.push_insert(1, vec![1], Vectors::Float(vec![1.0, 1.0]));
         m.push_insert(2, vec![2, 3], Vectors::Float(vec![2.0, 2.0, 3.0, 3.0]));
-        m.deletes.push((3, vec![1]));
+        m.deletes.push((3, vec![1].into()));
         m.push_insert(4, vec![4], Vectors::Float(vec![4.0, 4.0]));
         m.discard(2);
         m.discard(3);
@@ -275,10 +317,10 @@ mod tests {
     fn a_restored_buffer_keeps_log_order() {
         let mut older = mem_table(1);
         older.push_insert(1, vec![1, 2], Vectors::Float(vec![1.0, 2.0]));
-        older.deletes.push((2, vec![5]));
+        older.deletes.push((2, vec![5].into()));
         let mut newer = mem_table(1);
         newer.push_insert(3, vec![5], Vectors::Float(vec![5.0]));
-        newer.deletes.push((4, vec![1]));
+        newer.deletes.push((4, vec![1].into()));
         newer.restore(older);
         assert_eq!(newer.inserts, [(1, 0), (3, 2)]);
         let (ids, _) = newer.live_rows();

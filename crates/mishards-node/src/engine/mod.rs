@@ -30,7 +30,7 @@ use crate::NodeError;
 use crate::cache::SegmentCache;
 use crate::storage_lock::StorageLock;
 use crate::vectors::VectorsRef;
-use crate::wal::{DamagePolicy, Wal};
+use crate::wal::{DamagePolicy, Wal, WalRecord};
 use mishards_config::Role;
 use mishards_meta::{CollectionTables, FileRow, FileType, MetaStore, TableRow, TableState};
 
@@ -132,17 +132,33 @@ impl Engine {
                 )?;
                 let replayed = records.len();
                 for (lsn, record) in records {
-                    let Some(table) = tables.get(record.table_id()) else {
+                    // Records of a dropped table of the same name, or older than the table, are not its.
+                    let live: Vec<&TableRow> = record
+                        .tables()
+                        .into_iter()
+                        .filter_map(|(name, created_on)| {
+                            let table = tables.get(name)?;
+                            (table.state == TableState::Normal
+                                && lsn as i64 > table.flush_lsn
+                                && created_on.is_none_or(|c| c == table.created_on))
+                            .then_some(table)
+                        })
+                        .collect();
+                    let Some(first) = live.first() else {
                         continue;
                     };
-                    // Records of a dropped table of the same name, or older than the table, are not its.
-                    if table.state != TableState::Normal
-                        || lsn as i64 <= table.flush_lsn
-                        || !record.belongs_to(table.created_on)
-                    {
-                        continue;
-                    }
-                    apply_record(&mut buffers, lsn, record, write::table_width(table));
+                    let width = write::table_width(first);
+                    let record = match record {
+                        WalRecord::DeleteMany { ids, .. } => WalRecord::DeleteMany {
+                            tables: live
+                                .iter()
+                                .map(|t| (t.table_id.clone(), t.created_on))
+                                .collect(),
+                            ids,
+                        },
+                        other => other,
+                    };
+                    apply_record(&mut buffers, lsn, record, width);
                 }
                 if replayed > 0 {
                     tracing::info!(records = replayed, "replayed the write-ahead log");

@@ -10,7 +10,7 @@ use super::catalogue::partition_table;
 use super::{Engine, SEGMENT_FILES, blocking, group_by_segment, lock_error, raw_file};
 use crate::segment::{self, SegmentError};
 use crate::vectors::{Vectors, row_width};
-use crate::wal::{Durable, Wal, WalRecord};
+use crate::wal::{Wal, WalRecord};
 use crate::{NodeError, validate};
 use mishards_meta::{
     EngineType, FLAG_AUTO_IDS, FLAG_USER_IDS, FileChanges, FileRow, FileType, NewFile, TableRow,
@@ -200,32 +200,39 @@ impl Engine {
         }
         let tables = self.collection(name).await?;
         let targets = Self::tables_for_tag(&tables, tag)?;
-        let waits: Vec<(String, u64, Durable)> = {
-            let mut b = self.buffers.lock().map_err(lock_error)?;
-            let mut waits = Vec::new();
-            for table in targets {
-                let record = WalRecord::Delete {
-                    table_id: table.table_id.clone(),
-                    created_on: Some(table.created_on),
-                    ids: ids.clone(),
-                };
-                let (lsn, durable) = wal.submit(&record)?;
-                apply_record(&mut b, lsn, record, table_width(table));
-                waits.push((table.table_id.clone(), lsn, durable));
-            }
-            waits
+        let Some(first) = targets.first() else {
+            return Ok(());
         };
-        let mut first_error = None;
-        for (table_id, lsn, durable) in waits {
-            if let Err(e) = durable.wait().await {
-                self.discard_buffered(&table_id, lsn);
-                first_error.get_or_insert(e);
+        let width = table_width(first);
+        // One record for every table reached: the ids are logged and buffered once, however many
+        // partitions the collection has.
+        let record = match &targets[..] {
+            [table] => WalRecord::Delete {
+                table_id: table.table_id.clone(),
+                created_on: Some(table.created_on),
+                ids,
+            },
+            _ => WalRecord::DeleteMany {
+                tables: targets
+                    .iter()
+                    .map(|t| (t.table_id.clone(), t.created_on))
+                    .collect(),
+                ids,
+            },
+        };
+        let (lsn, durable) = {
+            let mut b = self.buffers.lock().map_err(lock_error)?;
+            let (lsn, durable) = wal.submit(&record)?;
+            apply_record(&mut b, lsn, record, width);
+            (lsn, durable)
+        };
+        if let Err(e) = durable.wait().await {
+            for table in &targets {
+                self.discard_buffered(&table.table_id, lsn);
             }
+            return Err(e.into());
         }
-        match first_error {
-            Some(e) => Err(e.into()),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     /// Turns buffered inserts into segment files and applies buffered deletes, for the named collections
@@ -931,6 +938,34 @@ mod tests {
         );
         let err = engine.create_partition("c", "one_more").await.unwrap_err();
         assert!(err.to_string().contains("upper limit(4096)"), "{err}");
+    }
+
+    /// DeleteByID without a tag reaches every partition with one log record (ids logged and buffered
+    /// once, not once per partition), and replays into each after a crash.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_delete_over_many_partitions_is_one_record_replayed_into_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = open(dir.path()).await;
+        engine.create_collection("c", 2, 1024, 1).await.unwrap();
+        for (i, tag) in ["", "a", "b"].iter().enumerate() {
+            if !tag.is_empty() {
+                engine.create_partition("c", tag).await.unwrap();
+            }
+            let ids = vec![i as i64 * 10, i as i64 * 10 + 1];
+            engine.insert("c", tag, ids, rows(2, 2), 2).await.unwrap();
+        }
+        engine.flush(&[]).await.unwrap();
+        let before = wal(&engine).next_lsn();
+        engine.delete("c", "", vec![0, 11, 20]).await.unwrap();
+        assert_eq!(wal(&engine).next_lsn(), before + 1, "one record");
+        engine.close().await;
+        let engine = open(dir.path()).await;
+        engine.flush(&[]).await.unwrap();
+        assert_eq!(engine.count("c").await.unwrap(), 3);
+        assert_eq!(
+            found(&engine, &[0, 1, 10, 11, 20, 21]).await,
+            [false, true, true, false, false, true]
+        );
     }
 
     fn wal_files(storage: &std::path::Path) -> Vec<String> {

@@ -13,6 +13,8 @@ const KIND_DELETE: u8 = 2;
 const KIND_INSERT_BINARY: u8 = 3;
 /// A table's whole buffered state logged again (see [`WalRecord::Relog`]); always identified.
 const KIND_RELOG: u8 = 4;
+/// One delete for several tables (see [`WalRecord::DeleteMany`]); its own table name is empty.
+const KIND_DELETE_MANY: u8 = 5;
 /// Set on the kind when the table's `created_on` follows its name. Logs written before it existed hold
 /// records without it; those match any table of their name, as they always did.
 const IDENTIFIED: u8 = 0x80;
@@ -33,6 +35,13 @@ pub enum WalRecord {
         created_on: Option<i64>,
         ids: Vec<i64>,
     },
+    /// A delete for every table of a collection at once (DeleteByID without a partition tag): the ids
+    /// are logged and buffered once, however many partitions the collection has.
+    DeleteMany {
+        /// Each table's name and `created_on`.
+        tables: Vec<(String, i64)>,
+        ids: Vec<i64>,
+    },
     /// Everything a table had buffered, logged again at the head of the log so the files holding the
     /// original records can be dropped while the table cannot be flushed. Replay replaces what the table
     /// had buffered with it: `deleted` ids mark rows of its segments, `ids`/`vectors` are its live rows.
@@ -47,27 +56,29 @@ pub enum WalRecord {
 }
 
 impl WalRecord {
-    pub fn table_id(&self) -> &str {
+    /// The tables the record is for, each with its `created_on` when the record says (records of
+    /// older logs do not).
+    pub fn tables(&self) -> Vec<(&str, Option<i64>)> {
         match self {
-            WalRecord::Insert { table_id, .. }
-            | WalRecord::Delete { table_id, .. }
-            | WalRecord::Relog { table_id, .. } => table_id,
-        }
-    }
-
-    /// The `created_on` of the table the record was written for, when the record says.
-    pub fn created_on(&self) -> Option<i64> {
-        match self {
-            WalRecord::Insert { created_on, .. } | WalRecord::Delete { created_on, .. } => {
-                *created_on
+            WalRecord::Insert {
+                table_id,
+                created_on,
+                ..
             }
-            WalRecord::Relog { created_on, .. } => Some(*created_on),
+            | WalRecord::Delete {
+                table_id,
+                created_on,
+                ..
+            } => vec![(table_id, *created_on)],
+            WalRecord::Relog {
+                table_id,
+                created_on,
+                ..
+            } => vec![(table_id, Some(*created_on))],
+            WalRecord::DeleteMany { tables, .. } => {
+                tables.iter().map(|(t, c)| (t.as_str(), Some(*c))).collect()
+            }
         }
-    }
-
-    /// Whether the record may be applied to the table `table_created_on` names.
-    pub fn belongs_to(&self, table_created_on: i64) -> bool {
-        self.created_on().is_none_or(|c| c == table_created_on)
     }
 
     pub(super) fn encode(&self, lsn: u64) -> Vec<u8> {
@@ -119,6 +130,16 @@ impl WalRecord {
                 put_head(&mut body, KIND_DELETE, table_id, *created_on);
                 put_ids(&mut body, ids);
             }
+            WalRecord::DeleteMany { tables, ids } => {
+                put_head(&mut body, KIND_DELETE_MANY, "", None);
+                body.extend_from_slice(&(tables.len() as u32).to_le_bytes());
+                for (table, created_on) in tables {
+                    body.extend_from_slice(&(table.len() as u32).to_le_bytes());
+                    body.extend_from_slice(table.as_bytes());
+                    body.extend_from_slice(&created_on.to_le_bytes());
+                }
+                put_ids(&mut body, ids);
+            }
             WalRecord::Relog {
                 table_id,
                 created_on,
@@ -151,6 +172,10 @@ impl WalRecord {
                 ..
             } => (table_id, ids.len(), vectors.bytes()),
             WalRecord::Delete { table_id, ids, .. } => (table_id, ids.len(), 0),
+            WalRecord::DeleteMany { tables, ids } => {
+                let names: usize = tables.iter().map(|(t, _)| t.len() + 12).sum();
+                return 48 + names + ids.len() * 8;
+            }
             WalRecord::Relog {
                 table_id,
                 deleted,
@@ -193,6 +218,19 @@ impl WalRecord {
                 created_on,
                 ids: r.ids()?,
             },
+            KIND_DELETE_MANY if table_id.is_empty() && created_on.is_none() => {
+                let n = r.u32()? as usize;
+                let mut tables = Vec::new();
+                for _ in 0..n {
+                    let len = r.u32()? as usize;
+                    let name = String::from_utf8(r.take(len)?.to_vec()).ok()?;
+                    tables.push((name, r.i64()?));
+                }
+                WalRecord::DeleteMany {
+                    tables,
+                    ids: r.ids()?,
+                }
+            }
             KIND_RELOG => {
                 let dim = r.u32()?;
                 let binary = match r.take(1)?[0] {
@@ -308,6 +346,13 @@ mod tests {
             10,
         );
         round_trip(
+            &WalRecord::DeleteMany {
+                tables: vec![("c".into(), 1), ("1700000000000000".into(), 2)],
+                ids: vec![4, 5, 6],
+            },
+            12,
+        );
+        round_trip(
             &WalRecord::Relog {
                 table_id: "t".into(),
                 created_on: 3,
@@ -334,9 +379,8 @@ mod tests {
             "the kind byte of older logs"
         );
         round_trip(&legacy, 3);
-        assert!(legacy.belongs_to(42));
-        assert!(insert("t", &[1]).belongs_to(7));
-        assert!(!insert("t", &[1]).belongs_to(8));
+        assert_eq!(legacy.tables(), [("t", None)]);
+        assert_eq!(insert("t", &[1]).tables(), [("t", Some(7))]);
     }
 
     #[test]
