@@ -115,6 +115,7 @@ impl MilvusError for NodeError {
             },
             NodeError::Segment(e) if e.is_not_found() => ErrorCode::FileNotFound,
             NodeError::FlushFailed { source, .. } => source.code(),
+            NodeError::Wal(wal::WalError::Backlog { .. }) => ErrorCode::OutOfMemory,
             NodeError::Wal(_)
             | NodeError::StorageLock(_)
             | NodeError::Segment(_)
