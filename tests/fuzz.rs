@@ -210,7 +210,7 @@ fn wal_files() {
     });
 }
 
-fn file_seeds(dir: &Path) -> Vec<(String, Vec<u8>)> {
+fn file_seeds(dir: &Path) -> Vec<Vec<u8>> {
     let raw = dir.join("raw");
     segment::write_raw(
         &raw,
@@ -223,23 +223,19 @@ fn file_seeds(dir: &Path) -> Vec<(String, Vec<u8>)> {
     segment::write_raw(&bin, 16, &[1, 2], &Vectors::Binary(vec![1, 2, 3, 4])).unwrap();
     let deleted = dir.join("deleted");
     segment::add_deleted(&deleted, &[1, 5, 9]).unwrap();
-    let mut seeds = vec![
-        ("raw".to_string(), std::fs::read(&raw).unwrap()),
-        ("raw".to_string(), std::fs::read(&bin).unwrap()),
-        ("deleted".to_string(), std::fs::read(&deleted).unwrap()),
-    ];
-    // One index file of each kind, built on a small segment.
-    let rows = segment::read_raw(&raw).unwrap();
-    let vectors: Vec<f32> = (0..64 * 4)
-        .map(|i| ((i * 7919) % 101) as f32 / 10.0)
+    let mut seeds: Vec<Vec<u8>> = [&raw, &bin, &deleted]
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
         .collect();
+    // One index file of each kind, built on a small segment.
     let many = mishards::node::segment::RawSegment {
+        dim: 4,
         ids: (0..64).collect(),
-        ..rows
-    };
-    let many = mishards::node::segment::RawSegment {
-        vectors: Vectors::Float(vectors),
-        ..many
+        vectors: Vectors::Float(
+            (0..64 * 4)
+                .map(|i| ((i * 7919) % 101) as f32 / 10.0)
+                .collect(),
+        ),
     };
     for (engine, params) in [
         (mishards::meta::EngineType::IvfFlat, r#"{"nlist": 4}"#),
@@ -256,7 +252,7 @@ fn file_seeds(dir: &Path) -> Vec<(String, Vec<u8>)> {
         let index = SegmentIndex::build(engine, &many, MetricType::L2, &params, 7).unwrap();
         let path = dir.join(format!("index-{engine:?}"));
         segment::write_index(&path, &index, &many.ids).unwrap();
-        seeds.push(("index".to_string(), std::fs::read(&path).unwrap()));
+        seeds.push(std::fs::read(&path).unwrap());
     }
     seeds
 }
@@ -266,7 +262,7 @@ fn segment_and_index_files() {
     let dir = tempfile::tempdir().unwrap();
     let seeds = file_seeds(dir.path());
     let path = dir.path().join("fuzzed");
-    let strategy = mutated(seeds.iter().map(|s| s.1.clone()).collect());
+    let strategy = mutated(seeds);
     run("segment_and_index_files", strategy, |bytes| {
         std::fs::write(&path, bytes).unwrap();
         // Every reader on every input: each must answer or refuse.

@@ -25,6 +25,9 @@
 //! Scores inside are "lower is better" (squared L2, or the negated inner product; hnswlib uses
 //! 1 − ip, which orders the same); reported distances are Milvus's: squared L2 ascending, or the
 //! inner product descending. Equal distances rank by smaller id.
+//!
+//! Past 800 lines on purpose: build, search and the neighbour heuristic share one graph layout and
+//! scratch pool, and splitting them would spread that layout's invariants over several files.
 
 mod format;
 
