@@ -420,6 +420,36 @@ fn bench_command() -> Command {
                 .help("the Milvus 1.1 endpoint: a mishards gateway, a data node or Milvus"),
         )
         .arg(
+            Arg::new("tls-ca")
+                .long("tls-ca")
+                .value_name("PEM")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("speak TLS to the endpoint, trusting the CA certificates in this file"),
+        )
+        .arg(
+            Arg::new("tls-cert")
+                .long("tls-cert")
+                .value_name("PEM")
+                .requires_all(["tls-ca", "tls-key"])
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("client certificate chain, for an endpoint that requires one (mutual TLS)"),
+        )
+        .arg(
+            Arg::new("tls-key")
+                .long("tls-key")
+                .value_name("PEM")
+                .requires_all(["tls-ca", "tls-cert"])
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("private key of --tls-cert"),
+        )
+        .arg(
+            Arg::new("tls-server-name")
+                .long("tls-server-name")
+                .value_name("NAME")
+                .requires("tls-ca")
+                .help("name the endpoint's certificate is checked against (default: the host of --addr)"),
+        )
+        .arg(
             Arg::new("collection")
                 .long("collection")
                 .value_name("NAME")
@@ -603,8 +633,16 @@ fn bench_config(m: &ArgMatches) -> Result<crate::bench::BenchConfig, CliError> {
     let duration = seconds_flag(m, "duration")?;
     let count = m.get_one::<u64>("count").copied();
     let partition = m.get_one::<String>("partition").cloned();
+    let path = |name: &str| m.get_one::<PathBuf>(name).cloned();
+    let tls = path("tls-ca").map(|ca| crate::config::NodeTlsConfig {
+        ca,
+        client_cert: path("tls-cert").zip(path("tls-key")),
+        server_name: m.get_one::<String>("tls-server-name").cloned(),
+        reload_interval: None,
+    });
     Ok(BenchConfig {
         addr: text("addr"),
+        tls,
         collection: CollectionSpec {
             name: text("collection"),
             metric: if text("metric").eq_ignore_ascii_case("ip") {
@@ -713,7 +751,7 @@ async fn run_demo(config: DemoConfig, out: &mut dyn Write) -> Result<(), CliErro
     let gateway = GatewayConfig {
         host: config.host.clone(),
         port: config.port,
-        tls: None,
+        tls: config.tls.clone(),
         node_tls: None,
         write_node: NodeAddr::loopback(0),
         meta_uri: Default::default(),
@@ -764,11 +802,20 @@ async fn run_demo(config: DemoConfig, out: &mut dyn Write) -> Result<(), CliErro
     for (i, r) in cluster.reader_addrs.iter().enumerate() {
         writeln!(out, "  read node {} {r}", i + 1)?;
     }
-    writeln!(
-        out,
-        "connect with pymilvus 1.1.2:\n  from milvus import Milvus\n  client = Milvus(host=\"127.0.0.1\", port=\"{}\")\n  print(client.server_version())\nCtrl-C stops the cluster.",
-        addr.port()
-    )?;
+    if config.tls.is_some() {
+        // pymilvus 1.1.2 has no TLS option: point at a client that has.
+        writeln!(
+            out,
+            "the gateway speaks TLS only (tls_cert): pymilvus 1.1.2 cannot connect; gRPC clients with TLS can, e.g.\n  mishards bench --addr 127.0.0.1:{} --tls-ca <CA file>\nCtrl-C stops the cluster.",
+            addr.port()
+        )?;
+    } else {
+        writeln!(
+            out,
+            "connect with pymilvus 1.1.2:\n  from milvus import Milvus\n  client = Milvus(host=\"127.0.0.1\", port=\"{}\")\n  print(client.server_version())\nCtrl-C stops the cluster.",
+            addr.port()
+        )?;
+    }
     out.flush()?;
     signal.received().await;
     tracing::info!("shutting down");

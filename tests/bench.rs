@@ -82,6 +82,7 @@ async fn flat_searches_through_the_gateway_equal_the_exact_answers() {
     let expected = data.exact(&queries, 10, Metric::L2);
     let target = SearchTarget {
         addr: addr.clone(),
+        tls: None,
         collection: collection.name.clone(),
         queries: Arc::new(queries),
         expected: Some(Arc::new(expected.clone())),
@@ -222,6 +223,7 @@ async fn loads_reuse_only_matching_collections_and_failures_are_counted() {
     // Searches of a missing collection are counted by their Milvus status.
     let target = SearchTarget {
         addr: addr.clone(),
+        tls: None,
         collection: "no_such_collection".into(),
         queries: Arc::new(data.queries(5, 1)),
         expected: None,

@@ -393,3 +393,107 @@ async fn unusable_certificate_files_stop_a_node_and_a_gateway_at_start() {
     assert!(err.to_string().contains("good.key"), "{err}");
     writer.shutdown().await;
 }
+
+/// Runs `mishards bench ARGS…` (bounded to 60 s): exit code, stdout, stderr.
+fn bench_process(args: &[&str]) -> (Option<i32>, String, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mishards"))
+        .arg("bench")
+        .args(args)
+        .env_clear()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run mishards bench");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("bench status").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("mishards bench did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("bench output");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `mishards demo` with a certificate speaks TLS on its client port, and `mishards bench --tls-ca` loads
+/// and searches it exactly; with mutual TLS the bench's `--tls-cert`/`--tls-key` get it in, and a bench
+/// without TLS, or without a certificate, is refused.
+#[test]
+fn demo_serves_tls_and_bench_speaks_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = TestCa::new("mishards demo CA");
+    let ca_file = path(&ca.write(&dir.path().join("ca.pem")));
+    let server = ca.issue_files(dir.path(), "demo", &["127.0.0.1"]);
+    let client = ca.issue_files(dir.path(), "bench", &["bench-client"]);
+    let data = dir.path().join("data");
+    let demo = common::process::Process::start(
+        &[
+            "demo",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--admin-port",
+            "off",
+            "--readers",
+            "1",
+            "--data-dir",
+            &path(&data),
+            "--tls-cert",
+            &path(&server.cert),
+            "--tls-key",
+            &path(&server.key),
+            "--tls-client-ca",
+            &ca_file,
+            "--tls-require-client-cert",
+        ],
+        &[],
+        1,
+    );
+    let addr = demo.addr().to_string();
+    let (cert, key) = (path(&client.cert), path(&client.key));
+    let load = [
+        "--addr",
+        &addr,
+        "--rows",
+        "2000",
+        "--dim",
+        "16",
+        "--count",
+        "40",
+        "--concurrency",
+        "2",
+        "--queries",
+        "10",
+        "--json",
+    ];
+    fn with<'a>(load: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        [load, extra].concat()
+    }
+    let (code, stdout, stderr) = bench_process(&with(
+        &load,
+        &["--tls-ca", &ca_file, "--tls-cert", &cert, "--tls-key", &key],
+    ));
+    assert_eq!(code, Some(0), "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    assert_eq!(report["load"]["rows"], 2000, "{report}");
+    assert_eq!(report["search"]["succeeded"], 40, "{report}");
+    assert_eq!(report["search"]["recall"]["mean"], 1.0, "{report}");
+
+    let (code, _, stderr) = bench_process(&with(&load, &["--drop"]));
+    assert_eq!(code, Some(1), "a plain client got through: {stderr}");
+    assert!(stderr.contains("cannot reach"), "{stderr}");
+    let (code, _, stderr) = bench_process(&with(&load, &["--drop", "--tls-ca", &ca_file]));
+    assert_eq!(
+        code,
+        Some(1),
+        "a client without a certificate got through: {stderr}"
+    );
+    let stderr = demo.stop();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

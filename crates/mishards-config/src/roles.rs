@@ -272,6 +272,8 @@ fn search_batch(s: &Settings) -> Result<usize, ConfigError> {
 pub struct DemoConfig {
     pub host: String,
     pub port: u16,
+    /// TLS on the gateway's client port; the nodes behind it, in this process on loopback, stay plain.
+    pub tls: Option<ServerTlsConfig>,
     pub data_dir: PathBuf,
     pub readers: u32,
     pub sql_echo: bool,
@@ -292,6 +294,7 @@ impl DemoConfig {
         Ok(DemoConfig {
             host: s.text("host").unwrap_or("0.0.0.0").to_string(),
             port: s.port("server_port"),
+            tls: ServerTlsConfig::from_settings(s)?,
             data_dir: s
                 .path("data_dir")
                 .unwrap_or_else(|| PathBuf::from("./mishards-data")),

@@ -109,7 +109,7 @@ pub static SPECS: &[Spec] = &[
         "tls-cert",
         Kind::Path,
         None,
-        GATEWAY_NODE,
+        ALL,
         "PEM certificate chain of the gRPC port; with tls_key the port speaks TLS only (unset: plain TCP)"
     ),
     spec!(
@@ -118,7 +118,7 @@ pub static SPECS: &[Spec] = &[
         "tls-key",
         Kind::Path,
         None,
-        GATEWAY_NODE,
+        ALL,
         "PEM private key of tls_cert (PKCS#8, PKCS#1 or SEC1)"
     ),
     spec!(
@@ -127,7 +127,7 @@ pub static SPECS: &[Spec] = &[
         "tls-client-ca",
         Kind::Path,
         None,
-        GATEWAY_NODE,
+        ALL,
         "PEM CA certificates that client certificates must chain to (a client presenting another is refused)"
     ),
     spec!(
@@ -136,7 +136,7 @@ pub static SPECS: &[Spec] = &[
         "tls-require-client-cert",
         Kind::Bool,
         Some("false"),
-        GATEWAY_NODE,
+        ALL,
         "mutual TLS: refuse clients without a certificate signed by tls_client_ca"
     ),
     spec!(
@@ -145,7 +145,7 @@ pub static SPECS: &[Spec] = &[
         "tls-reload-interval",
         Kind::Number,
         Some("5"),
-        GATEWAY_NODE,
+        ALL,
         "seconds between checks of the certificate, key and CA files; changed files apply to new connections (0: never reload)"
     ),
     spec!(

@@ -4,6 +4,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use mishards_gateway::transport::CoalescingConnector;
+use mishards_tls::ClientTls;
 use tonic::transport::{Channel, Endpoint};
 
 use mishards_common::errors::error_chain;
@@ -86,6 +88,12 @@ impl fmt::Display for Failure {
 /// A client for `addr` (`HOST:PORT` or `http://HOST:PORT`), connected, with message limits as large as
 /// the gateway's and the nodes'.
 pub async fn connect(addr: &str) -> Result<Client, BenchError> {
+    connect_with(addr, None).await
+}
+
+/// As [`connect`]; over TLS when `tls` is given (the endpoint's certificate checked against its CA, the
+/// client certificate shown when it has one), with the gateway's own connector.
+pub async fn connect_with(addr: &str, tls: Option<&ClientTls>) -> Result<Client, BenchError> {
     let unreachable = |reason: String| BenchError::Unreachable {
         addr: addr.to_string(),
         reason,
@@ -99,7 +107,16 @@ pub async fn connect(addr: &str) -> Result<Client, BenchError> {
         .map_err(|e| unreachable(format!("not an address: {}", error_chain(&e))))?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true);
-    let channel = tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect())
+    let connecting = async {
+        match tls {
+            None => endpoint.connect().await,
+            Some(tls) => {
+                let connector = CoalescingConnector::new(CONNECT_TIMEOUT, Some(tls.clone()));
+                endpoint.connect_with_connector(connector).await
+            }
+        }
+    };
+    let channel = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
         .await
         .map_err(|_| unreachable(format!("no connection within {CONNECT_TIMEOUT:?}")))?
         .map_err(|e| unreachable(error_chain(&e)))?;

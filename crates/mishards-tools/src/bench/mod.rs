@@ -32,7 +32,9 @@ use std::sync::Arc;
 use mishards_proto as proto;
 use mishards_proto::limits::MAX_NLIST;
 
-pub use client::{Client, DEFAULT_ADDR, Failure, connect, server_version, status_name};
+pub use client::{
+    Client, DEFAULT_ADDR, Failure, connect, connect_with, server_version, status_name,
+};
 pub use data::{DataSet, DataSpec, QuerySet, exact_top_k};
 pub use load::{
     BatchFailure, CollectionSpec, IfExists, IndexSpec, InsertOptions, InsertReport, LoadOptions,
@@ -71,6 +73,8 @@ pub enum BenchError {
 #[derive(Clone, Debug, PartialEq)]
 pub struct BenchConfig {
     pub addr: String,
+    /// TLS to the endpoint (`--tls-ca`, and `--tls-cert`/`--tls-key` where it requires a certificate).
+    pub tls: Option<mishards_config::NodeTlsConfig>,
     pub collection: CollectionSpec,
     pub data: DataSpec,
     /// Seeds the data set and the queries.
@@ -108,7 +112,13 @@ pub async fn run(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<BenchReport, BenchError> {
     config.validate()?;
-    let mut client = connect(&config.addr).await?;
+    let tls = config
+        .tls
+        .as_ref()
+        .map(mishards_tls::ClientTls::load)
+        .transpose()
+        .map_err(|e| BenchError::Invalid(format!("TLS to {}: {e}", config.addr)))?;
+    let mut client = connect_with(&config.addr, tls.as_ref()).await?;
     let server_version =
         server_version(&mut client)
             .await
@@ -153,6 +163,7 @@ pub async fn run(
     .map_err(|e| BenchError::Task(e.to_string()))?;
     let target = SearchTarget {
         addr: config.addr.clone(),
+        tls,
         collection: config.collection.name.clone(),
         queries: Arc::new(queries),
         expected: Some(Arc::new(expected)),

@@ -10,7 +10,7 @@ use mishards_proto as proto;
 use mishards_proto::limits::{self, MAX_NPROBE};
 
 use super::BenchError;
-use super::client::{Client, Failure, connect, params};
+use super::client::{Client, Failure, connect_with, params};
 use super::data::QuerySet;
 use super::recall::{RequestCheck, check_answer};
 use super::report::{ErrorCounts, LatencySummary, RecallSummary, SearchReport};
@@ -184,6 +184,8 @@ impl SearchLoad {
 #[derive(Clone, Debug)]
 pub struct SearchTarget {
     pub addr: String,
+    /// Each client connects over TLS when set.
+    pub tls: Option<mishards_tls::ClientTls>,
     pub collection: String,
     pub queries: Arc<QuerySet>,
     /// The answer each query should get (one row per query-set row, at least `topk` wide): recall and
@@ -238,7 +240,7 @@ pub async fn run_searches(
     }
     let mut clients = Vec::with_capacity(load.concurrency);
     for _ in 0..load.concurrency {
-        clients.push(connect(&target.addr).await?);
+        clients.push(connect_with(&target.addr, target.tls.as_ref()).await?);
     }
     if load.warmup {
         let warmups = clients.iter_mut().enumerate().map(|(i, client)| {

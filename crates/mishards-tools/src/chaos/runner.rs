@@ -238,6 +238,7 @@ async fn drive_cluster(
     let expected = Arc::new(fault_free_answers(&addr, &queries, topk, metric).await?);
     let target = bench::SearchTarget {
         addr: addr.clone(),
+        tls: None,
         collection: SEARCHED.into(),
         queries: queries.clone(),
         expected: Some(expected.clone()),
