@@ -2,8 +2,8 @@
 //! WebDriver (`chromedriver`, with the fantoccini client over plain HTTP on loopback), against an
 //! in-process cluster of real nodes. The page lists every node; a search shows up in the requests and
 //! its waterfall has one row per node attempt; a killed read node turns `down` on the page within a
-//! refresh of the gateway noticing; the faults panel is read-only until the token is given; and the page
-//! meets no script error on the way. Screenshots go to `<target>/console-screenshots/`.
+//! refresh of the gateway noticing, and `retired` once it leaves the membership; the faults panel is
+//! read-only until the token is given; and the page meets no script error on the way. Screenshots go to `<target>/console-screenshots/`.
 //!
 //! Without Chromium these tests fail, saying how to install it (scripts/install-chromium.sh, which
 //! scripts/test.sh runs): they never pass silently.
@@ -230,8 +230,16 @@ async fn assert_no_console_errors(browser: &Client) {
 async fn the_console_shows_nodes_fan_outs_and_a_node_going_down() {
     let driver = start_driver();
     // Fault injection on for the faults panel (which also turns hedging off: a search's attempts are
-    // exactly its plan's).
-    let mut cluster = TestCluster::start_with_faults(2, 5, &[]).await;
+    // exactly its plan's); tracing configured, for the Jaeger link (the test installs no exporter: the
+    // gateway only learns that tracing is on).
+    let flags = [
+        ("otlp-endpoint", "http://127.0.0.1:9".to_string()),
+        (
+            "console-jaeger-url",
+            "http://jaeger.test:16686/".to_string(),
+        ),
+    ];
+    let mut cluster = TestCluster::start_with_faults(2, 5, &flags).await;
     let admin = cluster.admin();
     let readers: Vec<String> = (0..2).map(|i| cluster.reader_host(i)).collect();
     let mut c = cluster.client().await;
@@ -317,6 +325,16 @@ async fn the_console_shows_nodes_fan_outs_and_a_node_going_down() {
     )
     .await;
     assert_eq!(phases, json!(2));
+    // The link to the search's trace in Jaeger.
+    let link = eval(
+        &browser,
+        "return (document.querySelector('#waterfall a.jaeger') || {}).href || null;",
+    )
+    .await;
+    assert_eq!(
+        link,
+        json!(format!("http://jaeger.test:16686/trace/{trace}"))
+    );
     // The collections view: three files, each owned by a read node.
     let owners = wait_in_page(
         &browser,
@@ -426,6 +444,17 @@ async fn the_console_shows_nodes_fan_outs_and_a_node_going_down() {
         page_saw.saturating_duration_since(gateway_saw)
     );
     screenshot(&browser, "console-node-down.png").await;
+
+    // Taken out of the membership (the hosts file lists the running read nodes only), it is retired.
+    cluster.publish_readers();
+    wait_in_page(
+        &browser,
+        "the removed node shown as retired",
+        Duration::from_secs(5),
+        &state,
+        |v| v == &json!("retired"),
+    )
+    .await;
 
     assert_no_console_errors(&browser).await;
     browser.close().await.expect("close the browser");
