@@ -16,6 +16,10 @@ if [[ ! -x "$venv/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]]; 
 fi
 export MISHARDS_TEST_PYTHON="$PWD/$venv/bin/python"
 
+# Headless Chromium + chromedriver for the console's browser tests (tests/console_browser.rs); without
+# them those tests fail, saying so.
+scripts/install-chromium.sh || echo "== chromium could not be installed: the console's browser tests will fail"
+
 if [[ -n "${MISHARDS_TEST_MYSQL_URL:-}" ]]; then backends="SQLite and MySQL (${MISHARDS_TEST_MYSQL_URL})"; else backends="SQLite only (MISHARDS_TEST_MYSQL_URL is not set: the MySQL tests are skipped)"; fi
 echo "== Rust tests of every crate; metadata backends tested: ${backends}"
 # The chaos scenarios and the hedging tests compare latencies within a run: they run last, one at a time

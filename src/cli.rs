@@ -728,8 +728,21 @@ async fn run_gateway(config: GatewayConfig, out: &mut dyn Write) -> Result<(), C
 
 /// The embedded cluster: one write node and `readers` read nodes on loopback ports, sharing the data
 /// folder and its SQLite metadata, behind a gateway on the configured port.
-async fn run_demo(config: DemoConfig, out: &mut dyn Write) -> Result<(), CliError> {
+async fn run_demo(mut config: DemoConfig, out: &mut dyn Write) -> Result<(), CliError> {
     let signal = ShutdownSignal::install();
+    // The demo is for trying things out: a console already on the default admin port (another demo, a
+    // Milvus) should not stop it. The gateway itself keeps failing loudly on a taken port.
+    if config.admin.port == Some(config::DEFAULT_ADMIN_PORT)
+        && port_taken(&config.admin.host, config::DEFAULT_ADMIN_PORT)
+    {
+        writeln!(
+            out,
+            "admin port {} on {} is taken: the console and admin listener take a free port instead",
+            config::DEFAULT_ADMIN_PORT,
+            config.admin.host
+        )?;
+        config.admin.port = Some(0);
+    }
     let node = NodeConfig {
         role: Role::Writer,
         host: "127.0.0.1".into(),
@@ -793,9 +806,10 @@ async fn run_demo(config: DemoConfig, out: &mut dyn Write) -> Result<(), CliErro
     )?;
     writeln!(out, "  gateway     {addr}  (Milvus 1.1 API)")?;
     if let Some(admin) = cluster.gateway.admin_addr {
+        writeln!(out, "  console     http://{admin}/  (open it in a browser)")?;
         writeln!(
             out,
-            "  admin       http://{admin}  (/requests, /slow, /cluster, /metrics, /readyz)"
+            "  admin       http://{admin}  (/requests, /slow, /cluster, /collections, /live, /metrics, /readyz)"
         )?;
     }
     writeln!(out, "  write node  {}", cluster.writer_addr)?;
@@ -821,6 +835,14 @@ async fn run_demo(config: DemoConfig, out: &mut dyn Write) -> Result<(), CliErro
     tracing::info!("shutting down");
     cluster.shutdown().await;
     Ok(())
+}
+
+/// Whether something already listens on `host:port` (a bind fails with "address in use").
+fn port_taken(host: &str, port: u16) -> bool {
+    matches!(
+        std::net::TcpListener::bind((host, port)),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse
+    )
 }
 
 async fn run_node(config: NodeConfig, out: &mut dyn Write) -> Result<(), CliError> {

@@ -90,6 +90,33 @@ impl TracingConfig {
     }
 }
 
+/// Where Jaeger all-in-one serves its UI.
+pub const DEFAULT_CONSOLE_JAEGER_URL: &str = "http://127.0.0.1:16686";
+
+/// `console_jaeger_url`: an http(s) URL, its trailing `/` dropped; empty turns the links off.
+fn jaeger_url(s: &Settings) -> Result<Option<String>, ConfigError> {
+    let url = s
+        .text("console_jaeger_url")
+        .unwrap_or(DEFAULT_CONSOLE_JAEGER_URL)
+        .trim()
+        .trim_end_matches('/');
+    if url.is_empty() {
+        return Ok(None);
+    }
+    let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+    if !scheme_ok
+        || url
+            .chars()
+            .any(|c| c.is_whitespace() || c == '"' || c == '<' || c == '>')
+    {
+        return Err(s.invalid(
+            "console_jaeger_url",
+            format!("`{url}` is not an http:// or https:// URL"),
+        ));
+    }
+    Ok(Some(url.to_string()))
+}
+
 /// Most search manifests (and as many slow ones) the gateway keeps for inspection: bounds its memory.
 pub const MAX_INSPECT_KEEP: usize = 65_536;
 
@@ -103,6 +130,8 @@ pub struct AdminConfig {
     pub inspect_keep: usize,
     /// Searches taking at least this long are logged as slow and kept apart.
     pub slow_query: std::time::Duration,
+    /// The Jaeger UI's base URL, without a trailing `/`, for the console's trace links (`None`: none).
+    pub console_jaeger_url: Option<String>,
 }
 
 impl Default for AdminConfig {
@@ -112,6 +141,7 @@ impl Default for AdminConfig {
             port: Some(DEFAULT_ADMIN_PORT),
             inspect_keep: 256,
             slow_query: std::time::Duration::from_millis(1000),
+            console_jaeger_url: Some(DEFAULT_CONSOLE_JAEGER_URL.into()),
         }
     }
 }
@@ -137,6 +167,7 @@ impl AdminConfig {
             port: s.port_or_off("admin_port"),
             inspect_keep: keep as usize,
             slow_query: std::time::Duration::from_millis(s.int("slow_query_ms").unwrap_or(1000)),
+            console_jaeger_url: jaeger_url(s)?,
         })
     }
 }
@@ -484,6 +515,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("`inspect_keep`"), "{err}");
+        // The console's Jaeger links: Jaeger all-in-one's UI unless told; empty turns them off.
+        let jaeger = |f: &[(&'static str, &str)], e: &[(&str, &str)]| {
+            gateway(f, e).map(|a| a.console_jaeger_url)
+        };
+        assert_eq!(
+            jaeger(&[], &[]).unwrap().as_deref(),
+            Some("http://127.0.0.1:16686")
+        );
+        assert_eq!(
+            jaeger(
+                &[],
+                &[("MISHARDS_CONSOLE_JAEGER_URL", "https://jaeger.example/ui/")]
+            )
+            .unwrap()
+            .as_deref(),
+            Some("https://jaeger.example/ui")
+        );
+        assert_eq!(jaeger(&[("console-jaeger-url", "")], &[]).unwrap(), None);
+        let err = jaeger(&[("console-jaeger-url", "javascript:alert(1)")], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`console_jaeger_url`"), "{err}");
         // `off` survives `config check`: the rendered file reads back the same.
         let s = Settings::resolve(
             Scope::Demo,

@@ -458,6 +458,15 @@ pub static SPECS: &[Spec] = &[
         "searches taking at least this many milliseconds are logged as slow and kept in /slow (0: every search)"
     ),
     spec!(
+        "console_jaeger_url",
+        ["MISHARDS_CONSOLE_JAEGER_URL"],
+        "console-jaeger-url",
+        Kind::Text,
+        Some("http://127.0.0.1:16686"),
+        GATEWAY_DEMO,
+        "base URL of the Jaeger UI the console links each search's trace to (with tracing on); empty: no links"
+    ),
+    spec!(
         "allow_client_set_config",
         ["MISHARDS_ALLOW_CLIENT_SET_CONFIG"],
         "allow-client-set-config",

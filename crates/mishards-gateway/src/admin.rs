@@ -4,6 +4,7 @@
 //! run on the gateway's tokio runtime and ask the actors with `Addr::send`, bounded in time: an actor
 //! that does not answer makes a 503, never a hung request or a panic.
 //!
+//! The operator's console — the page at `/` and the JSON only it needs — is console/.
 //! The small HTTP client `mishards inspect` uses to read it is admin_client.rs.
 
 use std::sync::Arc;
@@ -20,14 +21,20 @@ use serde_json::{Value, json};
 use super::inspect::{Find, Inspector, Recent, SearchManifest, Slow, is_trace_id};
 use super::metrics::{self, ClusterSample, GatewayMetrics, NodeSample};
 use super::service::Actors;
+use crate::console::{self, ConsoleInfo, live::LiveSeries};
 use crate::injection::FaultHandle;
 use mishards_fault::{FaultError, rules_from_json};
 
 /// How long a handler waits for an actor.
-const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The endpoints, for the 404 answer.
-const ENDPOINTS: [&str; 9] = [
+const ENDPOINTS: [&str; 14] = [
+    "/ (the operator's console, a web page)",
+    "/collections",
+    "/live?seconds=N",
+    "/console/info",
+    "/console/faults (read-only, with --enable-fault-injection)",
     "/requests?limit=N",
     "/requests/{trace_id}",
     "/slow?limit=N",
@@ -48,11 +55,22 @@ pub struct AdminState {
     pub slow_query_ms: u64,
     /// The bearer token `/faults` requires (fault injection on).
     pub fault_token: Option<String>,
+    /// The console's view of the settings (`/console/info`).
+    pub console: ConsoleInfo,
+    /// The per-second samples of the live charts (`/live`).
+    pub live: Arc<LiveSeries>,
 }
 
 /// The admin listener's routes.
 pub fn router(state: AdminState) -> axum::Router {
     axum::Router::new()
+        .route("/", get(console::index))
+        .route("/console/app.js", get(console::app_js))
+        .route("/console/style.css", get(console::style_css))
+        .route("/console/info", get(console::info))
+        .route("/console/faults", get(console::faults))
+        .route("/collections", get(console::collections))
+        .route("/live", get(console::live))
         .route("/requests", get(recent_requests))
         .route("/requests/{trace_id}", get(one_request))
         .route("/slow", get(slow_requests))
@@ -72,11 +90,11 @@ pub fn router(state: AdminState) -> axum::Router {
 
 type Shared = State<Arc<AdminState>>;
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-fn unavailable(actor: &str, e: MailboxError) -> Response {
+pub(crate) fn unavailable(actor: &str, e: MailboxError) -> Response {
     tracing::warn!(actor, error = %e, "admin request: actor did not answer");
     error(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -87,18 +105,23 @@ fn unavailable(actor: &str, e: MailboxError) -> Response {
 /// `limit=N` from the query string: at most the ring size, all of it when absent. The error is the
 /// 400 answer's message.
 fn limit(query: Option<&str>, keep: usize) -> Result<usize, String> {
+    query_number(query, "limit", keep)
+}
+
+/// `name=N` from the query string: at most `most`, `most` when absent.
+pub(crate) fn query_number(query: Option<&str>, name: &str, most: usize) -> Result<usize, String> {
     let given = query
         .unwrap_or_default()
         .split('&')
         .filter_map(|pair| pair.split_once('='))
-        .find(|(key, _)| *key == "limit")
+        .find(|(key, _)| *key == name)
         .map(|(_, value)| value);
     match given {
-        None => Ok(keep),
+        None => Ok(most),
         Some(value) => value
             .parse::<usize>()
-            .map(|n| n.min(keep))
-            .map_err(|_| format!("limit `{value}` is not a whole number ≥ 0")),
+            .map(|n| n.min(most))
+            .map_err(|_| format!("{name} `{value}` is not a whole number ≥ 0")),
     }
 }
 
@@ -240,9 +263,14 @@ fn node_json(n: &NodeSample, files_owned: Option<usize>) -> Value {
             "version": s.version,
             "in_flight": s.in_flight,
             "latency_ewma_ms": s.latency_ewma_ms,
+            "latency_p95_ms": s.latency_p95_ms,
             "requests": s.requests,
             "errors": s.errors,
+            "cancelled": s.cancelled,
             "restarts": s.restarts,
+            "search_calls": s.search_calls,
+            "batched_searches": s.batched_searches,
+            "refused_batches": s.refused_batches,
         }),
         Err(e) => json!({ "node": n.node, "state": "unavailable", "reason": e }),
     };

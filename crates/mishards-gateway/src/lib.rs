@@ -6,6 +6,7 @@ pub mod admin;
 pub mod admin_client;
 pub mod batch;
 pub mod cluster;
+pub mod console;
 pub mod control;
 pub mod discovery;
 pub mod fault_channel;
@@ -329,6 +330,7 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
         ))
     });
     let metrics = Arc::new(metrics::GatewayMetrics::new().with_hedging(hedging.clone()));
+    let live = Arc::new(console::live::LiveCounters::new());
     let service = service::GatewayService::new(
         actors.clone(),
         config.node_timeout,
@@ -348,8 +350,11 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
     let listener = listener
         .into_std()
         .map_err(|e| GatewayError::Start(format!("cannot hand the gRPC listener over: {e}")))?;
+    let observers: Vec<Arc<dyn mishards_telemetry::RpcObserver>> =
+        vec![metrics.clone(), live.clone()];
+    let observers = console::live::Observers(observers);
     let service = tower::Layer::layer(
-        &RpcLayer::new(RpcSide::Gateway, Some(metrics.clone())),
+        &RpcLayer::new(RpcSide::Gateway, Some(Arc::new(observers))),
         grpc,
     );
     let (served, server) = tokio::sync::oneshot::channel();
@@ -377,12 +382,32 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
     );
     let (admin_addr, admin) = match admin_listener {
         Some((listener, admin_addr)) => {
+            let series = Arc::new(console::live::LiveSeries::new(console::live::KEEP_SECONDS));
+            tokio::spawn(console::live::run_sampler(
+                live.clone(),
+                series.clone(),
+                stop.subscribe(),
+            ));
+            let slow_query_ms = config.admin.slow_query.as_millis().min(u64::MAX as u128) as u64;
             let router = admin::router(admin::AdminState {
                 actors: actors.clone(),
                 metrics: metrics.clone(),
                 inspect_keep: config.admin.inspect_keep,
-                slow_query_ms: config.admin.slow_query.as_millis().min(u64::MAX as u128) as u64,
+                slow_query_ms,
                 fault_token: config.faults.token.clone(),
+                console: console::ConsoleInfo {
+                    version: config.version.clone(),
+                    tracing: config.tracing.otlp_endpoint.is_some(),
+                    jaeger_url: config.admin.console_jaeger_url.clone(),
+                    fault_injection: config.faults.enabled,
+                    // Debug names the kind; new kinds need no change here.
+                    discovery_source: format!("{:?}", config.discovery).to_lowercase(),
+                    refresh_ms: console::REFRESH_MS,
+                    slow_query_ms,
+                    inspect_keep: config.admin.inspect_keep,
+                    live_keep_seconds: series.keep(),
+                },
+                live: series,
             });
             if config.faults.enabled && !admin_addr.ip().is_loopback() {
                 tracing::warn!(addr = %admin_addr, "fault injection's /faults is reachable beyond this machine (admin_host is not loopback); only its token guards it");
