@@ -460,6 +460,10 @@ def test_standalone_serves_the_api_from_the_write_node(render):
     (["readNodes.replicas=0"], "readNodes.replicas must be at least 1"),
     (["gateway.settings.WOSERVER=tcp://elsewhere:19530"], "WOSERVER is set by the chart itself"),
     (["settings.SQLALCHEMY_DATABASE_URI=sqlite:////tmp/m.db"], "SQLALCHEMY_DATABASE_URI is set by the chart itself"),
+    # values.schema.json: the Python Mishards' chart's name for the read nodes' count is refused, not ignored.
+    (["readonly.replica=3"], "readonly"),
+    (["gateway.settings.max_retry=3"], "max_retry"),
+    (["readNodes.replicas=many"], "replicas"),
 ])
 def test_values_that_cannot_work_are_refused_with_the_reason(helm, sets, reason):
     stderr = helm_template(helm, sets, expect_failure=True)
