@@ -200,11 +200,8 @@ fn every_service_is_a_valid_mishards_process_and_they_point_at_each_other() {
 
 #[test]
 fn the_dockerfile_builds_the_binary_the_services_run() {
-    let dockerfile = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/Dockerfile"
-    ))
-    .unwrap();
+    let dockerfile =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).unwrap();
     assert!(dockerfile.contains("cargo build --release --locked --bin mishards"));
     // Multi-stage, and the image runs as an unprivileged user (the chart sets runAsNonRoot, which needs a
     // numeric user).

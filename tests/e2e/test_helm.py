@@ -493,6 +493,7 @@ def config_check(mishards_bin, role, env):
 PENDING_DISCOVERY = "kubernetes discovery is not available"
 
 
+@pytest.fixture(scope="session")
 def pending_features(mishards_bin):
     pending = []
     run, _ = config_check(mishards_bin, "gateway", {
@@ -507,9 +508,9 @@ def pending_features(mishards_bin):
 
 
 @pytest.mark.parametrize("combo", sorted(COMBINATIONS))
-def test_each_containers_environment_passes_config_check(render, mishards_bin, combo):
+def test_each_containers_environment_passes_config_check(render, mishards_bin, pending_features, combo):
     docs = render(combo)
-    pending = pending_features(mishards_bin)
+    pending = pending_features
     checked = 0
     for component, c, _ in mishards_containers(docs):
         role = "gateway" if component == "gateway" else "node"
