@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite on a fresh machine: prepares the Python venv with pymilvus 1.1.2, then runs the Rust
-# tests (SQLite always; MySQL too when MISHARDS_TEST_MYSQL_URL is set) and the Python end-to-end tests.
+# The whole test suite on a fresh machine: prepares the Python venv with pymilvus 1.1.2 and the test tools
+# (scripts/install-chromium.sh: headless Chromium; scripts/install-test-tools.sh: helm), then runs the
+# Rust tests (SQLite always; MySQL too when MISHARDS_TEST_MYSQL_URL is set) and the Python end-to-end tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,11 @@ export MISHARDS_TEST_PYTHON="$PWD/$venv/bin/python"
 # Headless Chromium + chromedriver for the console's browser tests (tests/console_browser.rs); without
 # them those tests fail, saying so.
 scripts/install-chromium.sh || echo "== chromium could not be installed: the console's browser tests will fail"
+# Tools that are neither crates nor Python packages (helm, for the chart's tests), cached in .tools/.
+tools_env="$(scripts/install-test-tools.sh)" || echo "== installing the test tools failed: the tests that need them will fail"
+while IFS= read -r line; do
+    if [[ -n "$line" ]]; then export "$line"; fi
+done <<< "${tools_env:-}"
 
 if [[ -n "${MISHARDS_TEST_MYSQL_URL:-}" ]]; then backends="SQLite and MySQL (${MISHARDS_TEST_MYSQL_URL})"; else backends="SQLite only (MISHARDS_TEST_MYSQL_URL is not set: the MySQL tests are skipped)"; fi
 echo "== Rust tests of every crate; metadata backends tested: ${backends}"

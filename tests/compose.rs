@@ -200,12 +200,13 @@ fn every_service_is_a_valid_mishards_process_and_they_point_at_each_other() {
 
 #[test]
 fn the_dockerfile_builds_the_binary_the_services_run() {
-    let dockerfile = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/docker-compose/Dockerfile"
-    ))
-    .unwrap();
-    assert!(dockerfile.contains("cargo build --release --bin mishards"));
+    let dockerfile =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).unwrap();
+    assert!(dockerfile.contains("cargo build --release --locked --bin mishards"));
+    // Multi-stage, and the image runs as an unprivileged user (the chart sets runAsNonRoot, which needs a
+    // numeric user).
+    assert!(dockerfile.contains(" AS build"));
+    assert!(dockerfile.contains("USER 65532:65532"));
     assert!(dockerfile.contains("ENTRYPOINT [\"mishards\"]"));
     // The build stage gets every top-level path the workspace build reads, and each exists.
     let copied: Vec<&str> = dockerfile
