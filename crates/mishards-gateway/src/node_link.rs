@@ -704,12 +704,12 @@ impl Handler<Acquire> for NodeLink {
         if let Some(e) = self.unusable() {
             return Err(e);
         }
-        let unreachable = || GatewayError::Unreachable {
-            node: self.name(),
-            reason: "not connected".into(),
+        let (Some(node), Some(client)) = (self.node.clone(), self.next_client()) else {
+            return Err(GatewayError::Unreachable {
+                node: self.name(),
+                reason: "not connected".into(),
+            });
         };
-        let node = self.node.clone().ok_or_else(unreachable)?;
-        let client = self.next_client().ok_or_else(unreachable)?;
         self.in_flight += 1;
         self.requests += 1;
         Ok(Lease {

@@ -18,7 +18,6 @@ use super::metadata::{GetSnapshot, MetadataPoller, Refresh, Snapshot};
 use super::node_link::{Acquire, LeaseReport, NodeClient, NodeLink};
 use super::routing::Routing;
 use super::scatter::{ScatterGather, Scattered};
-use mishards_config::NodeAddr;
 use mishards_meta::DEFAULT_PARTITION_TAG;
 use mishards_proto::error::{MilvusError, success};
 use mishards_proto::{self as proto, WithStatus, milvus_service_server::MilvusService};

@@ -7,7 +7,7 @@
 //! watch missed, or the end of an outage on a quiet watch, is seen within that time. The member set is
 //! replaced only by a complete list, so an API-server outage keeps the last one.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use actix::prelude::*;
 use futures::StreamExt;
