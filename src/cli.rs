@@ -14,8 +14,8 @@ use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use crate::config::{
-    self, ConfigError, DemoConfig, DiscoveryConfig, DiscoveryKind, GatewayConfig, Kind, NodeAddr, NodeConfig, Role,
-    RouterKind, Scope, Settings, Source,
+    self, ConfigError, DemoConfig, DiscoveryConfig, DiscoveryKind, GatewayConfig, Kind, NodeAddr,
+    NodeConfig, Role, RouterKind, Scope, Settings, Source,
 };
 use crate::meta::MetaError;
 use crate::telemetry::{self, Component, Export, TelemetryError};

@@ -26,7 +26,12 @@ const NAMESPACE: &str = "milvus";
 const WAIT: Duration = Duration::from_secs(20);
 
 /// An in-process data node of `role` on `ip`, port 0.
-async fn node(role: &str, ip: &str, storage: &std::path::Path, meta: &str) -> mishards::node::RunningNode {
+async fn node(
+    role: &str,
+    ip: &str,
+    storage: &std::path::Path,
+    meta: &str,
+) -> mishards::node::RunningNode {
     let config = node_config(
         role,
         storage,
@@ -48,8 +53,17 @@ async fn gateway(meta: &str, env: Vec<(String, String)>) -> Process {
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         Process::start(
             &[
-                "gateway", "--host", "127.0.0.1", "--port", "0", "--admin-port", "0",
-                "--meta-uri", &meta, "--node-timeout", "5",
+                "gateway",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--admin-port",
+                "0",
+                "--meta-uri",
+                &meta,
+                "--node-timeout",
+                "5",
             ],
             &env,
             2,
@@ -76,7 +90,11 @@ fn read_nodes(stats: &serde_json::Value) -> BTreeSet<String> {
 }
 
 /// Waits until the gateway's read nodes are exactly `expected`, all healthy; returns `conn_stats`.
-async fn members(gateway: std::net::SocketAddr, expected: &[String], what: &str) -> serde_json::Value {
+async fn members(
+    gateway: std::net::SocketAddr,
+    expected: &[String],
+    what: &str,
+) -> serde_json::Value {
     let expected: BTreeSet<String> = expected.iter().cloned().collect();
     wait_for(what, WAIT, || {
         let expected = expected.clone();
@@ -108,10 +126,22 @@ async fn pods_come_and_go_through_watch_410_and_an_api_server_outage_with_search
     let addrs: Vec<std::net::SocketAddr> = readers.iter().flatten().map(|r| r.addr).collect();
     let at = |i: usize| addrs[i];
     let name = |i: usize| at(i).to_string();
-    let ro = |i: usize| PodSpec::ready(&format!("mishards-ro-{i}"), "ro", &at(i).ip().to_string(), at(i).port());
+    let ro = |i: usize| {
+        PodSpec::ready(
+            &format!("mishards-ro-{i}"),
+            "ro",
+            &at(i).ip().to_string(),
+            at(i).port(),
+        )
+    };
 
     let mut api = ApiServer::start(NAMESPACE).await;
-    api.put(&PodSpec::ready("mishards-rw-0", "rw", "127.0.0.5", writer.addr.port()));
+    api.put(&PodSpec::ready(
+        "mishards-rw-0",
+        "rw",
+        "127.0.0.5",
+        writer.addr.port(),
+    ));
     api.put(&ro(0));
     api.put(&ro(1));
     // Not yet a member: still starting.
@@ -121,7 +151,12 @@ async fn pods_come_and_go_through_watch_410_and_an_api_server_outage_with_search
     api.put(&starting);
     // Never members: a name the pattern refuses, a label the selector refuses, a pod being deleted.
     api.put(&PodSpec::ready("other-app-0", "ro", "127.0.0.6", 19530));
-    api.put(&PodSpec::ready("mishards-ro-web", "web", "127.0.0.7", 19530));
+    api.put(&PodSpec::ready(
+        "mishards-ro-web",
+        "web",
+        "127.0.0.7",
+        19530,
+    ));
     let mut leaving = PodSpec::ready("mishards-ro-9", "ro", "127.0.0.8", 19530);
     leaving.deleting = true;
     api.put(&leaving);
@@ -155,7 +190,9 @@ async fn pods_come_and_go_through_watch_410_and_an_api_server_outage_with_search
         let write_node = write_node.clone();
         async move {
             let stats = conn_stats(&mut client(addr).await).await;
-            match stats["write_node"]["node"] == write_node.as_str() && stats["write_node"]["state"] == "healthy" {
+            match stats["write_node"]["node"] == write_node.as_str()
+                && stats["write_node"]["state"] == "healthy"
+            {
                 true => Ok(()),
                 false => Err(stats.to_string()),
             }
@@ -169,14 +206,23 @@ async fn pods_come_and_go_through_watch_410_and_an_api_server_outage_with_search
     let mut rng = SplitMix64::new(15);
     let data = Arc::new(load_files(&mut c, "pods", 6, &mut rng).await);
     let queries = Arc::new(rng.vectors(4, common::FILE_DIM));
-    assert_exact(&search(&mut c, "pods", &queries, 10).await, &data, &queries, 10);
+    assert_exact(
+        &search(&mut c, "pods", &queries, 10).await,
+        &data,
+        &queries,
+        10,
+    );
 
     // Searches run all along; every answer must be the exact one.
     let stop_searching = Arc::new(AtomicBool::new(false));
     let searched = Arc::new(AtomicU64::new(0));
     let searcher = {
-        let (data, queries, stop, searched) =
-            (data.clone(), queries.clone(), stop_searching.clone(), searched.clone());
+        let (data, queries, stop, searched) = (
+            data.clone(),
+            queries.clone(),
+            stop_searching.clone(),
+            searched.clone(),
+        );
         tokio::spawn(async move {
             let mut c = client(addr).await;
             // Bounded: at most 10,000 searches, stopped by the test long before.
@@ -184,7 +230,12 @@ async fn pods_come_and_go_through_watch_410_and_an_api_server_outage_with_search
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                assert_exact(&search(&mut c, "pods", &queries, 10).await, &data, &queries, 10);
+                assert_exact(
+                    &search(&mut c, "pods", &queries, 10).await,
+                    &data,
+                    &queries,
+                    10,
+                );
                 searched.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -193,7 +244,12 @@ async fn pods_come_and_go_through_watch_410_and_an_api_server_outage_with_search
 
     // A pod becomes ready: it joins.
     api.put(&ro(2));
-    members(addr, &[name(0), name(1), name(2)], "the third pod once ready").await;
+    members(
+        addr,
+        &[name(0), name(1), name(2)],
+        "the third pod once ready",
+    )
+    .await;
     // A pod becomes unready: it leaves (its node still runs).
     let mut unready = ro(0);
     unready.ready = false;
@@ -205,12 +261,27 @@ async fn pods_come_and_go_through_watch_410_and_an_api_server_outage_with_search
     api.drop_watches();
     wait_for("a new watch after the drop", WAIT, || {
         let counts = api.counts();
-        async move { if counts.1 >= watches + 2 { Ok(()) } else { Err(format!("{counts:?}")) } }
+        async move {
+            if counts.1 >= watches + 2 {
+                Ok(())
+            } else {
+                Err(format!("{counts:?}"))
+            }
+        }
     })
     .await;
     api.put(&ro(0));
-    members(addr, &[name(0), name(1), name(2)], "a change after the dropped watch").await;
-    assert_eq!(api.counts().0, lists, "a dropped watch resumes without listing again");
+    members(
+        addr,
+        &[name(0), name(1), name(2)],
+        "a change after the dropped watch",
+    )
+    .await;
+    assert_eq!(
+        api.counts().0,
+        lists,
+        "a dropped watch resumes without listing again"
+    );
 
     // History compacted, watch dropped: the resumed watch gets 410 Gone, and the pods are listed again.
     api.compact();
@@ -218,7 +289,11 @@ async fn pods_come_and_go_through_watch_410_and_an_api_server_outage_with_search
     wait_for("a list after 410 Gone", WAIT, || {
         let counts = api.counts();
         async move {
-            if counts.2 >= 1 && counts.0 >= lists + 2 { Ok(()) } else { Err(format!("{counts:?}")) }
+            if counts.2 >= 1 && counts.0 >= lists + 2 {
+                Ok(())
+            } else {
+                Err(format!("{counts:?}"))
+            }
         }
     })
     .await;
@@ -241,24 +316,46 @@ async fn pods_come_and_go_through_watch_410_and_an_api_server_outage_with_search
     })
     .await;
     assert_eq!(read_nodes(&down), read_nodes(&before), "{down}");
-    assert_eq!(down["discovery"]["epoch"], before["discovery"]["epoch"], "{down}");
+    assert_eq!(
+        down["discovery"]["epoch"], before["discovery"]["epoch"],
+        "{down}"
+    );
     let (status, body) = admin_get(&admin, "/readyz").await;
-    assert_eq!(status, 200, "searches go on, so the gateway stays ready: {body}");
-    assert!(body.contains("discovery (kubernetes) cannot read its source"), "{body}");
+    assert_eq!(
+        status, 200,
+        "searches go on, so the gateway stays ready: {body}"
+    );
+    assert!(
+        body.contains("discovery (kubernetes) cannot read its source"),
+        "{body}"
+    );
     let (_, metrics) = admin_get(&admin, "/metrics").await;
-    assert!(metrics.contains("mishards_discovery_source_up 0"), "{metrics}");
-    assert!(!metrics.contains("mishards_discovery_errors_total 0\n"), "{metrics}");
+    assert!(
+        metrics.contains("mishards_discovery_source_up 0"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("mishards_discovery_errors_total 0\n"),
+        "{metrics}"
+    );
     let (_, cluster) = admin_get(&admin, "/cluster").await;
     assert!(cluster.contains("\"source_up\":false"), "{cluster}");
     // Searches go on through the outage, and the membership stays.
     wait_for("searches during the outage", WAIT, || {
         let n = searched.load(Ordering::Relaxed);
         async move {
-            if n >= searched_before_outage + 3 { Ok(()) } else { Err(format!("{n} searches")) }
+            if n >= searched_before_outage + 3 {
+                Ok(())
+            } else {
+                Err(format!("{n} searches"))
+            }
         }
     })
     .await;
-    assert_eq!(read_nodes(&conn_stats(&mut client(addr).await).await), read_nodes(&before));
+    assert_eq!(
+        read_nodes(&conn_stats(&mut client(addr).await).await),
+        read_nodes(&before)
+    );
 
     // A pod leaves while the server is away; once it is back the watch resumes and sees it.
     api.delete("mishards-ro-2");
@@ -267,18 +364,29 @@ async fn pods_come_and_go_through_watch_410_and_an_api_server_outage_with_search
     wait_for("discovery up again", WAIT, || async {
         let stats = conn_stats(&mut client(addr).await).await;
         let (status, body) = admin_get(&admin, "/readyz").await;
-        match stats["discovery"]["source_up"] == true && status == 200 && !body.contains("discovery (") {
+        match stats["discovery"]["source_up"] == true
+            && status == 200
+            && !body.contains("discovery (")
+        {
             true => Ok(()),
             false => Err(format!("{stats} {body}")),
         }
     })
     .await;
-    assert!(back["discovery"]["epoch"].as_u64() > before["discovery"]["epoch"].as_u64(), "{back}");
+    assert!(
+        back["discovery"]["epoch"].as_u64() > before["discovery"]["epoch"].as_u64(),
+        "{back}"
+    );
 
     stop_searching.store(true, Ordering::Relaxed);
-    searcher.await.expect("every search during the changes was exact");
+    searcher
+        .await
+        .expect("every search during the changes was exact");
     let searched = searched.load(Ordering::Relaxed);
-    assert!(searched > searched_before_outage, "searches ran all along: {searched}");
+    assert!(
+        searched > searched_before_outage,
+        "searches ran all along: {searched}"
+    );
     let log = stop(gateway).await;
     assert!(log.contains("membership changed"), "{log}");
     for r in readers.into_iter().flatten() {
@@ -321,14 +429,28 @@ async fn home_kubeconfig_static_port_and_woserver_first() {
     )
     .await;
     let addr: std::net::SocketAddr = gateway.addr().parse().expect("gateway address");
-    let stats = members(addr, &[reader.addr.to_string()], "the pod on the static port").await;
-    assert_eq!(stats["write_node"]["node"], writer.addr.to_string(), "{stats}");
+    let stats = members(
+        addr,
+        &[reader.addr.to_string()],
+        "the pod on the static port",
+    )
+    .await;
+    assert_eq!(
+        stats["write_node"]["node"],
+        writer.addr.to_string(),
+        "{stats}"
+    );
     assert_eq!(stats["write_node"]["state"], "healthy", "{stats}");
     let mut c = client(addr).await;
     let mut rng = SplitMix64::new(16);
     let data = load_files(&mut c, "home", 2, &mut rng).await;
     let queries = rng.vectors(3, common::FILE_DIM);
-    assert_exact(&search(&mut c, "home", &queries, 5).await, &data, &queries, 5);
+    assert_exact(
+        &search(&mut c, "home", &queries, 5).await,
+        &data,
+        &queries,
+        5,
+    );
     stop(gateway).await;
     reader.shutdown().await;
     writer.shutdown().await;

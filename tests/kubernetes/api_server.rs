@@ -39,7 +39,10 @@ impl PodSpec {
     pub fn ready(name: &str, tier: &str, ip: &str, port: u16) -> PodSpec {
         PodSpec {
             name: name.into(),
-            labels: vec![("tier".into(), tier.into()), ("app".into(), "milvus".into())],
+            labels: vec![
+                ("tier".into(), tier.into()),
+                ("app".into(), "milvus".into()),
+            ],
             ip: Some(ip.into()),
             port: Some(port),
             phase: "Running",
@@ -208,7 +211,11 @@ impl ApiServer {
         let before = data.pods.insert(pod.name.clone(), after.clone());
         let change = Change {
             rv,
-            kind: if before.is_some() { "MODIFIED" } else { "ADDED" },
+            kind: if before.is_some() {
+                "MODIFIED"
+            } else {
+                "ADDED"
+            },
             before,
             after,
         };
@@ -392,7 +399,11 @@ async fn pods(
             queue.extend(event_for(change, selector.as_deref()).map(|e| line(&e)));
         }
         // Subscribed under the lock: no change falls between the replay and the live events.
-        (shared.changes.subscribe(), shared.drops.subscribe(), data.rv)
+        (
+            shared.changes.subscribe(),
+            shared.drops.subscribe(),
+            data.rv,
+        )
     };
     struct Stream {
         queue: VecDeque<Bytes>,

@@ -161,7 +161,10 @@ mod tests {
             })
         );
         assert!(!g.discovery.finds_write_node());
-        assert_eq!(g.write_node.map(|w| w.to_string()).as_deref(), Some("mishards-rw:19530"));
+        assert_eq!(
+            g.write_node.map(|w| w.to_string()).as_deref(),
+            Some("mishards-rw:19530")
+        );
     }
 
     #[test]
@@ -169,7 +172,10 @@ mod tests {
         let base = [
             ("SQLALCHEMY_DATABASE_URI", "sqlite::memory:"),
             ("DISCOVERY_CLASS_NAME", "kubernetes"),
-            ("DISCOVERY_KUBERNETES_WRITE_LABEL_SELECTOR", "tier=rw-server"),
+            (
+                "DISCOVERY_KUBERNETES_WRITE_LABEL_SELECTOR",
+                "tier=rw-server",
+            ),
         ];
         let g = config(&base).unwrap();
         assert!(g.discovery.finds_write_node());
@@ -192,8 +198,16 @@ mod tests {
             ("DISCOVERY_CLASS_NAME", "kubernetes"),
         ];
         for (name, value, says) in [
-            ("DISCOVERY_KUBERNETES_POD_PATT", "ro-(", "not a regular expression"),
-            ("DISCOVERY_KUBERNETES_POLL_INTERVAL", "0", "choose 1 to 86400"),
+            (
+                "DISCOVERY_KUBERNETES_POD_PATT",
+                "ro-(",
+                "not a regular expression",
+            ),
+            (
+                "DISCOVERY_KUBERNETES_POLL_INTERVAL",
+                "0",
+                "choose 1 to 86400",
+            ),
         ] {
             let mut e = base.to_vec();
             e.push((name, value));
@@ -203,7 +217,14 @@ mod tests {
         // The defaults: Mishards' 5 s poll, no pattern, no selector, the namespace left to the config.
         let k = config(&base).unwrap().discovery.kubernetes.unwrap();
         assert_eq!(
-            (k.namespace, k.in_cluster, k.poll_interval, k.pod_pattern, k.label_selector, k.default_port),
+            (
+                k.namespace,
+                k.in_cluster,
+                k.poll_interval,
+                k.pod_pattern,
+                k.label_selector,
+                k.default_port
+            ),
             (None, false, Duration::from_secs(5), None, None, 19530)
         );
     }

@@ -103,8 +103,7 @@ impl Handler<Membership> for Cluster {
             let link = match self.links.get(node) {
                 Some(link) => link.clone(),
                 None => {
-                    let link =
-                        start_link(Some(node.clone()), self.options.clone(), &self.arbiter);
+                    let link = start_link(Some(node.clone()), self.options.clone(), &self.arbiter);
                     link.do_send(SubscribeHealth(self.routing.clone().recipient()));
                     if let Some(faults) = &self.faults {
                         link.do_send(Self::link_faults(faults, NodeRole::Read));

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use actix::prelude::*;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use regex::Regex;
 
 use mishards_config::{KubernetesDiscovery, NodeAddr};
@@ -49,7 +49,7 @@ pub enum Observed {
 pub fn pod_member(pod: &Pod, pattern: Option<&Regex>, default_port: u16) -> Option<NodeAddr> {
     let name = pod.metadata.name.as_deref()?;
     if let Some(pattern) = pattern
-        && !pattern.find(name).is_some_and(|m| m.start() == 0)
+        && pattern.find(name).is_none_or(|m| m.start() != 0)
     {
         return None;
     }
@@ -170,8 +170,7 @@ async fn client(config: &KubernetesDiscovery) -> Result<kube::Client, String> {
             .await
             .map_err(|e| format!("kubeconfig: {}", describe(&e)))?
     };
-    kube::Client::try_from(kube_config)
-        .map_err(|e| format!("Kubernetes client: {}", describe(&e)))
+    kube::Client::try_from(kube_config).map_err(|e| format!("Kubernetes client: {}", describe(&e)))
 }
 
 /// Watches the pods until the receiver is gone, telling it what it finds. Each round lists afresh and
@@ -308,9 +307,7 @@ pub async fn watch(config: KubernetesDiscovery, to: Recipient<Observed>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{
-        Container, ContainerPort, PodCondition, PodSpec, PodStatus,
-    };
+    use k8s_openapi::api::core::v1::{Container, ContainerPort, PodCondition, PodSpec, PodStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
     fn pod(name: &str, ports: &[(&str, i32)]) -> Pod {
@@ -383,8 +380,7 @@ mod tests {
         p.status.as_mut().unwrap().conditions = None;
         assert_eq!(addr(&p, None), None, "no conditions");
         let mut p = base.clone();
-        p.status.as_mut().unwrap().conditions.as_mut().unwrap()[0].type_ =
-            "ContainersReady".into();
+        p.status.as_mut().unwrap().conditions.as_mut().unwrap()[0].type_ = "ContainersReady".into();
         assert_eq!(addr(&p, None), None, "only another condition is True");
         let mut p = base.clone();
         p.metadata.deletion_timestamp = Some(Time(Default::default()));
@@ -444,7 +440,11 @@ mod tests {
         unready.status.as_mut().unwrap().phase = Some("Failed".into());
         let (members, _) = set.apply(Event::Apply(unready));
         assert_eq!(members.unwrap().keys().collect::<Vec<_>>(), ["ro-a"]);
-        assert_eq!(set.apply(Event::Apply(a.clone())), (None, false), "no change");
+        assert_eq!(
+            set.apply(Event::Apply(a.clone())),
+            (None, false),
+            "no change"
+        );
         set.apply(Event::Init);
         assert_eq!(set.apply(Event::InitApply(b.clone())), (None, false));
         assert_eq!(set.members.as_ref().unwrap().len(), 1, "kept while listing");

@@ -158,12 +158,17 @@ impl Discovery {
         let Some(nodes) = &self.read else {
             return;
         };
-        if self.current.epoch > 0 && *self.current.nodes == *nodes && self.current.write_node == self.write {
+        if self.current.epoch > 0
+            && *self.current.nodes == *nodes
+            && self.current.write_node == self.write
+        {
             return;
         }
         let names: Vec<String> = nodes.iter().map(|n| n.to_string()).collect();
         match &self.write {
-            Some(write) => tracing::info!(nodes = ?names, write_node = %write, "membership changed"),
+            Some(write) => {
+                tracing::info!(nodes = ?names, write_node = %write, "membership changed")
+            }
             None => tracing::info!(nodes = ?names, "read-node membership changed"),
         }
         self.current = Membership {

@@ -11,7 +11,10 @@ use mishards_config::NodeAddr;
 pub enum Polled {
     Static(Vec<NodeAddr>),
     /// One `host[:port]` per line; `#` starts a comment; `default_port` where none is given.
-    File { path: PathBuf, default_port: u16 },
+    File {
+        path: PathBuf,
+        default_port: u16,
+    },
 }
 
 /// Resolves the source into member addresses. A DNS name with several addresses becomes one member per
