@@ -176,7 +176,10 @@ async fn pods_come_and_go_through_watch_410_and_an_api_server_outage_with_search
             // Longer than this test: every change below comes through the watch, not a periodic list.
             env("DISCOVERY_KUBERNETES_POLL_INTERVAL", "120"),
             env("MISHARDS_META_POLL_INTERVAL", "0.2"),
-            env("MISHARDS_LOG", "warn,mishards_gateway::discovery=info"),
+            env(
+                "MISHARDS_LOG",
+                "warn,mishards_gateway::discovery=info,mishards_gateway::node_link=info",
+            ),
         ],
     )
     .await;
@@ -387,8 +390,43 @@ async fn pods_come_and_go_through_watch_410_and_an_api_server_outage_with_search
         searched > searched_before_outage,
         "searches ran all along: {searched}"
     );
+
+    // The write node's pod is replaced by one on another address: the write link follows it, and
+    // writes through the gateway reach the new write node.
+    writer.shutdown().await;
+    let writer = node("rw", "127.0.0.10", &storage, &meta).await;
+    api.put(&PodSpec::ready(
+        "mishards-rw-0",
+        "rw",
+        "127.0.0.10",
+        writer.addr.port(),
+    ));
+    let moved = writer.addr.to_string();
+    wait_for("the write link to follow the moved pod", WAIT, || {
+        let moved = moved.clone();
+        async move {
+            let stats = conn_stats(&mut client(addr).await).await;
+            match stats["write_node"]["node"] == moved.as_str()
+                && stats["write_node"]["state"] == "healthy"
+            {
+                true => Ok(()),
+                false => Err(stats.to_string()),
+            }
+        }
+    })
+    .await;
+    let mut all = data.to_vec();
+    all.extend(common::insert_file(&mut c, "pods", 500, common::FILE_DIM, &mut rng).await);
+    assert_exact(
+        &search(&mut c, "pods", &queries, 10).await,
+        &all,
+        &queries,
+        10,
+    );
+
     let log = stop(gateway).await;
     assert!(log.contains("membership changed"), "{log}");
+    assert!(log.contains("node link retargeted"), "{log}");
     for r in readers.into_iter().flatten() {
         r.shutdown().await;
     }
