@@ -285,6 +285,85 @@ impl Handler<crate::control::Crash> for Discovery {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kubernetes::{Observed, Role};
+
+    fn pods(list: &[(&str, u16)]) -> BTreeMap<String, NodeAddr> {
+        list.iter()
+            .map(|(name, port)| (name.to_string(), NodeAddr::loopback(*port)))
+            .collect()
+    }
+
+    /// What the watch reports becomes membership: read nodes after a complete list, the write node kept
+    /// until another replaces it, an outage keeping everything and showing in the stats.
+    #[actix::test]
+    async fn kubernetes_observations_become_membership_and_an_outage_keeps_it() {
+        // In-cluster config outside a cluster: the watch task reports `Down` at once, then waits an hour.
+        let config = KubernetesDiscovery {
+            namespace: Some("milvus".into()),
+            in_cluster: true,
+            poll_interval: Duration::from_secs(3600),
+            pod_pattern: None,
+            label_selector: None,
+            write_label_selector: Some("tier=rw".into()),
+            default_port: 19530,
+        };
+        let discovery = Discovery::new(Source::Kubernetes(config), Duration::from_secs(1)).start();
+        let stats = || async { discovery.send(GetDiscoveryStats).await.unwrap() };
+        for _ in 0..200 {
+            if stats().await.errors > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let down = stats().await;
+        assert!(!down.source_up && down.epoch == 0, "{down:?}");
+        assert!(down.last_error.unwrap().contains("in-cluster"));
+
+        // The write node alone publishes nothing: the read nodes come first.
+        discovery.do_send(Observed::Members {
+            role: Role::Write,
+            pods: pods(&[("rw-0", 9)]),
+        });
+        discovery.do_send(Observed::Up);
+        discovery.do_send(Observed::Members {
+            role: Role::Read,
+            pods: pods(&[("ro-0", 1), ("ro-1", 2)]),
+        });
+        let m = discovery.send(GetMembership).await.unwrap();
+        assert_eq!((m.epoch, m.nodes.len()), (1, 2));
+        assert_eq!(m.write_node, Some(NodeAddr::loopback(9)));
+        assert!(stats().await.source_up);
+
+        // The write pod gone: the last write node stays. Another one: it replaces it.
+        discovery.do_send(Observed::Members {
+            role: Role::Write,
+            pods: pods(&[]),
+        });
+        assert_eq!(discovery.send(GetMembership).await.unwrap(), m);
+        discovery.do_send(Observed::Members {
+            role: Role::Write,
+            pods: pods(&[("rw-1", 10)]),
+        });
+        let moved = discovery.send(GetMembership).await.unwrap();
+        assert_eq!(
+            (moved.epoch, moved.write_node.clone()),
+            (2, Some(NodeAddr::loopback(10)))
+        );
+
+        // An outage keeps the member set and says why; the next answer clears it.
+        discovery.do_send(Observed::Down("API server unreachable".into()));
+        assert_eq!(discovery.send(GetMembership).await.unwrap(), moved);
+        let s = stats().await;
+        assert!(!s.source_up && s.errors >= 2, "{s:?}");
+        assert_eq!(s.last_error.as_deref(), Some("API server unreachable"));
+        discovery.do_send(Observed::Up);
+        let s = stats().await;
+        assert!(s.source_up && s.last_error.is_none(), "{s:?}");
+        assert_eq!(
+            (s.source, s.nodes, s.write_node.as_deref()),
+            ("kubernetes", 2, Some("127.0.0.1:10"))
+        );
+    }
 
     #[actix::test]
     async fn a_file_source_publishes_changes_only() {
