@@ -14,8 +14,8 @@ use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use crate::config::{
-    self, ConfigError, DemoConfig, DiscoveryKind, GatewayConfig, Kind, NodeAddr, NodeConfig, Role,
-    RouterKind, Scope, Settings, Source,
+    self, ConfigError, DemoConfig, DiscoveryConfig, DiscoveryKind, GatewayConfig, Kind, NodeAddr,
+    NodeConfig, Role, RouterKind, Scope, Settings, Source,
 };
 use crate::meta::MetaError;
 use crate::telemetry::{self, Component, Export, TelemetryError};
@@ -766,12 +766,15 @@ async fn run_demo(mut config: DemoConfig, out: &mut dyn Write) -> Result<(), Cli
         port: config.port,
         tls: config.tls.clone(),
         node_tls: None,
-        write_node: NodeAddr::loopback(0),
+        write_node: Some(NodeAddr::loopback(0)),
         meta_uri: Default::default(),
         sql_echo: config.sql_echo,
-        discovery: DiscoveryKind::File,
-        static_hosts: Vec::new(),
-        discovery_file: None,
+        discovery: DiscoveryConfig {
+            kind: DiscoveryKind::File,
+            static_hosts: Vec::new(),
+            file: None,
+            kubernetes: None,
+        },
         router: RouterKind::Rendezvous,
         max_retry: 3,
         node_timeout: std::time::Duration::from_secs(10),

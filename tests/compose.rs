@@ -153,11 +153,10 @@ fn every_service_is_a_valid_mishards_process_and_they_point_at_each_other() {
     );
 
     let (_, gateway, service) = &gateways[0];
-    assert_eq!(
-        (&*gateway.write_node.host, gateway.write_node.port),
-        ("rw", writer.port)
-    );
+    let write_node = gateway.write_node.as_ref().expect("WOSERVER is set");
+    assert_eq!((&*write_node.host, write_node.port), ("rw", writer.port));
     let mut hosts: Vec<(String, u16)> = gateway
+        .discovery
         .static_hosts
         .iter()
         .map(|h| (h.host.to_string(), h.port))

@@ -9,9 +9,11 @@
 //! - `specs`: the table, and the kinds and scopes of its settings.
 //! - `settings`: the layering that resolves each setting and remembers where its value came from.
 //! - `sections` and `roles`: the typed configs built from the settings, with their checks.
+//! - `discovery`: how the gateway finds its nodes (static, file, kubernetes).
 //! - `node_addr`: the address of a node.
 //! - `timezone`: TIMEZONE, the time zone of log timestamps.
 
+mod discovery;
 mod error;
 mod node_addr;
 mod roles;
@@ -23,9 +25,10 @@ mod timezone;
 #[cfg(test)]
 mod test_support;
 
+pub use discovery::{DiscoveryConfig, DiscoveryKind, KubernetesDiscovery};
 pub use error::ConfigError;
 pub use node_addr::NodeAddr;
-pub use roles::{DemoConfig, DiscoveryKind, GatewayConfig, NodeConfig, Role, RouterKind};
+pub use roles::{DemoConfig, GatewayConfig, NodeConfig, Role, RouterKind};
 pub use sections::{
     AdminConfig, ClientLimits, DEFAULT_NODE_SERVICE_NAME, DEFAULT_OTLP_ENDPOINT, FaultConfig,
     HedgeConfig, LogConfig, MAX_INSPECT_KEEP, MIN_FAULT_TOKEN_CHARS, NodeTlsConfig,

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use mishards_meta::{MetaError, MetaUri, SecretUri};
 
+use crate::discovery::DiscoveryConfig;
 use crate::error::ConfigError;
 use crate::node_addr::NodeAddr;
 use crate::sections::{
@@ -30,13 +31,6 @@ fn warn_inert(s: &Settings) {
     }
 }
 
-/// How the gateway finds its read nodes (`discovery_class_name`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DiscoveryKind {
-    Static,
-    File,
-}
-
 /// How segments are placed on read nodes (`router_class_name`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouterKind {
@@ -53,13 +47,12 @@ pub struct GatewayConfig {
     pub tls: Option<ServerTlsConfig>,
     /// TLS on the links to the nodes (`None`: plain TCP).
     pub node_tls: Option<NodeTlsConfig>,
-    pub write_node: NodeAddr,
+    /// `woserver`; `None` only when discovery finds the write node (`discovery.finds_write_node()`).
+    pub write_node: Option<NodeAddr>,
     /// Masked in `Debug`: a config may be printed or logged.
     pub meta_uri: SecretUri,
     pub sql_echo: bool,
-    pub discovery: DiscoveryKind,
-    pub static_hosts: Vec<NodeAddr>,
-    pub discovery_file: Option<PathBuf>,
+    pub discovery: DiscoveryConfig,
     pub router: RouterKind,
     pub max_retry: u32,
     pub node_timeout: std::time::Duration,
@@ -80,31 +73,28 @@ pub struct GatewayConfig {
 impl GatewayConfig {
     pub fn from_settings(s: &Settings) -> Result<GatewayConfig, ConfigError> {
         warn_inert(s);
-        let write_node = NodeAddr::parse(s.required_text("woserver")?, DEFAULT_PORT)
-            .map_err(|r| s.invalid("woserver", r))?;
-        let static_port = s.port("discovery_static_port");
-        let static_hosts = s
-            .list("discovery_static_hosts")
-            .iter()
-            .map(|h| NodeAddr::parse(h, static_port))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|r| s.invalid("discovery_static_hosts", r))?;
-        let discovery = match s.text("discovery_class_name") {
-            Some("file") => DiscoveryKind::File,
-            Some("kubernetes") => {
-                return Err(s.invalid(
-                    "discovery_class_name",
-                    "kubernetes discovery is not available; use static (DNS names allowed) or file",
-                ));
+        let mut discovery = DiscoveryConfig::from_settings(s)?;
+        // WOSERVER wins; without it the write node must come from discovery.
+        let write_node = match s.text("woserver").filter(|w| !w.trim().is_empty()) {
+            Some(w) => {
+                Some(NodeAddr::parse(w, DEFAULT_PORT).map_err(|r| s.invalid("woserver", r))?)
             }
-            _ => DiscoveryKind::Static,
+            None if discovery.finds_write_node() => None,
+            None => {
+                return Err(ConfigError::Missing {
+                    key: "woserver",
+                    flag: "woserver",
+                    env: "WOSERVER",
+                });
+            }
         };
-        let discovery_file = s.path("discovery_file");
-        if discovery == DiscoveryKind::File && discovery_file.is_none() {
-            return Err(s.invalid(
-                "discovery_file",
-                "file discovery needs DISCOVERY_FILE (--discovery-file)",
-            ));
+        if write_node.is_some()
+            && let Some(k) = discovery.kubernetes.as_mut()
+            && k.write_label_selector.take().is_some()
+        {
+            tracing::info!(
+                "WOSERVER names the write node: the write-node label selector is not used"
+            );
         }
         let router = match s.text("router_class_name") {
             Some("FileBasedHashRingRouter") => RouterKind::HashRing,
@@ -123,8 +113,6 @@ impl GatewayConfig {
             meta_uri,
             sql_echo: s.flag("sql_echo"),
             discovery,
-            static_hosts,
-            discovery_file,
             router,
             max_retry,
             node_timeout: seconds(s, "node_timeout", 10.0)?,
@@ -416,13 +404,13 @@ mod tests {
         let g = GatewayConfig::from_settings(&s).unwrap();
         assert_eq!(
             g.write_node,
-            NodeAddr {
+            Some(NodeAddr {
                 host: "127.0.0.1".into(),
                 port: 19530
-            }
+            })
         );
         assert_eq!(
-            g.static_hosts,
+            g.discovery.static_hosts,
             [
                 NodeAddr {
                     host: "ro-1".into(),

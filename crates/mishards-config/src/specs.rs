@@ -191,7 +191,7 @@ pub static SPECS: &[Spec] = &[
         Kind::Text,
         None,
         GATEWAY,
-        "the write node, tcp://host:port or host:port"
+        "the write node, tcp://host:port or host:port; with kubernetes discovery and a write label selector it may be left out, and it wins when set"
     ),
     Spec {
         secret: true,
@@ -221,7 +221,7 @@ pub static SPECS: &[Spec] = &[
         Kind::OneOf(&["static", "file", "kubernetes"]),
         Some("static"),
         GATEWAY,
-        "how read nodes are found: static (DISCOVERY_STATIC_HOSTS, DNS names allowed) or file (a hosts file re-read on change); kubernetes (Mishards' pod discovery) is not available: the gateway refuses it"
+        "how read nodes are found: static (DISCOVERY_STATIC_HOSTS, DNS names allowed), file (a hosts file re-read on change) or kubernetes (the namespace's matching pods, listed then watched through the Kubernetes API)"
     ),
     spec!(
         "discovery_static_hosts",
@@ -239,7 +239,7 @@ pub static SPECS: &[Spec] = &[
         Kind::Port,
         Some("19530"),
         GATEWAY,
-        "port of static hosts that name none"
+        "port of static hosts that name none, and of kubernetes pods whose containers name no port milvus or grpc"
     ),
     spec!(
         "discovery_file",
@@ -266,7 +266,7 @@ pub static SPECS: &[Spec] = &[
         Kind::Text,
         None,
         GATEWAY,
-        "accepted for Mishards compatibility (kubernetes discovery is not available)"
+        "kubernetes discovery: the pods' namespace (unset: the service account's namespace in the cluster, the kubeconfig context's outside it, else default)"
     ),
     spec!(
         "discovery_kubernetes_in_cluster",
@@ -275,7 +275,7 @@ pub static SPECS: &[Spec] = &[
         Kind::Bool,
         Some("false"),
         GATEWAY,
-        "accepted for Mishards compatibility (kubernetes discovery is not available)"
+        "kubernetes discovery: use the pod's service account (true) instead of a kubeconfig (KUBECONFIG, then ~/.kube/config; http:// API servers work)"
     ),
     spec!(
         "discovery_kubernetes_poll_interval",
@@ -284,7 +284,7 @@ pub static SPECS: &[Spec] = &[
         Kind::Count,
         Some("5"),
         GATEWAY,
-        "accepted for Mishards compatibility (kubernetes discovery is not available)"
+        "kubernetes discovery: seconds between full re-lists of the pods (the watch applies changes at once; this bounds how long a missed change or an outage's end can go unseen)"
     ),
     spec!(
         "discovery_kubernetes_pod_patt",
@@ -293,7 +293,7 @@ pub static SPECS: &[Spec] = &[
         Kind::Text,
         None,
         GATEWAY,
-        "accepted for Mishards compatibility (kubernetes discovery is not available)"
+        "kubernetes discovery: regular expression a read node's pod name must match from its start (unset: any name)"
     ),
     spec!(
         "discovery_kubernetes_label_selector",
@@ -302,7 +302,16 @@ pub static SPECS: &[Spec] = &[
         Kind::Text,
         None,
         GATEWAY,
-        "accepted for Mishards compatibility (kubernetes discovery is not available)"
+        "kubernetes discovery: label selector of the read nodes' pods, e.g. tier=ro-servers (unset: every pod of the namespace)"
+    ),
+    spec!(
+        "discovery_kubernetes_write_label_selector",
+        ["DISCOVERY_KUBERNETES_WRITE_LABEL_SELECTOR"],
+        "kubernetes-write-label-selector",
+        Kind::Text,
+        None,
+        GATEWAY,
+        "kubernetes discovery: label selector of the write node's pod, e.g. tier=rw-server; the write node is then found like the read nodes (WOSERVER, when set, wins)"
     ),
     spec!(
         "router_class_name",

@@ -207,7 +207,10 @@ pub fn not_ready_reasons(sample: &ClusterSample) -> Vec<String> {
         reasons.push("the metadata snapshot has not been loaded yet".to_string());
     }
     if sample.read_nodes.is_empty() {
-        reasons.push("no read nodes in the membership".to_string());
+        reasons.push(match &sample.discovery.last_error {
+            Some(e) => format!("no read nodes in the membership (discovery: {e})"),
+            None => "no read nodes in the membership".to_string(),
+        });
     } else if sample.healthy_read_nodes() == 0 {
         let states: Vec<String> = sample
             .read_nodes
@@ -227,6 +230,28 @@ pub fn not_ready_reasons(sample: &ClusterSample) -> Vec<String> {
     reasons
 }
 
+/// What is wrong without stopping searches: discovery cannot read its source (the Kubernetes API server
+/// is away, say) and serves its last member set. Not a reason to be unready: an API-server outage would
+/// otherwise take every gateway out of its Service at once.
+pub fn degraded_reasons(sample: &ClusterSample) -> Vec<String> {
+    let d = &sample.discovery;
+    let mut degraded = Vec::new();
+    if let Some(e) = &d.last_error
+        && d.epoch > 0
+    {
+        degraded.push(format!(
+            "discovery ({}) cannot read its source, serving its last member set (epoch {}, {} read nodes): {e}",
+            d.source, d.epoch, d.nodes
+        ));
+    }
+    if sample.write_node.node == crate::node_link::UNASSIGNED {
+        degraded.push(
+            "the write node has not been discovered yet (no ready pod matches the write-node selector): writes fail".to_string(),
+        );
+    }
+    degraded
+}
+
 async fn readyz(State(s): Shared) -> Response {
     let sample = match metrics::sample(&s.actors, ASK_TIMEOUT).await {
         Ok(sample) => sample,
@@ -242,6 +267,7 @@ async fn readyz(State(s): Shared) -> Response {
     let body = json!({
         "status": if reasons.is_empty() { "ready" } else { "not ready" },
         "reasons": reasons,
+        "degraded": degraded_reasons(&sample),
         "snapshot_epoch": sample.metadata.epoch,
         "read_nodes": sample.read_nodes.len(),
         "healthy_read_nodes": sample.healthy_read_nodes(),

@@ -9,7 +9,7 @@ use actix::prelude::*;
 
 use super::discovery::{Discovery, GetDiscoveryStats, Membership};
 use super::metadata::{GetPollerStats, MetadataPoller};
-use super::node_link::{GetLinkStats, LinkOptions, NodeLink, Retire, SubscribeHealth};
+use super::node_link::{GetLinkStats, LinkOptions, NodeLink, Retarget, Retire, SubscribeHealth};
 use super::routing::{GetRoutingStats, Links, Routing};
 use crate::control::{Crash, CrashLink, SetFaults, SetLinkFaults};
 use mishards_config::NodeAddr;
@@ -27,7 +27,8 @@ pub struct ConnStats;
 
 pub struct Cluster {
     links: Arc<HashMap<NodeAddr, Addr<NodeLink>>>,
-    write: (NodeAddr, Addr<NodeLink>),
+    /// The write node (`None` until discovery finds it, when WOSERVER does not name it) and its link.
+    write: (Option<NodeAddr>, Addr<NodeLink>),
     routing: Addr<Routing>,
     poller: Addr<MetadataPoller>,
     options: LinkOptions,
@@ -40,7 +41,7 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn new(
-        write: (NodeAddr, Addr<NodeLink>),
+        write: (Option<NodeAddr>, Addr<NodeLink>),
         routing: Addr<Routing>,
         poller: Addr<MetadataPoller>,
         options: LinkOptions,
@@ -74,12 +75,16 @@ impl Cluster {
 }
 
 /// Starts a supervised link to `node` on `arbiter`: a crash restarts it with a fresh channel pool.
+/// `None`: a link discovery will point at a node (`Retarget`); down until then.
 pub fn start_link(
-    node: NodeAddr,
+    node: Option<NodeAddr>,
     options: LinkOptions,
     arbiter: &actix::ArbiterHandle,
 ) -> Addr<NodeLink> {
-    Supervisor::start_in_arbiter(arbiter, move |_| NodeLink::new(node, options))
+    Supervisor::start_in_arbiter(arbiter, move |_| match node {
+        Some(node) => NodeLink::new(node, options),
+        None => NodeLink::unassigned(options),
+    })
 }
 
 impl Actor for Cluster {
@@ -98,7 +103,7 @@ impl Handler<Membership> for Cluster {
             let link = match self.links.get(node) {
                 Some(link) => link.clone(),
                 None => {
-                    let link = start_link(node.clone(), self.options.clone(), &self.arbiter);
+                    let link = start_link(Some(node.clone()), self.options.clone(), &self.arbiter);
                     link.do_send(SubscribeHealth(self.routing.clone().recipient()));
                     if let Some(faults) = &self.faults {
                         link.do_send(Self::link_faults(faults, NodeRole::Read));
@@ -115,6 +120,18 @@ impl Handler<Membership> for Cluster {
         }
         self.links = Arc::new(links);
         self.routing.do_send(Links(self.links.clone()));
+        // Discovery found the write node (WOSERVER unset), or found it moved: the one link follows it.
+        if let Some(write) = m.write_node
+            && self.write.0.as_ref() != Some(&write)
+        {
+            self.write.0 = Some(write.clone());
+            self.write.1.do_send(Retarget(write));
+            if let Some(faults) = &self.faults {
+                self.write
+                    .1
+                    .do_send(Self::link_faults(faults, NodeRole::Write));
+            }
+        }
     }
 }
 
@@ -136,7 +153,7 @@ impl Handler<CrashLink> for Cluster {
     fn handle(&mut self, CrashLink(node): CrashLink, _: &mut Context<Self>) -> bool {
         let link = match self.links.get(&node) {
             Some(link) => link,
-            None if node == self.write.0 => &self.write.1,
+            None if Some(&node) == self.write.0.as_ref() => &self.write.1,
             None => {
                 tracing::warn!(%node, "fault injection: no link to crash for this node");
                 return false;
@@ -163,20 +180,24 @@ impl Handler<ConnStats> for Cluster {
             .map(|(n, l)| (n.clone(), l.clone()))
             .collect();
         let (write_node, write) = self.write.clone();
+        let write_node = write_node.map_or_else(
+            || super::node_link::UNASSIGNED.to_string(),
+            |n| n.to_string(),
+        );
         let (routing, poller) = (self.routing.clone(), self.poller.clone());
         let discovery = self.discovery.clone();
         Box::pin(async move {
-            let stats = |link: Addr<NodeLink>, node: NodeAddr| async move {
+            let stats = |link: Addr<NodeLink>, node: String| async move {
                 match link.send(GetLinkStats).await {
                     Ok(s) => serde_json::to_value(s).unwrap_or_default(),
                     Err(e) => {
-                        serde_json::json!({ "node": node.to_string(), "state": "unavailable", "reason": e.to_string() })
+                        serde_json::json!({ "node": node, "state": "unavailable", "reason": e.to_string() })
                     }
                 }
             };
             let mut read_nodes = Vec::new();
             for (node, link) in readers {
-                read_nodes.push(stats(link, node).await);
+                read_nodes.push(stats(link, node.to_string()).await);
             }
             read_nodes.sort_by_key(|v| v["node"].as_str().unwrap_or_default().to_string());
             let routing = routing

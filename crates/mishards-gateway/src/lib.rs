@@ -216,11 +216,21 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
     let probe = mishards_meta::MetaStore::connect(&uri, &meta_options).await?;
     probe.check_schema().await?;
     probe.close().await;
-    let source = match config.discovery {
-        DiscoveryKind::Static => discovery::Source::Static(config.static_hosts.clone()),
-        DiscoveryKind::File => discovery::Source::File {
-            path: config.discovery_file.clone().unwrap_or_default(),
+    let source = match config.discovery.kind {
+        DiscoveryKind::Static => discovery::Source::Polled(discovery::Polled::Static(
+            config.discovery.static_hosts.clone(),
+        )),
+        DiscoveryKind::File => discovery::Source::Polled(discovery::Polled::File {
+            path: config.discovery.file.clone().unwrap_or_default(),
             default_port: mishards_config::DEFAULT_PORT,
+        }),
+        DiscoveryKind::Kubernetes => match &config.discovery.kubernetes {
+            Some(kubernetes) => discovery::Source::Kubernetes(kubernetes.clone()),
+            None => {
+                return Err(GatewayError::Start(
+                    "kubernetes discovery without its settings".into(),
+                ));
+            }
         },
     };
     let link_options = node_link::LinkOptions {
@@ -301,7 +311,6 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
                     discovery,
                     faults,
                     write,
-                    write_node,
                     inspector,
                     home: here,
                 }
@@ -374,7 +383,7 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
     });
     tracing::info!(
         %addr,
-        write_node = %config.write_node,
+        write_node = %config.write_node.as_ref().map_or_else(|| "found by kubernetes discovery".to_string(), ToString::to_string),
         tls = config.tls.is_some(),
         mtls = config.tls.as_ref().is_some_and(|t| t.require_client_cert),
         node_tls = config.node_tls.is_some(),

@@ -321,7 +321,11 @@ pub async fn sample(actors: &Actors, timeout: Duration) -> Result<ClusterSample,
     )
     .await;
     read_nodes.sort_by(|a, b| a.node.cmp(&b.node));
-    let write_node = link_sample(actors.write_node.to_string(), actors.write.clone()).await;
+    let mut write_node = link_sample(String::new(), actors.write.clone()).await;
+    write_node.node = match &write_node.stats {
+        Ok(stats) => stats.node.clone(),
+        Err(_) => "write node".to_string(),
+    };
     let routing = actors
         .routing
         .send(GetRoutingStats)
@@ -571,6 +575,23 @@ fn register_sample(registry: &mut Registry, sample: &ClusterSample) {
         actor_restarts,
     );
 
+    let d = &sample.discovery;
+    registry.register(
+        "discovery_source_up",
+        "1 while discovery reads its source (hosts, file, Kubernetes API); 0 while it serves the last member set",
+        gauge(u64::from(d.source_up)),
+    );
+    registry.register(
+        "discovery_errors",
+        "Failed attempts to read the discovery source (API server unreachable or refusing, file unreadable)",
+        counter(d.errors),
+    );
+    registry.register(
+        "discovery_membership_epoch",
+        "Epoch of discovery's member set (0: not known yet)",
+        gauge(d.epoch),
+    );
+
     let m = &sample.metadata;
     registry.register_with_unit(
         "metadata_poll_lag",
@@ -754,6 +775,10 @@ mod tests {
             inspector: InspectorStats::default(),
             discovery: DiscoveryStats {
                 restarts: 2,
+                source: "kubernetes",
+                epoch: 4,
+                source_up: false,
+                errors: 3,
                 ..Default::default()
             },
         };
@@ -774,6 +799,9 @@ mod tests {
             "mishards_metadata_poll_lag_seconds 0.25",
             "mishards_metadata_snapshot_epoch 5",
             "mishards_actor_restarts_total{actor=\"discovery\"} 2",
+            "mishards_discovery_source_up 0",
+            "mishards_discovery_errors_total 3",
+            "mishards_discovery_membership_epoch 4",
             "# TYPE mishards_node_state gauge",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");

@@ -148,7 +148,8 @@ pub struct LinkStats {
 }
 
 pub struct NodeLink {
-    node: NodeAddr,
+    /// `None`: a write node discovery has not found yet (`NodeLink::unassigned`); `Retarget` sets it.
+    node: Option<NodeAddr>,
     options: LinkOptions,
     pool: Vec<NodeClient>,
     next: usize,
@@ -191,8 +192,26 @@ const RESTART_WINDOW: Duration = Duration::from_secs(60);
 #[rtype(result = "()")]
 pub struct Retire;
 
+/// Discovery found the node somewhere else (the write node's pod was replaced): the link connects there
+/// afresh, its state starting over; calls in flight finish on their old connections.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retarget(pub NodeAddr);
+
+/// What a link to a node discovery has not found yet calls itself.
+pub const UNASSIGNED: &str = "(not discovered yet)";
+
 impl NodeLink {
     pub fn new(node: NodeAddr, options: LinkOptions) -> Self {
+        Self::with_node(Some(node), options)
+    }
+
+    /// A link to a node discovery will name (`Retarget`); until then it is down and refuses calls.
+    pub fn unassigned(options: LinkOptions) -> Self {
+        Self::with_node(None, options)
+    }
+
+    fn with_node(node: Option<NodeAddr>, options: LinkOptions) -> Self {
         NodeLink {
             node,
             pool: Vec::new(),
@@ -226,11 +245,24 @@ impl NodeLink {
         }
     }
 
+    /// The node's name for logs, stats and errors.
+    fn name(&self) -> String {
+        self.node
+            .as_ref()
+            .map_or_else(|| UNASSIGNED.to_string(), ToString::to_string)
+    }
+
     fn connect(&mut self) -> Result<(), GatewayError> {
         let connect_timeout = self.options.probe_timeout.max(Duration::from_millis(200));
-        let endpoint = Endpoint::from_shared(self.node.endpoint())
+        let Some(node) = &self.node else {
+            return Err(GatewayError::Unreachable {
+                node: self.name(),
+                reason: "discovery has not found this node yet".into(),
+            });
+        };
+        let endpoint = Endpoint::from_shared(node.endpoint())
             .map_err(|e| GatewayError::Unreachable {
-                node: self.node.to_string(),
+                node: self.name(),
                 reason: e.to_string(),
             })?
             .connect_timeout(connect_timeout)
@@ -258,12 +290,12 @@ impl NodeLink {
         if state != self.state {
             match state {
                 LinkState::Down => {
-                    tracing::warn!(node = %self.node, reason = reason.as_deref().unwrap_or(""), "node down")
+                    tracing::warn!(node = %self.name(), reason = reason.as_deref().unwrap_or(""), "node down")
                 }
                 LinkState::Healthy => {
-                    tracing::info!(node = %self.node, version = self.version.as_deref().unwrap_or(""), "node healthy")
+                    tracing::info!(node = %self.name(), version = self.version.as_deref().unwrap_or(""), "node healthy")
                 }
-                _ => tracing::debug!(node = %self.node, ?state, "node state"),
+                _ => tracing::debug!(node = %self.name(), ?state, "node state"),
             }
             self.state = state;
             self.tell_health();
@@ -271,17 +303,20 @@ impl NodeLink {
         self.reason = reason;
     }
 
-    fn health(&self) -> NodeHealth {
-        NodeHealth {
-            node: self.node.clone(),
+    fn health(&self) -> Option<NodeHealth> {
+        Some(NodeHealth {
+            node: self.node.clone()?,
             state: self.state,
             p95: self.recent.p95(),
-        }
+        })
     }
 
     fn tell_health(&self) {
+        let Some(health) = self.health() else {
+            return;
+        };
         for s in &self.subscribers {
-            s.do_send(self.health());
+            s.do_send(health.clone());
         }
     }
 
@@ -362,7 +397,7 @@ impl NodeLink {
 
     pub fn stats(&self) -> LinkStats {
         LinkStats {
-            node: self.node.to_string(),
+            node: self.name(),
             state: self.state,
             reason: self.reason.clone(),
             version: self.version.clone(),
@@ -386,7 +421,7 @@ impl NodeLink {
     fn unusable(&self) -> Option<GatewayError> {
         (matches!(self.state, LinkState::Down) || self.pool.is_empty()).then(|| {
             GatewayError::Unreachable {
-                node: self.node.to_string(),
+                node: self.name(),
                 reason: self
                     .reason
                     .clone()
@@ -590,7 +625,7 @@ impl NodeLink {
         deadline: Instant,
         ctx: &mut Context<Self>,
     ) {
-        tracing::debug!(node = %self.node, searches = rows.len(), "a batched search was refused: asking its searches one by one");
+        tracing::debug!(node = %self.name(), searches = rows.len(), "a batched search was refused: asking its searches one by one");
         self.refused_batches += 1;
         for (param, reply) in batch::separate(combined, rows).into_iter().zip(replies) {
             if reply.is_closed() {
@@ -631,7 +666,7 @@ impl Actor for NodeLink {
 
 impl Supervised for NodeLink {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        tracing::warn!(node = %self.node, "node link restarted with a fresh channel pool");
+        tracing::warn!(node = %self.name(), "node link restarted with a fresh channel pool");
         self.restarts += 1;
         self.pool.clear();
         self.probing = false;
@@ -656,7 +691,7 @@ impl Supervised for NodeLink {
                 "restarted {} times within {RESTART_WINDOW:?}",
                 self.recent_restarts.len()
             );
-            tracing::error!(node = %self.node, %reason, "node link restarting too often: holding it down");
+            tracing::error!(node = %self.name(), %reason, "node link restarting too often: holding it down");
             self.set_state(LinkState::Down, Some(reason));
             self.next_probe = now + self.options.max_backoff;
         }
@@ -669,17 +704,17 @@ impl Handler<Acquire> for NodeLink {
         if let Some(e) = self.unusable() {
             return Err(e);
         }
-        let client = self
-            .next_client()
-            .ok_or_else(|| GatewayError::Unreachable {
-                node: self.node.to_string(),
+        let (Some(node), Some(client)) = (self.node.clone(), self.next_client()) else {
+            return Err(GatewayError::Unreachable {
+                node: self.name(),
                 reason: "not connected".into(),
-            })?;
+            });
+        };
         self.in_flight += 1;
         self.requests += 1;
         Ok(Lease {
             client,
-            node: self.node.clone(),
+            node,
             started: Instant::now(),
         })
     }
@@ -732,7 +767,9 @@ impl Handler<GetLinkStats> for NodeLink {
 impl Handler<SubscribeHealth> for NodeLink {
     type Result = ();
     fn handle(&mut self, SubscribeHealth(r): SubscribeHealth, _: &mut Context<Self>) {
-        r.do_send(self.health());
+        if let Some(health) = self.health() {
+            r.do_send(health);
+        }
         self.subscribers.push(r);
     }
 }
@@ -766,11 +803,35 @@ impl Handler<Crash> for NodeLink {
 impl Handler<SetLinkFaults> for NodeLink {
     type Result = ();
     fn handle(&mut self, rules: SetLinkFaults, _: &mut Context<Self>) {
-        if let Some(faults) = &self.faults {
+        if let (Some(faults), Some(node)) = (&self.faults, &self.node) {
             // Kept across restarts: a crash does not lift the node's faults.
             faults.send_modify(|current| {
-                *current = Some(rules.for_link(&self.node, current.as_deref()));
+                *current = Some(rules.for_link(node, current.as_deref()));
             });
+        }
+    }
+}
+
+impl Handler<Retarget> for NodeLink {
+    type Result = ();
+    fn handle(&mut self, Retarget(node): Retarget, ctx: &mut Context<Self>) {
+        if self.node.as_ref() == Some(&node) {
+            return;
+        }
+        tracing::info!(from = %self.name(), to = %node, "node link retargeted by discovery");
+        self.node = Some(node);
+        self.pool.clear();
+        self.version = None;
+        self.failures = 0;
+        self.backoff = self.options.probe_interval;
+        self.recent = RecentLatency::default();
+        self.ewma_ms = 0.0;
+        self.state = LinkState::Connecting;
+        self.reason = None;
+        self.next_probe = Instant::now();
+        match self.connect() {
+            Ok(()) => self.probe(ctx),
+            Err(e) => self.set_state(LinkState::Down, Some(e.to_string())),
         }
     }
 }

@@ -127,10 +127,7 @@ impl Routing {
         Routing {
             kind,
             load_factor,
-            membership: Membership {
-                epoch: 0,
-                nodes: Arc::new(BTreeSet::new()),
-            },
+            membership: Membership::default(),
             health: HashMap::new(),
             p95: HashMap::new(),
             latency: Arc::new(LatencyView::default()),

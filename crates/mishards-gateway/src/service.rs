@@ -18,7 +18,6 @@ use super::metadata::{GetSnapshot, MetadataPoller, Refresh, Snapshot};
 use super::node_link::{Acquire, LeaseReport, NodeClient, NodeLink};
 use super::routing::Routing;
 use super::scatter::{ScatterGather, Scattered};
-use mishards_config::NodeAddr;
 use mishards_meta::DEFAULT_PARTITION_TAG;
 use mishards_proto::error::{MilvusError, success};
 use mishards_proto::{self as proto, WithStatus, milvus_service_server::MilvusService};
@@ -41,8 +40,8 @@ pub struct Actors {
     pub discovery: Addr<super::discovery::Discovery>,
     /// Fault injection's rules and log; `None` unless it is enabled.
     pub faults: Option<crate::injection::FaultHandle>,
+    /// The write node's link (it follows the write node discovery finds, when WOSERVER is unset).
     pub write: Addr<NodeLink>,
-    pub write_node: NodeAddr,
     /// Keeps the manifests of recent and slow searches for the admin listener.
     pub inspector: Addr<super::inspect::Inspector>,
     /// The arbiter the long-lived actors run on; scatter-gather actors start there too.
@@ -123,11 +122,6 @@ impl GatewayService {
         F: FnOnce(NodeClient, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
-        let node = self.actors.write_node.to_string();
-        let down = |reason: String| GatewayError::WriteNodeDown {
-            node: node.clone(),
-            reason,
-        };
         let lease = match self
             .actors
             .write
@@ -136,7 +130,20 @@ impl GatewayService {
             .map_err(mailbox("write node link"))?
         {
             Ok(lease) => lease,
-            Err(e) => return Err(down(e.to_string())),
+            Err(GatewayError::Unreachable { node, reason }) => {
+                return Err(GatewayError::WriteNodeDown { node, reason });
+            }
+            Err(e) => {
+                return Err(GatewayError::WriteNodeDown {
+                    node: super::node_link::UNASSIGNED.to_string(),
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let node = lease.node.to_string();
+        let down = |reason: String| GatewayError::WriteNodeDown {
+            node: node.clone(),
+            reason,
         };
         let started = Instant::now();
         let outcome = tokio::time::timeout(timeout, call(lease.client, outgoing(req))).await;

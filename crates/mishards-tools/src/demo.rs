@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use mishards_config::{DiscoveryKind, GatewayConfig, NodeAddr, NodeConfig, Role};
+use mishards_config::{DiscoveryConfig, DiscoveryKind, GatewayConfig, NodeAddr, NodeConfig, Role};
 use mishards_gateway::{self as gateway, GatewayError, RunningGateway, Tuning};
 use mishards_node::{self as node, NodeError, RunningNode};
 
@@ -102,15 +102,18 @@ impl EmbeddedCluster {
         }
         let reader_addrs: Vec<SocketAddr> = started.iter().map(|r| r.addr).collect();
         let hosts_file = data_dir.join(HOSTS_FILE_NAME);
-        gateway_config.write_node = to_node_addr(writer_addr);
+        gateway_config.write_node = Some(to_node_addr(writer_addr));
         gateway_config.meta_uri = format!(
             "sqlite://{}",
             data_dir.join(mishards_meta::SQLITE_FILE_NAME).display()
         )
         .into();
-        gateway_config.discovery = DiscoveryKind::File;
-        gateway_config.discovery_file = Some(hosts_file.clone());
-        gateway_config.static_hosts = Vec::new();
+        gateway_config.discovery = DiscoveryConfig {
+            kind: DiscoveryKind::File,
+            static_hosts: Vec::new(),
+            file: Some(hosts_file.clone()),
+            kubernetes: None,
+        };
         write_hosts_file(&hosts_file, &reader_addrs)?;
         let gateway = gateway::start(&gateway_config, tuning).await?;
         Ok(EmbeddedCluster {
