@@ -90,6 +90,32 @@ impl TracingConfig {
     }
 }
 
+/// A node's admin HTTP listener (`admin_host`, `admin_port`): its liveness, readiness and metrics
+/// probe. Off unless `admin_port` is set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeConfig {
+    pub host: String,
+    /// 0 picks a free port.
+    pub port: u16,
+}
+
+impl ProbeConfig {
+    /// `None` when `admin_port` is `off` (the node's default).
+    pub fn from_settings(s: &Settings) -> Result<Option<ProbeConfig>, ConfigError> {
+        let Some(port) = s.port_or_off("admin_port") else {
+            return Ok(None);
+        };
+        let host = s.text("admin_host").unwrap_or("127.0.0.1").trim();
+        if host.is_empty() {
+            return Err(s.invalid("admin_host", "empty address"));
+        }
+        Ok(Some(ProbeConfig {
+            host: host.to_string(),
+            port,
+        }))
+    }
+}
+
 /// Most search manifests (and as many slow ones) the gateway keeps for inspection: bounds its memory.
 pub const MAX_INSPECT_KEEP: usize = 65_536;
 
