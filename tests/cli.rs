@@ -290,8 +290,22 @@ fn an_unreachable_metadata_database_is_waited_for_and_an_unusable_one_is_one_cle
         2,
     );
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (status, body) = runtime.block_on(common::admin_get(&gateway.addrs[1], "/readyz"));
-    assert_eq!(status, 503, "{body}");
+    let admin = gateway.addrs[1].clone();
+    // The reason appears with the first poll's answer.
+    let body = runtime.block_on(common::wait_for(
+        "the gateway's reason",
+        std::time::Duration::from_secs(10),
+        || {
+            let admin = admin.clone();
+            async move {
+                let (status, body) = common::admin_get(&admin, "/readyz").await;
+                assert_eq!(status, 503, "{body}");
+                body.contains("cannot connect to metadata database")
+                    .then_some(body.clone())
+                    .ok_or(body)
+            }
+        },
+    ));
     assert!(
         body.contains("cannot connect to metadata database `mysql://root:***@127.0.0.1:1/milvus`"),
         "{body}"

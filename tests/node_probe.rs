@@ -32,15 +32,19 @@ async fn a_read_node_waits_for_the_schema_and_becomes_ready_by_itself() {
     .unwrap();
     let probe = starting.probe_addr().expect("probe listener").to_string();
     let reader = tokio::spawn(starting.run());
-    let (status, doc) = wait_for("the reader to wait for the schema", Duration::from_secs(10), || {
-        let probe = probe.clone();
-        async move {
-            let (status, doc) = probe_json(&probe, "/readyz").await;
-            (doc["phase"] == "waiting_for_metadata")
-                .then_some((status, doc.clone()))
-                .ok_or_else(|| doc.to_string())
-        }
-    })
+    let (status, doc) = wait_for(
+        "the reader to wait for the schema",
+        Duration::from_secs(10),
+        || {
+            let probe = probe.clone();
+            async move {
+                let (status, doc) = probe_json(&probe, "/readyz").await;
+                (doc["phase"] == "waiting_for_metadata")
+                    .then_some((status, doc.clone()))
+                    .ok_or_else(|| doc.to_string())
+            }
+        },
+    )
     .await;
     assert_eq!(status, 503, "{doc}");
     let reason = doc["reason"].as_str().unwrap_or_default();
@@ -71,7 +75,10 @@ async fn a_read_node_waits_for_the_schema_and_becomes_ready_by_itself() {
     assert_eq!(doc["metadata"], "reachable", "{doc}");
     let (_, metrics) = admin_get(&probe, "/metrics").await;
     assert!(metrics.contains("mishards_node_ready 1"), "{metrics}");
-    assert!(metrics.contains("mishards_node_metadata_reachable 1"), "{metrics}");
+    assert!(
+        metrics.contains("mishards_node_metadata_reachable 1"),
+        "{metrics}"
+    );
     // It serves: the writer's collection is seen through the reader.
     let mut w = client(writer.addr).await;
     create_collection(&mut w, schema("seen", 4, 1024, 1)).await;
@@ -100,9 +107,10 @@ async fn a_foreign_schema_stops_a_read_node_at_once() {
     let path = dir.path().join("meta.sqlite");
     {
         use sqlx::Connection;
-        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", path.display()))
-            .await
-            .unwrap();
+        let mut c =
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+                .await
+                .unwrap();
         sqlx::query("CREATE TABLE Tables (id INTEGER PRIMARY KEY, name TEXT)")
             .execute(&mut c)
             .await
@@ -114,7 +122,10 @@ async fn a_foreign_schema_stops_a_read_node_at_once() {
     )
     .await
     .expect("a foreign schema is refused, not waited for");
-    let err = started.err().expect("the reader refuses to start").to_string();
+    let err = started
+        .err()
+        .expect("the reader refuses to start")
+        .to_string();
     assert!(
         err.contains("metadata table `Tables` does not have Milvus 1.1's columns"),
         "{err}"
@@ -170,13 +181,19 @@ async fn a_failing_flush_shows_in_metrics_until_the_table_flushes() {
         metrics.contains("mishards_node_flush_failing_tables 1"),
         "{metrics}"
     );
-    assert!(metrics.contains("mishards_node_rows_inserted_total 20"), "{metrics}");
+    assert!(
+        metrics.contains("mishards_node_rows_inserted_total 20"),
+        "{metrics}"
+    );
     assert!(
         metrics.contains("mishards_node_rpc_requests_total{rpc=\"Flush\",code=\""),
         "{metrics}"
     );
     let (status, doc) = probe_json(&probe, "/readyz").await;
-    assert_eq!(status, 200, "a node whose one table cannot flush still serves: {doc}");
+    assert_eq!(
+        status, 200,
+        "a node whose one table cannot flush still serves: {doc}"
+    );
     assert!(doc["flush_failing"]["bad"].is_string(), "{doc}");
     assert!(doc["flush_failing"].get("good").is_none(), "{doc}");
 

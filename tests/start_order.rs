@@ -46,7 +46,9 @@ impl Setup {
         self.meta_uri.clone().unwrap_or_else(|| {
             format!(
                 "sqlite://{}",
-                self.storage.join(mishards::meta::SQLITE_FILE_NAME).display()
+                self.storage
+                    .join(mishards::meta::SQLITE_FILE_NAME)
+                    .display()
             )
         })
     }
@@ -142,7 +144,11 @@ async fn readyz(admin: &str) -> (u16, serde_json::Value) {
 /// Asserts what a process started before what it needs says on `/readyz`: 503, and why.
 async fn assert_waiting(s: &Started, started: &[Part], expect_in_reason: &[&str]) {
     let (status, doc) = readyz(&s.admin).await;
-    assert_eq!(status, 503, "{:?} with only {started:?} started: {doc}", s.part);
+    assert_eq!(
+        status, 503,
+        "{:?} with only {started:?} started: {doc}",
+        s.part
+    );
     let text = doc.to_string();
     assert!(
         expect_in_reason.iter().any(|e| text.contains(e)),
@@ -232,11 +238,7 @@ async fn search_through(gateway: &str, admin: &str, label: &str) {
 /// Starts the three parts in `order`, checking that each part started before what it needs waits,
 /// then that all become ready by themselves and a search through the gateway is exact. Returns the
 /// processes' logs by part.
-async fn run_order(
-    order: [Part; 3],
-    setup: Setup,
-    label: String,
-) -> Vec<(Part, Duration, String)> {
+async fn run_order(order: [Part; 3], setup: Setup, label: String) -> Vec<(Part, Duration, String)> {
     let relays = (Relay::start(), Relay::start());
     let mut all: Vec<Started> = Vec::new();
     for part in order {
@@ -248,9 +250,13 @@ async fn run_order(
         for s in &all {
             let waits_for = match s.part {
                 // Without the writer there is no schema; without a reader nothing to search on.
-                Part::Gateway if !started.contains(&Part::Writer) => {
-                    Some(&["has not been loaded yet", "does not exist yet", "do not exist yet"][..])
-                }
+                Part::Gateway if !started.contains(&Part::Writer) => Some(
+                    &[
+                        "has not been loaded yet",
+                        "does not exist yet",
+                        "do not exist yet",
+                    ][..],
+                ),
                 Part::Gateway if !started.contains(&Part::Reader) => {
                     Some(&["no read node is healthy", "no read nodes"][..])
                 }
@@ -296,7 +302,10 @@ async fn every_start_order_becomes_ready_by_itself() {
         [Writer, Gateway, Reader],
         [Writer, Reader, Gateway],
     ];
-    let dirs: Vec<tempfile::TempDir> = orders.iter().map(|_| tempfile::tempdir().unwrap()).collect();
+    let dirs: Vec<tempfile::TempDir> = orders
+        .iter()
+        .map(|_| tempfile::tempdir().unwrap())
+        .collect();
     let runs = orders.iter().zip(&dirs).map(|(order, dir)| {
         let setup = Setup {
             storage: dir.path().join("data"),
@@ -313,7 +322,8 @@ async fn every_start_order_becomes_ready_by_itself() {
                 waiting_lines(&log) <= 3,
                 "{order:?}: {part:?} logged more than one line per state: {log}"
             );
-            let waited = order.iter().position(|p| *p == part) < order.iter().position(|p| *p == Writer);
+            let waited =
+                order.iter().position(|p| *p == part) < order.iter().position(|p| *p == Writer);
             if waited {
                 assert!(
                     waiting_lines(&log) >= 1,
@@ -326,7 +336,10 @@ async fn every_start_order_becomes_ready_by_itself() {
 }
 
 /// The address of the MySQL server `MISHARDS_TEST_MYSQL_URL` names, and the URI of `db` through `via`.
-async fn mysql_through(db: &common::TestDb, via: std::net::SocketAddr) -> (std::net::SocketAddr, String) {
+async fn mysql_through(
+    db: &common::TestDb,
+    via: std::net::SocketAddr,
+) -> (std::net::SocketAddr, String) {
     let mishards::meta::MetaUri::MySql(t) = &db.uri else {
         panic!("not a MySQL database: {}", db.uri);
     };
@@ -335,8 +348,15 @@ async fn mysql_through(db: &common::TestDb, via: std::net::SocketAddr) -> (std::
         .expect("resolve the MySQL test server")
         .next()
         .expect("an address of the MySQL test server");
-    let password = t.password.as_ref().map(|p| format!(":{p}")).unwrap_or_default();
-    (server, format!("mysql://{}{password}@{via}/{}", t.user, t.database))
+    let password = t
+        .password
+        .as_ref()
+        .map(|p| format!(":{p}"))
+        .unwrap_or_default();
+    (
+        server,
+        format!("mysql://{}{password}@{via}/{}", t.user, t.database),
+    )
 }
 
 /// MySQL does not answer while the gateway, the read node and the write node start (a relay closes
@@ -365,8 +385,17 @@ async fn nothing_starts_before_mysql_answers_and_everything_does_after() {
     }
     tokio::time::sleep(PAUSE).await;
     for s in &all {
-        assert_waiting(s, &[Part::Gateway, Part::Reader, Part::Writer], &["cannot connect to metadata database", "does not answer"]).await;
-        assert!(s.grpc.is_none() || s.part == Part::Gateway, "{:?} serves without metadata", s.part);
+        assert_waiting(
+            s,
+            &[Part::Gateway, Part::Reader, Part::Writer],
+            &["cannot connect to metadata database", "does not answer"],
+        )
+        .await;
+        assert!(
+            s.grpc.is_none() || s.part == Part::Gateway,
+            "{:?} serves without metadata",
+            s.part
+        );
     }
     let Some(db) = &db else {
         // No MySQL server to point at here: the waiting half is what this machine can check.

@@ -488,7 +488,10 @@ mod tests {
             (Role::Reader, 19541, None)
         );
         assert_eq!(n.tracing.service_name, "mishards-node");
-        assert_eq!(n.probe, None, "a node's admin listener is off unless asked for");
+        assert_eq!(
+            n.probe, None,
+            "a node's admin listener is off unless asked for"
+        );
         let s = Settings::resolve(
             Scope::Node,
             &flags(&[("role", "rw")]),

@@ -526,8 +526,13 @@ mod tests {
         let f = file(&rendered);
         let again = Settings::resolve(Scope::Demo, &flags(&[]), &env(&[]), Some(f.path())).unwrap();
         assert_eq!(DemoConfig::from_settings(&again).unwrap().admin.port, None);
-        // The node has no admin listener.
-        assert!(specs_for(Scope::Node).all(|spec| !spec.key.starts_with("admin")));
+        // The node's admin listener (its probe) shares the names and is off unless asked for; the
+        // gateway's inspection settings are not the node's.
+        let node =
+            Settings::resolve(Scope::Node, &flags(&[("role", "ro")]), &env(&[]), None).unwrap();
+        assert_eq!(ProbeConfig::from_settings(&node).unwrap(), None);
+        assert_eq!(node.origin("admin_port"), Some(&crate::Origin::Default));
+        assert!(specs_for(Scope::Node).all(|spec| spec.key != "inspect_keep"));
     }
 
     #[test]

@@ -16,8 +16,8 @@ pub use partitions::{
 };
 pub use schema::*;
 pub use store::{CollectionIndex, FileChanges, MetaOptions, MetaStore, Retype, SchemaStatus};
-pub use wait::{Backoff, MetaWait, open_when_ready, try_open};
 pub use uri::{MetaUri, MySqlTarget, SQLITE_FILE_NAME, SecretUri, SqliteTarget, mask_password};
+pub use wait::{Backoff, MetaWait, open_when_ready, try_open};
 
 /// Everything that can go wrong talking to the metadata database.
 #[derive(Debug, thiserror::Error)]
@@ -66,9 +66,13 @@ fn missing_tables(tables: &[&str]) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     if tables.len() == 1 {
-        format!("metadata table {names} does not exist yet: the write node (mishards node --role rw) creates it")
+        format!(
+            "metadata table {names} does not exist yet: the write node (mishards node --role rw) creates it"
+        )
     } else {
-        format!("metadata tables {names} do not exist yet: the write node (mishards node --role rw) creates them")
+        format!(
+            "metadata tables {names} do not exist yet: the write node (mishards node --role rw) creates them"
+        )
     }
 }
 

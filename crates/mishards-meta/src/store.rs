@@ -169,6 +169,17 @@ impl MetaStore {
         };
         let pool = match uri {
             MetaUri::MySql(target) => {
+                // sqlx retries a refused connection until `acquire_timeout` and then reports only a
+                // pool timeout. One plain TCP connect first says at once, and why, when nothing
+                // listens (a server not started yet: processes start in any order and retry).
+                if target.socket.is_none() {
+                    let reach = tokio::net::TcpStream::connect((target.host.as_str(), target.port));
+                    match tokio::time::timeout(options.acquire_timeout, reach).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => return Err(connect_error(sqlx::Error::Io(e))),
+                        Err(_) => return Err(connect_error(sqlx::Error::PoolTimedOut)),
+                    }
+                }
                 let mut connect = MySqlConnectOptions::new()
                     .host(&target.host)
                     .port(target.port)

@@ -26,9 +26,13 @@ impl fmt::Display for MetaWait {
         match self {
             MetaWait::Unreachable(why) => write!(f, "the metadata database does not answer: {why}"),
             MetaWait::SchemaMissing(tables) => {
-                write!(f, "{}", MetaError::SchemaMissing {
-                    tables: tables.clone()
-                })
+                write!(
+                    f,
+                    "{}",
+                    MetaError::SchemaMissing {
+                        tables: tables.clone()
+                    }
+                )
             }
         }
     }
@@ -71,11 +75,15 @@ fn classify(uri: &MetaUri, error: MetaError) -> Result<MetaWait, MetaError> {
         MetaError::SchemaMissing { tables } => Ok(MetaWait::SchemaMissing(tables)),
         // A local SQLite file that cannot be opened is a wrong path or permission: nothing comes later.
         MetaError::Connect { .. } if uri.is_sqlite() => Err(error),
-        MetaError::Connect { source, .. } if refused_credentials(&source) => Err(MetaError::Connect {
-            uri: uri.to_string(),
-            source,
-        }),
-        MetaError::Connect { .. } | MetaError::Timeout { .. } => Ok(MetaWait::Unreachable(error.to_string())),
+        MetaError::Connect { source, .. } if refused_credentials(&source) => {
+            Err(MetaError::Connect {
+                uri: uri.to_string(),
+                source,
+            })
+        }
+        MetaError::Connect { .. } | MetaError::Timeout { .. } => {
+            Ok(MetaWait::Unreachable(error.to_string()))
+        }
         // The database answered a statement with an error: it is there, and refuses (no rights to
         // create a table, a foreign schema). Anything else (a dropped connection) may pass.
         MetaError::Query {
@@ -215,6 +223,9 @@ mod tests {
             op: "check schema",
             source: sqlx::Error::PoolTimedOut,
         };
-        assert!(matches!(classify(&mysql, lost), Ok(MetaWait::Unreachable(_))));
+        assert!(matches!(
+            classify(&mysql, lost),
+            Ok(MetaWait::Unreachable(_))
+        ));
     }
 }

@@ -53,9 +53,7 @@ impl Probe {
         rpcs: Arc<NodeRpcMetrics>,
     ) -> Result<Probe, NodeError> {
         let cannot = |e: std::io::Error| {
-            NodeError::Internal(format!(
-                "cannot listen on {host}:{port} (admin HTTP): {e}"
-            ))
+            NodeError::Internal(format!("cannot listen on {host}:{port} (admin HTTP): {e}"))
         };
         let listener = tokio::net::TcpListener::bind((host, port))
             .await
@@ -127,9 +125,7 @@ pub async fn readiness(health: &NodeHealth) -> (bool, Value) {
     let metadata = match tokio::time::timeout(PING_TIMEOUT, engine.metadata_reachable()).await {
         Ok(Ok(())) => "reachable".to_string(),
         Ok(Err(e)) => format!("unreachable (serving from what the node has): {e}"),
-        Err(_) => format!(
-            "no answer within {PING_TIMEOUT:?} (serving from what the node has)"
-        ),
+        Err(_) => format!("no answer within {PING_TIMEOUT:?} (serving from what the node has)"),
     };
     let failing: serde_json::Map<String, Value> = engine
         .counters()

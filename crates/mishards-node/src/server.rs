@@ -145,121 +145,122 @@ impl StartingNode {
         } = self;
         let config = &config;
         let uri = &meta_uri(config)?;
-    tracing::debug!(
-        auto_flush = ?config.auto_flush_interval,
-        gc_grace = ?config.gc_grace,
-        cache_mb = config.cache_bytes >> 20,
-        index_build_rows = config.index_build_rows,
-        "engine settings"
-    );
-    let options = MetaOptions {
-        echo: config.sql_echo,
-        ..MetaOptions::default()
-    };
-    let meta = mishards_meta::open_when_ready(
-        uri,
-        &options,
-        config.role == Role::Writer,
-        backoff,
-        |wait| {
-            health.set_phase(match wait {
-                Some(wait) => Phase::WaitingForMetadata(wait.clone()),
-                None => Phase::Opening,
-            })
-        },
-    )
-    .await?;
-    let engine = Engine::open(
-        meta,
-        EngineOptions {
-            role: config.role,
-            storage: config.storage.clone(),
-            auto_flush_interval: config.auto_flush_interval,
-            gc_grace: config.gc_grace,
-            cache_bytes: config.cache_bytes,
-            index_build_rows: config.index_build_rows,
-            wal_damage: if config.wal_recovery_error_ignore {
-                DamagePolicy::Skip
-            } else {
-                DamagePolicy::Refuse
-            },
-        },
-    )
-    .await?;
-    let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port))
-        .await
-        .map_err(|e| {
-            NodeError::Internal(format!(
-                "cannot listen on {}:{}: {e}",
-                config.host, config.port
-            ))
-        })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| NodeError::Internal(e.to_string()))?;
-    health.set_engine(engine.clone());
-    let (stop, stopped) = watch::channel(false);
-    let background = engine.spawn_background(stopped.clone());
-    let server_config = ServerConfig::for_node(config, addr.port(), engine.clone());
-    let service = MilvusServiceServer::new(NodeService::new(
-        engine.clone(),
-        server_config,
-        config.version.clone(),
-    ))
-    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let mut stopped = stopped;
-    let killed = Arc::new(AtomicBool::new(false));
-    let connections_killed = killed.clone();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .layer(RpcLayer::new(RpcSide::Node, Some(rpcs)))
-            .add_service(service)
-            .serve_with_incoming_shutdown(
-                NodeIncoming::new(
-                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                    tls,
-                    connections_killed,
-                ),
-                async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                },
-            ),
-    );
-    health.set_phase(Phase::Serving);
-    tracing::info!(
-        role = config.role.name(),
-        %addr,
-        meta = %uri,
-        storage = %config.storage.display(),
-        tls = config.tls.is_some(),
-        mtls = config.tls.as_ref().is_some_and(|t| t.require_client_cert),
-        "node serving"
-    );
-    if exposed(
-        addr.ip(),
-        config.tls.as_ref().is_some_and(|t| t.require_client_cert),
-    ) {
-        tracing::warn!(
-            %addr,
-            "this node answers anyone who can reach it: it has no authentication of its own, and a client can \
-             write, drop collections and change settings. Bind it to the address the gateway reaches it on \
-             (--host / MISHARDS_HOST, e.g. a private interface), firewall the port to the gateway's hosts, or \
-             require client certificates (tls_require_client_cert)"
+        tracing::debug!(
+            auto_flush = ?config.auto_flush_interval,
+            gc_grace = ?config.gc_grace,
+            cache_mb = config.cache_bytes >> 20,
+            index_build_rows = config.index_build_rows,
+            "engine settings"
         );
+        let options = MetaOptions {
+            echo: config.sql_echo,
+            ..MetaOptions::default()
+        };
+        let meta = mishards_meta::open_when_ready(
+            uri,
+            &options,
+            config.role == Role::Writer,
+            backoff,
+            |wait| {
+                health.set_phase(match wait {
+                    Some(wait) => Phase::WaitingForMetadata(wait.clone()),
+                    None => Phase::Opening,
+                })
+            },
+        )
+        .await?;
+        let engine = Engine::open(
+            meta,
+            EngineOptions {
+                role: config.role,
+                storage: config.storage.clone(),
+                auto_flush_interval: config.auto_flush_interval,
+                gc_grace: config.gc_grace,
+                cache_bytes: config.cache_bytes,
+                index_build_rows: config.index_build_rows,
+                wal_damage: if config.wal_recovery_error_ignore {
+                    DamagePolicy::Skip
+                } else {
+                    DamagePolicy::Refuse
+                },
+            },
+        )
+        .await?;
+        let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port))
+            .await
+            .map_err(|e| {
+                NodeError::Internal(format!(
+                    "cannot listen on {}:{}: {e}",
+                    config.host, config.port
+                ))
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| NodeError::Internal(e.to_string()))?;
+        health.set_engine(engine.clone());
+        let (stop, stopped) = watch::channel(false);
+        let background = engine.spawn_background(stopped.clone());
+        let server_config = ServerConfig::for_node(config, addr.port(), engine.clone());
+        let service = MilvusServiceServer::new(NodeService::new(
+            engine.clone(),
+            server_config,
+            config.version.clone(),
+        ))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let mut stopped = stopped;
+        let killed = Arc::new(AtomicBool::new(false));
+        let connections_killed = killed.clone();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .layer(RpcLayer::new(RpcSide::Node, Some(rpcs)))
+                .add_service(service)
+                .serve_with_incoming_shutdown(
+                    NodeIncoming::new(
+                        tonic::transport::server::TcpIncoming::from(listener)
+                            .with_nodelay(Some(true)),
+                        tls,
+                        connections_killed,
+                    ),
+                    async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    },
+                ),
+        );
+        health.set_phase(Phase::Serving);
+        tracing::info!(
+            role = config.role.name(),
+            %addr,
+            meta = %uri,
+            storage = %config.storage.display(),
+            tls = config.tls.is_some(),
+            mtls = config.tls.as_ref().is_some_and(|t| t.require_client_cert),
+            "node serving"
+        );
+        if exposed(
+            addr.ip(),
+            config.tls.as_ref().is_some_and(|t| t.require_client_cert),
+        ) {
+            tracing::warn!(
+                %addr,
+                "this node answers anyone who can reach it: it has no authentication of its own, and a client can \
+                 write, drop collections and change settings. Bind it to the address the gateway reaches it on \
+                 (--host / MISHARDS_HOST, e.g. a private interface), firewall the port to the gateway's hosts, or \
+                 require client certificates (tls_require_client_cert)"
+            );
+        }
+        Ok(RunningNode {
+            addr,
+            probe_addr: probe.as_ref().map(|p| p.addr),
+            probe,
+            health,
+            engine,
+            killed,
+            stop,
+            server,
+            background,
+        })
     }
-    Ok(RunningNode {
-        addr,
-        probe_addr: probe.as_ref().map(|p| p.addr),
-        probe,
-        health,
-        engine,
-        killed,
-        stop,
-        server,
-        background,
-    })
-}
 }
 
 /// Whether a node listening on `ip` is reachable beyond this host without client certificates: bound

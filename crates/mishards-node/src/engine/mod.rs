@@ -225,7 +225,10 @@ impl Engine {
     /// Bytes of inserts and deletes buffered for the next flush.
     pub fn buffered_bytes(&self) -> Result<u64, NodeError> {
         let b = self.buffers.lock().map_err(lock_error)?;
-        Ok(b.tables.values().map(buffer::MemTable::bytes).sum::<usize>() as u64)
+        Ok(b.tables
+            .values()
+            .map(buffer::MemTable::bytes)
+            .sum::<usize>() as u64)
     }
 
     /// Record bytes submitted to the write-ahead log and not yet written (0 on a read node).

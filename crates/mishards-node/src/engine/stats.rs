@@ -83,7 +83,10 @@ mod tests {
     fn a_table_fails_recovers_and_is_forgotten() {
         let stats = EngineStats::default();
         stats.flush_worked("a");
-        assert!(stats.flushes().is_empty(), "a table that never failed is not listed");
+        assert!(
+            stats.flushes().is_empty(),
+            "a table that never failed is not listed"
+        );
         stats.flush_failed("a", &"disk full");
         stats.flush_failed("a", &"disk full");
         assert_eq!(
