@@ -177,7 +177,12 @@ impl MetaStore {
                     match tokio::time::timeout(options.acquire_timeout, reach).await {
                         Ok(Ok(_)) => {}
                         Ok(Err(e)) => return Err(connect_error(sqlx::Error::Io(e))),
-                        Err(_) => return Err(connect_error(sqlx::Error::PoolTimedOut)),
+                        Err(_) => {
+                            return Err(connect_error(sqlx::Error::Io(std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                format!("no TCP answer within {:?}", options.acquire_timeout),
+                            ))));
+                        }
                     }
                 }
                 let mut connect = MySqlConnectOptions::new()
