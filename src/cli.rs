@@ -76,7 +76,7 @@ pub fn command() -> Command {
             .about(about)
             .after_help(SETTINGS_NOTE)
             .arg(config_flag.clone())
-            .args(config::specs_for(scope).map(setting_arg))
+            .args(config::specs_for(scope).map(|spec| setting_arg(spec, scope)))
     };
     Command::new("mishards")
         .version(env!("CARGO_PKG_VERSION"))
@@ -165,9 +165,9 @@ pub fn command() -> Command {
         )
 }
 
-fn setting_arg(spec: &'static config::Spec) -> Arg {
+fn setting_arg(spec: &'static config::Spec, scope: Scope) -> Arg {
     let mut help = format!("{} [env: {}]", spec.help, spec.env.join(", "));
-    match spec.default {
+    match spec.default_for(scope) {
         Some("") | None => {}
         Some(default) => help.push_str(&format!(" [default: {default}]")),
     }
@@ -757,6 +757,7 @@ async fn run_demo(mut config: DemoConfig, out: &mut dyn Write) -> Result<(), Cli
         cache_bytes: 1 << 30,
         index_build_rows: 4096,
         wal_recovery_error_ignore: false,
+        probe: None,
         log: config.log.clone(),
         tracing: config.tracing.clone(),
     };
@@ -849,12 +850,24 @@ fn port_taken(host: &str, port: u16) -> bool {
 }
 
 async fn run_node(config: NodeConfig, out: &mut dyn Write) -> Result<(), CliError> {
-    let signal = ShutdownSignal::install();
-    let node = crate::node::start(&config).await?;
+    let mut signal = std::pin::pin!(ShutdownSignal::install().received());
+    let starting = crate::node::prepare(&config).await?;
+    // The probe listener answers (not ready) while the node waits for its metadata.
+    if let Some(probe) = starting.probe_addr() {
+        writeln!(out, "admin listening on {probe}")?;
+        out.flush()?;
+    }
+    let node = tokio::select! {
+        node = starting.run() => node?,
+        () = &mut signal => {
+            tracing::info!("stopped before serving");
+            return Ok(());
+        }
+    };
     // The one line a supervisor or a test waits for: where the node listens.
     writeln!(out, "listening on {}", node.addr)?;
     out.flush()?;
-    signal.received().await;
+    signal.await;
     tracing::info!("shutting down");
     node.shutdown().await;
     Ok(())

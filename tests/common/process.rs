@@ -9,41 +9,24 @@ pub struct Process {
     child: Child,
     /// The address of each `… listening on ADDR` line the process printed at start, in order.
     pub addrs: Vec<String>,
+    /// Its stdout lines not read yet.
+    lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl Process {
     /// Runs `mishards ARGS…` and waits (at most 30 s) until it has announced `listeners` addresses.
     pub fn start(args: &[&str], env: &[(&str, &str)], listeners: usize) -> Process {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mishards"))
-            .args(args)
-            .env_clear()
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start mishards");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let mut process = Process::spawn(args, env);
         let deadline = Instant::now() + Duration::from_secs(30);
-        let mut addrs = Vec::new();
-        while addrs.len() < listeners {
+        while process.addrs.len() < listeners {
             let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(line) = rx.recv_timeout(left) else {
+            let Ok(line) = process.lines.recv_timeout(left) else {
                 break;
             };
             if let Some((_, addr)) = line.split_once("listening on ") {
-                addrs.push(addr.trim().to_string());
+                process.addrs.push(addr.trim().to_string());
             }
         }
-        let mut process = Process { child, addrs };
         if process.addrs.len() < listeners {
             let _ = process.child.kill();
             let mut err = String::new();
@@ -53,6 +36,77 @@ impl Process {
             panic!("mishards {args:?} did not start: {err}");
         }
         process
+    }
+
+    /// Runs `mishards ARGS…` without waiting for anything.
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Process {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mishards"))
+            .args(args)
+            .env_clear()
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start mishards");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Process {
+            child,
+            addrs: Vec::new(),
+            lines,
+        }
+    }
+
+    /// Waits (without blocking an async runtime's thread, polling every 20 ms, at most `limit`) for
+    /// the next stdout line starting with `prefix`, and returns the rest of it; lines before it are
+    /// skipped. Panics, with what the process logged, when none comes or the process ends.
+    pub async fn line_after(&mut self, prefix: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.lines.try_recv() {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix(prefix) {
+                        return rest.trim().to_string();
+                    }
+                    continue;
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(_) => {
+                    let _ = self.child.kill();
+                    let mut err = String::new();
+                    if let Some(mut e) = self.child.stderr.take() {
+                        let _ = e.read_to_string(&mut err);
+                    }
+                    panic!("no `{prefix}…` line within {limit:?}; the process logged: {err}");
+                }
+            }
+        }
+    }
+
+    /// The rest of the next stdout line starting with `prefix`, if one has come (lines before it are
+    /// skipped); never waits.
+    pub fn try_line(&mut self, prefix: &str) -> Option<String> {
+        while let Ok(line) = self.lines.try_recv() {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return Some(rest.trim().to_string());
+            }
+        }
+        None
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// A `mishards node` of `role` on 127.0.0.1, on a port the system picks, over `storage`, with

@@ -86,3 +86,58 @@ async fn relay(client: TcpStream, target: SocketAddr, delay: Duration) {
     };
     tokio::join!(up, read, write);
 }
+
+/// A TCP relay whose target is set later: it listens on 127.0.0.1, port 0, from the start, closes
+/// every connection at once until `point_to` names a target (a server that is not up yet, as a client
+/// sees it), then forwards each new connection there. Stops, with its connections, when dropped.
+pub struct Relay {
+    pub addr: SocketAddr,
+    target: std::sync::Arc<std::sync::Mutex<Option<SocketAddr>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    /// Must run inside a tokio runtime.
+    pub fn start() -> Relay {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("relay port");
+        let addr = listener.local_addr().expect("relay address");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking relay port");
+        let listener = TcpListener::from_std(listener).expect("relay port in the runtime");
+        let target = std::sync::Arc::new(std::sync::Mutex::new(None::<SocketAddr>));
+        let shared = target.clone();
+        let accept = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                let to = shared.lock().ok().and_then(|t| *t);
+                match to {
+                    // Dropping the connection closes it: the client's connect fails.
+                    None => drop(client),
+                    Some(to) => {
+                        connections.spawn(relay(client, to, Duration::ZERO));
+                    }
+                }
+                while connections.try_join_next().is_some() {}
+            }
+        });
+        Relay {
+            addr,
+            target,
+            accept,
+        }
+    }
+
+    /// From now on, new connections go to `to`.
+    pub fn point_to(&self, to: SocketAddr) {
+        if let Ok(mut t) = self.target.lock() {
+            *t = Some(to);
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}

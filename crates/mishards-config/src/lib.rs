@@ -31,7 +31,7 @@ pub use node_addr::NodeAddr;
 pub use roles::{DemoConfig, GatewayConfig, NodeConfig, Role, RouterKind};
 pub use sections::{
     AdminConfig, ClientLimits, DEFAULT_NODE_SERVICE_NAME, DEFAULT_OTLP_ENDPOINT, FaultConfig,
-    HedgeConfig, LogConfig, MAX_INSPECT_KEEP, MIN_FAULT_TOKEN_CHARS, NodeTlsConfig,
+    HedgeConfig, LogConfig, MAX_INSPECT_KEEP, MIN_FAULT_TOKEN_CHARS, NodeTlsConfig, ProbeConfig,
     ServerTlsConfig, TracingConfig,
 };
 pub use settings::{Origin, ProcessEnv, SECRET_MASK, Settings, Source, Value, load_file};

@@ -10,7 +10,7 @@ use crate::error::ConfigError;
 use crate::node_addr::NodeAddr;
 use crate::sections::{
     AdminConfig, ClientLimits, DEFAULT_NODE_SERVICE_NAME, FaultConfig, HedgeConfig, LogConfig,
-    NodeTlsConfig, ServerTlsConfig, TracingConfig,
+    NodeTlsConfig, ProbeConfig, ServerTlsConfig, TracingConfig,
 };
 use crate::settings::Settings;
 use crate::specs::DEFAULT_PORT;
@@ -167,6 +167,8 @@ pub struct NodeConfig {
     pub index_build_rows: i64,
     /// `wal.recovery_error_ignore`: skip damaged write-ahead log records instead of refusing to start.
     pub wal_recovery_error_ignore: bool,
+    /// The HTTP probe listener (`/healthz`, `/readyz`, `/metrics`); `None`: off.
+    pub probe: Option<ProbeConfig>,
     pub log: LogConfig,
     pub tracing: TracingConfig,
 }
@@ -209,6 +211,7 @@ impl NodeConfig {
                 .unwrap_or(4096)
                 .min(i64::MAX as u64) as i64,
             wal_recovery_error_ignore: s.flag("wal_recovery_error_ignore"),
+            probe: ProbeConfig::from_settings(s)?,
             log: LogConfig::from_settings(s)?,
             tracing: TracingConfig::from_settings(s, DEFAULT_NODE_SERVICE_NAME)?,
         })
@@ -476,6 +479,26 @@ mod tests {
             (Role::Reader, 19541, None)
         );
         assert_eq!(n.tracing.service_name, "mishards-node");
+        assert_eq!(
+            n.probe, None,
+            "a node's admin listener is off unless asked for"
+        );
+        let s = Settings::resolve(
+            Scope::Node,
+            &flags(&[("role", "rw")]),
+            &env(&[("ADMIN_PORT", "19121"), ("ADMIN_HOST", "0.0.0.0")]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            NodeConfig::from_settings(&s).unwrap().probe,
+            Some(ProbeConfig {
+                host: "0.0.0.0".into(),
+                port: 19121
+            })
+        );
+        let s = Settings::resolve(Scope::Gateway, &flags(&[]), &env(&[]), None).unwrap();
+        assert_eq!(s.int("admin_port"), Some(19121), "the gateway's stays on");
         let s =
             Settings::resolve(Scope::Demo, &flags(&[("readers", "0")]), &env(&[]), None).unwrap();
         assert!(

@@ -117,6 +117,32 @@ fn jaeger_url(s: &Settings) -> Result<Option<String>, ConfigError> {
     Ok(Some(url.to_string()))
 }
 
+/// A node's admin HTTP listener (`admin_host`, `admin_port`): its liveness, readiness and metrics
+/// probe. Off unless `admin_port` is set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeConfig {
+    pub host: String,
+    /// 0 picks a free port.
+    pub port: u16,
+}
+
+impl ProbeConfig {
+    /// `None` when `admin_port` is `off` (the node's default).
+    pub fn from_settings(s: &Settings) -> Result<Option<ProbeConfig>, ConfigError> {
+        let Some(port) = s.port_or_off("admin_port") else {
+            return Ok(None);
+        };
+        let host = s.text("admin_host").unwrap_or("127.0.0.1").trim();
+        if host.is_empty() {
+            return Err(s.invalid("admin_host", "empty address"));
+        }
+        Ok(Some(ProbeConfig {
+            host: host.to_string(),
+            port,
+        }))
+    }
+}
+
 /// Most search manifests (and as many slow ones) the gateway keeps for inspection: bounds its memory.
 pub const MAX_INSPECT_KEEP: usize = 65_536;
 
@@ -553,8 +579,13 @@ mod tests {
         let f = file(&rendered);
         let again = Settings::resolve(Scope::Demo, &flags(&[]), &env(&[]), Some(f.path())).unwrap();
         assert_eq!(DemoConfig::from_settings(&again).unwrap().admin.port, None);
-        // The node has no admin listener.
-        assert!(specs_for(Scope::Node).all(|spec| !spec.key.starts_with("admin")));
+        // The node's admin listener (its probe) shares the names and is off unless asked for; the
+        // gateway's inspection settings are not the node's.
+        let node =
+            Settings::resolve(Scope::Node, &flags(&[("role", "ro")]), &env(&[]), None).unwrap();
+        assert_eq!(ProbeConfig::from_settings(&node).unwrap(), None);
+        assert_eq!(node.origin("admin_port"), Some(&crate::Origin::Default));
+        assert!(specs_for(Scope::Node).all(|spec| spec.key != "inspect_keep"));
     }
 
     #[test]

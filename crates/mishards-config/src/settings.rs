@@ -224,7 +224,7 @@ impl Settings {
             }
             let chosen = match parsed.into_iter().next() {
                 Some(chosen) => Some(chosen),
-                None => match spec.default {
+                None => match spec.default_for(scope) {
                     Some(default) => Some((
                         parse_value(spec, default).map_err(|reason| ConfigError::Invalid {
                             key: spec.key,

@@ -32,6 +32,7 @@ const NODE: &[Scope] = &[Scope::Node];
 const DEMO: &[Scope] = &[Scope::Demo];
 const GATEWAY_NODE: &[Scope] = &[Scope::Gateway, Scope::Node];
 const GATEWAY_DEMO: &[Scope] = &[Scope::Gateway, Scope::Demo];
+const GATEWAY_NODE_DEMO: &[Scope] = &[Scope::Gateway, Scope::Node, Scope::Demo];
 
 /// The type of a setting's value, which decides how text from any layer is parsed.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -65,13 +66,26 @@ pub struct Spec {
     pub default: Option<&'static str>,
     pub secret: bool,
     pub scopes: &'static [Scope],
+    /// A different default for some scopes (the node's admin listener is off unless asked for).
+    pub scope_defaults: &'static [(Scope, &'static str)],
     pub help: &'static str,
+}
+
+impl Spec {
+    /// The default this setting has for `scope`.
+    pub fn default_for(&self, scope: Scope) -> Option<&'static str> {
+        self.scope_defaults
+            .iter()
+            .find(|(s, _)| *s == scope)
+            .map(|(_, d)| *d)
+            .or(self.default)
+    }
 }
 
 macro_rules! spec {
     ($key:literal, [$($env:literal),*], $flag:literal, $kind:expr, $default:expr, $scopes:expr, $help:literal) => {
         Spec { key: $key, env: &[$($env),*], flag: $flag, kind: $kind, default: $default, secret: false,
-               scopes: $scopes, help: $help }
+               scopes: $scopes, scope_defaults: &[], help: $help }
     };
 }
 
@@ -436,18 +450,21 @@ pub static SPECS: &[Spec] = &[
         "admin-host",
         Kind::Text,
         Some("127.0.0.1"),
-        GATEWAY_DEMO,
-        "address the admin HTTP listener binds (loopback unless told: it shows requests and cluster state)"
+        GATEWAY_NODE_DEMO,
+        "address the admin HTTP listener binds (loopback unless told: it shows requests and cluster state; a Kubernetes probe needs 0.0.0.0)"
     ),
-    spec!(
-        "admin_port",
-        ["ADMIN_PORT"],
-        "admin-port",
-        Kind::PortOrOff,
-        Some("19121"),
-        GATEWAY_DEMO,
-        "port of the admin HTTP listener (/requests, /slow, /cluster, /metrics, /healthz, /readyz); off: no listener; 0 picks a free port"
-    ),
+    Spec {
+        scope_defaults: &[(Scope::Node, OFF)],
+        ..spec!(
+            "admin_port",
+            ["ADMIN_PORT"],
+            "admin-port",
+            Kind::PortOrOff,
+            Some("19121"),
+            GATEWAY_NODE_DEMO,
+            "port of the admin HTTP listener (gateway: /requests, /slow, /cluster, /metrics, /healthz, /readyz; node: /healthz, /readyz, /metrics); off: no listener (the node's default); 0 picks a free port"
+        )
+    },
     spec!(
         "inspect_keep",
         ["MISHARDS_INSPECT_KEEP"],
@@ -766,9 +783,16 @@ mod tests {
                 "{}",
                 spec.key
             );
-            if let Some(default) = spec.default {
+            for default in spec
+                .default
+                .iter()
+                .chain(spec.scope_defaults.iter().map(|(_, d)| d))
+            {
                 parse_value(spec, default)
                     .unwrap_or_else(|e| panic!("default of {}: {e}", spec.key));
+            }
+            for (scope, _) in spec.scope_defaults {
+                assert!(spec.scopes.contains(scope), "{}: {scope:?}", spec.key);
             }
         }
     }

@@ -204,7 +204,10 @@ async fn healthz() -> Response {
 pub fn not_ready_reasons(sample: &ClusterSample) -> Vec<String> {
     let mut reasons = Vec::new();
     if sample.metadata.epoch == 0 {
-        reasons.push("the metadata snapshot has not been loaded yet".to_string());
+        reasons.push(match &sample.metadata.last_error {
+            Some(e) => format!("the metadata snapshot has not been loaded yet: {e}"),
+            None => "the metadata snapshot has not been loaded yet".to_string(),
+        });
     }
     if sample.read_nodes.is_empty() {
         reasons.push(match &sample.discovery.last_error {

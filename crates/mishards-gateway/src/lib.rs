@@ -143,6 +143,9 @@ impl Default for Tuning {
     }
 }
 
+/// How long the start-up look at the metadata may take before the poller is left to wait for it.
+const START_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// How long shutdown waits for the admin listener's open connections to finish.
 const ADMIN_DRAIN: Duration = Duration::from_secs(5);
 
@@ -211,11 +214,18 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
         echo: config.sql_echo,
         ..MetaOptions::default()
     };
-    // A gateway that cannot read its metadata at start is misconfigured: say so instead of serving
-    // nothing. Later outages are ridden out on the last snapshot.
-    let probe = mishards_meta::MetaStore::connect(&uri, &meta_options).await?;
-    probe.check_schema().await?;
-    probe.close().await;
+    // Processes start in any order: a metadata database that does not answer yet, or has no Milvus
+    // schema yet, is waited for by the poller (not ready on /readyz until its first snapshot). What
+    // waiting cannot fix — a foreign schema, refused credentials, an unopenable SQLite file — stops
+    // the gateway here, saying so. A database that takes longer than this to answer is left to the
+    // poller too.
+    let mut none = None;
+    let first_try = mishards_meta::try_open(&uri, &meta_options, false, &mut none);
+    match tokio::time::timeout(START_PROBE_TIMEOUT, first_try).await {
+        Ok(Err(fatal)) => return Err(fatal.into()),
+        Ok(Ok(Ok(store))) => store.close().await,
+        Ok(Ok(Err(_))) | Err(_) => {}
+    }
     let source = match config.discovery.kind {
         DiscoveryKind::Static => discovery::Source::Polled(discovery::Polled::Static(
             config.discovery.static_hosts.clone(),

@@ -1,6 +1,8 @@
 //! The metadata poller: reads `Tables` and the searchable `TableFiles` every interval and publishes an
 //! immutable, numbered snapshot. A database outage keeps the last snapshot (marked stale), is logged once
-//! and counted, and the gateway keeps serving from it.
+//! and counted, and the gateway keeps serving from it. Before its first snapshot (the database does not
+//! answer yet, or the write node has not created the schema yet: processes start in any order) it
+//! retries every interval, logging each change of what it waits for once; `/readyz` says why.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -122,6 +124,8 @@ pub struct PollerStats {
     pub frozen: u64,
     /// Times its supervisor restarted it.
     pub restarts: u64,
+    /// Why the last poll failed, while polls fail (`None` once one works).
+    pub last_error: Option<String>,
 }
 
 /// The metadata source. `connect` is retried at every poll until it succeeds.
@@ -178,7 +182,13 @@ impl MetadataPoller {
         async move {
             let store = match store {
                 Some(s) => s,
-                None => MetaStore::connect(&uri, &options).await?,
+                None => {
+                    // A new connection checks the schema first, so a database the write node has not
+                    // set up yet (or a foreign one) is reported as such, not as a failed query.
+                    let s = MetaStore::connect(&uri, &options).await?;
+                    s.check_schema().await?;
+                    s
+                }
             };
             let tables = store.all_tables().await?;
             let files = store.all_searchable_files().await?;
@@ -193,8 +203,11 @@ impl MetadataPoller {
             Ok((store, tables, files)) => {
                 self.store = Some(store);
                 self.stats.last_success = Some(Instant::now());
+                self.stats.last_error = None;
                 let candidate = Snapshot::build(self.snapshot.epoch, tables, files);
-                if self.snapshot.stale {
+                if self.snapshot.stale && self.snapshot.epoch == 0 {
+                    tracing::info!(meta = %self.uri, "metadata read: the first snapshot is loaded");
+                } else if self.snapshot.stale {
                     tracing::info!(meta = %self.uri, "metadata database reachable again");
                 }
                 if candidate.same_content(&self.snapshot)
@@ -210,12 +223,28 @@ impl MetadataPoller {
             }
             Err(e) => {
                 self.stats.failures += 1;
+                let error = e.to_string();
+                let changed = self.stats.last_error.as_ref() != Some(&error);
+                self.stats.last_error = Some(error);
+                if self.snapshot.epoch == 0 && changed {
+                    // Nothing loaded yet: the gateway waits (one line per change of what it waits for).
+                    if matches!(e, MetaError::SchemaMismatch { .. }) {
+                        tracing::error!(meta = %self.uri, error = %e, "the metadata database is not Milvus's: the gateway cannot serve from it");
+                    } else {
+                        tracing::warn!(meta = %self.uri, error = %e, every = ?self.interval, "waiting for the metadata; retrying every poll");
+                    }
+                }
                 if self.snapshot.stale {
                     return;
                 }
                 self.stats.outages += 1;
                 self.store = None;
-                if !self.keep_on_outage {
+                if self.snapshot.epoch == 0 {
+                    Snapshot {
+                        stale: true,
+                        ..Snapshot::default()
+                    }
+                } else if !self.keep_on_outage {
                     tracing::warn!(meta = %self.uri, error = %e, "metadata database unreachable; snapshot dropped (keep_snapshot_on_outage is off)");
                     Snapshot {
                         epoch: self.snapshot.epoch + 1,

@@ -5,6 +5,7 @@ mod partitions;
 mod schema;
 mod store;
 mod uri;
+mod wait;
 
 use mishards_proto::ErrorCode;
 use mishards_proto::error::MilvusError;
@@ -14,8 +15,9 @@ pub use partitions::{
     select_matching, select_tables,
 };
 pub use schema::*;
-pub use store::{CollectionIndex, FileChanges, MetaOptions, MetaStore, Retype};
+pub use store::{CollectionIndex, FileChanges, MetaOptions, MetaStore, Retype, SchemaStatus};
 pub use uri::{MetaUri, MySqlTarget, SQLITE_FILE_NAME, SecretUri, SqliteTarget, mask_password};
+pub use wait::{Backoff, MetaWait, open_when_ready, try_open};
 
 /// Everything that can go wrong talking to the metadata database.
 #[derive(Debug, thiserror::Error)]
@@ -24,11 +26,16 @@ pub enum MetaError {
     InvalidUri { uri: String, reason: String },
     #[error("cannot connect to metadata database `{uri}`: {source}")]
     Connect { uri: String, source: sqlx::Error },
-    #[error("metadata table `{table}` does not have Milvus 1.1's columns: {source}")]
+    #[error(
+        "metadata table `{table}` does not have Milvus 1.1's columns: {source}; this database was not made by Milvus 1.1 or mishards (drop the table or point the node at another database)"
+    )]
     SchemaMismatch {
         table: &'static str,
         source: sqlx::Error,
     },
+    /// The database answers, but the write node has not created Milvus's tables yet.
+    #[error("{}", missing_tables(.tables))]
+    SchemaMissing { tables: Vec<&'static str> },
     #[error("metadata query failed ({op}): {source}")]
     Query {
         op: &'static str,
@@ -51,6 +58,24 @@ pub enum MetaError {
     },
 }
 
+/// "metadata table `Tables` does not exist yet…", "metadata tables `Tables`, `TableFiles` do not…".
+fn missing_tables(tables: &[&str]) -> String {
+    let names = tables
+        .iter()
+        .map(|t| format!("`{t}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if tables.len() == 1 {
+        format!(
+            "metadata table {names} does not exist yet: the write node (mishards node --role rw) creates it"
+        )
+    } else {
+        format!(
+            "metadata tables {names} do not exist yet: the write node (mishards node --role rw) creates them"
+        )
+    }
+}
+
 impl MilvusError for MetaError {
     fn code(&self) -> ErrorCode {
         match self {
@@ -59,6 +84,7 @@ impl MilvusError for MetaError {
             MetaError::InvalidUri { .. }
             | MetaError::Connect { .. }
             | MetaError::SchemaMismatch { .. }
+            | MetaError::SchemaMissing { .. }
             | MetaError::Query { .. }
             | MetaError::Timeout { .. }
             | MetaError::Conflict(_) => ErrorCode::MetaFailed,

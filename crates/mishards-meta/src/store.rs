@@ -111,6 +111,26 @@ macro_rules! bind_all {
     }};
 }
 
+/// Whether Milvus's tables are there (`MetaStore::schema_status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchemaStatus {
+    Ready,
+    /// These tables do not exist yet.
+    Missing(Vec<&'static str>),
+}
+
+/// Whether the database said the table does not exist (MySQL's ER_NO_SUCH_TABLE, SQLite's "no such
+/// table"), as opposed to a column it lacks or any other refusal.
+fn is_missing_table(error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = error else {
+        return false;
+    };
+    if let Some(mysql) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        return mysql.number() == 1146;
+    }
+    db.message().starts_with("no such table")
+}
+
 /// A handle to the metadata database. Cheap to clone; clones share one connection pool.
 #[derive(Clone, Debug)]
 pub struct MetaStore {
@@ -149,6 +169,22 @@ impl MetaStore {
         };
         let pool = match uri {
             MetaUri::MySql(target) => {
+                // sqlx retries a refused connection until `acquire_timeout` and then reports only a
+                // pool timeout. One plain TCP connect first says at once, and why, when nothing
+                // listens (a server not started yet: processes start in any order and retry).
+                if target.socket.is_none() {
+                    let reach = tokio::net::TcpStream::connect((target.host.as_str(), target.port));
+                    match tokio::time::timeout(options.acquire_timeout, reach).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => return Err(connect_error(sqlx::Error::Io(e))),
+                        Err(_) => {
+                            return Err(connect_error(sqlx::Error::Io(std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                format!("no TCP answer within {:?}", options.acquire_timeout),
+                            ))));
+                        }
+                    }
+                }
                 let mut connect = MySqlConnectOptions::new()
                     .host(&target.host)
                     .port(target.port)
@@ -235,8 +271,22 @@ impl MetaStore {
         self.check_schema().await
     }
 
-    /// Reads zero rows of every Milvus column of each table: fails, naming the table, if one is missing.
+    /// Checks the Milvus schema is there and whole: `SchemaMissing` names the tables not created yet,
+    /// `SchemaMismatch` a table that exists without Milvus's columns.
     pub async fn check_schema(&self) -> Result<(), MetaError> {
+        match self.schema_status().await? {
+            SchemaStatus::Ready => Ok(()),
+            SchemaStatus::Missing(tables) => Err(MetaError::SchemaMissing { tables }),
+        }
+    }
+
+    /// Reads zero rows of every Milvus column of each table. A table that does not exist is reported
+    /// in `Missing` (the write node has not created it yet: a reader waits); one that exists but lacks a
+    /// Milvus column, or that the database otherwise refuses to read, is `SchemaMismatch` (not Milvus's:
+    /// waiting would not help). An error without the database's answer (a lost connection, a timeout)
+    /// stays a `Query`/`Timeout` error.
+    pub async fn schema_status(&self) -> Result<SchemaStatus, MetaError> {
+        let mut missing = Vec::new();
         for (table, columns) in [
             ("Tables", TABLE_COLUMNS),
             ("TableFiles", FILE_COLUMNS),
@@ -244,13 +294,27 @@ impl MetaStore {
         ] {
             let sql = format!("SELECT {columns} FROM {table} WHERE 1 = 0");
             match self.execute("check schema", &sql, &[]).await {
-                Err(MetaError::Query { source, .. }) => {
-                    return Err(MetaError::SchemaMismatch { table, source });
+                Ok(_) => {}
+                Err(MetaError::Query { source, .. }) if is_missing_table(&source) => {
+                    missing.push(table);
                 }
-                other => other?,
-            };
+                Err(MetaError::Query {
+                    source: source @ sqlx::Error::Database(_),
+                    ..
+                }) => return Err(MetaError::SchemaMismatch { table, source }),
+                Err(other) => return Err(other),
+            }
         }
-        Ok(())
+        Ok(if missing.is_empty() {
+            SchemaStatus::Ready
+        } else {
+            SchemaStatus::Missing(missing)
+        })
+    }
+
+    /// One trivial statement: whether the database answers now.
+    pub async fn ping(&self) -> Result<(), MetaError> {
+        self.execute("ping", "SELECT 1", &[]).await.map(|_| ())
     }
 
     /// Closes the pool, waiting for connections in use to be returned.

@@ -4,8 +4,11 @@
 pub mod cache;
 mod checked_io;
 pub mod engine;
+pub mod health;
 mod incoming;
 pub mod index;
+pub mod metrics;
+pub mod probe;
 pub mod segment;
 pub mod segment_index;
 pub mod server;
@@ -16,7 +19,7 @@ pub mod validate;
 pub mod vectors;
 pub mod wal;
 
-pub use server::{RunningNode, start};
+pub use server::{RunningNode, StartingNode, prepare, start};
 
 /// The write node's log folder inside its storage folder.
 pub const WAL_DIR_NAME: &str = "wal";

@@ -104,6 +104,7 @@ impl Engine {
         if let Ok(mut b) = self.buffers.lock() {
             for t in tables {
                 b.tables.remove(&t.table_id);
+                self.stats.forget(&t.table_id);
             }
         }
     }

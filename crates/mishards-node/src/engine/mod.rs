@@ -15,7 +15,10 @@ mod catalogue;
 mod indexing;
 mod maintenance;
 mod read;
+mod stats;
 mod write;
+
+pub use stats::{EngineStats, TableFlushStats};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -89,6 +92,8 @@ pub struct Engine {
     insert_buffer_bytes: AtomicU64,
     /// A write node's exclusive claim on its storage folder, held while the engine lives.
     storage_lock: Mutex<Option<StorageLock>>,
+    /// Rows inserted and flush failures, for `/metrics` and `/readyz`.
+    stats: EngineStats,
 }
 
 fn lock_error<T>(_: T) -> NodeError {
@@ -167,6 +172,7 @@ impl Engine {
             }
         };
         Ok(Arc::new(Engine {
+            stats: EngineStats::default(),
             storage_lock: Mutex::new(storage_lock),
             insert_buffer_bytes: AtomicU64::new(DEFAULT_INSERT_BUFFER_BYTES),
             cache: Arc::new(SegmentCache::new(opts.cache_bytes)),
@@ -210,6 +216,36 @@ impl Engine {
 
     pub fn cache(&self) -> &SegmentCache {
         &self.cache
+    }
+
+    pub fn counters(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    /// Bytes of inserts and deletes buffered for the next flush.
+    pub fn buffered_bytes(&self) -> Result<u64, NodeError> {
+        let b = self.buffers.lock().map_err(lock_error)?;
+        Ok(b.tables
+            .values()
+            .map(buffer::MemTable::bytes)
+            .sum::<usize>() as u64)
+    }
+
+    /// Record bytes submitted to the write-ahead log and not yet written (0 on a read node).
+    pub fn wal_queued_bytes(&self) -> u64 {
+        self.wal.as_ref().map_or(0, Wal::queued_bytes)
+    }
+
+    /// The write-ahead log's folder (a write node's).
+    pub fn wal_dir(&self) -> Option<PathBuf> {
+        self.wal
+            .is_some()
+            .then(|| self.opts.storage.join(super::WAL_DIR_NAME))
+    }
+
+    /// Whether the metadata database answers now (bounded by its statement timeout).
+    pub async fn metadata_reachable(&self) -> Result<(), NodeError> {
+        Ok(self.meta.ping().await?)
     }
 
     /// The lsn of the last record logged (0 on a read node): a table created now starts after it.

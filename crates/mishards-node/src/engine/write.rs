@@ -109,6 +109,7 @@ impl Engine {
             self.discard_buffered(&target.table_id, lsn);
             return Err(e.into());
         }
+        self.stats.inserted(ids.len());
         Ok(ids)
     }
 
@@ -117,10 +118,7 @@ impl Engine {
     /// OUT_OF_MEMORY rather than growing memory. One insert larger than the limit goes into an empty buffer.
     async fn make_room(self: &Arc<Self>, bytes: usize) -> Result<(), NodeError> {
         let limit = self.insert_buffer_bytes.load(Ordering::Relaxed);
-        let buffered = |engine: &Engine| -> Result<u64, NodeError> {
-            let b = engine.buffers.lock().map_err(lock_error)?;
-            Ok(b.tables.values().map(MemTable::bytes).sum::<usize>() as u64)
-        };
+        let buffered = Engine::buffered_bytes;
         let over = |held: u64| held > 0 && held.saturating_add(bytes as u64) > limit;
         if !over(buffered(self)?) {
             return Ok(());
@@ -295,9 +293,13 @@ impl Engine {
         let mut touched = Vec::new();
         for (table_id, mem) in taken {
             match self.flush_table(&table_id, &mem, upto as i64).await {
-                Ok(()) => touched.push(table_id),
+                Ok(()) => {
+                    self.stats.flush_worked(&table_id);
+                    touched.push(table_id);
+                }
                 Err(e) => {
                     tracing::error!(table = %table_id, error = %e, "flush failed; keeping the data buffered");
+                    self.stats.flush_failed(&table_id, &e);
                     if let Ok(mut b) = self.buffers.lock() {
                         b.tables.entry(table_id.clone()).or_default().restore(mem);
                     }

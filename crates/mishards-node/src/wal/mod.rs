@@ -185,6 +185,11 @@ impl Wal {
         Ok((lsn, Durable(wait)))
     }
 
+    /// Record bytes submitted and not yet written.
+    pub fn queued_bytes(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed) as u64
+    }
+
     /// The lsn the next record will get; every record before it has been submitted.
     pub fn next_lsn(&self) -> u64 {
         self.submitter.lock().map(|s| s.next_lsn).unwrap_or(0)
