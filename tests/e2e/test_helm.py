@@ -486,31 +486,9 @@ def config_check(mishards_bin, role, env):
     return run, applied
 
 
-# Settings the chart relies on that land in the binary with the other parts of issue 15: the gateway's
-# Kubernetes discovery and the data nodes' HTTP probe port (ADMIN_HOST / ADMIN_PORT on `mishards node`).
-# While the binary predates them, the test checks everything else and ends as an expected failure naming
-# what is missing; once the binary has them, they are checked like any other setting.
-PENDING_DISCOVERY = "kubernetes discovery is not available"
-
-
-@pytest.fixture(scope="session")
-def pending_features(mishards_bin):
-    pending = []
-    run, _ = config_check(mishards_bin, "gateway", {
-        "DISCOVERY_CLASS_NAME": "kubernetes", "WOSERVER": "tcp://w:19530",
-        "SQLALCHEMY_DATABASE_URI": "mysql://root:x@db:3306/milvus"})
-    if run.returncode != 0 and PENDING_DISCOVERY in run.stderr + run.stdout:
-        pending.append("gateway: " + PENDING_DISCOVERY)
-    _, applied = config_check(mishards_bin, "node", {"MISHARDS_ROLE": "ro", "ADMIN_PORT": "19122"})
-    if "ADMIN_PORT" not in applied:
-        pending.append("node: ADMIN_PORT (the probe port) is not a setting of `mishards node` yet")
-    return pending
-
-
 @pytest.mark.parametrize("combo", sorted(COMBINATIONS))
-def test_each_containers_environment_passes_config_check(render, mishards_bin, pending_features, combo):
+def test_each_containers_environment_passes_config_check(render, mishards_bin, combo):
     docs = render(combo)
-    pending = pending_features
     checked = 0
     for component, c, _ in mishards_containers(docs):
         role = "gateway" if component == "gateway" else "node"
@@ -518,10 +496,6 @@ def test_each_containers_environment_passes_config_check(render, mishards_bin, p
         # Only an input of the $(…) substitution in SQLALCHEMY_DATABASE_URI, not a setting.
         expected = set(env) - {"METADATA_DB_PASSWORD"}
         assert "$(" not in env["SQLALCHEMY_DATABASE_URI"], env["SQLALCHEMY_DATABASE_URI"]
-        if role == "gateway" and any(p.startswith("gateway:") for p in pending):
-            env["DISCOVERY_CLASS_NAME"] = "static"
-        if role == "node" and any(p.startswith("node:") for p in pending):
-            expected -= {"ADMIN_HOST", "ADMIN_PORT"}
         run, applied = config_check(mishards_bin, role, env)
         assert run.returncode == 0, "{} ({}): `mishards config check --for {}` refused the rendered env:\n{}{}".format(
             component, combo, role, run.stdout, run.stderr)
@@ -534,5 +508,3 @@ def test_each_containers_environment_passes_config_check(render, mishards_bin, p
         assert password and password not in run.stdout
         checked += 1
     assert checked >= 1
-    if pending:
-        pytest.xfail("the rest is checked; the binary lacks: " + "; ".join(pending))
