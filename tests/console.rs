@@ -201,7 +201,6 @@ async fn the_faults_view_reads_without_the_token_and_changes_nothing() {
 /// port, and prints the console's URL, which serves the page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_takes_a_free_admin_port_when_the_default_is_taken() {
-    use std::io::BufRead;
     // Hold the default port if it is free; if something else holds it, it is taken all the same.
     let _holder = std::net::TcpListener::bind(("127.0.0.1", mishards::config::DEFAULT_ADMIN_PORT));
     let dir = tempfile::tempdir().expect("temp dir");
@@ -224,15 +223,7 @@ async fn demo_takes_a_free_admin_port_when_the_default_is_taken() {
         .spawn()
         .expect("start mishards demo");
     let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = common::process::lines_of(stdout);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let mut lines = Vec::new();
     let console = loop {

@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -64,15 +63,7 @@ fn start_driver() -> Driver {
         .spawn()
         .expect("start chromedriver");
     let stdout = child.stdout.take().expect("chromedriver's stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = common::process::lines_of(stdout);
     let driver = Driver {
         child,
         url: format!("http://127.0.0.1:{port}"),

@@ -16,6 +16,17 @@ pub enum DiscoveryKind {
     Kubernetes,
 }
 
+impl DiscoveryKind {
+    /// Its `discovery_class_name`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DiscoveryKind::Static => "static",
+            DiscoveryKind::File => "file",
+            DiscoveryKind::Kubernetes => "kubernetes",
+        }
+    }
+}
+
 /// `kubernetes` discovery: the read nodes (and, by a selector of its own, the write node) are the
 /// namespace's pods that match, as Mishards' `KubernetesProvider` found them.
 #[derive(Debug, Clone, PartialEq)]

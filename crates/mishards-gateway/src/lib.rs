@@ -419,8 +419,7 @@ pub async fn start(config: &GatewayConfig, tuning: Tuning) -> Result<RunningGate
                     tracing: config.tracing.otlp_endpoint.is_some(),
                     jaeger_url: config.admin.console_jaeger_url.clone(),
                     fault_injection: config.faults.enabled,
-                    // Debug names the kind; new kinds need no change here.
-                    discovery_source: format!("{:?}", config.discovery).to_lowercase(),
+                    discovery_source: config.discovery.kind.name().to_string(),
                     refresh_ms: console::REFRESH_MS,
                     slow_query_ms,
                     inspect_keep: config.admin.inspect_keep,
