@@ -272,22 +272,14 @@ fn run_briefly(args: &[&str], env: &[(&str, &str)], running: std::time::Duration
 /// cannot be created) stops the gateway with one clear line.
 #[test]
 fn an_unreachable_metadata_database_is_waited_for_and_an_unusable_one_is_one_clear_line() {
-    let gateway = Process::start(
+    let gateway = Process::local_gateway(
         &[
-            "gateway",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--admin-port",
-            "0",
             "--woserver",
             "127.0.0.1:19531",
             "--meta-uri",
             "mysql://root:pw@127.0.0.1:1/milvus",
         ],
         &[],
-        2,
     );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let admin = gateway.addrs[1].clone();

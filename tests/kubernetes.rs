@@ -51,23 +51,7 @@ async fn gateway(meta: &str, env: Vec<(String, String)>) -> Process {
     let meta = meta.to_string();
     tokio::task::spawn_blocking(move || {
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        Process::start(
-            &[
-                "gateway",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--admin-port",
-                "0",
-                "--meta-uri",
-                &meta,
-                "--node-timeout",
-                "5",
-            ],
-            &env,
-            2,
-        )
+        Process::local_gateway(&["--meta-uri", &meta, "--node-timeout", "5"], &env)
     })
     .await
     .expect("gateway start")

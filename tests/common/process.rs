@@ -134,6 +134,22 @@ impl Process {
         Process::start(&args, env, 1)
     }
 
+    /// A `mishards gateway` on 127.0.0.1, on a port the system picks, with its admin listener on
+    /// another, with `extra` flags after those; waits until both listen (see `start`).
+    pub fn local_gateway(extra: &[&str], env: &[(&str, &str)]) -> Process {
+        let mut args = vec![
+            "gateway",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--admin-port",
+            "0",
+        ];
+        args.extend_from_slice(extra);
+        Process::start(&args, env, 2)
+    }
+
     pub fn addr(&self) -> &str {
         &self.addrs[0]
     }

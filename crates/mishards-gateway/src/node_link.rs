@@ -3,6 +3,10 @@
 //! request/error counters. Searches are sent through the link (`SearchFiles`), which batches those of
 //! the same shape that arrive together into one call (batch.rs) and keeps its own counts; other calls
 //! lease a client, are made by the caller (so a slow call never blocks the link), and report back.
+//!
+//! Longer than ~800 lines because the link is one actor: its connection state machine, the probe that
+//! drives it, retargeting and the handlers that lease from and report to it share that state; split
+//! across files they would only reach into each other's fields.
 
 use std::time::{Duration, Instant};
 

@@ -369,36 +369,28 @@ impl Annoy {
         s.dots.resize(n, 0.0);
         s.scores.clear();
         s.scores.resize(n, 0.0);
-        match self.metric {
-            Metric::L2 => {
-                s.xn.clear();
-                s.xn.resize(n, 0.0);
-                let xn = Some(&mut s.xn[..]);
-                gather_dots(
-                    isa,
-                    q,
-                    &self.vectors,
-                    &s.cands,
-                    &mut s.block,
-                    &mut s.dots,
-                    xn,
-                );
-                let mut qn = [0.0f32];
-                kernel::norms(isa, q, 1, dim, &mut qn);
-                kernel::l2_scores(isa, qn[0], &s.xn, &s.dots, &mut s.scores);
-            }
-            Metric::Ip => {
-                gather_dots(
-                    isa,
-                    q,
-                    &self.vectors,
-                    &s.cands,
-                    &mut s.block,
-                    &mut s.dots,
-                    None,
-                );
-                kernel::ip_scores(isa, &s.dots, &mut s.scores);
-            }
+        // L2 also needs each candidate's norm, taken from the same gathered block.
+        let l2 = self.metric == Metric::L2;
+        if l2 {
+            s.xn.clear();
+            s.xn.resize(n, 0.0);
+        }
+        let xn = l2.then_some(&mut s.xn[..]);
+        gather_dots(
+            isa,
+            q,
+            &self.vectors,
+            &s.cands,
+            &mut s.block,
+            &mut s.dots,
+            xn,
+        );
+        if l2 {
+            let mut qn = [0.0f32];
+            kernel::norms(isa, q, 1, dim, &mut qn);
+            kernel::l2_scores(isa, qn[0], &s.xn, &s.dots, &mut s.scores);
+        } else {
+            kernel::ip_scores(isa, &s.dots, &mut s.scores);
         }
         s.hits.clear();
         s.hits.extend(
