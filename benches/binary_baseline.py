@@ -63,6 +63,7 @@ def main():
     p.add_argument("--nprobe", default="1,2,4,8,16,32,64")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--reuse-index", action="store_true")
+    p.add_argument("--train-seed", type=int, help="faiss's k-means seed (cp.seed; faiss's default 1234 without it)")
     p.add_argument("--centroids", help="our serialized BIN_IVF_FLAT index: also time faiss on its centroids")
     p.add_argument("--skip-flat", action="store_true")
     p.add_argument("--skip-ivf", action="store_true")
@@ -94,6 +95,8 @@ def main():
             t0 = time.perf_counter()
             quantizer = faiss.IndexBinaryFlat(d)
             ivf = faiss.IndexBinaryIVF(quantizer, d, a.nlist)
+            if a.train_seed is not None:
+                ivf.cp.seed = a.train_seed
             ivf.train(xb)
             ivf.add(xb)
             print("ivf_build", time.perf_counter() - t0)

@@ -548,6 +548,7 @@ fn main() {
             run_hnswlib(&a, &dir)
         };
         println!("{}", hnsw_table(&a, ours, &theirs));
+        print_hnsw_curves(&a, ours, &theirs);
     }
     println!("loadavg at end: {}", loadavg());
     let _ = std::io::stdout().flush();
@@ -700,6 +701,21 @@ fn qps_at_recall(curve: &[(f64, f64)], recall: f64) -> Option<f64> {
         }
     }
     c.iter().find(|p| p.0 == recall).map(|p| p.1)
+}
+
+/// The HNSW sweep as `curve,<ours|anchor>,<ef>,<recall>,<qps>` lines, for benches/plot_curves.py.
+fn print_hnsw_curves(a: &Args, ours: &HnswOurs, theirs: &HashMap<String, String>) {
+    let get = |key: &str| theirs.get(key).and_then(|v| v.parse::<f64>().ok());
+    let nq = a.ivf_nq as f64;
+    for &(ef, batch, r) in &ours.points {
+        println!("curve,ours,{ef},{r:.4},{:.0}", nq / batch.median);
+        if let (Some(t), Some(tr)) = (
+            get(&format!("hnsw_batch_ef{ef}")),
+            get(&format!("hnsw_recall_ef{ef}")),
+        ) {
+            println!("curve,anchor,{ef},{tr:.4},{:.0}", nq / t);
+        }
+    }
 }
 
 fn hnsw_table(a: &Args, ours: &HnswOurs, theirs: &HashMap<String, String>) -> String {

@@ -13,7 +13,7 @@
 //! reloaded after). Options [defaults]: `--rows N` [200000] `--dim-bits D` [512] `--flat-nq N`
 //! [100] `--ivf-nq N` [1000] `--k K` [10] `--nlist N` [1024] `--nprobe LIST` [1,2,4,8,16,32,64]
 //! `--centers N` [1000] `--noise S` [1.0] `--reps N` [3] `--single N` [20] `--rounds N` [2]
-//! `--seed N` [42] `--random` `--skip-flat` `--skip-ivf` `--no-faiss`. faiss also runs an
+//! `--seed N` [42] `--train-seed N` [the data seed; also faiss's `cp.seed`] `--random` `--skip-flat` `--skip-ivf` `--no-faiss`. faiss also runs an
 //! IndexBinaryIVF on our centroids ("anchor_same_lists": the same lists, so recall is equal by
 //! construction and the comparison is speed alone, free of either side's k-means luck).
 //!
@@ -47,6 +47,7 @@ struct Args {
     single: usize,
     rounds: usize,
     seed: u64,
+    train_seed: Option<u64>,
     random: bool,
     skip_flat: bool,
     skip_ivf: bool,
@@ -68,6 +69,7 @@ fn parse_args() -> Args {
         single: 20,
         rounds: 2,
         seed: 42,
+        train_seed: None,
         random: false,
         skip_flat: false,
         skip_ivf: false,
@@ -101,6 +103,7 @@ fn parse_args() -> Args {
             "--single" => a.single = num(value()),
             "--rounds" => a.rounds = num(value()),
             "--seed" => a.seed = num(value()),
+            "--train-seed" => a.train_seed = Some(num(value())),
             "--random" => a.random = true,
             "--skip-flat" => a.skip_flat = true,
             "--skip-ivf" => a.skip_ivf = true,
@@ -204,6 +207,9 @@ fn run_faiss(a: &Args, dir: &Path, reuse: bool, ours: Option<&Path>) -> HashMap<
         .args(["--nlist", &a.nlist.to_string()])
         .args(["--nprobe", &nprobes.join(",")])
         .args(["--reps", &a.reps.to_string()]);
+    if let Some(seed) = a.train_seed {
+        cmd.args(["--train-seed", &seed.to_string()]);
+    }
     if reuse {
         cmd.arg("--reuse-index");
     }
@@ -320,7 +326,7 @@ fn main() {
         let t = Instant::now();
         let params = BinIvfParams {
             nlist: a.nlist,
-            seed: a.seed,
+            seed: a.train_seed.unwrap_or(a.seed),
         };
         let index = BinIvfFlat::build(&base, &ids, dim, BinaryMetric::Hamming, &params)
             .expect("valid parameters");

@@ -16,8 +16,8 @@
 //!
 //! Options [defaults]: `--rows N` [200000] `--dim D` [128] `--nq N` [1000] `--k K` [10]
 //! `--nlist N` [1024] `--m LIST` [16,32] `--nbits N` [8] `--nprobe LIST` [1,2,4,8,16,32,64]
-//! `--centers N` [1000] `--noise S` [1.0] `--seed N` [42] `--build-seed N` our k-means seed
-//! [the data seed] `--reps N` [3] `--single N` nprobe
+//! `--centers N` [1000] `--noise S` [1.0] `--seed N` [42] `--build-seed N` the k-means seed
+//! of both sides [ours: the data seed, faiss: its default 1234] `--reps N` [3] `--single N` nprobe
 //! of a one-query-at-a-time run over all queries [16; 0 = none] `--no-anchor` `--keep DIR`.
 
 use std::fs;
@@ -175,11 +175,15 @@ impl Anchor {
         let python = std::env::var("MISHARDS_BENCH_PYTHON")
             .map(PathBuf::from)
             .unwrap_or_else(|_| root.join(".venv/bin/python"));
-        let mut child = Command::new(&python)
-            .arg(root.join("benches/ivf_pq_baseline.py"))
+        let mut cmd = Command::new(&python);
+        cmd.arg(root.join("benches/ivf_pq_baseline.py"))
             .args(["--dir", &dir.display().to_string()])
             .args(["--dim", &a.dim.to_string(), "--k", &a.k.to_string()])
-            .args(["--nlist", &a.nlist.to_string()])
+            .args(["--nlist", &a.nlist.to_string()]);
+        if let Some(seed) = a.build_seed {
+            cmd.args(["--seed", &seed.to_string()]);
+        }
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

@@ -36,6 +36,7 @@ def main():
     p.add_argument("--dim", type=int, required=True)
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--nlist", type=int, default=1024)
+    p.add_argument("--seed", type=int, help="k-means seed of the coarse quantizer and the PQ (faiss's default 1234)")
     a = p.parse_args()
     d, k = a.dim, a.k
     xb = load(os.path.join(a.dir, "ivf_base.f32"), d)
@@ -54,6 +55,9 @@ def main():
             t0 = time.perf_counter()
             quantizer = faiss.IndexFlatL2(d)
             ivf = faiss.IndexIVFPQ(quantizer, d, a.nlist, m, nbits)
+            if a.seed is not None:
+                ivf.cp.seed = a.seed
+                ivf.pq.cp.seed = a.seed
             ivf.train(xb)
             ivf.add(xb)
             secs = time.perf_counter() - t0

@@ -460,3 +460,83 @@ fn annoy_inconsistent_body_with_valid_checksum_is_an_error() {
     }
     assert!(Annoy::read_from(&mut overflow.as_slice()).is_err());
 }
+
+/// Rows sit in memory in the first tree's leaf order (its leaves, walked depth first, hold
+/// memory rows 0, 1, 2, …), each with its own vector, id and segment row; files keep segment
+/// order, so the bytes do not depend on the memory layout.
+#[test]
+fn annoy_rows_are_held_in_first_tree_order_and_written_in_segment_order() {
+    let mut rng = Rng::new(12);
+    let (rows, dim) = (900, 5);
+    let data = clustered(&mut rng, rows, dim, 12, 0.4);
+    let ids: Vec<i64> = (0..rows as i64).map(|r| 1000 + 3 * r).collect();
+    let index = Annoy::build(&data, &ids, dim, Metric::L2, &params(3)).expect("ok");
+    let mut seen = vec![false; rows];
+    for (p, &r) in index.seg_rows.iter().enumerate() {
+        let r = r as usize;
+        assert!(!std::mem::replace(&mut seen[r], true), "row {r} twice");
+        assert_eq!(index.ids[p], ids[r]);
+        assert_eq!(
+            &index.vectors[p * dim..(p + 1) * dim],
+            &data[r * dim..(r + 1) * dim]
+        );
+    }
+    assert_ne!(
+        index.seg_rows,
+        (0..rows as u32).collect::<Vec<_>>(),
+        "the layout is a real reordering here"
+    );
+    let f = &index.forest;
+    let (mut walked, mut stack) = (Vec::new(), vec![f.roots[0]]);
+    while let Some(node) = stack.pop() {
+        if node & LEAF != 0 {
+            walked.extend_from_slice(f.leaf((node & !LEAF) as usize));
+        } else {
+            let [left, right] = f.children[node as usize];
+            stack.extend([right, left]);
+        }
+    }
+    assert_eq!(walked, (0..rows as u32).collect::<Vec<_>>());
+
+    let bytes = to_bytes(&index);
+    let ids_at = 8 + 4 + 4 + 8 * 8;
+    let on_disk_ids: Vec<i64> = bytes[ids_at..ids_at + 8 * rows]
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect();
+    assert_eq!(on_disk_ids, ids);
+    let vectors_at = ids_at + 8 * rows;
+    let on_disk_vectors: Vec<f32> = bytes[vectors_at..vectors_at + 4 * rows * dim]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+        .collect();
+    assert_eq!(on_disk_vectors, data);
+}
+
+#[test]
+fn rows_are_permuted_in_place_cycle_by_cycle() {
+    // Two cycles (0 → 2 → 3 → 0, 1 ↔ 4) and a fixed point (5).
+    let order = [2u32, 4, 3, 0, 1, 5];
+    let mut v: Vec<f32> = (0..12).map(|x| x as f32).collect();
+    permute_rows(&mut v, 2, &order);
+    let want: Vec<f32> = order
+        .iter()
+        .flat_map(|&r| [2.0 * r as f32, 2.0 * r as f32 + 1.0])
+        .collect();
+    assert_eq!(v, want);
+}
+
+/// A first tree that misses rows (only a damaged file could hold one) still gives every row a
+/// place, once.
+#[test]
+fn first_tree_order_places_every_row_once() {
+    let forest = Forest {
+        roots: vec![LEAF, LEAF | 1],
+        planes: Vec::new(),
+        children: Vec::new(),
+        leaf_starts: vec![0, 2, 5],
+        leaf_rows: vec![3, 3, 0, 1, 2],
+    };
+    assert_eq!(first_tree_order(&forest, 5), [3, 0, 1, 2, 4]);
+    assert_eq!(first_tree_order(&Forest::empty(), 3), [0, 1, 2]);
+}
