@@ -39,6 +39,7 @@ use mishards_common::rng::SplitMix64;
 use rayon::prelude::*;
 
 use super::distance::{Floats, Scorer, prefetch};
+use super::huge_pages::zeroed_on_huge_pages;
 use super::topk::{Metric, RowBitmap, TopK, cmp_score};
 
 /// Milvus 1.1's range for the build parameter `M`.
@@ -328,7 +329,7 @@ impl Hnsw {
             params,
             ids,
             levels,
-            blocks: vec![0; rows * stride],
+            blocks: zeroed_on_huge_pages(rows * stride),
             stride,
             upper,
             entry: None,

@@ -1,9 +1,9 @@
-//! Copies of large arrays that a search reads at random, backed by 2 MiB pages where the kernel
+//! Large arrays that a search reads at random, backed by 2 MiB pages where the kernel
 //! allows it (Linux transparent huge pages in `madvise` mode, the common default).
 //!
-//! A tree search (ANNOY) reads a few thousand rows scattered over the whole segment per query;
-//! with 4 KiB pages nearly every row is a TLB miss and a page walk on top of the cache miss, with
-//! 2 MiB pages a 100 MB segment fits in the TLB. The advice is a hint: where it is refused (or
+//! A tree search (ANNOY) reads a few thousand rows scattered over the whole segment per query, a
+//! graph search (HNSW) a few hundred; with 4 KiB pages nearly every row is a TLB miss and a page
+//! walk on top of the cache miss, with 2 MiB pages a 100 MB segment fits in the TLB. The advice is a hint: where it is refused (or
 //! off Linux) the copy is an ordinary one.
 
 /// Huge pages are 2 MiB on x86-64 and most aarch64 kernels.
@@ -11,6 +11,15 @@ const HUGE_PAGE: usize = 2 << 20;
 
 /// Arrays smaller than this are left to the allocator as they are.
 const MIN_BYTES: usize = 4 * HUGE_PAGE;
+
+/// `len` zeros (`T::default()`) in a fresh vector whose pages were advised huge before first
+/// touch.
+pub(crate) fn zeroed_on_huge_pages<T: Copy + Default>(len: usize) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(len);
+    advise_huge(out.as_mut_ptr() as *mut u8, len * std::mem::size_of::<T>());
+    out.resize(len, T::default());
+    out
+}
 
 /// `src` copied into a fresh vector whose pages were advised huge before first touch.
 pub(crate) fn copy_to_huge_pages(src: &[f32]) -> Vec<f32> {

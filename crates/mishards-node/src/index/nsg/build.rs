@@ -29,6 +29,7 @@ use rayon::prelude::*;
 
 use super::{NO_ROW, Nsg, NsgError, NsgParams, Scored, Scratch, ScratchPool, Space, walk};
 use crate::index::distance::Scorer;
+use crate::index::huge_pages::copy_to_huge_pages;
 use crate::index::ivf::IvfFlat;
 use crate::index::topk::Metric;
 
@@ -86,7 +87,7 @@ impl Nsg {
             metric,
             params: *params,
             ids: ids[..rows].to_vec(),
-            vectors: data[..rows * dim].to_vec(),
+            vectors: copy_to_huge_pages(&data[..rows * dim]),
             link_starts: Vec::new(),
             links: Vec::new(),
             nav: None,

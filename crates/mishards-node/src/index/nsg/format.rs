@@ -19,6 +19,7 @@ use std::io::{self, Read, Write};
 use super::{NO_ROW, Nsg, NsgParams, ScratchPool};
 use crate::checked_io::{CrcReader, CrcWriter, read_le, read_u32, read_u64, write_le};
 use crate::index::distance::Scorer;
+use crate::index::huge_pages::copy_to_huge_pages;
 use crate::index::topk::Metric;
 
 const MAGIC: [u8; 8] = *b"MSNSG\0\0\0";
@@ -139,7 +140,8 @@ impl Nsg {
             metric,
             params,
             ids,
-            vectors,
+            // Read at random by every search: on huge pages, as built.
+            vectors: copy_to_huge_pages(&vectors),
             link_starts,
             links,
             nav,
