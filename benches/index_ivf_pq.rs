@@ -374,6 +374,34 @@ fn main() {
                 );
             }
         }
+        if let Some(an) = anchor.as_mut() {
+            // faiss on our quantizers: "both" gives it our recall (speed alone compared);
+            // "coarse" trains its own PQ on our lists (which half a recall gap comes from).
+            let path = dir.join(format!("ours_m{m}.index"));
+            let written = fs::File::create(&path)
+                .and_then(|mut f| index.write_to(&mut f))
+                .map_err(|e| eprintln!("write {}: {e}", path.display()));
+            for what in ["both", "coarse"].into_iter().filter(|_| written.is_ok()) {
+                if an
+                    .ask(&format!("adopt {} {what}", path.display()))
+                    .is_none()
+                {
+                    break;
+                }
+                let series = format!("anchor_our_{what}");
+                for &nprobe in &a.nprobes {
+                    let answer = an.ask(&format!("search {nprobe} {}", a.reps));
+                    let f = |i: usize| answer.as_ref()?.get(i)?.parse::<f64>().ok();
+                    if let (Some(r), Some(med), Some(best)) = (f(2), f(3), f(4)) {
+                        println!(
+                            "curve,{series},m{m}:nprobe={nprobe},{r:.4},{:.0},{:.0}",
+                            a.nq as f64 / med,
+                            a.nq as f64 / best
+                        );
+                    }
+                }
+            }
+        }
         summary.push((m, ours_build, anchor_build, ours_curve, anchor_curve));
     }
     drop(anchor);

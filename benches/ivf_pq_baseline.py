@@ -8,6 +8,10 @@ bench can alternate our runs and faiss's on the same machine state:
   build M NBITS        -> "build SECONDS"        (IndexIVFPQ(IndexFlatL2, d, nlist, M, NBITS), train + add)
   search NPROBE REPS   -> "search NPROBE RECALL MEDIAN_S BEST_S"   (all queries as one batch)
   single NPROBE        -> "single NPROBE SECONDS"  (every query alone, one after another)
+  adopt PATH WHAT      -> "adopt SECONDS"        (an IndexIVFPQ on the quantizers of our serialized
+                          index at PATH, then add: WHAT = "both" takes our coarse centroids and PQ
+                          codebooks, so recall is ours and the searches compare speed alone;
+                          WHAT = "coarse" takes our centroids and trains faiss's own PQ on them)
   quit
 
 Every answer is one line on stdout, flushed.
@@ -63,6 +67,30 @@ def main():
             secs = time.perf_counter() - t0
             index = (quantizer, ivf)  # the index does not own its quantizer
             print("build", secs, flush=True)
+        elif cmd[0] == "adopt":
+            path, what = cmd[1], cmd[2]
+            t0 = time.perf_counter()
+            with open(path, "rb") as f:
+                head = f.read(56)  # magic, version, metric, then dim, nlist, m, nbits, len (u64)
+                dim, nlist, m, nbits, _ = np.frombuffer(head[16:56], dtype="<u8")
+                dim, nlist, m, nbits = int(dim), int(nlist), int(m), int(nbits)
+                centroids = np.frombuffer(f.read(nlist * dim * 4), dtype="<f4").reshape(nlist, dim)
+                codebooks = np.frombuffer(f.read((1 << nbits) * dim * 4), dtype="<f4")
+            quantizer = faiss.IndexFlatL2(d)
+            quantizer.add(np.ascontiguousarray(centroids))
+            ivf = faiss.IndexIVFPQ(quantizer, d, nlist, m, nbits)
+            if what == "both":
+                faiss.copy_array_to_vector(np.ascontiguousarray(codebooks), ivf.pq.centroids)
+                ivf.pq.sync_transposed_centroids()
+                ivf.is_trained = True
+                ivf.precompute_table()
+            else:
+                if a.seed is not None:
+                    ivf.pq.cp.seed = a.seed
+                ivf.train(xb)  # the quantizer is complete: only the PQ is trained
+            ivf.add(xb)
+            index = (quantizer, ivf)
+            print("adopt", time.perf_counter() - t0, flush=True)
         elif cmd[0] == "search":
             nprobe, reps = int(cmd[1]), int(cmd[2])
             ivf = index[1]

@@ -40,6 +40,20 @@ impl Isa {
     }
 }
 
+/// Whether AVX2 builds of plain-Rust loops (compiled for 8 lanes, same bits as the portable
+/// build) may run under `isa`.
+pub(crate) fn use_avx2(isa: Isa) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        isa == Isa::Avx2Fma && std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = isa;
+        false
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 fn avx2_fma_available() -> bool {
     // std caches the CPUID answer, so this is an atomic load after the first call.

@@ -10,7 +10,7 @@
 use mishards_common::rng::SplitMix64;
 use rayon::prelude::*;
 
-use super::kernel::Isa;
+use super::kernel::{Isa, use_avx2};
 use super::scan::{self, Offsets, Rows, l2_norms};
 use super::topk::Metric;
 
@@ -45,6 +45,108 @@ pub(super) fn assign(
         .iter()
         .map(|&l| u32::try_from(l).unwrap_or(0))
         .collect()
+}
+
+/// Up to this many dimensions, [`nearest`] scores L2 centroids exactly, one dimension at a time
+/// over all centroids ([`nearest_small_l2`]): product-quantizer sub-vectors (4 floats at m 32,
+/// d 128) are far too short for the tile kernel, whose per-pair overhead then dominates.
+const SMALL_DIM: usize = 16;
+/// Centroid columns are padded to a multiple of this many lanes.
+const LANES: usize = 16;
+/// Rows per parallel task in [`nearest_small_l2`].
+const SMALL_ROWS_PER_TASK: usize = 2048;
+
+/// The nearest centroid of every row of `data`, as [`assign`] finds it; for L2 in at most
+/// [`SMALL_DIM`] dimensions by exact squared differences instead (see [`nearest_small_l2`]).
+/// For training and encoding, where rows are not probed later by [`assign`]'s arithmetic.
+pub(super) fn nearest(
+    isa: Isa,
+    metric: Metric,
+    dim: usize,
+    centroids: &[f32],
+    centroid_norms: &[f32],
+    data: &[f32],
+    data_norms: Option<&[f32]>,
+) -> Vec<u32> {
+    if metric == Metric::L2 && (1..=SMALL_DIM).contains(&dim) {
+        nearest_small_l2(isa, dim, centroids, data)
+    } else {
+        assign(
+            isa,
+            metric,
+            dim,
+            centroids,
+            centroid_norms,
+            data,
+            data_norms,
+        )
+    }
+}
+
+/// The centroid with the least `Σ (x_d − c_d)²` for every row (ties to the smaller number, a row
+/// whose every distance is NaN to 0). The centroids are laid out column by column (padded with
+/// +∞, never nearer than a real centroid), so each dimension is one pass of subtract, square and
+/// add over a contiguous column: lanes over centroids, no horizontal sums. No fused
+/// multiply-add, so the AVX2 build gives the portable build's bits.
+fn nearest_small_l2(isa: Isa, dim: usize, centroids: &[f32], data: &[f32]) -> Vec<u32> {
+    let k = centroids.len() / dim;
+    let padded = k.next_multiple_of(LANES);
+    let mut columns = vec![f32::INFINITY; dim * padded];
+    for (c, centroid) in centroids.chunks_exact(dim).enumerate() {
+        for (d, &v) in centroid.iter().enumerate() {
+            columns[d * padded + c] = v;
+        }
+    }
+    let mut out = vec![0u32; data.len() / dim];
+    out.par_chunks_mut(SMALL_ROWS_PER_TASK)
+        .zip(data.par_chunks(SMALL_ROWS_PER_TASK * dim))
+        .for_each(|(out, rows)| {
+            let mut dist = vec![0.0f32; padded];
+            for (o, x) in out.iter_mut().zip(rows.chunks_exact(dim)) {
+                *o = nearest_column(isa, x, &columns, &mut dist);
+            }
+        });
+    out
+}
+
+fn nearest_column(isa: Isa, x: &[f32], columns: &[f32], dist: &mut [f32]) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    if use_avx2(isa) {
+        // SAFETY: AVX2 is present (checked by `use_avx2`); the function is safe Rust otherwise.
+        return unsafe { nearest_column_avx2(x, columns, dist) };
+    }
+    let _ = isa;
+    nearest_column_impl(x, columns, dist)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn nearest_column_avx2(x: &[f32], columns: &[f32], dist: &mut [f32]) -> u32 {
+    nearest_column_impl(x, columns, dist)
+}
+
+#[inline(always)]
+fn nearest_column_impl(x: &[f32], columns: &[f32], dist: &mut [f32]) -> u32 {
+    let padded = dist.len();
+    dist.fill(0.0);
+    for (d, &xd) in x.iter().enumerate() {
+        for (o, &c) in dist.iter_mut().zip(&columns[d * padded..(d + 1) * padded]) {
+            let t = xd - c;
+            *o += t * t;
+        }
+    }
+    let mut lane_min = [f32::INFINITY; LANES];
+    for block in dist.chunks_exact(LANES) {
+        for (m, &v) in lane_min.iter_mut().zip(block) {
+            *m = if v < *m { v } else { *m };
+        }
+    }
+    let least = lane_min
+        .iter()
+        .fold(f32::INFINITY, |a, &b| if b < a { b } else { a });
+    // The first centroid at the least distance; padding follows every real centroid, and with
+    // every distance NaN nothing equals `least`.
+    dist.iter().position(|&v| v == least).unwrap_or(0) as u32
 }
 
 /// Seeded, deterministic k-means (see the module doc for how it mirrors faiss): `k` centroids,
@@ -92,7 +194,7 @@ pub(super) fn kmeans_iters(
     let xn = (metric == Metric::L2).then_some(&xnorms[..]);
     for _ in 0..niter {
         let cnorms = l2_norms(isa, metric, &centroids, k, dim);
-        let a = assign(isa, metric, dim, &centroids, &cnorms, x, xn);
+        let a = nearest(isa, metric, dim, &centroids, &cnorms, x, xn);
         // Group points by cluster (counting sort, stable), then average each cluster in f64.
         let (starts, order) = sort_by_bucket(&a, k);
         centroids
@@ -273,6 +375,39 @@ mod tests {
             assert!(((a + b) / 2.0 - [1.0, 2.0][d]).abs() < 1e-6);
         }
         assert_eq!(&centroids[4..], &[5.0, 5.0]);
+    }
+
+    /// The column-by-column search finds the exact nearest centroid (ties to the smaller
+    /// number, never a padding lane), with the same bits on every instruction set.
+    #[test]
+    fn small_dimension_assignment_is_the_exact_nearest_centroid() {
+        let mut rng = crate::index::testutil::Rng::new(4);
+        for (dim, k) in [(1, 3), (4, 256), (8, 37), (16, 17)] {
+            let mut centroids = rng.normals(k * dim);
+            // A duplicate centroid: every row nearer to it than to the rest ties, and goes to
+            // the smaller number.
+            let dup = centroids[..dim].to_vec();
+            centroids[(k - 1) * dim..].copy_from_slice(&dup);
+            let mut data = rng.normals(300 * dim);
+            data[dim] = f32::NAN;
+            let got = nearest_small_l2(Isa::detect(), dim, &centroids, &data);
+            assert_eq!(got, nearest_small_l2(Isa::Portable, dim, &centroids, &data));
+            for (r, x) in data.chunks_exact(dim).enumerate() {
+                let d2 = |c: usize| -> f32 {
+                    x.iter()
+                        .zip(&centroids[c * dim..(c + 1) * dim])
+                        .map(|(a, b)| (a - b) * (a - b))
+                        .sum()
+                };
+                let want = if x.iter().any(|v| v.is_nan()) {
+                    0
+                } else {
+                    (0..k).fold(0, |best, c| if d2(c) < d2(best) { c } else { best })
+                };
+                assert_eq!(got[r] as usize, want, "dim {dim} k {k} row {r}");
+                assert_ne!(got[r] as usize, k - 1, "the duplicate of centroid 0 won");
+            }
+        }
     }
 
     #[test]

@@ -6,20 +6,7 @@
 //! sums (sub-quantizer `j` feeds partial `j mod 4`), added as `(p0 + p1) + (p2 + p3)`: short
 //! dependency chains, and the same order on every path.
 
-use crate::index::kernel::Isa;
-
-/// Whether the AVX2 builds of the table loops may run.
-fn use_avx2(isa: Isa) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        isa == Isa::Avx2Fma && std::arch::is_x86_feature_detected!("avx2")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = isa;
-        false
-    }
-}
+use crate::index::kernel::{Isa, use_avx2};
 
 /// The per-query tables: `out[j·ksub + c] = Σ_d (scale·q[j·dsub + d]) · bt[(j·dsub + d)·ksub + c]`
 /// for every sub-quantizer `j`, where `bt` holds each sub-quantizer's codebook transposed

@@ -39,7 +39,7 @@ use mishards_common::rng::SplitMix64;
 use rayon::prelude::*;
 
 use super::kernel::{self, Isa};
-use super::kmeans::{assign, kmeans, kmeans_iters, sample_indices, sort_by_bucket};
+use super::kmeans::{assign, kmeans, kmeans_iters, nearest, sample_indices, sort_by_bucket};
 use super::scan::{self, Heaps, Offsets, Rows, l2_norms};
 use super::topk::{Metric, RowBitmap, TopK};
 
@@ -296,8 +296,8 @@ impl IvfPq {
             let x = residual_slice(data, dim, &centroids, &lists, &all_rows, j * dsub, dsub);
             let cb = &codebooks[j * ksub * dsub..(j + 1) * ksub * dsub];
             let cbn = kernel::norms_vec(isa, cb, ksub, dsub);
-            let nearest = assign(isa, Metric::L2, dsub, cb, &cbn, &x, None);
-            for (at, &c) in nearest.iter().enumerate() {
+            let codes_j = nearest(isa, Metric::L2, dsub, cb, &cbn, &x, None);
+            for (at, &c) in codes_j.iter().enumerate() {
                 if nbits <= 8 {
                     codes[at * code_size + j] = c as u8;
                 } else {
