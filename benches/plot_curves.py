@@ -57,21 +57,22 @@ def main():
         except ValueError:
             return (1, 0.0, point[2])
 
-    # One colour per group, one line style per series, so ours and the anchor at one setting pair up.
+    # One colour per group (per series without groups), one line style per series, so ours and the
+    # anchor at one setting pair up.
     colours = {}
     styles = {}
     for (series, group), points in curves.items():
-        colour = colours.setdefault(group, f"C{len(colours) % 10}")
+        colour = colours.setdefault(group or series, f"C{len(colours) % 10}")
         style = styles.setdefault(series, ["-", "--", ":", "-."][len(styles) % 4])
         points.sort(key=param_order)
         label = f"{series} {group}" if group else series
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=colour, linestyle=style, label=label)
         for recall, qps, param in points:
-            ax.annotate(param, (recall, qps), textcoords="offset points", xytext=(3, 3), fontsize=6)
+            ax.annotate(param.rpartition("=")[2], (recall, qps), textcoords="offset points", xytext=(3, 3), fontsize=6)
     ax.set_yscale("log")
     ax.set_xlabel("recall@10")
     ax.set_ylabel("queries per second (log)")
-    ax.set_title(args.title)
+    ax.set_title(args.title, fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()

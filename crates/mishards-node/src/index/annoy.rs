@@ -151,14 +151,8 @@ impl Forest {
     }
 }
 
-/// An ANNOY index over one segment: the rows and the forest over them.
-///
-/// The rows are held in the order of the first tree's leaves, not in segment order: a query's
-/// candidates come from a few regions of the space, and in this order each region is a few runs
-/// of memory, so gathering them (most of a search's time) reads runs instead of scattered rows.
-/// Row `p` in memory is `vectors[p*dim..(p+1)*dim]`, with id `ids[p]` and segment row
-/// `seg_rows[p]` (deletes are marked by segment row); the forest's leaves hold memory rows.
-/// Files keep segment order (see `format.rs`).
+/// An ANNOY index over one segment: the rows in segment order (row `r` is
+/// `vectors[r*dim..(r+1)*dim]`, id `ids[r]`) and the forest over them.
 #[derive(Clone, PartialEq)]
 pub struct Annoy {
     dim: usize,
@@ -166,7 +160,6 @@ pub struct Annoy {
     params: AnnoyParams,
     ids: Vec<i64>,
     vectors: Vec<f32>,
-    seg_rows: Vec<u32>,
     forest: Forest,
     pool: ScratchPool,
 }
@@ -228,45 +221,15 @@ impl Annoy {
             leaves = forest.leaves(),
             "ANNOY forest built"
         );
-        Ok(Annoy::in_first_tree_order(
+        Ok(Annoy {
             dim,
             metric,
-            *params,
-            &ids[..rows],
+            params: *params,
+            ids: ids[..rows].to_vec(),
             vectors,
-            forest,
-        ))
-    }
-
-    /// The index over `ids` and `vectors` (segment order) and a forest over segment rows, with
-    /// the rows moved into the first tree's leaf order (see [`Annoy`]).
-    fn in_first_tree_order(
-        dim: usize,
-        metric: Metric,
-        params: AnnoyParams,
-        ids: &[i64],
-        mut vectors: Vec<f32>,
-        mut forest: Forest,
-    ) -> Annoy {
-        let seg_rows = first_tree_order(&forest, ids.len());
-        let mut memory_row = vec![0u32; seg_rows.len()];
-        for (p, &r) in seg_rows.iter().enumerate() {
-            memory_row[r as usize] = p as u32;
-        }
-        for r in &mut forest.leaf_rows {
-            *r = memory_row[*r as usize];
-        }
-        permute_rows(&mut vectors, dim, &seg_rows);
-        Annoy {
-            dim,
-            metric,
-            params,
-            ids: seg_rows.iter().map(|&r| ids[r as usize]).collect(),
-            vectors,
-            seg_rows,
             forest,
             pool: ScratchPool::default(),
-        }
+        })
     }
 
     /// Searches the `queries.len() / dim` queries and returns the top `k` per query as ids and
@@ -352,8 +315,7 @@ impl Annoy {
                 node: root,
             });
         }
-        let is_deleted =
-            |p: u32| deleted.is_some_and(|d| d.contains(self.seg_rows[p as usize] as usize));
+        let is_deleted = |r: u32| deleted.is_some_and(|d| d.contains(r as usize));
         let mut gathered = 0usize;
         while gathered < search_k || s.cands.len() < k {
             let Some(Pending { priority, node }) = s.queue.pop() else {
@@ -402,7 +364,6 @@ impl Annoy {
         out_dists: &mut [f32],
     ) {
         let dim = self.dim;
-        s.visited.ascending(&mut s.cands);
         let n = s.cands.len();
         s.dots.clear();
         s.dots.resize(n, 0.0);
@@ -482,64 +443,11 @@ impl Annoy {
         std::mem::size_of::<Annoy>()
             + self.ids.capacity() * 8
             + self.vectors.capacity() * 4
-            + self.seg_rows.capacity() * 4
             + f.roots.capacity() * 4
             + f.planes.capacity() * 4
             + f.children.capacity() * 8
             + f.leaf_starts.capacity() * std::mem::size_of::<usize>()
             + f.leaf_rows.capacity() * 4
-    }
-}
-
-/// The segment rows in the order a depth-first walk of the first tree meets them in its leaves
-/// (rows it does not reach, which only a damaged file could give, follow in segment order):
-/// always a permutation of `0..rows`.
-fn first_tree_order(forest: &Forest, rows: usize) -> Vec<u32> {
-    let mut order = Vec::with_capacity(rows);
-    let mut placed = vec![false; rows];
-    let mut place = |r: u32, order: &mut Vec<u32>| {
-        if let Some(p @ false) = placed.get_mut(r as usize) {
-            *p = true;
-            order.push(r);
-        }
-    };
-    let mut stack: Vec<u32> = forest.roots.first().copied().into_iter().collect();
-    while let Some(node) = stack.pop() {
-        if node & LEAF != 0 {
-            for &r in forest.leaf((node & !LEAF) as usize) {
-                place(r, &mut order);
-            }
-        } else if let Some(&[left, right]) = forest.children.get(node as usize) {
-            stack.extend([right, left]);
-        }
-    }
-    for r in 0..rows as u32 {
-        place(r, &mut order);
-    }
-    order
-}
-
-/// Moves row `order[p]` of `v` (rows of `dim` floats) to row `p`, in place, cycle by cycle.
-/// `order` must be a permutation of the rows.
-fn permute_rows(v: &mut [f32], dim: usize, order: &[u32]) {
-    let mut done = vec![false; order.len()];
-    let mut held = vec![0.0f32; dim];
-    for start in 0..order.len() {
-        if done[start] {
-            continue;
-        }
-        held.copy_from_slice(&v[start * dim..(start + 1) * dim]);
-        let mut p = start;
-        loop {
-            done[p] = true;
-            let from = order[p] as usize;
-            if from == start {
-                v[p * dim..(p + 1) * dim].copy_from_slice(&held);
-                break;
-            }
-            v.copy_within(from * dim..(from + 1) * dim, p * dim);
-            p = from;
-        }
     }
 }
 
@@ -660,24 +568,6 @@ impl Visited {
     fn unmark(&mut self, marked: &[u32]) {
         for &r in marked {
             self.words[r as usize >> 6] = 0;
-        }
-    }
-
-    /// Puts the marked rows (`marked`, in any order) in ascending order, so the rows a search
-    /// scores are read front to back. Many marks are read off the bitset (one pass over its
-    /// words, in order); few are sorted.
-    fn ascending(&self, marked: &mut Vec<u32>) {
-        if marked.len() * 8 < self.words.len() {
-            marked.sort_unstable();
-            return;
-        }
-        marked.clear();
-        for (w, &word) in self.words.iter().enumerate() {
-            let mut bits = word;
-            while bits != 0 {
-                marked.push((w * 64) as u32 + bits.trailing_zeros());
-                bits &= bits - 1;
-            }
         }
     }
 

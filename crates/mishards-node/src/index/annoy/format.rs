@@ -17,15 +17,13 @@
 
 use std::io::{self, Read, Write};
 
-use super::{Annoy, AnnoyParams, Forest, LEAF, MAX_ROWS, N_TREES_RANGE};
+use super::{Annoy, AnnoyParams, Forest, LEAF, MAX_ROWS, N_TREES_RANGE, ScratchPool};
 use crate::checked_io::{CrcReader, CrcWriter, read_le, read_u32, read_u64, write_le};
 use crate::index::huge_pages::copy_to_huge_pages;
 use crate::index::topk::Metric;
 
 const MAGIC: [u8; 8] = *b"MSANNOY\0";
 const VERSION: u32 = 1;
-/// Rows converted back to segment order per write.
-const ROWS_PER_WRITE: usize = 1024;
 
 impl Annoy {
     /// Writes the index in the format this module's doc describes.
@@ -51,23 +49,8 @@ impl Annoy {
         ] {
             w.write_all(&v.to_le_bytes())?;
         }
-        // Segment order on disk: memory order is this build's choice, not the format's.
-        let rows = self.len();
-        let dim = self.dim;
-        let mut memory_row = vec![0u32; rows];
-        for (p, &r) in self.seg_rows.iter().enumerate() {
-            memory_row[r as usize] = p as u32;
-        }
-        let ids: Vec<i64> = memory_row.iter().map(|&p| self.ids[p as usize]).collect();
-        write_le(&mut w, &ids, i64::to_le_bytes)?;
-        let mut chunk = Vec::with_capacity(ROWS_PER_WRITE * dim);
-        for part in memory_row.chunks(ROWS_PER_WRITE) {
-            chunk.clear();
-            for &p in part {
-                chunk.extend_from_slice(&self.vectors[p as usize * dim..(p as usize + 1) * dim]);
-            }
-            write_le(&mut w, &chunk, f32::to_le_bytes)?;
-        }
+        write_le(&mut w, &self.ids, i64::to_le_bytes)?;
+        write_le(&mut w, &self.vectors, f32::to_le_bytes)?;
         write_le(&mut w, &f.roots, u32::to_le_bytes)?;
         write_le(&mut w, &f.planes, f32::to_le_bytes)?;
         let children: Vec<u32> = f.children.iter().flatten().copied().collect();
@@ -78,12 +61,7 @@ impl Annoy {
             .map(|s| (s[1] - s[0]) as u32)
             .collect();
         write_le(&mut w, &lens, u32::to_le_bytes)?;
-        let leaf_rows: Vec<u32> = f
-            .leaf_rows
-            .iter()
-            .map(|&p| self.seg_rows[p as usize])
-            .collect();
-        write_le(&mut w, &leaf_rows, u32::to_le_bytes)?;
+        write_le(&mut w, &f.leaf_rows, u32::to_le_bytes)?;
         w.finish().map(drop)
     }
 
@@ -188,14 +166,15 @@ impl Annoy {
             leaf_rows,
         };
         check_shape(&forest)?;
-        Ok(Annoy::in_first_tree_order(
+        Ok(Annoy {
             dim,
             metric,
-            AnnoyParams { n_trees, seed },
-            &ids,
-            copy_to_huge_pages(&vectors),
+            params: AnnoyParams { n_trees, seed },
+            ids,
+            vectors: copy_to_huge_pages(&vectors),
             forest,
-        ))
+            pool: ScratchPool::default(),
+        })
     }
 }
 
