@@ -128,17 +128,19 @@ fn nearest_column_avx2(x: &[f32], columns: &[f32], dist: &mut [f32]) -> u32 {
 #[inline(always)]
 fn nearest_column_impl(x: &[f32], columns: &[f32], dist: &mut [f32]) -> u32 {
     let padded = dist.len();
-    dist.fill(0.0);
-    for (d, &xd) in x.iter().enumerate() {
-        for (o, &c) in dist.iter_mut().zip(&columns[d * padded..(d + 1) * padded]) {
-            let t = xd - c;
-            *o += t * t;
-        }
-    }
+    let column = |d: usize| &columns[d * padded..(d + 1) * padded];
+    // The first pass writes the sums, the last also keeps each lane's least: no separate
+    // clearing or minimum pass over the distances.
     let mut lane_min = [f32::INFINITY; LANES];
-    for block in dist.chunks_exact(LANES) {
-        for (m, &v) in lane_min.iter_mut().zip(block) {
-            *m = if v < *m { v } else { *m };
+    match x {
+        [] => return 0,
+        [only] => column_pass::<true, true>(*only, column(0), dist, &mut lane_min),
+        [first, middle @ .., last] => {
+            column_pass::<true, false>(*first, column(0), dist, &mut lane_min);
+            for (d, &xd) in middle.iter().enumerate() {
+                column_pass::<false, false>(xd, column(d + 1), dist, &mut lane_min);
+            }
+            column_pass::<false, true>(*last, column(x.len() - 1), dist, &mut lane_min);
         }
     }
     let least = lane_min
@@ -147,6 +149,27 @@ fn nearest_column_impl(x: &[f32], columns: &[f32], dist: &mut [f32]) -> u32 {
     // The first centroid at the least distance; padding follows every real centroid, and with
     // every distance NaN nothing equals `least`.
     dist.iter().position(|&v| v == least).unwrap_or(0) as u32
+}
+
+/// One dimension's pass: `dist[c] (+)= (xd − column[c])²` (`=` on the first pass), and on the
+/// last pass each lane's least distance into `lane_min`.
+#[inline(always)]
+fn column_pass<const FIRST: bool, const LAST: bool>(
+    xd: f32,
+    column: &[f32],
+    dist: &mut [f32],
+    lane_min: &mut [f32; LANES],
+) {
+    for (out, col) in dist.chunks_exact_mut(LANES).zip(column.chunks_exact(LANES)) {
+        for ((o, &c), m) in out.iter_mut().zip(col).zip(lane_min.iter_mut()) {
+            let t = xd - c;
+            let v = if FIRST { t * t } else { *o + t * t };
+            *o = v;
+            if LAST {
+                *m = if v < *m { v } else { *m };
+            }
+        }
+    }
 }
 
 /// Seeded, deterministic k-means (see the module doc for how it mirrors faiss): `k` centroids,
