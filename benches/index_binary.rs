@@ -13,7 +13,8 @@
 //! reloaded after). Options [defaults]: `--rows N` [200000] `--dim-bits D` [512] `--flat-nq N`
 //! [100] `--ivf-nq N` [1000] `--k K` [10] `--nlist N` [1024] `--nprobe LIST` [1,2,4,8,16,32,64]
 //! `--centers N` [1000] `--noise S` [1.0] `--reps N` [3] `--single N` [20] `--rounds N` [2]
-//! `--seed N` [42] `--train-seed N` [the data seed; also faiss's `cp.seed`] `--random` `--skip-flat` `--skip-ivf` `--no-faiss`. faiss also runs an
+//! `--seed N` [42] `--train-seed N` (k-means seed of both sides) [ours: the data seed; faiss:
+//! its default 1234] `--random` `--skip-flat` `--skip-ivf` `--no-faiss`. faiss also runs an
 //! IndexBinaryIVF on our centroids ("anchor_same_lists": the same lists, so recall is equal by
 //! construction and the comparison is speed alone, free of either side's k-means luck).
 //!

@@ -214,6 +214,26 @@ impl Anchor {
         Some(line.split_whitespace().map(String::from).collect())
     }
 
+    /// Times faiss's current index at `nprobe` and prints it as a `curve,<series>,…` line;
+    /// returns its (recall, median QPS).
+    fn search_point(
+        &mut self,
+        a: &Args,
+        series: &str,
+        m: usize,
+        nprobe: usize,
+    ) -> Option<(f64, f64)> {
+        let answer = self.ask(&format!("search {nprobe} {}", a.reps))?;
+        let f = |i: usize| answer.get(i)?.parse::<f64>().ok();
+        let (r, med, best) = (f(2)?, f(3)?, f(4)?);
+        let qps = a.nq as f64 / med;
+        println!(
+            "curve,{series},m{m}:nprobe={nprobe},{r:.4},{qps:.0},{:.0}",
+            a.nq as f64 / best
+        );
+        Some((r, qps))
+    }
+
     fn ask(&mut self, cmd: &str) -> Option<Vec<String>> {
         writeln!(self.stdin, "{cmd}").ok()?;
         self.stdin.flush().ok()?;
@@ -338,19 +358,11 @@ fn main() {
                 a.nq as f64 / best
             );
             ours_curve.push((nprobe, r, qps));
-            let answer = anchor
+            let point = anchor
                 .as_mut()
-                .and_then(|an| an.ask(&format!("search {nprobe} {}", a.reps)));
-            if let Some(v) = answer {
-                let f = |i: usize| v.get(i).and_then(|x| x.parse::<f64>().ok());
-                if let (Some(r), Some(med), Some(best)) = (f(2), f(3), f(4)) {
-                    let qps = a.nq as f64 / med;
-                    println!(
-                        "curve,anchor,m{m}:nprobe={nprobe},{r:.4},{qps:.0},{:.0}",
-                        a.nq as f64 / best
-                    );
-                    anchor_curve.push((nprobe, r, qps));
-                }
+                .and_then(|an| an.search_point(&a, "anchor", m, nprobe));
+            if let Some((r, qps)) = point {
+                anchor_curve.push((nprobe, r, qps));
             }
         }
         if a.single > 0 {
@@ -390,15 +402,7 @@ fn main() {
                 }
                 let series = format!("anchor_our_{what}");
                 for &nprobe in &a.nprobes {
-                    let answer = an.ask(&format!("search {nprobe} {}", a.reps));
-                    let f = |i: usize| answer.as_ref()?.get(i)?.parse::<f64>().ok();
-                    if let (Some(r), Some(med), Some(best)) = (f(2), f(3), f(4)) {
-                        println!(
-                            "curve,{series},m{m}:nprobe={nprobe},{r:.4},{:.0},{:.0}",
-                            a.nq as f64 / med,
-                            a.nq as f64 / best
-                        );
-                    }
+                    an.search_point(&a, &series, m, nprobe);
                 }
             }
         }

@@ -1,10 +1,10 @@
-//! Large arrays that a search reads at random, backed by 2 MiB pages where the kernel
-//! allows it (Linux transparent huge pages in `madvise` mode, the common default).
+//! Large arrays that a search reads at random, backed by 2 MiB pages where the kernel allows it
+//! (Linux transparent huge pages in `madvise` mode, the common default).
 //!
 //! A tree search (ANNOY) reads a few thousand rows scattered over the whole segment per query, a
-//! graph search (HNSW) a few hundred; with 4 KiB pages nearly every row is a TLB miss and a page
-//! walk on top of the cache miss, with 2 MiB pages a 100 MB segment fits in the TLB. The advice is a hint: where it is refused (or
-//! off Linux) the copy is an ordinary one.
+//! graph search (HNSW, NSG) a few hundred; with 4 KiB pages nearly every row is a TLB miss and a
+//! page walk on top of the cache miss, with 2 MiB pages a 100 MB segment fits in the TLB. The
+//! advice is a hint: where it is refused (or off Linux) the array is an ordinary one.
 
 /// Huge pages are 2 MiB on x86-64 and most aarch64 kernels.
 const HUGE_PAGE: usize = 2 << 20;

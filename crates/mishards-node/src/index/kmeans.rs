@@ -56,31 +56,23 @@ const LANES: usize = 16;
 /// Rows per parallel task in [`nearest_small_l2`].
 const SMALL_ROWS_PER_TASK: usize = 2048;
 
-/// The nearest centroid of every row of `data`, as [`assign`] finds it; for L2 in at most
-/// [`SMALL_DIM`] dimensions by exact squared differences instead (see [`nearest_small_l2`]).
-/// For training and encoding, where rows are not probed later by [`assign`]'s arithmetic.
+/// The nearest centroid of every row of `data`, as [`assign`] finds it (`data_norms` as it takes
+/// them; the centroids' norms are derived here); for L2 in at most [`SMALL_DIM`] dimensions by
+/// exact squared differences instead, which needs no norms (see [`nearest_small_l2`]). For
+/// training and encoding, where rows are not probed later by [`assign`]'s arithmetic.
 pub(super) fn nearest(
     isa: Isa,
     metric: Metric,
     dim: usize,
     centroids: &[f32],
-    centroid_norms: &[f32],
     data: &[f32],
     data_norms: Option<&[f32]>,
 ) -> Vec<u32> {
     if metric == Metric::L2 && (1..=SMALL_DIM).contains(&dim) {
-        nearest_small_l2(isa, dim, centroids, data)
-    } else {
-        assign(
-            isa,
-            metric,
-            dim,
-            centroids,
-            centroid_norms,
-            data,
-            data_norms,
-        )
+        return nearest_small_l2(isa, dim, centroids, data);
     }
+    let norms = l2_norms(isa, metric, centroids, centroids.len() / dim, dim);
+    assign(isa, metric, dim, centroids, &norms, data, data_norms)
 }
 
 /// The centroid with the least `Σ (x_d − c_d)²` for every row (ties to the smaller number, a row
@@ -216,8 +208,7 @@ pub(super) fn kmeans_iters(
     let xnorms = l2_norms(isa, metric, x, nx, dim);
     let xn = (metric == Metric::L2).then_some(&xnorms[..]);
     for _ in 0..niter {
-        let cnorms = l2_norms(isa, metric, &centroids, k, dim);
-        let a = nearest(isa, metric, dim, &centroids, &cnorms, x, xn);
+        let a = nearest(isa, metric, dim, &centroids, x, xn);
         // Group points by cluster (counting sort, stable), then average each cluster in f64.
         let (starts, order) = sort_by_bucket(&a, k);
         centroids

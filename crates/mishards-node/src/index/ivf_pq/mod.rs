@@ -295,8 +295,7 @@ impl IvfPq {
             // Residual sub-vectors in list order, so the codes land in place.
             let x = residual_slice(data, dim, &centroids, &lists, &all_rows, j * dsub, dsub);
             let cb = &codebooks[j * ksub * dsub..(j + 1) * ksub * dsub];
-            let cbn = kernel::norms_vec(isa, cb, ksub, dsub);
-            let codes_j = nearest(isa, Metric::L2, dsub, cb, &cbn, &x, None);
+            let codes_j = nearest(isa, Metric::L2, dsub, cb, &x, None);
             for (at, &c) in codes_j.iter().enumerate() {
                 if nbits <= 8 {
                     codes[at * code_size + j] = c as u8;
